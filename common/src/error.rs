@@ -1,0 +1,270 @@
+//! The error type shared by master, chunkserver and client, and its single
+//! mapping to and from the wire.
+//!
+//! A failing RPC carries a `tonic::Status` whose `details` are an encoded
+//! [`gfs_proto::ErrorDetail`], so the variant survives the trip and the
+//! client can decide whether to retry.
+
+use gfs_proto::ErrorDetail;
+pub use gfs_proto::ErrorKind;
+use prost::Message;
+
+/// Result alias used across gfs library crates.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error a gfs operation can report.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("{path}: not found")]
+    NotFound { path: String },
+    #[error("chunk {handle:#x}: not found")]
+    ChunkNotFound { handle: u64 },
+    #[error("{path}: already exists")]
+    AlreadyExists { path: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: is a directory")]
+    IsADirectory { path: String },
+    #[error("{path}: directory not empty (use recursive delete)")]
+    DirectoryNotEmpty { path: String },
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("too large: {what} is {size} bytes, limit {limit}")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    #[error("no space: {0}")]
+    NoSpace(String),
+    #[error("chunk {handle:#x}: this server is not the primary")]
+    NotPrimary { handle: u64, primary: Option<String> },
+    #[error("chunk {handle:#x}: stale version (replica has {have}, request wants {want})")]
+    StaleVersion { handle: u64, have: u64, want: u64 },
+    #[error("chunk {handle:#x}: full, record goes to the next chunk")]
+    ChunkFull { handle: u64 },
+    #[error("pushed data {data_id}: not found or expired")]
+    DataNotFound { data_id: u64 },
+    #[error("chunk {handle:#x}: checksum mismatch: {detail}")]
+    Corrupt { handle: u64, detail: String },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error("stale epoch: request has {have}, server has seen {seen}")]
+    StaleEpoch { have: u64, seen: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Returns the wire kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } | Error::ChunkNotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::NotADirectory { .. } => ErrorKind::NotADirectory,
+            Error::IsADirectory { .. } => ErrorKind::IsADirectory,
+            Error::DirectoryNotEmpty { .. } => ErrorKind::DirectoryNotEmpty,
+            Error::InvalidPath { .. } => ErrorKind::InvalidPath,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::NoSpace(_) => ErrorKind::NoSpace,
+            Error::NotPrimary { .. } => ErrorKind::NotPrimary,
+            Error::StaleVersion { .. } => ErrorKind::StaleVersion,
+            Error::ChunkFull { .. } => ErrorKind::ChunkFull,
+            Error::DataNotFound { .. } => ErrorKind::DataNotFound,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Returns true when the same request may succeed if retried later
+    /// (possibly after refreshing locations or the lease).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotPrimary { .. }
+                | Error::StaleVersion { .. }
+                | Error::DataNotFound { .. }
+                | Error::Corrupt { .. }
+                | Error::Unavailable(_)
+                | Error::Busy(_)
+                | Error::StaleEpoch { .. }
+        )
+    }
+
+    /// Builds an `Internal` error from an I/O error, with context.
+    pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        if err.raw_os_error() == Some(28) {
+            return Error::NoSpace(format!("{context}: {err}"));
+        }
+        Error::Internal(format!("{context}: {err}"))
+    }
+
+    fn to_detail(&self) -> ErrorDetail {
+        let mut d = ErrorDetail {
+            kind: self.kind() as i32,
+            message: self.to_string(),
+            ..Default::default()
+        };
+        match self {
+            Error::NotFound { path }
+            | Error::AlreadyExists { path }
+            | Error::NotADirectory { path }
+            | Error::IsADirectory { path }
+            | Error::DirectoryNotEmpty { path }
+            | Error::InvalidPath { path, .. } => d.path = path.clone(),
+            Error::ChunkNotFound { handle }
+            | Error::ChunkFull { handle }
+            | Error::Corrupt { handle, .. } => d.handle = *handle,
+            Error::NotPrimary { handle, primary } => {
+                d.handle = *handle;
+                d.primary = primary.clone().unwrap_or_default();
+            }
+            Error::StaleVersion { handle, have, want } => {
+                d.handle = *handle;
+                d.have_version = *have;
+                d.want_version = *want;
+            }
+            Error::DataNotFound { data_id } => d.handle = *data_id,
+            Error::StaleEpoch { have, seen } => {
+                d.have_version = *have;
+                d.want_version = *seen;
+            }
+            _ => {}
+        }
+        d
+    }
+
+    fn from_detail(d: ErrorDetail) -> Self {
+        let msg = d.message.clone();
+        // Strip the "prefix: " that Display added, keeping the free text.
+        let tail = |m: &str| m.split_once(": ").map(|x| x.1.to_string()).unwrap_or_else(|| m.to_string());
+        match ErrorKind::try_from(d.kind).unwrap_or(ErrorKind::Internal) {
+            ErrorKind::NotFound if d.path.is_empty() => Error::ChunkNotFound { handle: d.handle },
+            ErrorKind::NotFound => Error::NotFound { path: d.path },
+            ErrorKind::AlreadyExists => Error::AlreadyExists { path: d.path },
+            ErrorKind::NotADirectory => Error::NotADirectory { path: d.path },
+            ErrorKind::IsADirectory => Error::IsADirectory { path: d.path },
+            ErrorKind::DirectoryNotEmpty => Error::DirectoryNotEmpty { path: d.path },
+            ErrorKind::InvalidPath => Error::InvalidPath {
+                reason: msg.rsplit_once(": ").map(|x| x.1.to_string()).unwrap_or(msg),
+                path: d.path,
+            },
+            ErrorKind::InvalidArgument => Error::InvalidArgument(tail(&msg)),
+            ErrorKind::TooLarge => Error::TooLarge { what: tail(&msg), size: 0, limit: 0 },
+            ErrorKind::NoSpace => Error::NoSpace(tail(&msg)),
+            ErrorKind::NotPrimary => Error::NotPrimary {
+                handle: d.handle,
+                primary: (!d.primary.is_empty()).then_some(d.primary),
+            },
+            ErrorKind::StaleVersion => Error::StaleVersion {
+                handle: d.handle,
+                have: d.have_version,
+                want: d.want_version,
+            },
+            ErrorKind::ChunkFull => Error::ChunkFull { handle: d.handle },
+            ErrorKind::DataNotFound => Error::DataNotFound { data_id: d.handle },
+            ErrorKind::Corrupt => Error::Corrupt { handle: d.handle, detail: tail(&msg) },
+            ErrorKind::Unavailable => Error::Unavailable(tail(&msg)),
+            ErrorKind::Busy => Error::Busy(tail(&msg)),
+            ErrorKind::StaleEpoch => Error::StaleEpoch { have: d.have_version, seen: d.want_version },
+            ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(tail(&msg)),
+        }
+    }
+
+    fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self.kind() {
+            ErrorKind::NotFound | ErrorKind::DataNotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory
+            | ErrorKind::DirectoryNotEmpty
+            | ErrorKind::ChunkFull
+            | ErrorKind::StaleVersion
+            | ErrorKind::NotPrimary
+            | ErrorKind::StaleEpoch => Code::FailedPrecondition,
+            ErrorKind::InvalidPath | ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::TooLarge => Code::OutOfRange,
+            ErrorKind::NoSpace | ErrorKind::Busy => Code::ResourceExhausted,
+            ErrorKind::Corrupt => Code::DataLoss,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let detail = e.to_detail().encode_to_vec();
+        tonic::Status::with_details(e.grpc_code(), e.to_string(), detail.into())
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        if !s.details().is_empty()
+            && let Ok(d) = ErrorDetail::decode(s.details())
+        {
+            return Error::from_detail(d);
+        }
+        // No gfs detail: the failure happened in the transport (connect
+        // refused, deadline, reset) or in tonic itself.
+        use tonic::Code;
+        match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
+                Error::Unavailable(s.message().to_string())
+            }
+            Code::ResourceExhausted => Error::Busy(s.message().to_string()),
+            Code::OutOfRange => Error::TooLarge { what: s.message().to_string(), size: 0, limit: 0 },
+            Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+            _ => Error::Internal(format!("{}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_survive_the_wire() {
+        let cases = vec![
+            Error::NotFound { path: "/a".into() },
+            Error::ChunkNotFound { handle: 7 },
+            Error::NotPrimary { handle: 3, primary: Some("h:1".into()) },
+            Error::NotPrimary { handle: 3, primary: None },
+            Error::StaleVersion { handle: 1, have: 2, want: 3 },
+            Error::ChunkFull { handle: 9 },
+            Error::DataNotFound { data_id: 11 },
+            Error::InvalidPath { path: "a/../b".into(), reason: "'..' is not allowed".into() },
+            Error::InvalidArgument("bad".into()),
+            Error::NoSpace("disk".into()),
+            Error::Unavailable("x".into()),
+            Error::StaleEpoch { have: 1, seen: 2 },
+            Error::Internal("boom".into()),
+        ];
+        for e in cases {
+            let back = Error::from(tonic::Status::from(e.clone()));
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retryable() {
+        let e = Error::from(tonic::Status::unavailable("connection refused"));
+        assert!(e.is_retryable());
+        let e = Error::from(tonic::Status::deadline_exceeded("slow"));
+        assert!(e.is_retryable());
+        assert!(!Error::NotFound { path: "/x".into() }.is_retryable());
+    }
+}

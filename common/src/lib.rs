@@ -1,0 +1,42 @@
+//! Shared building blocks for every gfs component.
+//!
+//! - [`error`]: the one error type that crosses the wire, and its mapping to
+//!   and from `tonic::Status`.
+//! - [`path`]: the namespace path rules (absolute, no `.`/`..`, no empty parts).
+//! - [`net`]: listeners with a connection limit, channels with deadlines.
+//! - [`bufpool`]: reusable byte buffers for the data path.
+//! - [`shutdown`]: SIGTERM/SIGINT handling.
+//! - [`telemetry`]: tracing setup.
+
+pub mod bufpool;
+pub mod error;
+pub mod net;
+pub mod path;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Size of a checksum block: one CRC32C per 64 KiB of chunk data.
+pub const BLOCK_SIZE: u64 = 64 * 1024;
+
+/// Default chunk size, as in GFS.
+pub const DEFAULT_CHUNK_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Largest single read or write payload moved in one RPC.
+pub const MAX_IO_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Size of one `PushDataFrame` payload.
+pub const PUSH_FRAME_SIZE: usize = 1024 * 1024;
+
+/// Largest gRPC message any gfs server accepts (a full MAX_IO_SIZE read plus
+/// framing).
+pub const MAX_MESSAGE_SIZE: usize = MAX_IO_SIZE as usize + 64 * 1024;
+
+/// Returns the current unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
