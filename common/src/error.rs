@@ -104,11 +104,7 @@ impl Error {
     }
 
     fn to_detail(&self) -> ErrorDetail {
-        let mut d = ErrorDetail {
-            kind: self.kind() as i32,
-            message: self.to_string(),
-            ..Default::default()
-        };
+        let mut d = ErrorDetail { kind: self.kind() as i32, message: self.to_string(), ..Default::default() };
         match self {
             Error::NotFound { path }
             | Error::AlreadyExists { path }
@@ -116,9 +112,9 @@ impl Error {
             | Error::IsADirectory { path }
             | Error::DirectoryNotEmpty { path }
             | Error::InvalidPath { path, .. } => d.path = path.clone(),
-            Error::ChunkNotFound { handle }
-            | Error::ChunkFull { handle }
-            | Error::Corrupt { handle, .. } => d.handle = *handle,
+            Error::ChunkNotFound { handle } | Error::ChunkFull { handle } | Error::Corrupt { handle, .. } => {
+                d.handle = *handle
+            }
             Error::NotPrimary { handle, primary } => {
                 d.handle = *handle;
                 d.primary = primary.clone().unwrap_or_default();
@@ -156,15 +152,12 @@ impl Error {
             ErrorKind::InvalidArgument => Error::InvalidArgument(tail(&msg)),
             ErrorKind::TooLarge => Error::TooLarge { what: tail(&msg), size: 0, limit: 0 },
             ErrorKind::NoSpace => Error::NoSpace(tail(&msg)),
-            ErrorKind::NotPrimary => Error::NotPrimary {
-                handle: d.handle,
-                primary: (!d.primary.is_empty()).then_some(d.primary),
-            },
-            ErrorKind::StaleVersion => Error::StaleVersion {
-                handle: d.handle,
-                have: d.have_version,
-                want: d.want_version,
-            },
+            ErrorKind::NotPrimary => {
+                Error::NotPrimary { handle: d.handle, primary: (!d.primary.is_empty()).then_some(d.primary) }
+            }
+            ErrorKind::StaleVersion => {
+                Error::StaleVersion { handle: d.handle, have: d.have_version, want: d.want_version }
+            }
             ErrorKind::ChunkFull => Error::ChunkFull { handle: d.handle },
             ErrorKind::DataNotFound => Error::DataNotFound { data_id: d.handle },
             ErrorKind::Corrupt => Error::Corrupt { handle: d.handle, detail: tail(&msg) },

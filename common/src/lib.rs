@@ -35,8 +35,5 @@ pub const MAX_MESSAGE_SIZE: usize = MAX_IO_SIZE as usize + 64 * 1024;
 
 /// Returns the current unix time in milliseconds.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -118,9 +118,8 @@ pub fn limited_incoming(listener: TcpListener, max_connections: usize) -> Incomi
 
 /// Binds a TCP listener, with a clear error naming the address.
 pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::io("local_addr", e))?;
     Ok((listener, local))
 }
