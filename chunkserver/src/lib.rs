@@ -1,1 +1,233 @@
-//! placeholder
+//! gfs chunkserver: stores chunks as plain files with one CRC32C per 64 KiB
+//! block, receives pushed data through a bounded buffer and a forwarding
+//! pipeline, orders mutations as primary (write, record append) or applies
+//! them as secondary, and keeps the master informed through heartbeats.
+//!
+//! [`start`] binds and serves; [`ChunkserverHandle::wait`] resolves after a
+//! graceful shutdown. See `ARCHITECTURE.md` for the flows.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use gfs_common::net::{ServerLimits, bind, limited_incoming, server_builder};
+use gfs_common::shutdown::CancellationToken;
+use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
+use gfs_proto::ServerInfo;
+use gfs_proto::chunk_service_server::ChunkServiceServer;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+mod heartbeat;
+mod lease;
+pub mod meta;
+mod mutation;
+mod push;
+pub mod pushbuf;
+mod rpc;
+mod service;
+pub mod store;
+
+use heartbeat::Heartbeat;
+use lease::{Epoch, Leases};
+use pushbuf::PushBuffer;
+use rpc::Rpc;
+use service::{ChunkServer, Shared};
+use store::Store;
+
+/// Capacity of the queue of corruption reports waiting for the master.
+const CORRUPT_QUEUE: usize = 256;
+
+/// Chunkserver settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Address given to the master and clients; default: the bound address.
+    pub advertise: Option<String>,
+    /// Master `host:port`.
+    pub master: String,
+    /// Folder holding `server-id` and `chunks/`.
+    pub data_dir: PathBuf,
+    /// Failure domain.
+    pub zone: String,
+    /// Heartbeat period; the master's `RegisterResponse.heartbeat_ms`
+    /// overrides it when nonzero.
+    pub heartbeat_ms: u64,
+    /// Heartbeats between full chunk reports.
+    pub full_report_every: u32,
+    /// Disk capacity reported to the master; default: statvfs of `data_dir`.
+    pub capacity_bytes: Option<u64>,
+    /// Bound on pushed-but-uncommitted data.
+    pub push_buffer_bytes: u64,
+    /// Pushed data expires after this long.
+    pub push_timeout_ms: u64,
+    /// fdatasync data and metadata before acknowledging a mutation.
+    pub sync_writes: bool,
+    /// Deadline of RPCs to peers and the master.
+    pub rpc_timeout_ms: u64,
+    /// Connection and request limits of the gRPC server.
+    pub limits: ServerLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            master: "127.0.0.1:9700".into(),
+            data_dir: PathBuf::from("gfs-chunkserver-data"),
+            zone: "default".into(),
+            heartbeat_ms: 1000,
+            full_report_every: 60,
+            capacity_bytes: None,
+            push_buffer_bytes: 256 * 1024 * 1024,
+            push_timeout_ms: 60_000,
+            sync_writes: true,
+            rpc_timeout_ms: 10_000,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that every setting is usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if self.listen.is_empty() {
+            return bad("listen address is empty");
+        }
+        if self.master.is_empty() {
+            return bad("master address is empty");
+        }
+        if self.advertise.as_deref() == Some("") {
+            return bad("advertise address is empty");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data dir is empty");
+        }
+        if self.heartbeat_ms == 0 || self.full_report_every == 0 {
+            return bad("heartbeat_ms and full_report_every must be positive");
+        }
+        if self.push_buffer_bytes == 0 || self.push_timeout_ms == 0 || self.rpc_timeout_ms == 0 {
+            return bad("push buffer, push timeout and rpc timeout must be positive");
+        }
+        if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
+            return bad("server limits must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A running chunkserver.
+pub struct ChunkserverHandle {
+    /// Bound address of the ChunkService.
+    pub addr: SocketAddr,
+    /// Stable server id (from `data_dir/server-id`).
+    pub id: String,
+    /// The data folder.
+    pub data_dir: PathBuf,
+    shared: Arc<Shared>,
+    server: JoinHandle<Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    tasks_token: CancellationToken,
+    sync_writes: bool,
+}
+
+impl ChunkserverHandle {
+    /// Resolves after a graceful shutdown: the server stopped accepting,
+    /// in-flight requests (mutations) finished and chunk files are synced.
+    pub async fn wait(self) -> Result<()> {
+        let served = self.server.await.map_err(|e| Error::Internal(format!("server task: {e}")));
+        self.tasks_token.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if !self.sync_writes {
+            self.shared.store.sync_all().await?;
+        }
+        tracing::info!(server_id = %self.id, "chunkserver stopped");
+        served?
+    }
+
+    /// Returns the data file of a chunk.
+    pub fn chunk_path(&self, handle: u64) -> PathBuf {
+        Store::chunk_path(&self.data_dir, handle)
+    }
+}
+
+/// Opens the store, binds, serves the ChunkService and starts the heartbeat
+/// loop (registration is retried in the background until the master
+/// answers) and the push-buffer sweeper. Returns once listening.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<ChunkserverHandle> {
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    let id = tokio::task::spawn_blocking(move || store::load_or_create_server_id(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("server id task: {e}")))??;
+    let store = Store::open(&config.data_dir, config.sync_writes).await?;
+    let (listener, addr) = bind(&config.listen).await?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let (corrupt_tx, corrupt_rx) = mpsc::channel(CORRUPT_QUEUE);
+    let push_timeout = Duration::from_millis(config.push_timeout_ms);
+    let pushbuf = PushBuffer::new(config.push_buffer_bytes, push_timeout);
+    let shared = Arc::new(Shared {
+        store,
+        pushbuf: pushbuf.clone(),
+        leases: Leases::default(),
+        epoch: Epoch::default(),
+        rpc: Rpc::new(config.master.clone(), Duration::from_millis(config.rpc_timeout_ms)),
+        push_timeout,
+        corrupt_tx,
+        load: AtomicU32::new(0),
+    });
+    let server = serve(listener, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
+    let tasks_token = shutdown.child_token();
+    let hb = Heartbeat {
+        shared: shared.clone(),
+        server: ServerInfo { id: id.clone(), address: advertise.clone(), zone: config.zone.clone() },
+        data_dir: config.data_dir.clone(),
+        capacity_override: config.capacity_bytes,
+        interval: Duration::from_millis(config.heartbeat_ms),
+        full_report_every: config.full_report_every,
+        corrupt_rx,
+    };
+    let tasks = vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];
+    tracing::info!(%addr, advertise = %advertise, server_id = %id, master = %config.master, "chunkserver listening");
+    Ok(ChunkserverHandle {
+        addr,
+        id,
+        data_dir: config.data_dir,
+        shared,
+        server,
+        tasks,
+        tasks_token,
+        sync_writes: config.sync_writes,
+    })
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    limits: ServerLimits,
+    svc: ChunkServer,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<()>> {
+    let svc = ChunkServiceServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let incoming = limited_incoming(listener, limits.max_connections);
+    tokio::spawn(async move {
+        server_builder(&limits)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .await
+            .map_err(Error::from)
+    })
+}
+
+/// Runs a chunkserver until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    start(config, shutdown).await?.wait().await
+}

@@ -112,8 +112,15 @@ impl Error {
             | Error::IsADirectory { path }
             | Error::DirectoryNotEmpty { path }
             | Error::InvalidPath { path, .. } => d.path = path.clone(),
-            Error::ChunkNotFound { handle } | Error::ChunkFull { handle } | Error::Corrupt { handle, .. } => {
-                d.handle = *handle
+            Error::ChunkNotFound { handle } | Error::ChunkFull { handle } => d.handle = *handle,
+            Error::Corrupt { handle, detail } => {
+                d.handle = *handle;
+                d.path = detail.clone();
+            }
+            Error::TooLarge { what, size, limit } => {
+                d.path = what.clone();
+                d.have_version = *size;
+                d.want_version = *limit;
             }
             Error::NotPrimary { handle, primary } => {
                 d.handle = *handle;
@@ -150,7 +157,7 @@ impl Error {
                 path: d.path,
             },
             ErrorKind::InvalidArgument => Error::InvalidArgument(tail(&msg)),
-            ErrorKind::TooLarge => Error::TooLarge { what: tail(&msg), size: 0, limit: 0 },
+            ErrorKind::TooLarge => Error::TooLarge { what: d.path, size: d.have_version, limit: d.want_version },
             ErrorKind::NoSpace => Error::NoSpace(tail(&msg)),
             ErrorKind::NotPrimary => {
                 Error::NotPrimary { handle: d.handle, primary: (!d.primary.is_empty()).then_some(d.primary) }
@@ -160,7 +167,7 @@ impl Error {
             }
             ErrorKind::ChunkFull => Error::ChunkFull { handle: d.handle },
             ErrorKind::DataNotFound => Error::DataNotFound { data_id: d.handle },
-            ErrorKind::Corrupt => Error::Corrupt { handle: d.handle, detail: tail(&msg) },
+            ErrorKind::Corrupt => Error::Corrupt { handle: d.handle, detail: d.path },
             ErrorKind::Unavailable => Error::Unavailable(tail(&msg)),
             ErrorKind::Busy => Error::Busy(tail(&msg)),
             ErrorKind::StaleEpoch => Error::StaleEpoch { have: d.have_version, seen: d.want_version },
@@ -241,6 +248,8 @@ mod tests {
             Error::DataNotFound { data_id: 11 },
             Error::InvalidPath { path: "a/../b".into(), reason: "'..' is not allowed".into() },
             Error::InvalidArgument("bad".into()),
+            Error::TooLarge { what: "record".into(), size: 10, limit: 4 },
+            Error::Corrupt { handle: 5, detail: "block 3: crc 1 != 2".into() },
             Error::NoSpace("disk".into()),
             Error::Unavailable("x".into()),
             Error::StaleEpoch { have: 1, seen: 2 },

@@ -1,1 +1,257 @@
-//! placeholder
+//! In-process gfs cluster for tests.
+//!
+//! [`Cluster::start`] runs one master and N chunkservers as tasks on
+//! listeners bound to `127.0.0.1:0`, each storing under its own folder of a
+//! temporary directory. Components can be stopped and restarted on the same
+//! folder, which is how tests check recovery and stale replicas.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gfs_client::{Client, ClientConfig};
+use gfs_common::shutdown::CancellationToken;
+use tempfile::TempDir;
+
+/// Knobs for a test cluster. `Default` gives 3 chunkservers, replication 3,
+/// 1 MiB chunks and short heartbeats.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of chunkservers.
+    pub chunkservers: usize,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// Default replication.
+    pub replication: u32,
+    /// Lease length.
+    pub lease_ms: u64,
+    /// Chunkserver heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Time without a heartbeat before a chunkserver is dead.
+    pub dead_after_ms: u64,
+    /// Log records between master checkpoints.
+    pub checkpoint_every: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            chunkservers: 3,
+            chunk_size: 1024 * 1024,
+            replication: 3,
+            lease_ms: 10_000,
+            heartbeat_ms: 200,
+            dead_after_ms: 1_500,
+            checkpoint_every: 10_000,
+        }
+    }
+}
+
+struct Running<H> {
+    handle: H,
+    token: CancellationToken,
+}
+
+/// One chunkserver slot: its folder and, while it runs, its handle.
+struct ChunkserverSlot {
+    data_dir: PathBuf,
+    zone: String,
+    running: Option<Running<gfs_chunkserver::ChunkserverHandle>>,
+    /// Last address it listened on, kept so that a restart reuses it.
+    last_addr: Option<String>,
+}
+
+/// A master and N chunkservers running as tasks in this process.
+pub struct Cluster {
+    opts: ClusterOptions,
+    dir: TempDir,
+    master: Option<Running<gfs_master::MasterHandle>>,
+    master_addr: String,
+    chunkservers: Vec<ChunkserverSlot>,
+}
+
+impl Cluster {
+    /// Starts a cluster and waits until every chunkserver has registered.
+    pub async fn start(opts: ClusterOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("gfs-testkit-").tempdir()?;
+        let mut cluster = Cluster { opts, dir, master: None, master_addr: String::new(), chunkservers: Vec::new() };
+        cluster.start_master().await?;
+        for i in 0..cluster.opts.chunkservers {
+            let data_dir = cluster.dir.path().join(format!("chunkserver-{i}"));
+            cluster.chunkservers.push(ChunkserverSlot {
+                data_dir,
+                zone: format!("zone-{i}"),
+                running: None,
+                last_addr: None,
+            });
+            cluster.start_chunkserver(i).await?;
+        }
+        cluster.wait_live(cluster.opts.chunkservers).await?;
+        Ok(cluster)
+    }
+
+    /// Returns the cluster's root folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Returns the master's address.
+    pub fn master_addr(&self) -> &str {
+        &self.master_addr
+    }
+
+    /// Returns a new client (with its own empty caches).
+    pub fn client(&self) -> Client {
+        let mut cfg = ClientConfig::new(self.master_addr.clone());
+        cfg.rpc_timeout = Duration::from_secs(5);
+        Client::new(cfg).expect("client config")
+    }
+
+    /// Returns the options the cluster was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
+    }
+
+    fn master_config(&self) -> gfs_master::Config {
+        gfs_master::Config {
+            // Reuse the previous port on restart so clients keep working.
+            listen: if self.master_addr.is_empty() { "127.0.0.1:0".into() } else { self.master_addr.clone() },
+            data_dir: self.dir.path().join("master"),
+            chunk_size: self.opts.chunk_size,
+            replication: self.opts.replication,
+            lease_ms: self.opts.lease_ms,
+            heartbeat_ms: self.opts.heartbeat_ms,
+            dead_after_ms: self.opts.dead_after_ms,
+            checkpoint_every: self.opts.checkpoint_every,
+            ..Default::default()
+        }
+    }
+
+    async fn start_master(&mut self) -> Result<()> {
+        let token = CancellationToken::new();
+        let mut last_err = None;
+        // A just-closed port can take a moment to become bindable again.
+        for _ in 0..50 {
+            match gfs_master::start(self.master_config(), token.clone()).await {
+                Ok(handle) => {
+                    self.master_addr = handle.addr.to_string();
+                    self.master = Some(Running { handle, token });
+                    return Ok(());
+                }
+                Err(e) => last_err = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("master did not start: {:?}", last_err)
+    }
+
+    /// Starts (or restarts) chunkserver `i` on its folder.
+    pub async fn start_chunkserver(&mut self, i: usize) -> Result<()> {
+        let slot = &self.chunkservers[i];
+        if slot.running.is_some() {
+            bail!("chunkserver {i} is already running");
+        }
+        let token = CancellationToken::new();
+        let cfg = gfs_chunkserver::Config {
+            listen: slot.last_addr.clone().unwrap_or_else(|| "127.0.0.1:0".into()),
+            master: self.master_addr.clone(),
+            data_dir: slot.data_dir.clone(),
+            zone: slot.zone.clone(),
+            heartbeat_ms: self.opts.heartbeat_ms,
+            ..Default::default()
+        };
+        let mut last_err = None;
+        for _ in 0..50 {
+            match gfs_chunkserver::start(cfg.clone(), token.clone()).await {
+                Ok(handle) => {
+                    let slot = &mut self.chunkservers[i];
+                    slot.last_addr = Some(handle.addr.to_string());
+                    slot.running = Some(Running { handle, token });
+                    return Ok(());
+                }
+                Err(e) => last_err = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("chunkserver {i} did not start: {:?}", last_err)
+    }
+
+    /// Stops chunkserver `i` gracefully and waits for it to finish.
+    pub async fn stop_chunkserver(&mut self, i: usize) -> Result<()> {
+        let running = self.chunkservers[i].running.take().context("chunkserver not running")?;
+        running.token.cancel();
+        running.handle.wait().await?;
+        Ok(())
+    }
+
+    /// Stops the master gracefully (log flushed) and starts it again on the
+    /// same folder and port.
+    pub async fn restart_master(&mut self) -> Result<()> {
+        let running = self.master.take().context("master not running")?;
+        running.token.cancel();
+        running.handle.wait().await?;
+        self.start_master().await
+    }
+
+    /// Returns the address of chunkserver `i` while it runs.
+    pub fn chunkserver_addr(&self, i: usize) -> Option<String> {
+        self.chunkservers[i].running.as_ref().map(|r| r.handle.addr.to_string())
+    }
+
+    /// Returns the index of the chunkserver listening on `addr`.
+    pub fn chunkserver_index(&self, addr: &str) -> Option<usize> {
+        self.chunkservers
+            .iter()
+            .position(|s| s.running.as_ref().map(|r| r.handle.addr.to_string()).as_deref() == Some(addr))
+    }
+
+    /// Returns the data file of `handle` on chunkserver `i`.
+    pub fn chunk_path(&self, i: usize, handle: u64) -> Option<PathBuf> {
+        self.chunkservers[i].running.as_ref().map(|r| r.handle.chunk_path(handle))
+    }
+
+    /// Waits until the master reports at least `n` live chunkservers.
+    pub async fn wait_live(&self, n: usize) -> Result<()> {
+        let client = self.client();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = client.cluster_status().await
+                && status.servers.iter().filter(|s| s.alive).count() >= n
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("fewer than {n} chunkservers registered within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every component gracefully.
+    pub async fn shutdown(mut self) -> Result<()> {
+        for i in 0..self.chunkservers.len() {
+            if self.chunkservers[i].running.is_some() {
+                self.stop_chunkserver(i).await?;
+            }
+        }
+        if let Some(m) = self.master.take() {
+            m.token.cancel();
+            m.handle.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Tasks end with the test's runtime; cancelling lets them exit early.
+        if let Some(m) = &self.master {
+            m.token.cancel();
+        }
+        for s in &self.chunkservers {
+            if let Some(r) = &s.running {
+                r.token.cancel();
+            }
+        }
+    }
+}

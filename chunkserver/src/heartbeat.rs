@@ -1,0 +1,207 @@
+//! Registration and heartbeats with the master, plus corruption reports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use gfs_common::Result;
+use gfs_common::shutdown::CancellationToken;
+use gfs_proto::*;
+use tokio::sync::mpsc;
+use tokio::time::{Interval, MissedTickBehavior};
+
+use crate::service::Shared;
+
+/// Most corruption reports kept while the master is unreachable.
+const MAX_PENDING_REPORTS: usize = 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The background task that keeps this server known to the master.
+pub(crate) struct Heartbeat {
+    pub shared: Arc<Shared>,
+    pub server: ServerInfo,
+    pub data_dir: PathBuf,
+    pub capacity_override: Option<u64>,
+    pub interval: Duration,
+    pub full_report_every: u32,
+    pub corrupt_rx: mpsc::Receiver<u64>,
+}
+
+/// Logs one warning per streak of master failures, not one per attempt.
+#[derive(Default)]
+struct Streak {
+    failing: bool,
+}
+
+impl Streak {
+    fn failed(&mut self, what: &'static str, e: &gfs_common::Error) {
+        if !self.failing {
+            tracing::warn!(rpc = what, error = %e, "master unreachable, retrying");
+        } else {
+            tracing::debug!(rpc = what, error = %e, "master still unreachable");
+        }
+        self.failing = true;
+    }
+
+    fn ok(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("master reachable again");
+        }
+    }
+}
+
+fn ticker(period: Duration) -> Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+impl Heartbeat {
+    /// Registers, then heartbeats until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut streak = Streak::default();
+        let mut registered = false;
+        let mut backoff = Duration::from_millis(100);
+        let mut beats: u32 = 0;
+        let mut force_full = false;
+        let mut pending: Vec<u64> = Vec::new();
+        let mut tick = ticker(self.interval);
+        loop {
+            if !registered {
+                match self.register().await {
+                    Ok(()) => {
+                        streak.ok();
+                        registered = true;
+                        backoff = Duration::from_millis(100);
+                        beats = 0;
+                        tick = ticker(self.interval);
+                        tick.reset();
+                    }
+                    Err(e) => {
+                        streak.failed("register", &e);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                Some(h) = self.corrupt_rx.recv() => {
+                    if pending.len() < MAX_PENDING_REPORTS {
+                        pending.push(h);
+                    }
+                    self.flush_reports(&mut pending).await;
+                    continue;
+                }
+            }
+            beats = beats.wrapping_add(1);
+            let full = force_full || beats.is_multiple_of(self.full_report_every.max(1));
+            match self.beat(full).await {
+                Ok(resp) => {
+                    streak.ok();
+                    force_full = false;
+                    registered = !resp.reregister;
+                    self.process(resp).await;
+                }
+                Err(e) => {
+                    streak.failed("heartbeat", &e);
+                    force_full = true;
+                }
+            }
+            self.flush_reports(&mut pending).await;
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        if let Some(c) = self.capacity_override {
+            return c;
+        }
+        match rustix::fs::statvfs(&self.data_dir) {
+            Ok(s) => s.f_blocks.saturating_mul(s.f_frsize),
+            Err(e) => {
+                tracing::warn!(error = %e, "statvfs failed");
+                0
+            }
+        }
+    }
+
+    async fn register(&mut self) -> Result<()> {
+        // Changes made before the full report are included in it.
+        self.shared.store.take_changed();
+        let req = RegisterRequest {
+            server: Some(self.server.clone()),
+            capacity_bytes: self.capacity(),
+            used_bytes: self.shared.store.used_bytes(),
+            chunks: self.shared.store.list(),
+        };
+        let chunks = req.chunks.len();
+        let resp = self.shared.rpc.register(req).await?;
+        self.shared.epoch.observe(resp.epoch);
+        if resp.heartbeat_ms > 0 {
+            self.interval = Duration::from_millis(resp.heartbeat_ms);
+        }
+        tracing::info!(server_id = %self.server.id, epoch = resp.epoch, chunks, "registered with master");
+        let mut doomed = resp.delete_chunks;
+        doomed.extend(resp.stale_chunks);
+        self.shared.delete_chunks(&doomed).await;
+        Ok(())
+    }
+
+    async fn beat(&self, full: bool) -> Result<HeartbeatResponse> {
+        let store = &self.shared.store;
+        let req = HeartbeatRequest {
+            server_id: self.server.id.clone(),
+            capacity_bytes: self.capacity(),
+            used_bytes: store.used_bytes(),
+            load: self.shared.load.load(Ordering::Relaxed),
+            changed: store.take_changed(),
+            full_report: if full { store.list() } else { Vec::new() },
+            is_full_report: full,
+            lease_extensions: self.shared.leases.wanting_extension(),
+        };
+        self.shared.rpc.heartbeat(req).await
+    }
+
+    async fn process(&self, resp: HeartbeatResponse) {
+        self.shared.epoch.observe(resp.epoch);
+        for ext in &resp.extended {
+            self.shared.leases.extend(ext.handle, ext.version, ext.lease_ms);
+        }
+        let mut doomed = resp.delete_chunks;
+        doomed.extend(resp.stale_chunks);
+        if !doomed.is_empty() {
+            tracing::info!(count = doomed.len(), "master asked to delete replicas");
+            self.shared.delete_chunks(&doomed).await;
+        }
+    }
+
+    /// Sends queued corruption reports; keeps the ones that failed.
+    async fn flush_reports(&mut self, pending: &mut Vec<u64>) {
+        while let Ok(h) = self.corrupt_rx.try_recv() {
+            if pending.len() < MAX_PENDING_REPORTS {
+                pending.push(h);
+            }
+        }
+        pending.sort_unstable();
+        pending.dedup();
+        while let Some(&handle) = pending.first() {
+            let req = ReportCorruptRequest { handle, server_id: self.server.id.clone() };
+            match self.shared.rpc.report_corrupt(req).await {
+                Ok(()) => {
+                    tracing::info!(handle, "reported corrupt replica to master");
+                    pending.remove(0);
+                }
+                Err(e) => {
+                    tracing::warn!(handle, error = %e, "cannot report corrupt replica");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `gfs-chunkserver`: parses flags, sets up tracing and runs the chunkserver.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gfs_common::shutdown;
+use gfs_common::telemetry::{self, LogFormat};
+
+/// gfs chunkserver: stores chunks and serves reads and mutations.
+#[derive(Parser, Debug)]
+#[command(name = "gfs-chunkserver", version)]
+struct Args {
+    /// Master address (host:port).
+    #[arg(long, env = "GFS_MASTER", default_value = "127.0.0.1:9700")]
+    master: String,
+    /// Address to listen on.
+    #[arg(long, env = "GFS_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Address advertised to the master and clients (default: bound address).
+    #[arg(long, env = "GFS_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data folder (server id and chunk files).
+    #[arg(long, env = "GFS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Failure domain.
+    #[arg(long, env = "GFS_ZONE", default_value = "default")]
+    zone: String,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, env = "GFS_HEARTBEAT_MS", default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Capacity reported to the master, in bytes (default: disk size).
+    #[arg(long, env = "GFS_CAPACITY")]
+    capacity: Option<u64>,
+    /// Bound on pushed-but-uncommitted data, in bytes.
+    #[arg(long, env = "GFS_PUSH_BUFFER", default_value_t = 256 * 1024 * 1024)]
+    push_buffer: u64,
+    /// Do not fdatasync before acknowledging mutations.
+    #[arg(long, env = "GFS_NO_SYNC")]
+    no_sync: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::abort_on_panic();
+    telemetry::init(args.log_format, "info");
+    let config = gfs_chunkserver::Config {
+        listen: args.listen,
+        advertise: args.advertise,
+        master: args.master,
+        data_dir: args.data_dir,
+        zone: args.zone,
+        heartbeat_ms: args.heartbeat_ms,
+        capacity_bytes: args.capacity,
+        push_buffer_bytes: args.push_buffer,
+        sync_writes: !args.no_sync,
+        ..Default::default()
+    };
+    let token = shutdown::on_signals();
+    gfs_chunkserver::run(config, token).await?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The `ChunkService` gRPC implementation.
+//!
+//! The state shared by every handler lives in [`Shared`]; the data pipeline
+//! is in `push.rs`, mutation ordering and master commands in `mutation.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use gfs_common::{Error, MAX_IO_SIZE, Result};
+use gfs_proto::chunk_service_server::ChunkService;
+use gfs_proto::*;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::lease::{Epoch, Leases};
+use crate::pushbuf::PushBuffer;
+use crate::rpc::Rpc;
+use crate::store::Store;
+
+/// State shared by the RPC handlers, the heartbeat loop and shutdown.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub pushbuf: PushBuffer,
+    pub leases: Leases,
+    pub epoch: Epoch,
+    pub rpc: Rpc,
+    pub push_timeout: Duration,
+    /// Handles of corrupt replicas to report to the master.
+    pub corrupt_tx: mpsc::Sender<u64>,
+    /// Requests in flight (the heartbeat's `load`).
+    pub load: AtomicU32,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Reads from a replica; a checksum mismatch is also queued for the
+    /// master.
+    pub(crate) async fn read(&self, req: ReadRequest) -> Result<ReadResponse> {
+        if req.length > MAX_IO_SIZE {
+            return Err(Error::TooLarge { what: "read".into(), size: req.length, limit: MAX_IO_SIZE });
+        }
+        match self.store.read(req.handle, req.version, req.offset, req.length).await {
+            Ok((data, chunk_length)) => Ok(ReadResponse { data, chunk_length }),
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::error!(handle = req.handle, error = %e, "corrupt chunk replica");
+                if self.corrupt_tx.try_send(req.handle).is_err() {
+                    tracing::warn!(handle = req.handle, "corruption report queue full, report dropped");
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The gRPC service; cheap to clone.
+#[derive(Clone)]
+pub struct ChunkServer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn reply<T>(res: Result<T>) -> Result<Response<T>, Status> {
+    res.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl ChunkService for ChunkServer {
+    async fn push_data(
+        &self,
+        request: Request<Streaming<PushDataFrame>>,
+    ) -> Result<Response<PushDataResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.push_data(request.into_inner()).await)
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.write(request.into_inner()).await)
+    }
+
+    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.append(request.into_inner()).await)
+    }
+
+    async fn apply_mutation(
+        &self,
+        request: Request<ApplyMutationRequest>,
+    ) -> Result<Response<ApplyMutationResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.apply_mutation(request.into_inner()).await)
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.read(request.into_inner()).await)
+    }
+
+    async fn grant_lease(&self, request: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.grant_lease(request.into_inner()).await)
+    }
+
+    async fn delete_chunks(
+        &self,
+        request: Request<DeleteChunksRequest>,
+    ) -> Result<Response<DeleteChunksResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        let req = request.into_inner();
+        let res = match self.shared.epoch.check(req.epoch) {
+            Ok(()) => {
+                self.shared.delete_chunks(&req.handles).await;
+                Ok(DeleteChunksResponse {})
+            }
+            Err(e) => Err(e),
+        };
+        reply(res)
+    }
+}

@@ -1,0 +1,200 @@
+//! File and admin commands.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, anyhow, bail};
+use gfs_common::Error;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncReadExt;
+
+use super::local_io::{ErrorSlot, Tracked};
+use super::output;
+use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
+use crate::{Client, ClientConfig, FileType};
+
+/// Runs a file or admin command against `master`.
+pub async fn run(master: &str, command: Command) -> anyhow::Result<()> {
+    let client = Client::new(ClientConfig::new(master))?;
+    match command {
+        Command::Put { force, local, remote } => put(&client, force, &local, &remote).await,
+        Command::Get { remote, local } => get(&client, &remote, &local).await,
+        Command::Cat { remote } => get(&client, &remote, "-").await,
+        Command::Append { remote, local } => {
+            let data = read_local(&local).await?;
+            // Like `>>` (and HDFS appendToFile): the first append creates the
+            // file, unless the record is over the limit anyway.
+            if let Err(Error::NotFound { .. }) = client.stat(&remote).await {
+                let limit = client.cluster_status().await?.chunk_size / 4;
+                if data.len() as u64 > limit {
+                    bail!(Error::TooLarge { what: "record".into(), size: data.len() as u64, limit });
+                }
+                client.open_or_create(&remote, None).await?;
+            }
+            let offset = client.append(&remote, &data).await?;
+            println!("{offset}");
+            Ok(())
+        }
+        Command::Ls { long, json, path } => {
+            let mut entries = client.list(&path).await?;
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            let mut out = String::new();
+            if json {
+                let v: Vec<_> = entries.iter().map(output::entry_json).collect();
+                out = serde_json::to_string_pretty(&v)? + "\n";
+            } else if long {
+                out = output::ls_long(&entries);
+            } else {
+                for e in &entries {
+                    let dir = e.r#type() == FileType::Directory;
+                    out.push_str(output::name_of(&e.path));
+                    out.push_str(if dir { "/\n" } else { "\n" });
+                }
+            }
+            print_stdout(&out)
+        }
+        Command::Stat { json, path } => {
+            let st = client.stat(&path).await?;
+            let out = if json {
+                serde_json::to_string_pretty(&output::stat_json(&st.info, &st.chunks))? + "\n"
+            } else {
+                output::stat_text(&st.info, &st.chunks)
+            };
+            print_stdout(&out)
+        }
+        Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
+        Command::Rm { recursive, path } => Ok(client.delete(&path, recursive).await?),
+        Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
+        Command::Admin { command: AdminCommand::Status { json } } => {
+            let st = client.cluster_status().await?;
+            let out = if json {
+                serde_json::to_string_pretty(&output::status_json(&st))? + "\n"
+            } else {
+                output::status_text(&st)
+            };
+            print_stdout(&out)
+        }
+        Command::Server(_) | Command::Bench(_) => unreachable!("handled by the caller"),
+    }
+}
+
+fn print_stdout(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow!("stdout: {e}")),
+    }
+}
+
+/// Reads a whole local file (`-` = stdin).
+async fn read_local(local: &str) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if local == "-" {
+        tokio::io::stdin().read_to_end(&mut data).await.context("stdin")?;
+    } else {
+        data = tokio::fs::read(local).await.with_context(|| local.to_string())?;
+    }
+    Ok(data)
+}
+
+/// A progress bar on stderr for transfers over the threshold, only when
+/// stderr is a terminal.
+fn progress_bar(size: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let size = size.filter(|s| *s > PROGRESS_THRESHOLD)?;
+    let bar = ProgressBar::new(size);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Turns a library error into the CLI error, naming the local path when
+/// the local side failed.
+fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
+    match slot.take() {
+        Some((_, msg)) => anyhow!("{}: {msg}", if local == "-" { "stdio" } else { local }),
+        None => e.into(),
+    }
+}
+
+async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow::Result<()> {
+    gfs_common::path::normalize(remote)?;
+    let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let file = tokio::fs::File::open(local).await.with_context(|| local.to_string())?;
+        let meta = file.metadata().await.with_context(|| local.to_string())?;
+        if meta.is_dir() {
+            bail!("{local}: is a directory");
+        }
+        (Box::new(file), Some(meta.len()))
+    };
+    if force {
+        // Replace files only, never a directory.
+        match client.stat(remote).await {
+            Ok(st) if st.info.r#type() == FileType::Directory => {
+                return Err(Error::IsADirectory { path: st.info.path }.into());
+            }
+            Ok(_) => match client.delete(remote, false).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (reader, slot) = Tracked::new(reader);
+    let bar = progress_bar(size);
+    let cb = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let res = client.put(remote, reader, Some(&cb)).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    res.map(|_| ()).map_err(|e| local_or_remote(e, &slot, local))
+}
+
+async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
+    // Stat first so that a failing remote never creates the local file.
+    let st = client.stat(remote).await?;
+    if st.info.r#type() == FileType::Directory {
+        return Err(Error::IsADirectory { path: st.info.path }.into());
+    }
+    let bar = progress_bar(Some(st.info.size));
+    let cb = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let res = if local == "-" {
+        let (w, slot) = Tracked::new(tokio::io::stdout());
+        match client.get(remote, w, Some(&cb)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match slot.take() {
+                Some((std::io::ErrorKind::BrokenPipe, _)) => Ok(()),
+                Some((_, msg)) => Err(anyhow!("stdout: {msg}")),
+                None => Err(e.into()),
+            },
+        }
+    } else {
+        let file = tokio::fs::File::create(local).await.with_context(|| local.to_string())?;
+        let (w, slot) = Tracked::new(tokio::io::BufWriter::with_capacity(1 << 20, file));
+        let r = client.get(remote, w, Some(&cb)).await.map(|_| ()).map_err(|e| local_or_remote(e, &slot, local));
+        if r.is_err() {
+            let _ = tokio::fs::remove_file(local).await;
+        }
+        r
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    res
+}

@@ -1,0 +1,177 @@
+//! The `gfs` command line: file commands against a master, `gfs server`
+//! (an all-in-one cluster in this process) and `gfs bench`.
+//!
+//! Errors print as exactly one line, `gfs: <message>`, with exit code 1;
+//! usage errors exit with 2 (clap).
+
+mod bench;
+mod commands;
+mod local_io;
+mod output;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gfs_common::telemetry::{self, LogFormat};
+
+/// Master address used when neither `--master` nor `GFS_MASTER` is set.
+pub const DEFAULT_MASTER: &str = "127.0.0.1:9700";
+
+/// Files larger than this get a progress bar (when stderr is a terminal).
+pub(crate) const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
+
+/// gfs: a distributed file system in the design of GFS.
+#[derive(Debug, Parser)]
+#[command(name = "gfs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Master address host:port [default: 127.0.0.1:9700]
+    #[arg(long, global = true, env = "GFS_MASTER", value_name = "ADDR")]
+    pub master: Option<String>,
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload LOCAL (`-` = stdin) to a new file REMOTE.
+    Put {
+        /// Replace REMOTE if it exists.
+        #[arg(short, long)]
+        force: bool,
+        local: String,
+        remote: String,
+    },
+    /// Download REMOTE to LOCAL (`-` = stdout).
+    Get { remote: String, local: String },
+    /// Print REMOTE to stdout.
+    Cat { remote: String },
+    /// Append LOCAL's bytes (`-` = stdin) as one record; prints its offset.
+    Append { remote: String, local: String },
+    /// List a directory.
+    Ls {
+        /// Long format: type, replication, size, mtime, name.
+        #[arg(short = 'l')]
+        long: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show a file's or directory's metadata and chunks.
+    Stat {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        path: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+        path: String,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Remove a directory and everything below it.
+        #[arg(short, long)]
+        recursive: bool,
+        path: String,
+    },
+    /// Rename SRC to DST.
+    Mv { src: String, dst: String },
+    /// Cluster administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Run a master and chunkservers in this process.
+    Server(server::ServerArgs),
+    /// Measure throughput and metadata rates against a plain-disk baseline.
+    Bench(bench::BenchArgs),
+}
+
+/// `gfs admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Servers, counts and state of the cluster.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    /// The master address to use.
+    pub fn master_addr(&self) -> String {
+        self.master.clone().unwrap_or_else(|| DEFAULT_MASTER.to_string())
+    }
+}
+
+/// Parses the arguments, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, "warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gfs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(run(cli));
+    // Do not wait for lingering background tasks (e.g. idle connections).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            eprintln!("gfs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let master = cli.master_addr();
+    match cli.command {
+        Command::Server(args) => server::run(args).await,
+        Command::Bench(args) => bench::run(args, cli.master).await,
+        other => commands::run(&master, other).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_common_forms() {
+        let c = Cli::try_parse_from(["gfs", "--master", "h:1", "put", "-f", "a", "/b"]).unwrap();
+        assert_eq!(c.master_addr(), "h:1");
+        assert!(matches!(c.command, Command::Put { force: true, .. }));
+        let c = Cli::try_parse_from(["gfs", "ls", "-l", "--json", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Ls { long: true, json: true, .. }));
+        let c = Cli::try_parse_from(["gfs", "server", "--data-dir", "d", "--chunk-size", "1MiB"]).unwrap();
+        match c.command {
+            Command::Server(a) => assert_eq!(a.chunk_size, 1 << 20),
+            _ => panic!(),
+        }
+        assert!(Cli::try_parse_from(["gfs", "server", "--data-dir", "d", "--chunk-size", "1XB"]).is_err());
+        let c = Cli::try_parse_from(["gfs", "admin", "status", "--json"]).unwrap();
+        assert!(matches!(c.command, Command::Admin { command: AdminCommand::Status { json: true } }));
+    }
+}

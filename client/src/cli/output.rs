@@ -1,0 +1,260 @@
+//! Output formatting: JSON shapes, tables and times.
+
+use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType};
+use serde_json::{Value, json};
+
+use crate::size::format_size;
+
+/// `"file"` or `"directory"`.
+pub fn type_name(info: &FileInfo) -> &'static str {
+    match info.r#type() {
+        FileType::Directory => "directory",
+        _ => "file",
+    }
+}
+
+/// Last path component (`/` for the root).
+pub fn name_of(path: &str) -> &str {
+    match gfs_common::path::file_name(path) {
+        "" => "/",
+        n => n,
+    }
+}
+
+/// One `ls --json` entry.
+pub fn entry_json(info: &FileInfo) -> Value {
+    json!({
+        "path": info.path,
+        "name": name_of(&info.path),
+        "type": type_name(info),
+        "size": info.size,
+        "replication": info.replication,
+        "mtime_ms": info.mtime_ms,
+    })
+}
+
+/// The `stat --json` object.
+pub fn stat_json(info: &FileInfo, chunks: &[ChunkLocation]) -> Value {
+    let chunks: Vec<Value> = chunks
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index,
+                "handle": c.handle,
+                "version": c.version,
+                "length": c.length,
+                "replicas": c.replicas.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "path": info.path,
+        "type": type_name(info),
+        "size": info.size,
+        "replication": info.replication,
+        "chunk_size": info.chunk_size,
+        "mtime_ms": info.mtime_ms,
+        "chunks": chunks,
+    })
+}
+
+/// Human-readable `stat`.
+pub fn stat_text(info: &FileInfo, chunks: &[ChunkLocation]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("path:        {}\n", info.path));
+    s.push_str(&format!("type:        {}\n", type_name(info)));
+    s.push_str(&format!("mtime:       {}\n", format_time_ms(info.mtime_ms)));
+    if info.r#type() == FileType::Directory {
+        s.push_str(&format!("entries:     {}\n", info.children));
+        return s;
+    }
+    s.push_str(&format!("size:        {} ({})\n", info.size, format_size(info.size)));
+    s.push_str(&format!("replication: {}\n", info.replication));
+    s.push_str(&format!("chunk size:  {} ({})\n", info.chunk_size, format_size(info.chunk_size)));
+    s.push_str(&format!("chunks:      {}\n", chunks.len()));
+    for c in chunks {
+        let replicas: Vec<&str> = c.replicas.iter().map(|r| r.address.as_str()).collect();
+        s.push_str(&format!(
+            "  #{:<5} handle {:#018x}  version {:<4} length {:<10} replicas {}\n",
+            c.index,
+            c.handle,
+            c.version,
+            c.length,
+            if replicas.is_empty() { "-".to_string() } else { replicas.join(",") }
+        ));
+    }
+    s
+}
+
+/// `ls -l` table.
+pub fn ls_long(entries: &[FileInfo]) -> String {
+    let mut s = String::new();
+    for e in entries {
+        let dir = e.r#type() == FileType::Directory;
+        let name = if dir { format!("{}/", name_of(&e.path)) } else { name_of(&e.path).to_string() };
+        let repl = if dir { "-".to_string() } else { e.replication.to_string() };
+        s.push_str(&format!(
+            "{:<4} {:>3} {:>14} {} {}\n",
+            if dir { "dir" } else { "file" },
+            repl,
+            e.size,
+            format_time_ms(e.mtime_ms),
+            name
+        ));
+    }
+    s
+}
+
+/// `admin status --json`.
+pub fn status_json(st: &ClusterStatusResponse) -> Value {
+    let servers: Vec<Value> = st
+        .servers
+        .iter()
+        .map(|s| {
+            let info = s.server.clone().unwrap_or_default();
+            json!({
+                "id": info.id,
+                "address": info.address,
+                "zone": info.zone,
+                "alive": s.alive,
+                "capacity_bytes": s.capacity_bytes,
+                "used_bytes": s.used_bytes,
+                "chunk_count": s.chunk_count,
+                "last_heartbeat_ms_ago": s.last_heartbeat_ms_ago,
+                "load": s.load,
+            })
+        })
+        .collect();
+    json!({
+        "servers": servers,
+        "live_servers": st.servers.iter().filter(|s| s.alive).count(),
+        "file_count": st.file_count,
+        "directory_count": st.directory_count,
+        "chunk_count": st.chunk_count,
+        "under_replicated_chunks": st.under_replicated_chunks,
+        "epoch": st.epoch,
+        "chunk_size": st.chunk_size,
+    })
+}
+
+/// `admin status` table.
+pub fn status_text(st: &ClusterStatusResponse) -> String {
+    let rows: Vec<[String; 9]> = st
+        .servers
+        .iter()
+        .map(|s| {
+            let info = s.server.clone().unwrap_or_default();
+            [
+                info.id,
+                info.address,
+                info.zone,
+                if s.alive { "yes".into() } else { "no".into() },
+                format_size(s.used_bytes),
+                format_size(s.capacity_bytes),
+                s.chunk_count.to_string(),
+                s.load.to_string(),
+                format!("{} ms", s.last_heartbeat_ms_ago),
+            ]
+        })
+        .collect();
+    let header = ["ID", "ADDRESS", "ZONE", "ALIVE", "USED", "CAPACITY", "CHUNKS", "LOAD", "LAST HEARTBEAT"];
+    let mut s = table(&header, &rows);
+    let live = st.servers.iter().filter(|s| s.alive).count();
+    s.push_str(&format!(
+        "\nservers: {live} live / {} total\nfiles: {}  directories: {}  chunks: {}  under-replicated: {}\nepoch: {}  chunk size: {}\n",
+        st.servers.len(),
+        st.file_count,
+        st.directory_count,
+        st.chunk_count,
+        st.under_replicated_chunks,
+        st.epoch,
+        format_size(st.chunk_size)
+    ));
+    s
+}
+
+/// A left-aligned text table.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == N {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut s = line(header.to_vec());
+    for r in rows {
+        s.push_str(&line(r.iter().map(|c| c.as_str()).collect()));
+    }
+    s
+}
+
+/// Formats unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time_ms(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time_ms(1_700_000_000_123), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn stat_json_shape() {
+        let info = FileInfo {
+            path: "/a/b".into(),
+            r#type: FileType::File as i32,
+            size: 5,
+            replication: 3,
+            chunk_size: 64,
+            mtime_ms: 7,
+            ..Default::default()
+        };
+        let c = ChunkLocation {
+            index: 0,
+            handle: 9,
+            version: 2,
+            length: 5,
+            replicas: vec![gfs_proto::ServerInfo { id: "x".into(), address: "h:1".into(), zone: "z".into() }],
+        };
+        let v = stat_json(&info, &[c]);
+        assert_eq!(v["type"], "file");
+        assert_eq!(v["chunks"][0]["replicas"][0], "h:1");
+        assert_eq!(entry_json(&info)["name"], "b");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[["xyz".to_string(), "1".to_string()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+}

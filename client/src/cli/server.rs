@@ -1,0 +1,67 @@
+//! `gfs server`: master + chunkservers in this process.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use gfs_common::shutdown::on_signals;
+
+use crate::local_cluster::{LocalCluster, LocalClusterOptions};
+use crate::size::parse_size;
+
+/// Flags of `gfs server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Root data dir (`master/`, `chunkserver-<i>/` below it).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Number of chunkservers.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub chunkservers: usize,
+    /// Master listen address.
+    #[arg(long, default_value = "127.0.0.1:9700", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Chunk size of new files (suffixes KiB, MiB, GiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub chunk_size: u64,
+    /// Default replication [default: min(3, N)].
+    #[arg(long, value_name = "R")]
+    pub replication: Option<u32>,
+    /// Write the master address to this file once ready.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let shutdown = on_signals();
+    let mut opts = LocalClusterOptions::new(&args.data_dir);
+    opts.chunkservers = args.chunkservers;
+    opts.listen = args.listen.clone();
+    opts.chunk_size = args.chunk_size;
+    opts.replication = args.replication;
+    let cluster = LocalCluster::start(opts, shutdown.clone()).await?;
+    println!(
+        "gfs server ready: master {}, {} chunkservers, data {}",
+        cluster.master_addr,
+        args.chunkservers,
+        args.data_dir.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    if let Some(path) = &args.ready_file {
+        let write = || -> std::io::Result<()> {
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            std::fs::write(&tmp, cluster.master_addr.to_string())?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            shutdown.cancel();
+            let _ = cluster.wait().await;
+            return Err(e).with_context(|| path.display().to_string());
+        }
+    }
+    cluster.wait().await
+}

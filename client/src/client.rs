@@ -1,0 +1,932 @@
+//! The async gfs client: metadata calls go to the master, data moves
+//! directly between the client and chunkservers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt, stream};
+use gfs_common::bufpool::BufPool;
+use gfs_common::net::{ChannelPool, with_deadline};
+use gfs_common::path::{is_within, normalize};
+use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, PUSH_FRAME_SIZE, Result};
+use gfs_proto::chunk_service_client::ChunkServiceClient;
+use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_proto::{
+    AppendRequest, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, FileInfo,
+    FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo, ListRequest, MkdirRequest,
+    PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo, StatRequest,
+    WriteRequest,
+};
+use moka::sync::Cache;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tonic::transport::Channel;
+
+use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
+use crate::pieces::{Piece, next_piece_len, split};
+use crate::replicas::LatencyTracker;
+use crate::retry::Backoff;
+
+/// Lease-cache key index used for a file's current append chunk.
+const APPEND_KEY: u64 = u64::MAX;
+
+/// A progress callback: called with the bytes transferred so far.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// A file or directory and, for files, the locations of its chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStat {
+    /// Namespace entry.
+    pub info: FileInfo,
+    /// Chunks in index order (files only).
+    pub chunks: Vec<ChunkLocation>,
+}
+
+/// A gfs client. Cheap to clone; clones share channels and caches.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    pool: ChannelPool,
+    /// (path, chunk index) -> location.
+    locations: Cache<(String, u64), ChunkLocation>,
+    /// path -> chunk size.
+    chunk_sizes: Cache<String, u64>,
+    /// (path, chunk index or APPEND_KEY) -> lease.
+    leases: Cache<(String, u64), Lease>,
+    latency: LatencyTracker,
+    bufs: BufPool,
+}
+
+/// A lease as the client uses it.
+#[derive(Debug, Clone)]
+struct Lease {
+    index: u64,
+    handle: u64,
+    version: u64,
+    primary: ServerInfo,
+    secondaries: Vec<ServerInfo>,
+    epoch: u64,
+    chunk_size: u64,
+    /// When the client stops trusting the lease (the master's remaining
+    /// lease minus a margin).
+    expires: Instant,
+}
+
+impl Lease {
+    fn from_wire(info: Option<LeaseInfo>, chunk_size: u64) -> Result<Self> {
+        let missing = |what: &str| Error::Internal(format!("master lease reply without {what}"));
+        let l = info.ok_or_else(|| missing("lease"))?;
+        let chunk = l.chunk.ok_or_else(|| missing("chunk"))?;
+        let primary = l.primary.ok_or_else(|| missing("primary"))?;
+        if chunk_size == 0 {
+            return Err(missing("chunk size"));
+        }
+        Ok(Lease {
+            index: chunk.index,
+            handle: chunk.handle,
+            version: chunk.version,
+            primary,
+            secondaries: l.secondaries,
+            epoch: l.epoch,
+            chunk_size,
+            expires: Instant::now() + lease_validity(l.lease_ms),
+        })
+    }
+
+    fn valid(&self) -> bool {
+        Instant::now() < self.expires
+    }
+
+    fn secondary_addrs(&self) -> Vec<String> {
+        self.secondaries.iter().map(|s| s.address.clone()).collect()
+    }
+}
+
+/// How long a lease with `lease_ms` remaining may be used from the cache:
+/// the remaining time minus a quarter of it (at least 500 ms).
+pub(crate) fn lease_validity(lease_ms: u64) -> Duration {
+    Duration::from_millis(lease_ms.saturating_sub((lease_ms / 4).max(500)))
+}
+
+/// Checks that `addr` looks like `host:port`.
+fn validate_addr(addr: &str) -> Result<()> {
+    let bad = |why: &str| Error::InvalidArgument(format!("bad master address {addr:?}: {why}"));
+    let rest = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    port.parse::<u16>().map_err(|_| bad("port must be a number 0-65535"))?;
+    let uri = if rest.len() == addr.len() { format!("http://{addr}") } else { addr.to_string() };
+    tonic::transport::Endpoint::from_shared(uri).map_err(|e| bad(&e.to_string()))?;
+    Ok(())
+}
+
+/// True when the status comes from the transport (no gfs error detail):
+/// the peer could not be reached at all.
+fn is_transport_failure(s: &tonic::Status) -> bool {
+    s.details().is_empty() && s.code() == tonic::Code::Unavailable
+}
+
+/// The status message with its error sources, for transport failures.
+fn status_text(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        let m = e.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        src = e.source();
+    }
+    text
+}
+
+fn zeros(len: u64) -> Bytes {
+    Bytes::from(vec![0u8; len as usize])
+}
+
+/// Makes `data` exactly `len` bytes: pads with zeros (a hole or a short
+/// chunk) or truncates.
+fn fit(data: Bytes, len: u64) -> Bytes {
+    let len = len as usize;
+    match data.len().cmp(&len) {
+        std::cmp::Ordering::Equal => data,
+        std::cmp::Ordering::Greater => data.slice(..len),
+        std::cmp::Ordering::Less => {
+            let mut b = BytesMut::with_capacity(len);
+            b.extend_from_slice(&data);
+            b.resize(len, 0);
+            b.freeze()
+        }
+    }
+}
+
+fn chunk_size_of(path: &str, info: &FileInfo) -> Result<u64> {
+    if info.r#type() == FileType::Directory {
+        return Err(Error::IsADirectory { path: path.to_string() });
+    }
+    if info.chunk_size == 0 {
+        return Err(Error::Internal(format!("{path}: master reported chunk size 0")));
+    }
+    Ok(info.chunk_size)
+}
+
+/// Splits `data` into push frames; the first carries the id, chain and
+/// total length.
+fn push_frames(data_id: u64, chain: Vec<String>, data: Bytes) -> Vec<PushDataFrame> {
+    let total_len = data.len() as u64;
+    let mut frames = Vec::with_capacity(data.len() / PUSH_FRAME_SIZE + 1);
+    frames.push(PushDataFrame { data_id, chain, total_len, data: data.slice(..data.len().min(PUSH_FRAME_SIZE)) });
+    let mut off = PUSH_FRAME_SIZE;
+    while off < data.len() {
+        let end = (off + PUSH_FRAME_SIZE).min(data.len());
+        frames.push(PushDataFrame { data: data.slice(off..end), ..Default::default() });
+        off = end;
+    }
+    frames
+}
+
+impl Client {
+    /// Returns a client for `config.master`. Connections are made lazily on
+    /// first use; only the address format is checked here.
+    pub fn new(mut config: ClientConfig) -> Result<Client> {
+        validate_addr(&config.master)?;
+        config.max_attempts = config.max_attempts.max(1);
+        config.io_parallelism = config.io_parallelism.max(1);
+        let cache_size = config.cache_entries.max(1);
+        let ttl = if config.cache_ttl.is_zero() { Duration::from_millis(1) } else { config.cache_ttl };
+        let locations =
+            Cache::builder().max_capacity(cache_size).time_to_live(ttl).support_invalidation_closures().build();
+        let chunk_sizes =
+            Cache::builder().max_capacity(cache_size).time_to_live(ttl).support_invalidation_closures().build();
+        let leases = Cache::builder()
+            .max_capacity(cache_size)
+            .time_to_live(Duration::from_secs(120))
+            .support_invalidation_closures()
+            .build();
+        let bufs = BufPool::new(MAX_IO_SIZE as usize, config.io_parallelism + 1);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                pool: ChannelPool::new(MAX_CHANNELS, CONNECT_TIMEOUT),
+                config,
+                locations,
+                chunk_sizes,
+                leases,
+                latency: LatencyTracker::default(),
+                bufs,
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    // ----------------------------------------------------------------------
+    // Namespace
+    // ----------------------------------------------------------------------
+
+    /// Creates a directory; with `parents`, creates missing ancestors and
+    /// succeeds if it exists.
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<()> {
+        let path = normalize(path)?;
+        self.master_call(|mut m, t| {
+            let req = MkdirRequest { path: path.clone(), parents };
+            async move { m.mkdir(with_deadline(req, t)).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Creates an empty file (`AlreadyExists` if the path exists).
+    /// `replication` `None` uses the master's default.
+    pub async fn create(&self, path: &str, replication: Option<u32>) -> Result<FileInfo> {
+        self.create_file(path, replication, true).await
+    }
+
+    /// Returns the file at `path`, creating it first when it is missing
+    /// (`IsADirectory` when a directory is there).
+    pub async fn open_or_create(&self, path: &str, replication: Option<u32>) -> Result<FileInfo> {
+        self.create_file(path, replication, false).await
+    }
+
+    async fn create_file(&self, path: &str, replication: Option<u32>, exclusive: bool) -> Result<FileInfo> {
+        let path = normalize(path)?;
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = CreateRequest { path: path.clone(), replication: replication.unwrap_or(0), exclusive };
+                async move { m.create(with_deadline(req, t)).await }
+            })
+            .await?;
+        let info = resp.info.ok_or_else(|| Error::Internal("create reply without file info".into()))?;
+        self.forget_path(&path);
+        if info.chunk_size > 0 {
+            self.inner.chunk_sizes.insert(path, info.chunk_size);
+        }
+        Ok(info)
+    }
+
+    /// Deletes a file or an empty directory (any directory with `recursive`).
+    pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        let path = normalize(path)?;
+        let res = self
+            .master_call(|mut m, t| {
+                let req = DeleteRequest { path: path.clone(), recursive };
+                async move { m.delete(with_deadline(req, t)).await }
+            })
+            .await;
+        self.forget_path(&path);
+        res.map(|_| ())
+    }
+
+    /// Renames `src` to `dst` (which must not exist).
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        let src = normalize(src)?;
+        let dst = normalize(dst)?;
+        let res = self
+            .master_call(|mut m, t| {
+                let req = RenameRequest { src: src.clone(), dst: dst.clone() };
+                async move { m.rename(with_deadline(req, t)).await }
+            })
+            .await;
+        self.forget_path(&src);
+        self.forget_path(&dst);
+        res.map(|_| ())
+    }
+
+    /// Lists a directory.
+    pub async fn list(&self, path: &str) -> Result<Vec<FileInfo>> {
+        let path = normalize(path)?;
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = ListRequest { path: path.clone() };
+                async move { m.list(with_deadline(req, t)).await }
+            })
+            .await?;
+        Ok(resp.entries)
+    }
+
+    /// Returns a file's or directory's info and, for files, its chunks.
+    pub async fn stat(&self, path: &str) -> Result<FileStat> {
+        let path = normalize(path)?;
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = StatRequest { path: path.clone() };
+                async move { m.stat(with_deadline(req, t)).await }
+            })
+            .await?;
+        let info = resp.info.ok_or_else(|| Error::Internal("stat reply without file info".into()))?;
+        Ok(FileStat { info, chunks: resp.chunks })
+    }
+
+    /// Returns the master's view of the cluster.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {
+        self.master_call(|mut m, t| async move { m.cluster_status(with_deadline(ClusterStatusRequest {}, t)).await })
+            .await
+    }
+
+    // ----------------------------------------------------------------------
+    // Data
+    // ----------------------------------------------------------------------
+
+    /// Reads up to `len` bytes at `offset`. The result is short only at the
+    /// end of the file; holes read as zeros.
+    pub async fn read_at(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = normalize(path)?;
+        let start = self.inner.chunk_sizes.get(&path).map(|cs| offset / cs).unwrap_or(0);
+        let (info, _) = self.get_chunks(&path, start, LOCATION_BATCH).await?;
+        let cs = chunk_size_of(&path, &info)?;
+        let end = offset.saturating_add(len).min(info.size);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let pieces = split(offset, end - offset, cs, MAX_IO_SIZE);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut reads =
+            stream::iter(pieces).map(|p| self.read_piece(&path, p)).buffered(self.inner.config.io_parallelism);
+        while let Some(piece) = reads.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+
+    /// Reads a whole file.
+    pub async fn read_all(&self, path: &str) -> Result<Vec<u8>> {
+        self.read_at(path, 0, u64::MAX).await
+    }
+
+    /// Writes `data` at `offset` of an existing file, extending it if needed.
+    /// The write may span chunks; each piece is retried as a whole on
+    /// retryable errors.
+    pub async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
+        let path = normalize(path)?;
+        let cs = match self.inner.chunk_sizes.get(&path) {
+            Some(cs) if !data.is_empty() => cs,
+            _ => {
+                let (info, _) = self.get_chunks(&path, 0, 1).await?;
+                chunk_size_of(&path, &info)?
+            }
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        offset.checked_add(data.len() as u64).ok_or_else(|| Error::InvalidArgument("offset overflows".into()))?;
+        let data = Bytes::copy_from_slice(data);
+        let pieces = split(offset, data.len() as u64, cs, MAX_IO_SIZE);
+        stream::iter(pieces)
+            .map(|p| {
+                let start = (p.file_offset - offset) as usize;
+                let bytes = data.slice(start..start + p.len as usize);
+                self.write_piece(&path, p, bytes, cs)
+            })
+            .buffer_unordered(self.inner.config.io_parallelism)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
+    /// Appends `record` atomically at least once at an offset gfs chooses
+    /// and returns that offset. Records are limited to a quarter chunk.
+    pub async fn append(&self, path: &str, record: &[u8]) -> Result<u64> {
+        let path = normalize(path)?;
+        let too_large = |limit: u64| Error::TooLarge { what: "record".into(), size: record.len() as u64, limit };
+        // Check the limit before asking for a lease: a lease on an empty
+        // file allocates its first chunk, and a refused record must change
+        // nothing.
+        let chunk_size = match self.inner.chunk_sizes.get(&path) {
+            Some(cs) => cs,
+            None => self.stat(&path).await?.info.chunk_size,
+        };
+        if chunk_size > 0 && record.len() as u64 > chunk_size / 4 {
+            return Err(too_large(chunk_size / 4));
+        }
+        let data = Bytes::copy_from_slice(record);
+        let key = (path.clone(), APPEND_KEY);
+        let cfg = &self.inner.config;
+        let mut backoff = Backoff::default();
+        let mut attempt = 0u32;
+        let mut full_hops = 0u32;
+        let mut after: Option<u64> = None;
+        loop {
+            let lease = match self.inner.leases.get(&key) {
+                Some(l) if after.is_none() && l.valid() => l,
+                _ => {
+                    let resp = self
+                        .master_call(|mut m, t| {
+                            let req = GetAppendLeaseRequest { path: path.clone(), after_index: after };
+                            async move { m.get_append_lease(with_deadline(req, t)).await }
+                        })
+                        .await?;
+                    let lease = Lease::from_wire(resp.lease, resp.chunk_size)?;
+                    self.inner.chunk_sizes.insert(path.clone(), lease.chunk_size);
+                    self.inner.locations.invalidate(&(path.clone(), lease.index));
+                    self.inner.leases.insert(key.clone(), lease.clone());
+                    lease
+                }
+            };
+            after = None;
+            if record.len() as u64 > lease.chunk_size / 4 {
+                return Err(too_large(lease.chunk_size / 4));
+            }
+            let res = async {
+                let data_id = self.push(&lease, data.clone()).await?;
+                let req = AppendRequest {
+                    handle: lease.handle,
+                    version: lease.version,
+                    data_id,
+                    length: data.len() as u64,
+                    secondaries: lease.secondary_addrs(),
+                    epoch: lease.epoch,
+                    chunk_size: lease.chunk_size,
+                };
+                let t = cfg.data_timeout;
+                self.chunk_call(&lease.primary.address, |mut c| async move { c.append(with_deadline(req, t)).await })
+                    .await
+            }
+            .await;
+            match res {
+                Ok(resp) => {
+                    self.report_length(lease.handle, resp.chunk_length).await;
+                    return Ok(lease.index * lease.chunk_size + resp.offset);
+                }
+                Err(Error::ChunkFull { .. }) => {
+                    self.inner.leases.invalidate(&key);
+                    full_hops += 1;
+                    if full_hops > 64 {
+                        return Err(Error::Unavailable(format!("{path}: append found 64 full chunks in a row")));
+                    }
+                    after = Some(lease.index);
+                }
+                Err(e) => {
+                    self.inner.leases.invalidate(&key);
+                    attempt += 1;
+                    if !e.is_retryable() || attempt >= cfg.max_attempts {
+                        return Err(e);
+                    }
+                    tracing::debug!(path, error = %e, attempt, "append failed, retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// Creates `path` (`AlreadyExists` if present) and streams `reader` into
+    /// it with up to `io_parallelism` pieces in flight. Returns the bytes
+    /// written. On failure the partial file is removed.
+    pub async fn put<R: AsyncRead + Unpin + Send>(
+        &self,
+        path: &str,
+        reader: R,
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64> {
+        let path = normalize(path)?;
+        let info = self.create(&path, None).await?;
+        let cs = chunk_size_of(&path, &info)?;
+        match self.put_body(&path, cs, reader, progress).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if let Err(de) = self.delete(&path, false).await {
+                    tracing::warn!(path, error = %de, "cannot remove partial file");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_body<R: AsyncRead + Unpin + Send>(
+        &self,
+        path: &str,
+        cs: u64,
+        reader: R,
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64> {
+        let bufs = self.inner.bufs.clone();
+        let source = stream::try_unfold((reader, 0u64, false), move |(mut reader, pos, done)| {
+            let bufs = bufs.clone();
+            async move {
+                if done {
+                    return Ok(None);
+                }
+                let want = next_piece_len(pos, cs, MAX_IO_SIZE) as usize;
+                let mut buf = bufs.get();
+                buf.reserve(want);
+                while buf.len() < want {
+                    let n = (&mut reader)
+                        .take((want - buf.len()) as u64)
+                        .read_buf(&mut *buf)
+                        .await
+                        .map_err(|e| Error::io("read input", e))?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let n = buf.len() as u64;
+                if n == 0 {
+                    return Ok(None);
+                }
+                Ok(Some(((pos, buf.freeze()), (reader, pos + n, (n as usize) < want))))
+            }
+        });
+        let writes = source
+            .map_ok(|(pos, data): (u64, Bytes)| {
+                let p = Piece { index: pos / cs, offset_in_chunk: pos % cs, file_offset: pos, len: data.len() as u64 };
+                async move { self.write_piece(path, p, data, cs).await.map(|_| p.len) }
+            })
+            .try_buffered(self.inner.config.io_parallelism);
+        let mut writes = std::pin::pin!(writes);
+        let mut total = 0u64;
+        while let Some(n) = writes.try_next().await? {
+            total += n;
+            if let Some(f) = progress {
+                f(total);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Streams a whole file into `writer`, reading up to `io_parallelism`
+    /// pieces ahead and writing them in order. Returns the bytes written.
+    pub async fn get<W: AsyncWrite + Unpin + Send>(
+        &self,
+        path: &str,
+        mut writer: W,
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64> {
+        let path = normalize(path)?;
+        let (info, _) = self.get_chunks(&path, 0, LOCATION_BATCH).await?;
+        let cs = chunk_size_of(&path, &info)?;
+        let pieces = split(0, info.size, cs, MAX_IO_SIZE);
+        let mut reads =
+            stream::iter(pieces).map(|p| self.read_piece(&path, p)).buffered(self.inner.config.io_parallelism);
+        let mut total = 0u64;
+        while let Some(piece) = reads.next().await {
+            let piece = piece?;
+            writer.write_all(&piece).await.map_err(|e| Error::io("write output", e))?;
+            total += piece.len() as u64;
+            if let Some(f) = progress {
+                f(total);
+            }
+        }
+        writer.flush().await.map_err(|e| Error::io("write output", e))?;
+        Ok(total)
+    }
+
+    // ----------------------------------------------------------------------
+    // Internals
+    // ----------------------------------------------------------------------
+
+    fn master(&self) -> Result<MasterServiceClient<Channel>> {
+        let ch = self.inner.pool.get(&self.inner.config.master)?;
+        Ok(MasterServiceClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    fn chunkserver(&self, addr: &str) -> Result<ChunkServiceClient<Channel>> {
+        let ch = self.inner.pool.get(addr)?;
+        Ok(ChunkServiceClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Calls the master with the metadata deadline, retrying retryable
+    /// errors with backoff. Connect failures are retried only a few times
+    /// and reported as `cannot reach master ADDR`.
+    async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(MasterServiceClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let cfg = &self.inner.config;
+        let mut backoff = Backoff::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let status = match call(self.master()?, cfg.rpc_timeout).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(s) => s,
+            };
+            let transport = is_transport_failure(&status);
+            let text = status_text(&status);
+            let err = Error::from(status);
+            let limit = if transport { cfg.max_attempts.min(MAX_CONNECT_ATTEMPTS) } else { cfg.max_attempts };
+            if transport {
+                self.inner.pool.forget(&cfg.master);
+            }
+            if !err.is_retryable() || attempt >= limit {
+                if transport {
+                    return Err(Error::Unavailable(format!("cannot reach master {}: {text}", cfg.master)));
+                }
+                return Err(err);
+            }
+            tracing::debug!(error = %err, attempt, "master call failed, retrying");
+            backoff.wait().await;
+        }
+    }
+
+    /// One call to a chunkserver; records its latency, names the server in
+    /// transport errors.
+    async fn chunk_call<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(ChunkServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.chunkserver(addr)?;
+        let started = Instant::now();
+        match call(client).await {
+            Ok(resp) => {
+                self.inner.latency.record(addr, started.elapsed());
+                Ok(resp.into_inner())
+            }
+            Err(status) => {
+                self.inner.latency.record_failure(addr);
+                if is_transport_failure(&status) {
+                    self.inner.pool.forget(addr);
+                    return Err(Error::Unavailable(format!("chunkserver {addr}: {}", status_text(&status))));
+                }
+                Err(Error::from(status))
+            }
+        }
+    }
+
+    /// Drops every cached entry of `path` and anything below it.
+    fn forget_path(&self, path: &str) {
+        let p = path.to_string();
+        let _ = self.inner.locations.invalidate_entries_if({
+            let p = p.clone();
+            move |k, _| is_within(&k.0, &p)
+        });
+        let _ = self.inner.leases.invalidate_entries_if({
+            let p = p.clone();
+            move |k, _| is_within(&k.0, &p)
+        });
+        let _ = self.inner.chunk_sizes.invalidate_entries_if(move |k, _| is_within(k, &p));
+    }
+
+    /// `GetChunks` for `[start, start + count)`; fills the caches.
+    async fn get_chunks(&self, path: &str, start: u64, count: u64) -> Result<(FileInfo, Vec<ChunkLocation>)> {
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = GetChunksRequest { path: path.to_string(), start_index: start, count };
+                async move { m.get_chunks(with_deadline(req, t)).await }
+            })
+            .await?;
+        let info = resp.info.ok_or_else(|| Error::Internal("GetChunks reply without file info".into()))?;
+        if info.r#type() == FileType::Directory {
+            return Err(Error::IsADirectory { path: path.to_string() });
+        }
+        if info.chunk_size > 0 {
+            self.inner.chunk_sizes.insert(path.to_string(), info.chunk_size);
+        }
+        for c in &resp.chunks {
+            self.inner.locations.insert((path.to_string(), c.index), c.clone());
+        }
+        Ok((info, resp.chunks))
+    }
+
+    /// The location of chunk `index`, from the cache or a batch fetch.
+    /// `None` when the file has no such chunk.
+    async fn location(&self, path: &str, index: u64) -> Result<Option<ChunkLocation>> {
+        if let Some(l) = self.inner.locations.get(&(path.to_string(), index)) {
+            return Ok(Some(l));
+        }
+        let (_, chunks) = self.get_chunks(path, index, LOCATION_BATCH).await?;
+        Ok(chunks.into_iter().find(|c| c.index == index))
+    }
+
+    /// Reads one piece from the closest replica that answers, failing over
+    /// to the others; when all fail, refreshes the location and retries.
+    async fn read_piece(&self, path: &str, p: Piece) -> Result<Bytes> {
+        let cfg = &self.inner.config;
+        let mut backoff = Backoff::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let Some(loc) = self.location(path, p.index).await? else {
+                return Ok(zeros(p.len));
+            };
+            let mut last_err = None;
+            for r in self.inner.latency.order(&loc.replicas, cfg.zone.as_deref()) {
+                let req =
+                    ReadRequest { handle: loc.handle, version: loc.version, offset: p.offset_in_chunk, length: p.len };
+                let t = cfg.data_timeout;
+                match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
+                    Ok(resp) => return Ok(fit(resp.data, p.len)),
+                    Err(e) => {
+                        tracing::debug!(path, replica = %r.address, error = %e, "read failed, trying next replica");
+                        if matches!(e, Error::Corrupt { .. }) {
+                            self.report_corrupt(loc.handle, r.id.clone());
+                        }
+                        last_err = Some(e);
+                    }
+                }
+            }
+            self.inner.locations.invalidate(&(path.to_string(), p.index));
+            let err = last_err
+                .unwrap_or_else(|| Error::Unavailable(format!("{path}: chunk {} has no live replica", p.index)));
+            let stale = matches!(err, Error::StaleVersion { .. } | Error::ChunkNotFound { .. });
+            if !(err.is_retryable() || stale) || attempt >= cfg.max_attempts {
+                return Err(err);
+            }
+            // A stale location is refreshed at once the first time.
+            if !(stale && attempt == 1) {
+                backoff.wait().await;
+            }
+        }
+    }
+
+    fn report_corrupt(&self, handle: u64, server_id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let res = me
+                .master_call(|mut m, t| {
+                    let req = ReportCorruptRequest { handle, server_id: server_id.clone() };
+                    async move { m.report_corrupt(with_deadline(req, t)).await }
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(handle, error = %e, "cannot report corrupt replica");
+            }
+        });
+    }
+
+    /// Tells the master a chunk's new length; failures only log (heartbeats
+    /// carry lengths too).
+    async fn report_length(&self, handle: u64, length: u64) {
+        let res = self
+            .master_call(|mut m, t| async move {
+                m.report_length(with_deadline(ReportLengthRequest { handle, length }, t)).await
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(handle, error = %e, "cannot report chunk length");
+        }
+    }
+
+    /// The write lease for chunk `index` of `path`, cached until it nears
+    /// expiry.
+    async fn write_lease(&self, path: &str, index: u64) -> Result<Lease> {
+        let key = (path.to_string(), index);
+        if let Some(l) = self.inner.leases.get(&key)
+            && l.valid()
+        {
+            return Ok(l);
+        }
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = GetWriteLeaseRequest { path: path.to_string(), index, create_missing: true };
+                async move { m.get_write_lease(with_deadline(req, t)).await }
+            })
+            .await?;
+        let lease = Lease::from_wire(resp.lease, resp.chunk_size)?;
+        // The grant may have bumped the version: cached reads would be stale.
+        self.inner.locations.invalidate(&key);
+        self.inner.leases.insert(key, lease.clone());
+        Ok(lease)
+    }
+
+    /// Pushes `data` to the closest replica with the others as the chain.
+    /// Returns the data id.
+    async fn push(&self, lease: &Lease, data: Bytes) -> Result<u64> {
+        let mut all = Vec::with_capacity(1 + lease.secondaries.len());
+        all.push(lease.primary.clone());
+        all.extend(lease.secondaries.iter().cloned());
+        let ordered = self.inner.latency.order(&all, self.inner.config.zone.as_deref());
+        let data_id = rand::random::<u64>();
+        let chain = ordered[1..].iter().map(|s| s.address.clone()).collect();
+        let frames = push_frames(data_id, chain, data);
+        let t = self.inner.config.data_timeout;
+        self.chunk_call(&ordered[0].address, |mut c| async move {
+            c.push_data(with_deadline(stream::iter(frames), t)).await
+        })
+        .await?;
+        Ok(data_id)
+    }
+
+    /// Writes one piece (inside one chunk): lease, push, write, report.
+    /// Retries the whole sequence on retryable errors.
+    async fn write_piece(&self, path: &str, p: Piece, data: Bytes, cs: u64) -> Result<()> {
+        let cfg = &self.inner.config;
+        let key = (path.to_string(), p.index);
+        let mut backoff = Backoff::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let lease = self.write_lease(path, p.index).await?;
+            if lease.chunk_size != cs {
+                self.forget_path(path);
+                return Err(Error::Internal(format!(
+                    "{path}: chunk size changed during the write ({cs} -> {})",
+                    lease.chunk_size
+                )));
+            }
+            let res = async {
+                let data_id = self.push(&lease, data.clone()).await?;
+                let req = WriteRequest {
+                    handle: lease.handle,
+                    version: lease.version,
+                    offset: p.offset_in_chunk,
+                    data_id,
+                    length: data.len() as u64,
+                    secondaries: lease.secondary_addrs(),
+                    epoch: lease.epoch,
+                };
+                let t = cfg.data_timeout;
+                self.chunk_call(&lease.primary.address, |mut c| async move { c.write(with_deadline(req, t)).await })
+                    .await
+            }
+            .await;
+            match res {
+                Ok(resp) => {
+                    self.report_length(lease.handle, resp.chunk_length).await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.inner.leases.invalidate(&key);
+                    if !e.is_retryable() || attempt >= cfg.max_attempts {
+                        return Err(e);
+                    }
+                    tracing::debug!(path, index = p.index, error = %e, attempt, "write failed, retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_validated() {
+        for ok in ["127.0.0.1:9700", "localhost:1", "http://h:2", "[::1]:80"] {
+            assert!(validate_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "nohost", ":80", "h:notaport", "h:99999"] {
+            assert!(matches!(validate_addr(bad), Err(Error::InvalidArgument(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn frames_split_data() {
+        let data = Bytes::from(vec![7u8; PUSH_FRAME_SIZE * 2 + 5]);
+        let f = push_frames(9, vec!["a:1".into()], data);
+        assert_eq!(f.len(), 3);
+        assert_eq!((f[0].data_id, f[0].total_len, f[0].chain.len()), (9, (PUSH_FRAME_SIZE * 2 + 5) as u64, 1));
+        assert!(f[1].chain.is_empty() && f[1].total_len == 0);
+        assert_eq!(f.iter().map(|x| x.data.len()).sum::<usize>(), PUSH_FRAME_SIZE * 2 + 5);
+        let empty = push_frames(1, vec![], Bytes::new());
+        assert_eq!(empty.len(), 1);
+    }
+
+    #[test]
+    fn short_reads_are_padded() {
+        assert_eq!(&fit(Bytes::from_static(b"ab"), 4)[..], b"ab\0\0");
+        assert_eq!(&fit(Bytes::from_static(b"abcd"), 2)[..], b"ab");
+    }
+
+    #[test]
+    fn lease_margin() {
+        assert_eq!(lease_validity(60_000), Duration::from_millis(45_000));
+        assert_eq!(lease_validity(1_000), Duration::from_millis(500));
+        assert_eq!(lease_validity(100), Duration::ZERO);
+    }
+
+    #[test]
+    fn futures_are_send() {
+        fn is_send<T: Send>(_: &T) {}
+        let c = Client::new(ClientConfig::new("127.0.0.1:1")).unwrap();
+        is_send(&c.put("/a", &b""[..], None));
+        is_send(&c.get("/a", tokio::io::sink(), None));
+        is_send(&c.append("/a", b"x"));
+        is_send(&c.write_at("/a", 0, b"x"));
+        is_send(&c.read_at("/a", 0, 1));
+    }
+
+    #[tokio::test]
+    async fn bad_paths_fail_before_any_rpc() {
+        let c = Client::new(ClientConfig::new("127.0.0.1:1")).unwrap();
+        assert!(matches!(c.mkdir("a/b", false).await, Err(Error::InvalidPath { .. })));
+        assert!(matches!(c.read_all("/a/../b").await, Err(Error::InvalidPath { .. })));
+    }
+
+    #[tokio::test]
+    async fn unreachable_master_is_reported_quickly() {
+        let c = Client::new(ClientConfig::new("127.0.0.1:1")).unwrap();
+        let started = Instant::now();
+        let e = c.list("/").await.unwrap_err();
+        match &e {
+            Error::Unavailable(m) => assert!(m.starts_with("cannot reach master 127.0.0.1:1: "), "{m}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

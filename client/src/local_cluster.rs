@@ -1,0 +1,195 @@
+//! A master and chunkservers in this process (`gfs server`, `gfs bench`,
+//! tests).
+//!
+//! Layout under the data dir: `master/` and `chunkserver-<i>/`. Chunkservers
+//! keep their ids in their data dirs, so restarting on the same dir keeps
+//! every file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gfs_common::DEFAULT_CHUNK_SIZE;
+use gfs_common::shutdown::CancellationToken;
+
+use crate::{Client, ClientConfig};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LocalClusterOptions {
+    /// Root data dir: `master/` and `chunkserver-<i>/` go below it.
+    pub data_dir: PathBuf,
+    /// Number of chunkservers.
+    pub chunkservers: usize,
+    /// Master listen address (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Chunk size of new files.
+    pub chunk_size: u64,
+    /// Default replication; `None` = min(3, chunkservers).
+    pub replication: Option<u32>,
+    /// How long to wait for every chunkserver to register.
+    pub ready_timeout: Duration,
+}
+
+impl LocalClusterOptions {
+    /// Three chunkservers, a free port, default chunk size and replication.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            chunkservers: 3,
+            listen: "127.0.0.1:0".into(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            replication: None,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running in-process cluster.
+pub struct LocalCluster {
+    /// The master's bound address.
+    pub master_addr: SocketAddr,
+    /// Bound addresses of the chunkservers, in start order.
+    pub chunkserver_addrs: Vec<SocketAddr>,
+    /// Root data dir.
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    master: gfs_master::MasterHandle,
+    chunkservers: Vec<gfs_chunkserver::ChunkserverHandle>,
+}
+
+impl LocalCluster {
+    /// Starts the master and the chunkservers and waits until the master
+    /// sees every chunkserver alive. Cancelling `shutdown` stops them all.
+    pub async fn start(opts: LocalClusterOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        if opts.chunkservers == 0 {
+            bail!("need at least one chunkserver");
+        }
+        let replication = opts.replication.unwrap_or_else(|| opts.chunkservers.min(3) as u32);
+        let master_dir = opts.data_dir.join("master");
+        std::fs::create_dir_all(&master_dir).with_context(|| format!("{}", master_dir.display()))?;
+        let master = gfs_master::start(
+            gfs_master::Config {
+                listen: opts.listen.clone(),
+                data_dir: master_dir,
+                chunk_size: opts.chunk_size,
+                replication,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start master")?;
+        let master_addr = master.addr;
+        let mut chunkservers = Vec::with_capacity(opts.chunkservers);
+        for i in 0..opts.chunkservers {
+            let dir = opts.data_dir.join(format!("chunkserver-{i}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            let cfg = gfs_chunkserver::Config {
+                listen: "127.0.0.1:0".into(),
+                master: master_addr.to_string(),
+                data_dir: dir,
+                zone: format!("zone-{i}"),
+                ..Default::default()
+            };
+            match gfs_chunkserver::start(cfg, shutdown.clone()).await {
+                Ok(h) => chunkservers.push(h),
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(anyhow::Error::from(e).context(format!("cannot start chunkserver {i}")));
+                }
+            }
+        }
+        let cluster = LocalCluster {
+            master_addr,
+            chunkserver_addrs: chunkservers.iter().map(|c| c.addr).collect(),
+            data_dir: opts.data_dir.clone(),
+            shutdown: shutdown.clone(),
+            master,
+            chunkservers,
+        };
+        if let Err(e) = cluster.wait_ready(opts.chunkservers, opts.ready_timeout).await {
+            shutdown.cancel();
+            let _ = cluster.wait().await;
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&self, want: usize, timeout: Duration) -> anyhow::Result<()> {
+        let mut cfg = ClientConfig::new(self.master_addr.to_string());
+        cfg.rpc_timeout = Duration::from_secs(2);
+        cfg.max_attempts = 1;
+        let client = Client::new(cfg)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let alive = match client.cluster_status().await {
+                Ok(s) => s.servers.iter().filter(|s| s.alive).count(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "master not ready yet");
+                    0
+                }
+            };
+            if alive >= want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("only {alive} of {want} chunkservers registered after {timeout:?}");
+            }
+            if self.shutdown.is_cancelled() {
+                bail!("shut down before the cluster was ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client for this cluster with default settings.
+    pub fn client(&self) -> crate::Result<Client> {
+        Client::new(ClientConfig::new(self.master_addr.to_string()))
+    }
+
+    /// The token that stops the cluster.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until every component has stopped (after the shutdown token is
+    /// cancelled). If one fails on its own, the others are cancelled too and
+    /// its error is returned.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        let master = {
+            let token = token.clone();
+            async move {
+                let r = self.master.wait().await;
+                if r.is_err() {
+                    token.cancel();
+                }
+                r.map_err(|e| anyhow::Error::from(e).context("master"))
+            }
+        };
+        let servers = futures::future::join_all(self.chunkservers.into_iter().enumerate().map(|(i, h)| {
+            let token = token.clone();
+            async move {
+                let r = h.wait().await;
+                if r.is_err() {
+                    token.cancel();
+                }
+                r.map_err(|e| anyhow::Error::from(e).context(format!("chunkserver {i}")))
+            }
+        }));
+        let (m, cs) = tokio::join!(master, servers);
+        m?;
+        for r in cs {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Cancels the shutdown token and waits for every component.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}

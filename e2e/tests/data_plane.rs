@@ -1,0 +1,361 @@
+//! Data-plane tests against an in-process cluster (testkit): byte-exact
+//! reads after writes, replica consistency, record append, corruption
+//! handling and bad input.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use gfs_client::{Client, ClientConfig};
+use gfs_common::Error;
+use gfs_proto::ReadRequest;
+use gfs_proto::chunk_service_client::ChunkServiceClient;
+use gfs_testkit::{Cluster, ClusterOptions};
+use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
+
+const MIB: u64 = 1024 * 1024;
+
+fn random_bytes(rng: &mut StdRng, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Reads chunk `handle` at `version` from one replica, whole.
+async fn read_replica(addr: &str, handle: u64, version: u64, len: u64) -> Vec<u8> {
+    let mut c = ChunkServiceClient::connect(format!("http://{addr}")).await.expect("connect replica");
+    c = c.max_decoding_message_size(gfs_common::MAX_MESSAGE_SIZE);
+    let mut out = Vec::new();
+    while (out.len() as u64) < len {
+        let want = (len - out.len() as u64).min(gfs_common::MAX_IO_SIZE);
+        let resp = c
+            .read(ReadRequest { handle, version, offset: out.len() as u64, length: want })
+            .await
+            .expect("replica read")
+            .into_inner();
+        assert!(!resp.data.is_empty(), "replica {addr} returned no data before {len}");
+        out.extend_from_slice(&resp.data);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_chunk_file_reads_back_byte_equal_including_random_offsets() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(7);
+
+    // 3.5 chunks of 1 MiB.
+    let mut model = random_bytes(&mut rng, (3 * MIB + MIB / 2) as usize);
+    client.create("/big", None).await.unwrap();
+    client.write_at("/big", 0, &model).await.unwrap();
+    assert_eq!(client.read_all("/big").await.unwrap(), model);
+
+    let stat = client.stat("/big").await.unwrap();
+    assert_eq!(stat.info.size, model.len() as u64);
+    assert_eq!(stat.chunks.len(), 4);
+    for c in &stat.chunks {
+        assert_eq!(c.replicas.len(), 3, "chunk {} replicas", c.index);
+        let distinct: HashSet<_> = c.replicas.iter().map(|r| r.address.clone()).collect();
+        assert_eq!(distinct.len(), 3, "replicas on distinct servers");
+    }
+
+    // Overwrites at random offsets, some crossing chunk boundaries and some
+    // extending the file.
+    for _ in 0..20 {
+        let off = rng.random_range(0..model.len() as u64 + 1000);
+        let len = rng.random_range(1..(MIB as usize + 300_000));
+        let data = random_bytes(&mut rng, len);
+        client.write_at("/big", off, &data).await.unwrap();
+        let end = off as usize + len;
+        if end > model.len() {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&data);
+    }
+    // Random-range reads through a fresh client (cold caches).
+    let fresh = cluster.client();
+    for _ in 0..30 {
+        let off = rng.random_range(0..model.len() as u64);
+        let len = rng.random_range(1..2 * MIB);
+        let got = fresh.read_at("/big", off, len).await.unwrap();
+        let end = (off + len).min(model.len() as u64) as usize;
+        assert_eq!(got, &model[off as usize..end], "read at {off} len {len}");
+    }
+    assert_eq!(fresh.read_all("/big").await.unwrap(), model);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_overwrites_leave_replicas_identical() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let setup = cluster.client();
+    setup.create("/shared", None).await.unwrap();
+    setup.write_at("/shared", 0, &vec![0u8; (2 * MIB) as usize]).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for w in 0..6u8 {
+        let client = cluster.client();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(w as u64);
+            for _ in 0..15 {
+                // Overlapping ranges, some across the chunk boundary.
+                let off = rng.random_range(0..2 * MIB - 200_000);
+                let len = rng.random_range(1..200_000usize);
+                client.write_at("/shared", off, &vec![w + 1; len]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let stat = setup.stat("/shared").await.unwrap();
+    let whole = setup.read_all("/shared").await.unwrap();
+    for c in &stat.chunks {
+        assert_eq!(c.replicas.len(), 3);
+        let mut copies = Vec::new();
+        for r in &c.replicas {
+            copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
+        }
+        assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
+        let start = (c.index * MIB) as usize;
+        assert_eq!(&whole[start..start + copies[0].len()], &copies[0][..]);
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+/// A self-checking record: magic, writer, sequence, payload length,
+/// payload, CRC32C of everything before it.
+fn encode_record(writer: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(20 + payload.len());
+    r.extend_from_slice(&0x6766_7352u32.to_le_bytes());
+    r.extend_from_slice(&writer.to_le_bytes());
+    r.extend_from_slice(&seq.to_le_bytes());
+    r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    r.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&r);
+    r.extend_from_slice(&crc.to_le_bytes());
+    r
+}
+
+/// Returns (writer, seq, record length) when a valid record starts at `buf`.
+fn decode_record(buf: &[u8]) -> Option<(u32, u32, usize)> {
+    let word = |i: usize| u32::from_le_bytes(buf.get(i..i + 4)?.try_into().ok()?).into();
+    let magic: Option<u32> = word(0);
+    if magic? != 0x6766_7352 {
+        return None;
+    }
+    let len = word(12)? as usize;
+    let total = 16 + len + 4;
+    let body = buf.get(..16 + len)?;
+    let crc = u32::from_le_bytes(buf.get(16 + len..total)?.try_into().ok()?);
+    (crc32c::crc32c(body) == crc).then(|| (word(4).unwrap(), word(8).unwrap(), total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_appenders_every_record_intact() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let setup = cluster.client();
+    setup.create("/log", None).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let client = cluster.client();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(100 + w as u64);
+            let mut offsets = Vec::new();
+            for seq in 0..500u32 {
+                let n = rng.random_range(16..3000);
+                let payload = random_bytes(&mut rng, n);
+                let rec = encode_record(w, seq, &payload);
+                let off = client.append("/log", &rec).await.unwrap();
+                offsets.push((seq, off, rec));
+            }
+            offsets
+        }));
+    }
+    let mut acked = Vec::new();
+    for (w, t) in tasks.into_iter().enumerate() {
+        for (seq, off, rec) in t.await.unwrap() {
+            acked.push((w as u32, seq, off, rec));
+        }
+    }
+
+    let file = setup.read_all("/log").await.unwrap();
+    // Each acknowledged record is at the offset the append returned.
+    for (w, seq, off, rec) in &acked {
+        let at = &file[*off as usize..*off as usize + rec.len()];
+        assert_eq!(at, &rec[..], "record {w}/{seq} at {off}");
+    }
+    // And a scan of the file finds every record at least once.
+    let mut found: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut pos = 0;
+    while pos < file.len() {
+        match decode_record(&file[pos..]) {
+            Some((w, s, len)) => {
+                *found.entry((w, s)).or_default() += 1;
+                pos += len;
+            }
+            None => pos += 1,
+        }
+    }
+    for w in 0..8 {
+        for s in 0..500 {
+            assert!(found.contains_key(&(w, s)), "record {w}/{s} missing from scan");
+        }
+    }
+    // Records never straddle a chunk boundary.
+    for (_, _, off, rec) in &acked {
+        assert_eq!(off / MIB, (off + rec.len() as u64 - 1) / MIB, "record at {off} crosses a chunk");
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_replica_is_detected_reported_and_bypassed() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(3);
+    let data = random_bytes(&mut rng, (MIB / 2) as usize);
+    client.create("/c", None).await.unwrap();
+    client.write_at("/c", 0, &data).await.unwrap();
+
+    let stat = client.stat("/c").await.unwrap();
+    let chunk = &stat.chunks[0];
+    assert_eq!(chunk.replicas.len(), 3);
+    let victim_addr = chunk.replicas[0].address.clone();
+    let victim = cluster.chunkserver_index(&victim_addr).unwrap();
+    let path = cluster.chunk_path(victim, chunk.handle).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Fresh clients pick replicas in random order; every read must return
+    // the right bytes, and once one has hit the corrupt replica the master
+    // stops listing it.
+    let mut reported = false;
+    for _ in 0..60 {
+        let c = cluster.client();
+        assert_eq!(c.read_all("/c").await.unwrap(), data);
+        let now = c.stat("/c").await.unwrap();
+        if !now.chunks[0].replicas.iter().any(|r| r.address == victim_addr) {
+            reported = true;
+            break;
+        }
+    }
+    assert!(reported, "corrupt replica still listed after 60 reads");
+    cluster.shutdown().await.unwrap();
+}
+
+async fn tree(client: &Client) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec!["/".to_string()];
+    while let Some(dir) = todo.pop() {
+        for e in client.list(&dir).await.unwrap() {
+            if e.r#type == gfs_proto::FileType::Directory as i32 {
+                todo.push(e.path.clone());
+            }
+            out.push((e.path, e.size));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let client = cluster.client();
+    client.mkdir("/d/e", true).await.unwrap();
+    client.create("/d/e/f", None).await.unwrap();
+    client.write_at("/d/e/f", 0, b"hello").await.unwrap();
+    client.create("/file", None).await.unwrap();
+    let before = tree(&client).await;
+
+    let e = client.read_all("/missing").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    assert!(e.to_string().contains("/missing"), "{e}");
+
+    let e = client.delete("/d", false).await.unwrap_err();
+    assert!(matches!(e, Error::DirectoryNotEmpty { .. }), "{e:?}");
+
+    let e = client.mkdir("/file", false).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. } | Error::NotADirectory { .. }), "{e:?}");
+    let e = client.mkdir("/file/sub", true).await.unwrap_err();
+    assert!(matches!(e, Error::NotADirectory { .. }), "{e:?}");
+
+    let too_big = vec![7u8; (MIB / 4 + 1) as usize];
+    let e = client.append("/d/e/f", &too_big).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
+
+    for bad in ["/d/../file", "/d//e", "relative", "", "/d/./e"] {
+        let e = client.stat(bad).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidPath { .. }), "{bad:?}: {e:?}");
+        let e = client.create(&format!("{bad}x"), None).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidPath { .. }), "{bad:?}x: {e:?}");
+    }
+
+    let e = client.create("/d/e/f", None).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    let e = client.rename("/missing", "/x").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    let e = client.write_at("/d", 0, b"x").await.unwrap_err();
+    assert!(matches!(e, Error::IsADirectory { .. }), "{e:?}");
+
+    assert_eq!(tree(&client).await, before, "bad input changed the namespace");
+    assert_eq!(client.read_all("/d/e/f").await.unwrap(), b"hello");
+
+    // An unreachable master: a clear error, in bounded time.
+    let mut cfg = ClientConfig::new("127.0.0.1:1");
+    cfg.max_attempts = 2;
+    let nowhere = Client::new(cfg).unwrap();
+    let started = std::time::Instant::now();
+    let e = nowhere.stat("/").await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_restart_recovers_namespace_and_data() {
+    let mut cluster = Cluster::start(ClusterOptions { checkpoint_every: 7, ..Default::default() }).await.unwrap();
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut files = Vec::new();
+    client.mkdir("/r", false).await.unwrap();
+    for i in 0..20 {
+        let p = format!("/r/f{i}");
+        let n = rng.random_range(0..(2 * MIB) as usize);
+        let data = random_bytes(&mut rng, n);
+        let replication = 2 + (i % 2);
+        client.create(&p, Some(replication)).await.unwrap();
+        client.write_at(&p, 0, &data).await.unwrap();
+        files.push((p, data, replication));
+    }
+    client.rename("/r/f0", "/r/renamed").await.unwrap();
+    files[0].0 = "/r/renamed".into();
+    client.delete("/r/f1", false).await.unwrap();
+    files.remove(1);
+    let before = tree(&client).await;
+
+    cluster.restart_master().await.unwrap();
+    cluster.wait_live(3).await.unwrap();
+    let client = cluster.client();
+    // Chunk locations come back from chunkserver reports; sizes with them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = tree(&client).await;
+        if now == before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "namespace differs after restart:\n{now:?}\nvs\n{before:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (p, data, replication) in &files {
+        assert_eq!(&client.read_all(p).await.unwrap(), data, "{p}");
+        let st = client.stat(p).await.unwrap();
+        assert_eq!(st.info.replication, *replication, "{p}");
+    }
+    cluster.shutdown().await.unwrap();
+}

@@ -1,0 +1,125 @@
+//! The chunk table: handle -> version, known length, up-to-date replicas and
+//! lease. Versions and handles are persisted (log + checkpoint); replica
+//! locations and lengths are rebuilt from chunkserver reports.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::lease::Lease;
+
+/// Master state of one chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkEntry {
+    /// Current version.
+    pub version: u64,
+    /// Largest length reported by a replica or a client.
+    pub length: u64,
+    /// Servers holding the current version.
+    pub replicas: BTreeSet<String>,
+    /// Current lease, if any.
+    pub lease: Option<Lease>,
+    /// Target replica count (of the owning file).
+    pub replication: u32,
+    /// Chunk size of the owning file.
+    pub chunk_size: u64,
+    /// Set while a version bump is being pushed to the replicas: reports of
+    /// this (old) version are neither stale nor up to date yet.
+    pub bumping_from: Option<u64>,
+    /// Created, but no server accepted it: may be placed again.
+    pub unplaced: bool,
+}
+
+/// All chunks plus the handle counter.
+#[derive(Debug, Default)]
+pub struct ChunkTable {
+    chunks: HashMap<u64, ChunkEntry>,
+    next_handle: u64,
+}
+
+impl ChunkTable {
+    /// An empty table whose first handle is 1.
+    pub fn new() -> Self {
+        ChunkTable { chunks: HashMap::new(), next_handle: 1 }
+    }
+
+    /// Returns a fresh handle (persisted through the `AddChunk` record that
+    /// uses it, or the checkpoint's `next_handle`).
+    pub fn allocate_handle(&mut self) -> u64 {
+        let h = self.next_handle;
+        self.next_handle += 1;
+        h
+    }
+
+    /// The next handle to hand out.
+    pub fn next_handle(&self) -> u64 {
+        self.next_handle
+    }
+
+    /// Raises the handle counter (checkpoint load).
+    pub fn bump_next_handle(&mut self, at_least: u64) {
+        self.next_handle = self.next_handle.max(at_least);
+    }
+
+    /// Adds a chunk with no known replicas.
+    pub fn insert(&mut self, handle: u64, version: u64, replication: u32, chunk_size: u64) {
+        self.bump_next_handle(handle + 1);
+        self.chunks.insert(
+            handle,
+            ChunkEntry {
+                version,
+                length: 0,
+                replicas: BTreeSet::new(),
+                lease: None,
+                replication,
+                chunk_size,
+                bumping_from: None,
+                unplaced: false,
+            },
+        );
+    }
+
+    /// Returns a chunk.
+    pub fn get(&self, handle: u64) -> Option<&ChunkEntry> {
+        self.chunks.get(&handle)
+    }
+
+    /// Returns a chunk for update.
+    pub fn get_mut(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
+        self.chunks.get_mut(&handle)
+    }
+
+    /// Removes a chunk (its file was deleted).
+    pub fn remove(&mut self, handle: u64) -> Option<ChunkEntry> {
+        self.chunks.remove(&handle)
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True when there are no chunks.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Iterates over all chunks.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &ChunkEntry)> {
+        self.chunks.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_unique_and_counter_follows_inserts() {
+        let mut t = ChunkTable::new();
+        assert_eq!(t.allocate_handle(), 1);
+        t.insert(10, 1, 3, 1 << 20);
+        assert_eq!(t.allocate_handle(), 11);
+        assert_eq!(t.get(10).unwrap().version, 1);
+        assert!(t.remove(10).is_some());
+        assert!(t.is_empty());
+    }
+}

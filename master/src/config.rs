@@ -1,0 +1,116 @@
+//! Master configuration.
+
+use std::path::PathBuf;
+
+use gfs_common::net::ServerLimits;
+use gfs_common::{DEFAULT_CHUNK_SIZE, Error, Result};
+
+/// Granularity of chunk sizes (one checksum block).
+const CHUNK_SIZE_UNIT: u64 = 64 * 1024;
+
+/// Master settings. `Default` gives a runnable single master on
+/// `127.0.0.1:0`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Directory for the epoch, checkpoint and log segments.
+    pub data_dir: PathBuf,
+    /// Chunk size of new files; a multiple of 64 KiB.
+    pub chunk_size: u64,
+    /// Default replica count of new files.
+    pub replication: u32,
+    /// Lease duration.
+    pub lease_ms: u64,
+    /// Heartbeat interval told to chunkservers.
+    pub heartbeat_ms: u64,
+    /// Silence after which a chunkserver is dead.
+    pub dead_after_ms: u64,
+    /// Log records between checkpoints.
+    pub checkpoint_every: u64,
+    /// Deadline for master -> chunkserver RPCs (also the lease grace).
+    pub rpc_timeout_ms: u64,
+    /// Chunk creations per server per 10 s before it is avoided.
+    pub max_recent_creations: u32,
+    /// Server limits.
+    pub limits: ServerLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: PathBuf::from("gfs-master-data"),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            replication: 3,
+            lease_ms: 60_000,
+            heartbeat_ms: 1_000,
+            dead_after_ms: 3_000,
+            checkpoint_every: 10_000,
+            rpc_timeout_ms: 5_000,
+            max_recent_creations: 32,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// Largest replication factor accepted.
+pub const MAX_REPLICATION: u32 = 16;
+
+impl Config {
+    /// Checks every field, with a message naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.listen.trim().is_empty() {
+            return bad("listen address is empty".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir is empty".into());
+        }
+        if self.chunk_size < CHUNK_SIZE_UNIT || !self.chunk_size.is_multiple_of(CHUNK_SIZE_UNIT) {
+            return bad(format!("chunk_size {} must be a multiple of 64 KiB and at least 64 KiB", self.chunk_size));
+        }
+        if self.replication == 0 || self.replication > MAX_REPLICATION {
+            return bad(format!("replication {} must be between 1 and {MAX_REPLICATION}", self.replication));
+        }
+        for (name, v) in [
+            ("lease_ms", self.lease_ms),
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("checkpoint_every", self.checkpoint_every),
+            ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("max_recent_creations", self.max_recent_creations as u64),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.dead_after_ms <= self.heartbeat_ms {
+            return bad(format!(
+                "dead_after_ms ({}) must be greater than heartbeat_ms ({})",
+                self.dead_after_ms, self.heartbeat_ms
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
+            return bad("server limits must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let c = Config { chunk_size: 1000, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("chunk_size"));
+        let c = Config { replication: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("replication"));
+        let c = Config { dead_after_ms: 10, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("dead_after_ms"));
+        let c = Config { lease_ms: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("lease_ms"));
+    }
+}

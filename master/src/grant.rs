@@ -1,0 +1,329 @@
+//! Chunk allocation and lease granting (GetWriteLease / GetAppendLease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use gfs_common::{Error, Result};
+use gfs_proto::log_record::Op;
+use gfs_proto::{AddChunkOp, GrantLeaseRequest, LeaseInfo, SetVersionOp};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::lease::Lease;
+use crate::locks::{for_mutation, for_read};
+use crate::placement;
+use crate::state::{Meta, Shared};
+
+/// Which chunk a lease request resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An existing chunk: (index, handle).
+    Existing(u64, u64),
+    /// Chunks `from..=to` must be created; the lease is for `to`.
+    Allocate { from: u64, to: u64 },
+}
+
+/// Resolves GetWriteLease(index, create_missing) against a file's chunks.
+pub fn write_target(chunks: &[u64], index: u64, create_missing: bool) -> Result<Target> {
+    let count = chunks.len() as u64;
+    match chunks.get(index as usize) {
+        Some(h) => Ok(Target::Existing(index, *h)),
+        None if index == count || create_missing => Ok(Target::Allocate { from: count, to: index }),
+        None => Err(Error::InvalidArgument(format!(
+            "chunk index {index} is past the end of the file ({count} chunks); set create_missing to fill the gap"
+        ))),
+    }
+}
+
+/// Resolves GetAppendLease(after_index) against a file's chunks.
+pub fn append_target(chunks: &[u64], after: Option<u64>) -> Result<Target> {
+    let Some(&last_h) = chunks.last() else { return Ok(Target::Allocate { from: 0, to: 0 }) };
+    let last = chunks.len() as u64 - 1;
+    match after {
+        Some(a) if a == last => Ok(Target::Allocate { from: last + 1, to: last + 1 }),
+        Some(a) if a > last => {
+            Err(Error::InvalidArgument(format!("after_index {a} is past the last chunk {last} of the file")))
+        }
+        _ => Ok(Target::Existing(last, last_h)),
+    }
+}
+
+/// Result of sending GrantLease to a set of replicas.
+struct Granted {
+    primary: Option<(String, Instant)>,
+    ok: Vec<String>,
+    length: u64,
+}
+
+impl Shared {
+    /// Lease for a file chunk chosen by `target`, allocating chunks first
+    /// when needed.
+    pub async fn lease_at(
+        self: &Arc<Self>,
+        path: &str,
+        target: impl Fn(&[u64]) -> Result<Target>,
+    ) -> Result<(LeaseInfo, u64)> {
+        {
+            let _g = self.locks.lock(&for_read(path), &[]).await;
+            let t = target(&self.meta().ns.file(path)?.chunks)?;
+            if let Target::Existing(index, handle) = t {
+                return self.lease_for(handle, index).await;
+            }
+        }
+        let (reads, writes) = for_mutation(path);
+        let _g = self.locks.lock(&reads, &writes).await;
+        let (t, replication) = {
+            let meta = self.meta();
+            let f = meta.ns.file(path)?;
+            (target(&f.chunks)?, f.replication)
+        };
+        match t {
+            Target::Existing(index, handle) => self.lease_for(handle, index).await,
+            Target::Allocate { from, to } => self.allocate(path, from, to, replication).await,
+        }
+    }
+
+    /// Places, logs and creates chunks `from..=to` of `path`; returns the
+    /// lease of chunk `to`. The caller holds the write lock on `path`.
+    async fn allocate(self: &Arc<Self>, path: &str, from: u64, to: u64, replication: u32) -> Result<(LeaseInfo, u64)> {
+        let now = Instant::now();
+        let mut plans = Vec::new();
+        {
+            let mut meta = self.meta();
+            for index in from..=to {
+                let cands = meta.servers.candidates(now);
+                let servers =
+                    placement::choose(&cands, replication as usize, self.cfg.max_recent_creations, &mut rand::rng())?;
+                if servers.len() < replication as usize {
+                    warn!(path, index, want = replication, got = servers.len(), "new chunk is under-replicated");
+                }
+                servers.iter().for_each(|s| meta.servers.note_creation(s, now));
+                plans.push((index, meta.chunks.allocate_handle(), servers));
+            }
+        }
+        let ops = plans
+            .iter()
+            .map(|(index, handle, _)| {
+                Op::AddChunk(AddChunkOp { path: path.into(), index: *index, handle: *handle, version: 1 })
+            })
+            .collect();
+        self.commit(ops).await?;
+        let (_, last_handle, last_servers) = plans.pop().expect("at least one chunk");
+        for (index, handle, servers) in plans {
+            let _c = self.chunk_lock(handle).lock().await;
+            let g = self.grant_round(handle, 1, &servers, None, true).await;
+            self.record_grant(handle, index, 1, &servers, g)?;
+        }
+        let _c = self.chunk_lock(last_handle).lock().await;
+        let primary = last_servers[0].clone();
+        let g = self.grant_round(last_handle, 1, &last_servers, Some(primary), true).await;
+        info!(path, index = to, chunk = last_handle, replicas = last_servers.len(), "chunk allocated");
+        self.record_grant(last_handle, to, 1, &last_servers, g)
+    }
+
+    /// Returns a valid lease on `handle`, granting one (with a version bump)
+    /// when none is held.
+    async fn lease_for(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
+        let _c = self.chunk_lock(handle).lock().await;
+        let now = Instant::now();
+        let grace = Duration::from_millis(self.cfg.rpc_timeout_ms);
+        let plan = {
+            let mut meta = self.meta();
+            let c = meta.chunks.get(handle).ok_or(Error::ChunkNotFound { handle })?;
+            if let Some(l) = &c.lease
+                && l.is_valid(now)
+                && l.version == c.version
+                && c.replicas.contains(&l.primary)
+                && meta.servers.is_alive(&l.primary)
+            {
+                return Ok(lease_info(&meta, self.epoch, index, handle));
+            }
+            let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
+            if live.is_empty() {
+                if c.unplaced {
+                    None
+                } else {
+                    return Err(Error::Unavailable(format!("chunk {handle} has no live replica")));
+                }
+            } else {
+                let primary = match &c.lease {
+                    Some(l) if l.is_held(now, grace) && live.contains(&l.primary) => l.primary.clone(),
+                    Some(l) if l.is_held(now, grace) => {
+                        return Err(Error::Unavailable(format!(
+                            "chunk {handle}: lease still held by unreachable primary {}; retry after it expires",
+                            l.primary
+                        )));
+                    }
+                    _ => least_loaded(&meta, &live),
+                };
+                let old = c.version;
+                meta.chunks.get_mut(handle).expect("present").bumping_from = Some(old);
+                Some((live, primary, old + 1))
+            }
+        };
+        let Some((live, primary, new_version)) = plan else { return self.replace(handle, index).await };
+        let op = Op::SetVersion(SetVersionOp { handle, version: new_version });
+        if let Err(e) = self.commit(vec![op]).await {
+            if let Some(c) = self.meta().chunks.get_mut(handle) {
+                c.bumping_from = None;
+            }
+            return Err(e);
+        }
+        let g = self.grant_round(handle, new_version, &live, Some(primary), false).await;
+        self.record_grant(handle, index, new_version, &live, g)
+    }
+
+    /// Places a chunk again whose creation no server accepted.
+    async fn replace(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
+        let now = Instant::now();
+        let (servers, version) = {
+            let mut meta = self.meta();
+            let c = meta.chunks.get(handle).ok_or(Error::ChunkNotFound { handle })?;
+            let (n, v) = (c.replication as usize, c.version);
+            let cands = meta.servers.candidates(now);
+            let servers = placement::choose(&cands, n, self.cfg.max_recent_creations, &mut rand::rng())?;
+            servers.iter().for_each(|s| meta.servers.note_creation(s, now));
+            (servers, v)
+        };
+        let g = self.grant_round(handle, version, &servers, Some(servers[0].clone()), true).await;
+        self.record_grant(handle, index, version, &servers, g)
+    }
+
+    /// Applies the outcome of a grant round to the chunk table.
+    fn record_grant(
+        &self,
+        handle: u64,
+        index: u64,
+        version: u64,
+        sent: &[String],
+        g: Result<Granted>,
+    ) -> Result<(LeaseInfo, u64)> {
+        let mut meta = self.meta();
+        let Some(c) = meta.chunks.get_mut(handle) else { return Err(Error::ChunkNotFound { handle }) };
+        c.bumping_from = None;
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                c.unplaced = c.unplaced || (version == 1 && c.replicas.is_empty());
+                sent.iter().for_each(|s| meta.remove_replica(handle, s));
+                return Err(e);
+            }
+        };
+        c.length = c.length.max(g.length.min(c.chunk_size));
+        for s in sent.iter().filter(|s| !g.ok.contains(s)) {
+            warn!(chunk = handle, server = %s, version, "replica did not accept the grant; it is now stale");
+            meta.remove_replica(handle, s);
+        }
+        g.ok.iter().for_each(|s| meta.add_replica(handle, s));
+        let c = meta.chunks.get_mut(handle).expect("present");
+        if let Some((primary, sent_at)) = g.primary {
+            info!(chunk = handle, version, primary = %primary, "lease granted");
+            c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
+        }
+        Ok(lease_info(&meta, self.epoch, index, handle))
+    }
+
+    /// Sends GrantLease(version) to `servers` in parallel; `primary` gets the
+    /// lease. If the primary fails, another server that accepted is tried.
+    async fn grant_round(
+        &self,
+        handle: u64,
+        version: u64,
+        servers: &[String],
+        primary: Option<String>,
+        create: bool,
+    ) -> Result<Granted> {
+        let addrs: Vec<(String, String)> = {
+            let meta = self.meta();
+            servers.iter().filter_map(|s| meta.servers.live_info(s).map(|i| (s.clone(), i.address))).collect()
+        };
+        let sent_at = Instant::now();
+        let calls = addrs.iter().map(|(id, addr)| {
+            let lease_ms = if primary.as_ref() == Some(id) { self.cfg.lease_ms } else { 0 };
+            self.send_grant(id, addr, handle, version, lease_ms, create)
+        });
+        let results = join_all(calls).await;
+        let mut ok = Vec::new();
+        let mut length = 0;
+        for ((id, _), r) in addrs.iter().zip(results) {
+            if let Some(len) = r {
+                ok.push(id.clone());
+                length = length.max(len);
+            }
+        }
+        if ok.is_empty() {
+            return Err(Error::Unavailable(format!("no replica of chunk {handle} accepted version {version}")));
+        }
+        let Some(want) = primary else { return Ok(Granted { primary: None, ok, length }) };
+        if ok.contains(&want) {
+            return Ok(Granted { primary: Some((want, sent_at)), ok, length });
+        }
+        for (id, addr) in addrs.iter().filter(|(id, _)| ok.contains(id)) {
+            let sent_at = Instant::now();
+            if self.send_grant(id, addr, handle, version, self.cfg.lease_ms, create).await.is_some() {
+                return Ok(Granted { primary: Some((id.clone(), sent_at)), ok, length });
+            }
+        }
+        Err(Error::Unavailable(format!("no replica of chunk {handle} accepted the lease")))
+    }
+
+    async fn send_grant(
+        &self,
+        id: &str,
+        addr: &str,
+        handle: u64,
+        version: u64,
+        lease_ms: u64,
+        create: bool,
+    ) -> Option<u64> {
+        let req = GrantLeaseRequest { handle, version, lease_ms, create, epoch: self.epoch };
+        match self.rpc.grant_lease(addr, req).await {
+            Ok(r) => Some(r.chunk_length),
+            Err(e) => {
+                warn!(chunk = handle, server = %id, address = %addr, error = %e, "grant lease failed");
+                None
+            }
+        }
+    }
+}
+
+fn least_loaded(meta: &Meta, live: &[String]) -> String {
+    live.iter()
+        .min_by_key(|s| (meta.servers.get(s).map_or(u32::MAX, |e| e.load), s.as_str()))
+        .cloned()
+        .expect("non-empty")
+}
+
+/// Builds the LeaseInfo of a chunk with a lease, and its chunk size.
+fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64) -> (LeaseInfo, u64) {
+    let c = meta.chunks.get(handle).expect("caller checked");
+    let now = Instant::now();
+    let (primary, remaining) = match &c.lease {
+        Some(l) => (meta.servers.live_info(&l.primary), l.remaining(now).as_millis() as u64),
+        None => (None, 0),
+    };
+    let pid = primary.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+    let secondaries = c.replicas.iter().filter(|s| **s != pid).filter_map(|s| meta.servers.live_info(s)).collect();
+    let info =
+        LeaseInfo { chunk: Some(meta.location(index, handle)), primary, secondaries, lease_ms: remaining, epoch };
+    (info, c.chunk_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(write_target(&[5, 6], 1, false).unwrap(), Target::Existing(1, 6));
+        assert_eq!(write_target(&[5, 6], 2, false).unwrap(), Target::Allocate { from: 2, to: 2 });
+        assert!(write_target(&[5, 6], 4, false).is_err());
+        assert_eq!(write_target(&[5, 6], 4, true).unwrap(), Target::Allocate { from: 2, to: 4 });
+        assert_eq!(append_target(&[], None).unwrap(), Target::Allocate { from: 0, to: 0 });
+        assert_eq!(append_target(&[5, 6], None).unwrap(), Target::Existing(1, 6));
+        assert_eq!(append_target(&[5, 6], Some(1)).unwrap(), Target::Allocate { from: 2, to: 2 });
+        assert_eq!(append_target(&[5, 6], Some(0)).unwrap(), Target::Existing(1, 6));
+        assert!(append_target(&[5, 6], Some(3)).is_err());
+    }
+}

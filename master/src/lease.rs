@@ -1,0 +1,83 @@
+//! Lease state of one chunk, as the master sees it.
+//!
+//! The chunkserver counts its lease from when it received `GrantLease`, which
+//! is after the master's `granted_at`. The master additionally keeps the
+//! lease "held" for a grace period (the RPC deadline) after `expires_at`, so
+//! its view always ends later than the primary's and two leases never
+//! overlap.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A lease granted to a primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Server id of the primary.
+    pub primary: String,
+    /// Chunk version the lease was granted for.
+    pub version: u64,
+    /// When the master sent the grant (before the RPC).
+    pub granted_at: Instant,
+    /// End of the lease as told to the primary (master clock).
+    pub expires_at: Instant,
+}
+
+impl Lease {
+    /// A lease of `duration` starting at `now`.
+    pub fn new(primary: String, version: u64, now: Instant, duration: Duration) -> Self {
+        Lease { primary, version, granted_at: now, expires_at: now + duration }
+    }
+
+    /// True while the lease may be handed to clients.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+
+    /// True while no other server may be made primary.
+    pub fn is_held(&self, now: Instant, grace: Duration) -> bool {
+        now < self.expires_at + grace
+    }
+
+    /// Remaining validity at `now` (zero once expired).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires_at.saturating_duration_since(now)
+    }
+
+    /// Extends the lease to `now + duration` (never shortens it).
+    pub fn extend(&mut self, now: Instant, duration: Duration) {
+        self.expires_at = self.expires_at.max(now + duration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn validity_grace_and_extension() {
+        let lease_ms = Duration::from_millis(1000);
+        let grace = Duration::from_millis(200);
+        let mut l = Lease::new("s1".into(), 2, Instant::now(), lease_ms);
+        assert!(l.is_valid(Instant::now()));
+        assert_eq!(l.remaining(Instant::now()), lease_ms);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        l.extend(Instant::now(), lease_ms);
+        assert_eq!(l.remaining(Instant::now()), lease_ms);
+        tokio::time::advance(Duration::from_millis(1050)).await;
+        let now = Instant::now();
+        assert!(!l.is_valid(now));
+        assert!(l.is_held(now, grace), "still held during the grace period");
+        assert_eq!(l.remaining(now), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(!l.is_held(Instant::now(), grace));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extend_never_shortens() {
+        let mut l = Lease::new("s".into(), 1, Instant::now(), Duration::from_secs(60));
+        let before = l.expires_at;
+        l.extend(Instant::now(), Duration::from_secs(1));
+        assert_eq!(l.expires_at, before);
+    }
+}

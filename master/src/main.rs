@@ -1,0 +1,94 @@
+//! `gfs-master`: the master binary.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gfs_common::telemetry::{self, LogFormat};
+
+/// gfs master server.
+#[derive(Debug, Parser)]
+#[command(name = "gfs-master", version, about = "gfs master server")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "GFS_LISTEN", default_value = "127.0.0.1:9700")]
+    listen: String,
+    /// Directory for the epoch, checkpoint and operation log.
+    #[arg(long, env = "GFS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Chunk size of new files: bytes or with a suffix (KiB, MiB, GiB, K, M, G).
+    #[arg(long, env = "GFS_CHUNK_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    chunk_size: u64,
+    /// Default replicas per chunk.
+    #[arg(long, env = "GFS_REPLICATION", default_value_t = 3)]
+    replication: u32,
+    /// Lease duration in milliseconds.
+    #[arg(long, env = "GFS_LEASE_MS", default_value_t = 60_000)]
+    lease_ms: u64,
+    /// Heartbeat interval told to chunkservers, in milliseconds.
+    #[arg(long, env = "GFS_HEARTBEAT_MS", default_value_t = 1_000)]
+    heartbeat_ms: u64,
+    /// Silence after which a chunkserver is declared dead, in milliseconds.
+    #[arg(long, env = "GFS_DEAD_AFTER_MS", default_value_t = 3_000)]
+    dead_after_ms: u64,
+    /// Log records between checkpoints.
+    #[arg(long, env = "GFS_CHECKPOINT_EVERY", default_value_t = 10_000)]
+    checkpoint_every: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Parses `123`, `64KiB`, `1MiB`, `2GiB`, `4K`, `8M`, `1G` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with optional unit"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::abort_on_panic();
+    telemetry::init(args.log_format, "info");
+    let config = gfs_master::Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        chunk_size: args.chunk_size,
+        replication: args.replication,
+        lease_ms: args.lease_ms,
+        heartbeat_ms: args.heartbeat_ms,
+        dead_after_ms: args.dead_after_ms,
+        checkpoint_every: args.checkpoint_every,
+        ..Default::default()
+    };
+    let shutdown = gfs_common::shutdown::on_signals();
+    if let Err(e) = gfs_master::run(config, shutdown).await {
+        tracing::error!(error = %e, "master failed");
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1XB").is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! The in-memory namespace tree.
+//!
+//! Pure and synchronous: `check_*` functions validate an operation against
+//! the current state without changing it, and [`Namespace::apply`] mutates
+//! the tree for a logged operation. Keys are canonical paths (see
+//! `gfs_common::path`); the root `/` always exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gfs_common::path::{ancestors, file_name, is_within, join, parent};
+use gfs_common::{Error, Result};
+use gfs_proto::log_record::Op;
+
+/// Metadata of a regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Target number of replicas per chunk.
+    pub replication: u32,
+    /// Chunk size of this file, in bytes.
+    pub chunk_size: u64,
+    /// Chunk handles in index order.
+    pub chunks: Vec<u64>,
+    /// Unix ms of the last namespace change.
+    pub mtime_ms: i64,
+}
+
+/// One node of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A directory and the names of its direct children.
+    Dir { mtime_ms: i64, children: BTreeSet<String> },
+    /// A regular file.
+    File(FileMeta),
+}
+
+impl Node {
+    fn new_dir(mtime_ms: i64) -> Self {
+        Node::Dir { mtime_ms, children: BTreeSet::new() }
+    }
+
+    /// Returns true for directories.
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Node::Dir { .. })
+    }
+
+    /// Returns the modification time.
+    pub fn mtime_ms(&self) -> i64 {
+        match self {
+            Node::Dir { mtime_ms, .. } => *mtime_ms,
+            Node::File(f) => f.mtime_ms,
+        }
+    }
+}
+
+/// The namespace: canonical path -> node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn internal(op: &str, e: Error) -> Error {
+    Error::Internal(format!("cannot apply {op}: {e}"))
+}
+
+impl Namespace {
+    /// Returns a namespace holding only the root directory.
+    pub fn new() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), Node::new_dir(0));
+        Self { nodes }
+    }
+
+    /// Returns the node at a canonical path.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Iterates over every node, parents before children.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// Returns (file count, directory count), root included in directories.
+    pub fn counts(&self) -> (u64, u64) {
+        let dirs = self.nodes.values().filter(|n| n.is_dir()).count() as u64;
+        (self.nodes.len() as u64 - dirs, dirs)
+    }
+
+    /// The error for a path that does not resolve: `NotADirectory` when an
+    /// ancestor is a file, else `NotFound`.
+    fn missing(&self, path: &str) -> Error {
+        for a in ancestors(path) {
+            match self.nodes.get(&a) {
+                Some(Node::File(_)) => return Error::NotADirectory { path: a },
+                Some(Node::Dir { .. }) => {}
+                None => return Error::NotFound { path: path.to_string() },
+            }
+        }
+        Error::NotFound { path: path.to_string() }
+    }
+
+    /// Returns the node at `path` or a NotFound/NotADirectory error.
+    pub fn lookup(&self, path: &str) -> Result<&Node> {
+        self.nodes.get(path).ok_or_else(|| self.missing(path))
+    }
+
+    /// Returns the file at `path`; directories give `IsADirectory`.
+    pub fn file(&self, path: &str) -> Result<&FileMeta> {
+        match self.lookup(path)? {
+            Node::File(f) => Ok(f),
+            Node::Dir { .. } => Err(Error::IsADirectory { path: path.to_string() }),
+        }
+    }
+
+    /// Requires the parent of `path` to exist as a directory.
+    fn check_parent_dir(&self, path: &str) -> Result<()> {
+        let p = parent(path).ok_or_else(|| Error::InvalidArgument("the root has no parent".into()))?;
+        match self.lookup(p)? {
+            Node::Dir { .. } => Ok(()),
+            Node::File(_) => Err(Error::NotADirectory { path: p.to_string() }),
+        }
+    }
+
+    /// Validates a mkdir; returns false when nothing needs to be done
+    /// (`parents` and the directory exists).
+    pub fn check_mkdir(&self, path: &str, parents: bool) -> Result<bool> {
+        match self.nodes.get(path) {
+            Some(Node::Dir { .. }) if parents => return Ok(false),
+            Some(Node::File(_)) if parents => return Err(Error::NotADirectory { path: path.to_string() }),
+            Some(_) => return Err(Error::AlreadyExists { path: path.to_string() }),
+            None => {}
+        }
+        if !parents {
+            return self.check_parent_dir(path).map(|_| true);
+        }
+        for a in ancestors(path) {
+            if let Some(Node::File(_)) = self.nodes.get(&a) {
+                return Err(Error::NotADirectory { path: a });
+            }
+        }
+        Ok(true)
+    }
+
+    /// Validates a create. Returns the existing file when `exclusive` is
+    /// false and a file is already there.
+    pub fn check_create(&self, path: &str, exclusive: bool) -> Result<Option<&FileMeta>> {
+        match self.nodes.get(path) {
+            Some(_) if exclusive => Err(Error::AlreadyExists { path: path.to_string() }),
+            Some(Node::File(f)) => Ok(Some(f)),
+            Some(Node::Dir { .. }) => Err(Error::IsADirectory { path: path.to_string() }),
+            None => self.check_parent_dir(path).map(|_| None),
+        }
+    }
+
+    /// Validates a delete.
+    pub fn check_delete(&self, path: &str, recursive: bool) -> Result<()> {
+        if path == "/" {
+            return Err(Error::InvalidArgument("cannot delete the root directory".into()));
+        }
+        match self.lookup(path)? {
+            Node::Dir { children, .. } if !children.is_empty() && !recursive => {
+                Err(Error::DirectoryNotEmpty { path: path.to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates a rename.
+    pub fn check_rename(&self, src: &str, dst: &str) -> Result<()> {
+        if src == "/" || dst == "/" {
+            return Err(Error::InvalidArgument("cannot rename the root directory".into()));
+        }
+        let node = self.lookup(src)?;
+        if self.nodes.contains_key(dst) {
+            return Err(Error::AlreadyExists { path: dst.to_string() });
+        }
+        if node.is_dir() && is_within(dst, src) {
+            return Err(Error::InvalidArgument(format!("cannot move {src} into its own subtree {dst}")));
+        }
+        self.check_parent_dir(dst)
+    }
+
+    /// Applies a logged operation. `AddChunk` only appends the handle to the
+    /// file; `SetVersion` does not touch the namespace. Returns the chunk
+    /// handles of files removed by a delete.
+    pub fn apply(&mut self, op: &Op, time_ms: i64) -> Result<Vec<u64>> {
+        match op {
+            Op::Mkdir(m) => self.apply_mkdir(&m.path, time_ms).map_err(|e| internal("mkdir", e))?,
+            Op::Create(c) => {
+                self.check_create(&c.path, true).map_err(|e| internal("create", e))?;
+                let f = FileMeta {
+                    replication: c.replication,
+                    chunk_size: c.chunk_size,
+                    chunks: vec![],
+                    mtime_ms: time_ms,
+                };
+                self.insert_child(&c.path, Node::File(f), time_ms);
+            }
+            Op::Delete(d) => {
+                self.check_delete(&d.path, true).map_err(|e| internal("delete", e))?;
+                return Ok(self.apply_delete(&d.path, time_ms));
+            }
+            Op::Rename(r) => {
+                self.check_rename(&r.src, &r.dst).map_err(|e| internal("rename", e))?;
+                self.apply_rename(&r.src, &r.dst, time_ms);
+            }
+            Op::AddChunk(a) => {
+                let f = match self.nodes.get_mut(&a.path) {
+                    Some(Node::File(f)) => f,
+                    _ => return Err(Error::Internal(format!("add chunk: {} is not a file", a.path))),
+                };
+                if f.chunks.len() as u64 != a.index {
+                    return Err(Error::Internal(format!("add chunk: {} index {} out of order", a.path, a.index)));
+                }
+                f.chunks.push(a.handle);
+                f.mtime_ms = time_ms;
+            }
+            Op::SetVersion(_) => {}
+        }
+        Ok(vec![])
+    }
+
+    /// Creates `path` and any missing ancestors as directories.
+    fn apply_mkdir(&mut self, path: &str, time_ms: i64) -> Result<()> {
+        self.check_mkdir(path, true)?;
+        let mut all = ancestors(path);
+        all.push(path.to_string());
+        for p in all {
+            if !self.nodes.contains_key(&p) {
+                self.insert_child(&p, Node::new_dir(time_ms), time_ms);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_child(&mut self, path: &str, node: Node, time_ms: i64) {
+        if let Some(p) = parent(path)
+            && let Some(Node::Dir { mtime_ms, children }) = self.nodes.get_mut(p)
+        {
+            children.insert(file_name(path).to_string());
+            *mtime_ms = time_ms;
+        }
+        self.nodes.insert(path.to_string(), node);
+    }
+
+    fn detach_from_parent(&mut self, path: &str, time_ms: i64) {
+        if let Some(p) = parent(path)
+            && let Some(Node::Dir { mtime_ms, children }) = self.nodes.get_mut(p)
+        {
+            children.remove(file_name(path));
+            *mtime_ms = time_ms;
+        }
+    }
+
+    /// Returns every key equal to or below `path`.
+    fn subtree_keys(&self, path: &str) -> Vec<String> {
+        self.nodes
+            .range(path.to_string()..)
+            .take_while(|(k, _)| k.starts_with(path))
+            .filter(|(k, _)| is_within(k, path))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn apply_delete(&mut self, path: &str, time_ms: i64) -> Vec<u64> {
+        let mut handles = Vec::new();
+        for k in self.subtree_keys(path) {
+            if let Some(Node::File(f)) = self.nodes.remove(&k) {
+                handles.extend(f.chunks);
+            }
+        }
+        self.detach_from_parent(path, time_ms);
+        handles
+    }
+
+    fn apply_rename(&mut self, src: &str, dst: &str, time_ms: i64) {
+        let keys = self.subtree_keys(src);
+        self.detach_from_parent(src, time_ms);
+        let mut moved = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(n) = self.nodes.remove(&k) {
+                moved.push((format!("{dst}{}", &k[src.len()..]), n));
+            }
+        }
+        let mut iter = moved.into_iter();
+        if let Some((top, mut node)) = iter.next() {
+            match &mut node {
+                Node::Dir { mtime_ms, .. } => *mtime_ms = time_ms,
+                Node::File(f) => f.mtime_ms = time_ms,
+            }
+            self.insert_child(&top, node, time_ms);
+        }
+        self.nodes.extend(iter);
+    }
+
+    /// Inserts a node while loading a checkpoint (parents come first).
+    pub fn load_entry(&mut self, path: &str, node: Node) -> Result<()> {
+        if path == "/" {
+            self.nodes.insert("/".into(), node);
+            return Ok(());
+        }
+        self.check_parent_dir(path).map_err(|e| Error::Internal(format!("checkpoint entry {path}: {e}")))?;
+        if self.nodes.contains_key(path) {
+            return Err(Error::Internal(format!("checkpoint entry {path}: duplicate")));
+        }
+        if let Some(p) = parent(path)
+            && let Some(Node::Dir { children, .. }) = self.nodes.get_mut(p)
+        {
+            children.insert(file_name(path).to_string());
+        }
+        self.nodes.insert(path.to_string(), node);
+        Ok(())
+    }
+
+    /// Returns the names of the children of a directory.
+    pub fn children(&self, path: &str) -> Vec<String> {
+        match self.nodes.get(path) {
+            Some(Node::Dir { children, .. }) => children.iter().map(|c| join(path, c)).collect(),
+            _ => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gfs_common::ErrorKind;
+    use gfs_proto::{CreateOp, DeleteOp, MkdirOp, RenameOp};
+
+    fn mkdir(p: &str) -> Op {
+        Op::Mkdir(MkdirOp { path: p.into() })
+    }
+    fn create(p: &str) -> Op {
+        Op::Create(CreateOp { path: p.into(), replication: 3, chunk_size: 1 << 20 })
+    }
+
+    #[test]
+    fn basic_tree_operations() {
+        let mut ns = Namespace::new();
+        assert!(ns.check_mkdir("/a", false).unwrap());
+        ns.apply(&mkdir("/a/b/c"), 1).unwrap();
+        assert!(ns.get("/a/b").unwrap().is_dir());
+        assert!(!ns.check_mkdir("/a/b", true).unwrap());
+        assert_eq!(ns.check_mkdir("/a/b", false).unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(ns.check_mkdir("/x/y", false).unwrap_err().kind(), ErrorKind::NotFound);
+        ns.apply(&create("/a/f"), 2).unwrap();
+        assert_eq!(ns.check_mkdir("/a/f", true).unwrap_err().kind(), ErrorKind::NotADirectory);
+        assert_eq!(ns.check_mkdir("/a/f/g", true).unwrap_err().kind(), ErrorKind::NotADirectory);
+        assert_eq!(ns.check_create("/a/f/g", true).unwrap_err().kind(), ErrorKind::NotADirectory);
+        assert_eq!(ns.check_create("/a/f", true).unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert!(ns.check_create("/a/f", false).unwrap().is_some());
+        assert_eq!(ns.check_create("/a", false).unwrap_err().kind(), ErrorKind::IsADirectory);
+        assert_eq!(ns.check_delete("/a", false).unwrap_err().kind(), ErrorKind::DirectoryNotEmpty);
+        assert_eq!(ns.check_delete("/", true).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ns.check_rename("/a", "/a/b/z").unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ns.check_rename("/", "/z").unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ns.check_rename("/a/f", "/a/b").unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(ns.check_rename("/nope", "/z").unwrap_err().kind(), ErrorKind::NotFound);
+        ns.apply(&Op::Rename(RenameOp { src: "/a".into(), dst: "/z".into() }), 3).unwrap();
+        assert!(ns.get("/a").is_none());
+        assert!(ns.get("/z/b/c").is_some());
+        assert_eq!(ns.children("/z"), vec!["/z/b".to_string(), "/z/f".to_string()]);
+        assert_eq!(ns.children("/"), vec!["/z".to_string()]);
+        ns.apply(&Op::Delete(DeleteOp { path: "/z".into() }), 4).unwrap();
+        assert_eq!(ns.counts(), (0, 1));
+        assert!(ns.children("/").is_empty());
+    }
+
+    /// Random op sequences against a flat model: set of dirs + set of files.
+    #[test]
+    fn random_ops_match_model() {
+        use rand::{Rng, SeedableRng};
+        let names = ["/a", "/b", "/a/x", "/a/y", "/b/x", "/a/x/q", "/b/x/q"];
+        for seed in 0..50u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut ns = Namespace::new();
+            let mut dirs: BTreeSet<String> = ["/".to_string()].into();
+            let mut files: BTreeSet<String> = BTreeSet::new();
+            for t in 0..60 {
+                let p = names[rng.random_range(0..names.len())];
+                let parent_ok = dirs.contains(parent(p).unwrap());
+                let exists = dirs.contains(p) || files.contains(p);
+                match rng.random_range(0..4) {
+                    0 => {
+                        let ok = ns.check_mkdir(p, false).is_ok();
+                        assert_eq!(ok, parent_ok && !exists, "mkdir {p}");
+                        if ok {
+                            ns.apply(&mkdir(p), t).unwrap();
+                            dirs.insert(p.into());
+                        }
+                    }
+                    1 => {
+                        let ok = ns.check_create(p, true).is_ok();
+                        assert_eq!(ok, parent_ok && !exists, "create {p}");
+                        if ok {
+                            ns.apply(&create(p), t).unwrap();
+                            files.insert(p.into());
+                        }
+                    }
+                    _ => {
+                        let ok = ns.check_delete(p, true).is_ok();
+                        assert_eq!(ok, exists, "delete {p}");
+                        if ok {
+                            ns.apply(&Op::Delete(DeleteOp { path: p.into() }), t).unwrap();
+                            dirs.retain(|d| !is_within(d, p));
+                            files.retain(|d| !is_within(d, p));
+                        }
+                    }
+                }
+                let got: BTreeSet<String> = ns.iter().filter(|(_, n)| n.is_dir()).map(|(k, _)| k.clone()).collect();
+                assert_eq!(got, dirs);
+                let got: BTreeSet<String> = ns.iter().filter(|(_, n)| !n.is_dir()).map(|(k, _)| k.clone()).collect();
+                assert_eq!(got, files);
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Chunkserver registration, heartbeats and chunk reports.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_common::{Error, Result};
+use gfs_proto::log_record::Op;
+use gfs_proto::{
+    ChunkReport, HeartbeatRequest, HeartbeatResponse, LeaseExtension, RegisterRequest, RegisterResponse, SetVersionOp,
+};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::state::{Meta, Shared};
+
+/// What a batch of chunk reports asks the master to do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// Handles the master does not know: the server should delete them.
+    pub delete: Vec<u64>,
+    /// Handles whose reported version is behind.
+    pub stale: Vec<u64>,
+    /// (handle, version, length) reported above the master's version.
+    pub adopt: Vec<(u64, u64, u64)>,
+}
+
+impl Meta {
+    /// Folds chunk reports from `server` into the chunk table.
+    pub fn process_reports(&mut self, server: &str, reports: &[ChunkReport], out: &mut ReportOutcome) {
+        for r in reports {
+            let Some(c) = self.chunks.get_mut(r.handle) else {
+                out.delete.push(r.handle);
+                if let Some(s) = self.servers.get_mut(server) {
+                    s.chunks.remove(&r.handle);
+                }
+                continue;
+            };
+            if c.bumping_from == Some(r.version) {
+                continue; // A grant to this version is in flight.
+            }
+            if r.version < c.version {
+                out.stale.push(r.handle);
+                self.remove_replica(r.handle, server);
+            } else if r.version > c.version {
+                out.adopt.push((r.handle, r.version, r.length));
+            } else {
+                c.length = c.length.max(r.length.min(c.chunk_size));
+                self.add_replica(r.handle, server);
+            }
+        }
+    }
+
+    /// Replaces the chunk set of `server` with a full report.
+    pub fn replace_reports(&mut self, server: &str, reports: &[ChunkReport], out: &mut ReportOutcome) {
+        let reported: HashSet<u64> = reports.iter().map(|r| r.handle).collect();
+        let gone: Vec<u64> = self
+            .servers
+            .get(server)
+            .map(|s| s.chunks.iter().filter(|h| !reported.contains(h)).copied().collect())
+            .unwrap_or_default();
+        for h in gone {
+            self.remove_replica(h, server);
+        }
+        self.process_reports(server, reports, out);
+    }
+}
+
+impl Shared {
+    /// Handles Register: records the server and its full chunk report.
+    pub async fn register(self: &Arc<Self>, req: RegisterRequest) -> Result<RegisterResponse> {
+        let info = req.server.ok_or_else(|| Error::InvalidArgument("register without server info".into()))?;
+        if info.id.is_empty() || info.address.is_empty() {
+            return Err(Error::InvalidArgument("server id and address are required".into()));
+        }
+        let id = info.id.clone();
+        let mut out = ReportOutcome::default();
+        {
+            let mut meta = self.meta();
+            let old: Vec<u64> = meta.servers.get(&id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default();
+            for h in old {
+                meta.remove_replica(h, &id);
+            }
+            meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now());
+            meta.process_reports(&id, &req.chunks, &mut out);
+        }
+        info!(server = %id, address = %info.address, zone = %info.zone, chunks = req.chunks.len(), "chunkserver registered");
+        self.adopt(&id, &out.adopt).await?;
+        Ok(RegisterResponse {
+            heartbeat_ms: self.cfg.heartbeat_ms,
+            epoch: self.epoch,
+            delete_chunks: out.delete,
+            stale_chunks: out.stale,
+        })
+    }
+
+    /// Handles Heartbeat: stats, chunk changes, lease extensions, deletes.
+    pub async fn heartbeat(self: &Arc<Self>, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
+        let id = req.server_id.as_str();
+        let mut out = ReportOutcome::default();
+        let mut resp = HeartbeatResponse { epoch: self.epoch, ..Default::default() };
+        {
+            let mut meta = self.meta();
+            let now = Instant::now();
+            let Some(s) = meta.servers.get_mut(id).filter(|s| s.alive) else {
+                resp.reregister = true;
+                return Ok(resp);
+            };
+            s.capacity = req.capacity_bytes;
+            s.used = req.used_bytes;
+            s.load = req.load;
+            s.last_heartbeat = now;
+            resp.delete_chunks = std::mem::take(&mut s.pending_delete).into_iter().collect();
+            if req.is_full_report {
+                meta.replace_reports(id, &req.full_report, &mut out);
+            }
+            meta.process_reports(id, &req.changed, &mut out);
+            resp.extended = self.extend_leases(&mut meta, id, &req.lease_extensions, now);
+        }
+        self.adopt(id, &out.adopt).await?;
+        resp.delete_chunks.extend(out.delete);
+        resp.stale_chunks = out.stale;
+        Ok(resp)
+    }
+
+    fn extend_leases(&self, meta: &mut Meta, id: &str, handles: &[u64], now: Instant) -> Vec<LeaseExtension> {
+        let dur = Duration::from_millis(self.cfg.lease_ms);
+        let mut out = Vec::new();
+        for &h in handles {
+            let Some(c) = meta.chunks.get_mut(h) else { continue };
+            let version = c.version;
+            if let Some(l) = c.lease.as_mut()
+                && l.primary == id
+                && l.version == version
+                && l.is_valid(now)
+            {
+                l.extend(now, dur);
+                out.push(LeaseExtension { handle: h, version, lease_ms: self.cfg.lease_ms });
+            }
+        }
+        out
+    }
+
+    /// Adopts versions reported above the master's (the master crashed
+    /// after logging a bump it never answered): logs them and makes the
+    /// reporting server the only up-to-date replica.
+    async fn adopt(self: &Arc<Self>, server: &str, list: &[(u64, u64, u64)]) -> Result<()> {
+        for &(handle, version, length) in list {
+            let _c = self.chunk_lock(handle).lock().await;
+            let needed =
+                self.meta().chunks.get(handle).is_some_and(|c| c.version < version && c.bumping_from.is_none());
+            if !needed {
+                continue;
+            }
+            self.commit(vec![Op::SetVersion(SetVersionOp { handle, version })]).await?;
+            let mut meta = self.meta();
+            let Some(c) = meta.chunks.get_mut(handle) else { continue };
+            warn!(chunk = handle, version, server, "adopted a chunk version above the master's");
+            c.length = c.length.max(length.min(c.chunk_size));
+            c.lease = None;
+            let others: Vec<String> = c.replicas.iter().filter(|s| *s != server).cloned().collect();
+            for s in others {
+                meta.remove_replica(handle, &s);
+            }
+            meta.add_replica(handle, server);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gfs_proto::{AddChunkOp, CreateOp, ServerInfo};
+
+    fn meta_with_chunk() -> Meta {
+        let mut m = Meta::new();
+        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 100 }), 1).unwrap();
+        m.apply(&Op::AddChunk(AddChunkOp { path: "/f".into(), index: 0, handle: 1, version: 3 }), 1).unwrap();
+        let info = ServerInfo { id: "s".into(), address: "a:1".into(), zone: "z".into() };
+        m.servers.register(info, 1000, 0, Instant::now());
+        m
+    }
+
+    fn rep(handle: u64, version: u64, length: u64) -> ChunkReport {
+        ChunkReport { handle, version, length }
+    }
+
+    #[tokio::test]
+    async fn report_classification() {
+        let mut m = meta_with_chunk();
+        let mut out = ReportOutcome::default();
+        m.process_reports("s", &[rep(1, 3, 500), rep(9, 1, 0)], &mut out);
+        assert_eq!(out.delete, vec![9]);
+        assert!(m.chunks.get(1).unwrap().replicas.contains("s"));
+        assert_eq!(m.chunks.get(1).unwrap().length, 100, "length is capped at the chunk size");
+        let mut out = ReportOutcome::default();
+        m.process_reports("s", &[rep(1, 2, 0)], &mut out);
+        assert_eq!(out.stale, vec![1]);
+        assert!(m.chunks.get(1).unwrap().replicas.is_empty());
+        let mut out = ReportOutcome::default();
+        m.process_reports("s", &[rep(1, 5, 0)], &mut out);
+        assert_eq!(out.adopt, vec![(1, 5, 0)]);
+        m.process_reports("s", &[rep(1, 3, 0)], &mut out);
+        let mut out = ReportOutcome::default();
+        m.replace_reports("s", &[], &mut out);
+        assert!(m.chunks.get(1).unwrap().replicas.is_empty());
+        assert!(m.servers.get("s").unwrap().chunks.is_empty());
+    }
+}

@@ -1,0 +1,185 @@
+//! Registry of chunkservers and the liveness worker.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_common::shutdown::CancellationToken;
+use gfs_proto::ServerInfo;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::placement::Candidate;
+use crate::state::Shared;
+
+/// Window over which recent creations are counted.
+pub const CREATION_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the master knows about one chunkserver.
+#[derive(Debug, Clone)]
+pub struct ServerEntry {
+    /// Id, address, zone.
+    pub info: ServerInfo,
+    /// Disk capacity.
+    pub capacity: u64,
+    /// Used bytes.
+    pub used: u64,
+    /// In-flight requests at the last heartbeat.
+    pub load: u32,
+    /// Time of the last register or heartbeat.
+    pub last_heartbeat: Instant,
+    /// False once declared dead.
+    pub alive: bool,
+    /// Chunks this server holds at the current version.
+    pub chunks: HashSet<u64>,
+    /// Creation times within the window.
+    recent: VecDeque<Instant>,
+    /// Handles to tell this server to delete.
+    pub pending_delete: BTreeSet<u64>,
+}
+
+/// All known chunkservers.
+#[derive(Debug, Default)]
+pub struct ServerRegistry {
+    servers: HashMap<String, ServerEntry>,
+}
+
+impl ServerRegistry {
+    /// Records a (re-)registration; the chunk set starts empty.
+    pub fn register(&mut self, info: ServerInfo, capacity: u64, used: u64, now: Instant) -> &mut ServerEntry {
+        let id = info.id.clone();
+        let e = ServerEntry {
+            info,
+            capacity,
+            used,
+            load: 0,
+            last_heartbeat: now,
+            alive: true,
+            chunks: HashSet::new(),
+            recent: VecDeque::new(),
+            pending_delete: BTreeSet::new(),
+        };
+        self.servers.insert(id.clone(), e);
+        self.servers.get_mut(&id).expect("just inserted")
+    }
+
+    /// Returns a server.
+    pub fn get(&self, id: &str) -> Option<&ServerEntry> {
+        self.servers.get(id)
+    }
+
+    /// Returns a server for update.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut ServerEntry> {
+        self.servers.get_mut(id)
+    }
+
+    /// True when the server is known and alive.
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.servers.get(id).is_some_and(|s| s.alive)
+    }
+
+    /// Returns the `ServerInfo` of a live server.
+    pub fn live_info(&self, id: &str) -> Option<ServerInfo> {
+        self.servers.get(id).filter(|s| s.alive).map(|s| s.info.clone())
+    }
+
+    /// Iterates over every server.
+    pub fn iter(&self) -> impl Iterator<Item = &ServerEntry> {
+        self.servers.values()
+    }
+
+    /// Live servers as placement candidates.
+    pub fn candidates(&mut self, now: Instant) -> Vec<Candidate> {
+        self.servers
+            .values_mut()
+            .filter(|s| s.alive)
+            .map(|s| {
+                while s.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > CREATION_WINDOW) {
+                    s.recent.pop_front();
+                }
+                Candidate {
+                    id: s.info.id.clone(),
+                    zone: s.info.zone.clone(),
+                    capacity: s.capacity,
+                    used: s.used,
+                    recent_creations: s.recent.len() as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// Counts a chunk creation on `id`.
+    pub fn note_creation(&mut self, id: &str, now: Instant) {
+        if let Some(s) = self.servers.get_mut(id) {
+            s.recent.push_back(now);
+        }
+    }
+
+    /// Marks servers silent for longer than `dead_after` dead; returns each
+    /// one with the chunks it held (to remove from replica sets).
+    pub fn expire(&mut self, now: Instant, dead_after: Duration) -> Vec<(String, HashSet<u64>)> {
+        let mut out = Vec::new();
+        for s in self.servers.values_mut() {
+            if s.alive && now.saturating_duration_since(s.last_heartbeat) > dead_after {
+                s.alive = false;
+                s.pending_delete.clear();
+                out.push((s.info.id.clone(), std::mem::take(&mut s.chunks)));
+            }
+        }
+        out
+    }
+}
+
+/// Background task that declares silent chunkservers dead.
+pub struct LivenessWorker {
+    shared: Arc<Shared>,
+}
+
+impl LivenessWorker {
+    /// A worker over the master state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        LivenessWorker { shared }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let dead_after = Duration::from_millis(self.shared.cfg.dead_after_ms);
+        let tick = (dead_after / 4).max(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let mut meta = self.shared.meta();
+            for (id, chunks) in meta.servers.expire(Instant::now(), dead_after) {
+                warn!(server = %id, chunks = chunks.len(), "chunkserver declared dead");
+                for h in chunks {
+                    if let Some(c) = meta.chunks.get_mut(h) {
+                        c.replicas.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn expire_marks_dead_and_returns_chunks() {
+        let mut r = ServerRegistry::default();
+        let info = ServerInfo { id: "s1".into(), address: "x:1".into(), zone: "z".into() };
+        r.register(info, 100, 0, Instant::now()).chunks.insert(7);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(r.expire(Instant::now(), Duration::from_secs(1)).is_empty());
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let dead = r.expire(Instant::now(), Duration::from_secs(1));
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.contains(&7));
+        assert!(!r.is_alive("s1"));
+        assert!(r.candidates(Instant::now()).is_empty());
+        assert!(r.live_info("s1").is_none());
+    }
+}

@@ -1,0 +1,278 @@
+//! The `MasterService` gRPC handlers.
+
+use std::sync::Arc;
+
+use gfs_common::path::normalize;
+use gfs_common::{Error, Result};
+use gfs_proto::log_record::Op;
+use gfs_proto::master_service_server::MasterService;
+use gfs_proto::*;
+use tonic::{Request, Response, Status};
+use tracing::{instrument, warn};
+
+use crate::config::MAX_REPLICATION;
+use crate::grant::{append_target, write_target};
+use crate::locks::{for_mutation, for_read};
+use crate::namespace::Node;
+use crate::state::Shared;
+
+/// The gRPC service over the shared master state.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+fn reply<T>(r: Result<T>) -> Reply<T> {
+    r.map(Response::new).map_err(Into::into)
+}
+
+impl Service {
+    /// Wraps the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Service { shared }
+    }
+
+    async fn do_mkdir(&self, req: MkdirRequest) -> Result<MkdirResponse> {
+        let path = normalize(&req.path)?;
+        let (r, w) = for_mutation(&path);
+        let _g = self.shared.locks.lock(&r, &w).await;
+        if self.shared.meta().ns.check_mkdir(&path, req.parents)? {
+            self.shared.commit(vec![Op::Mkdir(MkdirOp { path })]).await?;
+        }
+        Ok(MkdirResponse {})
+    }
+
+    async fn do_create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        let path = normalize(&req.path)?;
+        if req.replication > MAX_REPLICATION {
+            return Err(Error::InvalidArgument(format!(
+                "replication {} is above the maximum {MAX_REPLICATION}",
+                req.replication
+            )));
+        }
+        let replication = if req.replication == 0 { self.shared.cfg.replication } else { req.replication };
+        let (r, w) = for_mutation(&path);
+        let _g = self.shared.locks.lock(&r, &w).await;
+        let exists = self.shared.meta().ns.check_create(&path, req.exclusive)?.is_some();
+        if !exists {
+            let op = CreateOp { path: path.clone(), replication, chunk_size: self.shared.cfg.chunk_size };
+            self.shared.commit(vec![Op::Create(op)]).await?;
+        }
+        let meta = self.shared.meta();
+        let node = meta.ns.lookup(&path)?;
+        Ok(CreateResponse { info: Some(meta.file_info(&path, node)) })
+    }
+
+    async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        let path = normalize(&req.path)?;
+        let (r, w) = for_mutation(&path);
+        let _g = self.shared.locks.lock(&r, &w).await;
+        self.shared.meta().ns.check_delete(&path, req.recursive)?;
+        self.shared.commit(vec![Op::Delete(DeleteOp { path })]).await?;
+        Ok(DeleteResponse {})
+    }
+
+    async fn do_rename(&self, req: RenameRequest) -> Result<RenameResponse> {
+        let src = normalize(&req.src)?;
+        let dst = normalize(&req.dst)?;
+        let (mut reads, _) = for_mutation(&src);
+        reads.extend(for_mutation(&dst).0);
+        let _g = self.shared.locks.lock(&reads, &[src.clone(), dst.clone()]).await;
+        self.shared.meta().ns.check_rename(&src, &dst)?;
+        self.shared.commit(vec![Op::Rename(RenameOp { src, dst })]).await?;
+        Ok(RenameResponse {})
+    }
+
+    async fn do_list(&self, req: ListRequest) -> Result<ListResponse> {
+        let path = normalize(&req.path)?;
+        let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
+        let meta = self.shared.meta();
+        let node = meta.ns.lookup(&path)?;
+        let entries = match node {
+            Node::File(_) => vec![meta.file_info(&path, node)],
+            Node::Dir { .. } => {
+                meta.ns.children(&path).iter().filter_map(|c| meta.ns.get(c).map(|n| meta.file_info(c, n))).collect()
+            }
+        };
+        Ok(ListResponse { entries })
+    }
+
+    /// Info and chunk locations [start, start+count) (count 0 = all).
+    /// A directory gives `IsADirectory` when `file_only`, else no chunks.
+    async fn chunks(
+        &self,
+        path: &str,
+        start: u64,
+        count: u64,
+        file_only: bool,
+    ) -> Result<(FileInfo, Vec<ChunkLocation>)> {
+        let path = normalize(path)?;
+        let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
+        let meta = self.shared.meta();
+        let node = meta.ns.lookup(&path)?;
+        let info = meta.file_info(&path, node);
+        let locs = match node {
+            Node::File(f) => {
+                let take = if count == 0 { usize::MAX } else { count as usize };
+                f.chunks
+                    .iter()
+                    .enumerate()
+                    .skip(start as usize)
+                    .take(take)
+                    .map(|(i, h)| meta.location(i as u64, *h))
+                    .collect()
+            }
+            Node::Dir { .. } if file_only => return Err(Error::IsADirectory { path }),
+            Node::Dir { .. } => vec![],
+        };
+        Ok((info, locs))
+    }
+
+    async fn do_report_length(&self, req: ReportLengthRequest) -> Result<ReportLengthResponse> {
+        let mut meta = self.shared.meta();
+        let c = meta.chunks.get_mut(req.handle).ok_or(Error::ChunkNotFound { handle: req.handle })?;
+        if req.length > c.chunk_size {
+            return Err(Error::InvalidArgument(format!(
+                "length {} of chunk {} is above the chunk size {}",
+                req.length, req.handle, c.chunk_size
+            )));
+        }
+        c.length = c.length.max(req.length);
+        Ok(ReportLengthResponse {})
+    }
+
+    async fn do_report_corrupt(&self, req: ReportCorruptRequest) -> Result<ReportCorruptResponse> {
+        let mut meta = self.shared.meta();
+        if meta.chunks.get(req.handle).is_none() {
+            return Err(Error::ChunkNotFound { handle: req.handle });
+        }
+        warn!(chunk = req.handle, server = %req.server_id, "replica reported corrupt; dropping it");
+        meta.remove_replica(req.handle, &req.server_id);
+        if let Some(s) = meta.servers.get_mut(&req.server_id) {
+            s.pending_delete.insert(req.handle);
+        }
+        Ok(ReportCorruptResponse {})
+    }
+
+    fn cluster_status(&self) -> ClusterStatusResponse {
+        let meta = self.shared.meta();
+        let now = tokio::time::Instant::now();
+        let mut servers: Vec<ServerStatus> = meta
+            .servers
+            .iter()
+            .map(|s| ServerStatus {
+                server: Some(s.info.clone()),
+                alive: s.alive,
+                capacity_bytes: s.capacity,
+                used_bytes: s.used,
+                chunk_count: s.chunks.len() as u64,
+                last_heartbeat_ms_ago: now.saturating_duration_since(s.last_heartbeat).as_millis() as u64,
+                load: s.load,
+            })
+            .collect();
+        servers.sort_by(|a, b| a.server.as_ref().map(|s| &s.id).cmp(&b.server.as_ref().map(|s| &s.id)));
+        let under = meta
+            .chunks
+            .iter()
+            .filter(|(_, c)| (c.replicas.iter().filter(|s| meta.servers.is_alive(s)).count() as u32) < c.replication)
+            .count() as u64;
+        let (files, dirs) = meta.ns.counts();
+        ClusterStatusResponse {
+            servers,
+            file_count: files,
+            directory_count: dirs,
+            chunk_count: meta.chunks.len() as u64,
+            under_replicated_chunks: under,
+            epoch: self.shared.epoch,
+            chunk_size: self.shared.cfg.chunk_size,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MasterService for Service {
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
+        reply(self.do_mkdir(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
+        reply(self.do_create(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        reply(self.do_delete(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
+    async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
+        reply(self.do_rename(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
+        reply(self.do_list(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
+        let r = self.chunks(&req.get_ref().path, 0, 0, false).await;
+        reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
+        let q = req.into_inner();
+        let r = self.chunks(&q.path, q.start_index, q.count, true).await;
+        reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
+    async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
+        let q = req.into_inner();
+        let r = async {
+            let path = normalize(&q.path)?;
+            self.shared.lease_at(&path, |c| write_target(c, q.index, q.create_missing)).await
+        };
+        reply(r.await.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
+    }
+
+    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
+        let q = req.into_inner();
+        let r = async {
+            let path = normalize(&q.path)?;
+            self.shared.lease_at(&path, |c| append_target(c, q.after_index)).await
+        };
+        reply(r.await.map(|(lease, chunk_size)| GetAppendLeaseResponse { lease: Some(lease), chunk_size }))
+    }
+
+    #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
+    async fn report_length(&self, req: Request<ReportLengthRequest>) -> Reply<ReportLengthResponse> {
+        reply(self.do_report_length(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
+    async fn report_corrupt(&self, req: Request<ReportCorruptRequest>) -> Reply<ReportCorruptResponse> {
+        reply(self.do_report_corrupt(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn register(&self, req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
+        reply(self.shared.register(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
+        reply(self.shared.heartbeat(req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
+        Ok(Response::new(self.cluster_status()))
+    }
+}

@@ -1,0 +1,316 @@
+//! End-to-end tests of the master over gRPC, with fake chunkservers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gfs_common::shutdown::CancellationToken;
+use gfs_common::{Error, ErrorKind};
+use gfs_master::{Config, MasterHandle};
+use gfs_proto::chunk_service_server::{ChunkService, ChunkServiceServer};
+use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_proto::*;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+type Client = MasterServiceClient<Channel>;
+
+fn config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        chunk_size: 1 << 20,
+        dead_after_ms: 60_000,
+        checkpoint_every: 7,
+        ..Default::default()
+    }
+}
+
+async fn start(cfg: Config) -> (MasterHandle, CancellationToken, Client) {
+    let token = CancellationToken::new();
+    let h = gfs_master::start(cfg, token.clone()).await.unwrap();
+    let c = MasterServiceClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    (h, token, c)
+}
+
+async fn stop(h: MasterHandle, token: CancellationToken) {
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), h.wait()).await.unwrap().unwrap();
+}
+
+fn kind<T: std::fmt::Debug>(r: Result<T, Status>) -> ErrorKind {
+    Error::from(r.unwrap_err()).kind()
+}
+
+async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
+    c.mkdir(MkdirRequest { path: p.into(), parents }).await.map(|_| ())
+}
+
+async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
+    Ok(c.create(CreateRequest { path: p.into(), replication: 0, exclusive: true }).await?.into_inner().info.unwrap())
+}
+
+/// Recursive listing: (path, type, replication, chunk_count), sorted.
+async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
+    let mut out = vec![];
+    let mut todo = vec!["/".to_string()];
+    while let Some(d) = todo.pop() {
+        let entries = c.list(ListRequest { path: d }).await.unwrap().into_inner().entries;
+        for e in entries {
+            if e.r#type == FileType::Directory as i32 {
+                todo.push(e.path.clone());
+            }
+            out.push((e.path, e.r#type, e.replication, e.chunk_count));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn namespace_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    mkdir(&mut c, "/a/b/c", true).await.unwrap();
+    mkdir(&mut c, "/a/b/c", true).await.unwrap();
+    assert_eq!(kind(mkdir(&mut c, "/a/b", false).await), ErrorKind::AlreadyExists);
+    assert_eq!(kind(mkdir(&mut c, "/x/y", false).await), ErrorKind::NotFound);
+    let f = create(&mut c, "/a/b/f").await.unwrap();
+    assert_eq!((f.replication, f.chunk_size, f.size), (3, 1 << 20, 0));
+    assert_eq!(kind(create(&mut c, "/a/b/f").await), ErrorKind::AlreadyExists);
+    let again = c.create(CreateRequest { path: "/a/b/f".into(), replication: 2, exclusive: false }).await.unwrap();
+    assert_eq!(again.into_inner().info.unwrap().replication, 3, "non-exclusive create returns the existing file");
+    assert_eq!(kind(mkdir(&mut c, "/a/b/f", true).await), ErrorKind::NotADirectory);
+    assert_eq!(kind(mkdir(&mut c, "/a/b/f/g", true).await), ErrorKind::NotADirectory);
+    assert_eq!(kind(create(&mut c, "/a/b/f/g").await), ErrorKind::NotADirectory);
+    assert_eq!(kind(create(&mut c, "/nope/f").await), ErrorKind::NotFound);
+    assert_eq!(kind(create(&mut c, "/a/../f").await), ErrorKind::InvalidPath);
+    assert_eq!(kind(create(&mut c, "/a//f").await), ErrorKind::InvalidPath);
+    assert_eq!(kind(create(&mut c, "relative").await), ErrorKind::InvalidPath);
+    let big = c.create(CreateRequest { path: "/r".into(), replication: 17, exclusive: true }).await;
+    assert_eq!(kind(big), ErrorKind::InvalidArgument);
+    let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false }).await;
+    assert_eq!(kind(del), ErrorKind::DirectoryNotEmpty);
+    assert_eq!(kind(c.delete(DeleteRequest { path: "/missing".into(), recursive: false }).await), ErrorKind::NotFound);
+    assert_eq!(kind(c.delete(DeleteRequest { path: "/".into(), recursive: true }).await), ErrorKind::InvalidArgument);
+    let bad = c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into() }).await;
+    assert_eq!(kind(bad), ErrorKind::InvalidArgument);
+    assert_eq!(kind(c.stat(StatRequest { path: "/zz".into() }).await), ErrorKind::NotFound);
+
+    c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into() }).await.unwrap();
+    for i in 0..10 {
+        create(&mut c, &format!("/moved/file{i}")).await.unwrap();
+    }
+    c.delete(DeleteRequest { path: "/moved/c".into(), recursive: false }).await.unwrap();
+    c.delete(DeleteRequest { path: "/moved/file3".into(), recursive: false }).await.unwrap();
+    mkdir(&mut c, "/gone/deep/er", true).await.unwrap();
+    c.delete(DeleteRequest { path: "/gone".into(), recursive: true }).await.unwrap();
+
+    let listed = c.list(ListRequest { path: "/moved".into() }).await.unwrap().into_inner().entries;
+    let names: Vec<_> = listed.iter().map(|e| e.path.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries are sorted");
+    assert_eq!(names.len(), 10);
+    let one = c.list(ListRequest { path: "/moved/f".into() }).await.unwrap().into_inner().entries;
+    assert_eq!(one.len(), 1, "listing a file lists the file");
+    let st = c.stat(StatRequest { path: "/moved".into() }).await.unwrap().into_inner().info.unwrap();
+    assert_eq!((st.r#type, st.children), (FileType::Directory as i32, 10));
+
+    let before = tree(&mut c).await;
+    stop(h, token).await;
+    let (h, token, mut c) = start(config(dir.path())).await;
+    assert_eq!(tree(&mut c).await, before);
+    let status = c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.epoch, 2);
+    assert_eq!(status.file_count, 10);
+    stop(h, token).await;
+}
+
+/// A chunkserver that accepts every GrantLease and records it.
+#[derive(Clone, Default)]
+struct FakeChunkServer {
+    grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
+}
+
+#[tonic::async_trait]
+impl ChunkService for FakeChunkServer {
+    async fn push_data(&self, _: Request<Streaming<PushDataFrame>>) -> Result<Response<PushDataResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn write(&self, _: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn append(&self, _: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn apply_mutation(
+        &self,
+        _: Request<ApplyMutationRequest>,
+    ) -> Result<Response<ApplyMutationResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn read(&self, _: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn grant_lease(&self, req: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
+        self.grants.lock().unwrap().push(req.into_inner());
+        Ok(Response::new(GrantLeaseResponse { chunk_length: 0 }))
+    }
+    async fn delete_chunks(&self, _: Request<DeleteChunksRequest>) -> Result<Response<DeleteChunksResponse>, Status> {
+        Ok(Response::new(DeleteChunksResponse {}))
+    }
+}
+
+async fn fake_server() -> (FakeChunkServer, String) {
+    let fake = FakeChunkServer::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let svc = ChunkServiceServer::new(fake.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (fake, addr)
+}
+
+async fn register(c: &mut Client, id: &str, addr: &str, chunks: Vec<ChunkReport>) -> RegisterResponse {
+    let server = ServerInfo { id: id.into(), address: addr.into(), zone: format!("zone-{id}") };
+    let req = RegisterRequest { server: Some(server), capacity_bytes: 1 << 40, used_bytes: 0, chunks };
+    c.register(req).await.unwrap().into_inner()
+}
+
+async fn write_lease(c: &mut Client, path: &str, index: u64) -> Result<LeaseInfo, Status> {
+    let req = GetWriteLeaseRequest { path: path.into(), index, create_missing: false };
+    Ok(c.get_write_lease(req).await?.into_inner().lease.unwrap())
+}
+
+#[tokio::test]
+async fn leases_versions_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { lease_ms: 1500, rpc_timeout_ms: 200, ..config(dir.path()) };
+    let (h, token, mut c) = start(cfg.clone()).await;
+    let mut fakes = vec![];
+    for id in ["s1", "s2", "s3"] {
+        let (fake, addr) = fake_server().await;
+        register(&mut c, id, &addr, vec![]).await;
+        fakes.push((id, fake, addr));
+    }
+    let total_grants =
+        |f: &Vec<(&str, FakeChunkServer, String)>| f.iter().map(|x| x.1.grants.lock().unwrap().len()).sum::<usize>();
+    create(&mut c, "/f").await.unwrap();
+    assert_eq!(kind(write_lease(&mut c, "/f", 1).await), ErrorKind::InvalidArgument);
+
+    // New chunk: version 1, created on all three, the primary alone has a lease.
+    let l1 = write_lease(&mut c, "/f", 0).await.unwrap();
+    let chunk = l1.chunk.clone().unwrap();
+    assert_eq!((chunk.index, chunk.version, chunk.replicas.len()), (0, 1, 3));
+    assert_eq!(l1.secondaries.len(), 2);
+    assert!(l1.lease_ms > 0 && l1.epoch == 1);
+    assert_eq!(total_grants(&fakes), 3);
+    for (id, fake, _) in &fakes {
+        let g = fake.grants.lock().unwrap()[0];
+        assert!(g.create && g.version == 1);
+        assert_eq!(g.lease_ms > 0, *id == l1.primary.as_ref().unwrap().id);
+    }
+
+    // Valid lease: reused without a bump or a grant.
+    let l2 = write_lease(&mut c, "/f", 0).await.unwrap();
+    assert_eq!(l2.chunk.unwrap().version, 1);
+    assert_eq!(l2.primary, l1.primary);
+    assert_eq!(total_grants(&fakes), 3);
+
+    // Expired (plus grace): a new grant bumps the version.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let l3 = write_lease(&mut c, "/f", 0).await.unwrap();
+    assert_eq!(l3.chunk.unwrap().version, 2);
+    assert_eq!(total_grants(&fakes), 6);
+
+    // Lengths and appends.
+    c.report_length(ReportLengthRequest { handle: chunk.handle, length: 1000 }).await.unwrap();
+    let too_big = c.report_length(ReportLengthRequest { handle: chunk.handle, length: (1 << 20) + 1 }).await;
+    assert_eq!(kind(too_big), ErrorKind::InvalidArgument);
+    assert_eq!(kind(c.report_length(ReportLengthRequest { handle: 999, length: 1 }).await), ErrorKind::NotFound);
+    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    assert_eq!(st.info.unwrap().size, 1000);
+    let a = c.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: None }).await.unwrap();
+    assert_eq!(a.into_inner().lease.unwrap().chunk.unwrap().index, 0);
+    let a = c.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: Some(0) }).await.unwrap();
+    let a = a.into_inner();
+    assert_eq!((a.lease.unwrap().chunk.unwrap().index, a.chunk_size), (1, 1 << 20));
+    let a = c.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: Some(0) }).await.unwrap();
+    assert_eq!(a.into_inner().lease.unwrap().chunk.unwrap().index, 1, "someone already allocated chunk 1");
+    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    // size = max(index * chunk_size + length): chunk 1 exists, so chunk 0 counts as full.
+    assert_eq!(st.info.unwrap().size, 1 << 20);
+    assert_eq!(st.chunks.len(), 2);
+
+    // Heartbeats: unknown server must re-register; lease extension for the primary.
+    let hb = c.heartbeat(HeartbeatRequest { server_id: "ghost".into(), ..Default::default() }).await.unwrap();
+    assert!(hb.into_inner().reregister);
+    let primary = l3.primary.unwrap().id;
+    let hb =
+        HeartbeatRequest { server_id: primary.clone(), lease_extensions: vec![chunk.handle], ..Default::default() };
+    let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert_eq!(hb.extended.len(), 1);
+    assert_eq!(hb.extended[0].version, 2);
+
+    stop(h, token).await;
+    let (h, token, mut c) = start(cfg.clone()).await;
+    // Versions survive; locations do not.
+    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    assert_eq!(st.chunks[0].version, 2);
+    assert!(st.chunks[0].replicas.is_empty());
+    assert_eq!(kind(write_lease(&mut c, "/f", 0).await), ErrorKind::Unavailable);
+    // Re-register: current, stale and unknown chunks.
+    let (_, _, addr1) = &fakes[0];
+    let r = register(
+        &mut c,
+        "s1",
+        addr1,
+        vec![
+            ChunkReport { handle: chunk.handle, version: 2, length: 0 },
+            ChunkReport { handle: 777, version: 1, length: 0 },
+        ],
+    )
+    .await;
+    assert_eq!((r.epoch, r.delete_chunks.clone()), (2, vec![777]));
+    let (_, _, addr2) = &fakes[1];
+    let r = register(&mut c, "s2", addr2, vec![ChunkReport { handle: chunk.handle, version: 1, length: 0 }]).await;
+    assert_eq!(r.stale_chunks, vec![chunk.handle]);
+    let l4 = write_lease(&mut c, "/f", 0).await.unwrap();
+    assert_eq!(l4.chunk.as_ref().unwrap().version, 3);
+    assert_eq!(l4.primary.unwrap().id, "s1");
+    assert!(l4.secondaries.is_empty());
+
+    // Deleting the file queues chunk deletes for its replicas.
+    c.delete(DeleteRequest { path: "/f".into(), recursive: false }).await.unwrap();
+    let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(hb.into_inner().delete_chunks, vec![chunk.handle]);
+    stop(h, token).await;
+}
+
+#[tokio::test]
+async fn silent_servers_are_declared_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { heartbeat_ms: 50, dead_after_ms: 200, ..config(dir.path()) };
+    let (h, token, mut c) = start(cfg).await;
+    let (_fake, addr) = fake_server().await;
+    register(&mut c, "s1", &addr, vec![]).await;
+    create(&mut c, "/f").await.unwrap();
+    write_lease(&mut c, "/f", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert!(!status.servers[0].alive);
+    assert_eq!(status.under_replicated_chunks, 1);
+    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    assert!(st.chunks[0].replicas.is_empty());
+    let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
+    assert!(hb.into_inner().reregister);
+    // No live server: a new chunk cannot be placed.
+    create(&mut c, "/g").await.unwrap();
+    assert_eq!(kind(write_lease(&mut c, "/g", 0).await), ErrorKind::NoSpace);
+    stop(h, token).await;
+}
