@@ -61,15 +61,27 @@ impl Shared {
         secondaries: &[String],
     ) -> Result<u64> {
         let serial = chunk.last_serial() + 1;
-        let len = match data {
-            Some(d) => self.store.write(m.handle, m.offset, d).await?,
-            None => self.store.pad(m.handle, m.offset).await?,
-        };
-        chunk.set_last_serial(serial);
         m.serial = serial;
         m.epoch = self.epoch.seen();
-        self.leases.mark_mutated(m.handle);
-        self.replicate(secondaries, m).await?;
+        let (handle, offset) = (m.handle, m.offset);
+        let local = async {
+            match data {
+                Some(d) => self.store.write(handle, offset, d).await,
+                None => self.store.pad(handle, offset).await,
+            }
+        };
+        // The local apply and the secondaries' applies run at the same time
+        // (their fsyncs overlap); the chunk's mutation lock, held by the
+        // caller, still keeps one serial order on every replica. If either
+        // side fails the client retries the whole mutation.
+        let (len, replicated) = tokio::join!(local, self.replicate(secondaries, m));
+        // The serial is used up even when the local apply failed: the
+        // secondaries may have applied it, and must not skip the next one as
+        // a duplicate.
+        chunk.set_last_serial(serial);
+        let len = len?;
+        self.leases.mark_mutated(handle);
+        replicated?;
         Ok(len)
     }
 

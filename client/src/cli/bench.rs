@@ -114,13 +114,16 @@ async fn measure(client: &Client, args: &BenchArgs, baseline: &Path) -> anyhow::
     let gfs = res?;
     let dir = baseline.to_path_buf();
     let files = args.files;
-    let base_res =
-        tokio::task::spawn_blocking(move || measure_baseline(&dir, &data, files)).await.context("baseline task")??;
+    let record_len = args.record_size.min(args.size) as usize;
+    let append_total = (args.size / 4).max(args.record_size);
+    let base_res = tokio::task::spawn_blocking(move || measure_baseline(&dir, &data, files, record_len, append_total))
+        .await
+        .context("baseline task")??;
     Ok(vec![
         Metric { name: "write MB/s", key: "write_mb_s", gfs: gfs.write, baseline: Some(base_res.write) },
         Metric { name: "read MB/s", key: "read_mb_s", gfs: gfs.read, baseline: Some(base_res.read) },
-        Metric { name: "append MB/s (1 appender)", key: "append_1_mb_s", gfs: gfs.append1, baseline: None },
-        Metric { name: "append MB/s (8 appenders)", key: "append_8_mb_s", gfs: gfs.append8, baseline: None },
+        Metric { name: "append MB/s (1 appender)", key: "append_1_mb_s", gfs: gfs.append1, baseline: Some(base_res.append) },
+        Metric { name: "append MB/s (8 appenders)", key: "append_8_mb_s", gfs: gfs.append8, baseline: Some(base_res.append) },
         Metric { name: "creates/s", key: "creates_per_s", gfs: gfs.creates, baseline: Some(base_res.creates) },
         Metric { name: "stats/s", key: "stats_per_s", gfs: gfs.stats, baseline: Some(base_res.stats) },
     ])
@@ -220,13 +223,21 @@ async fn append_run(
 struct BaselineRates {
     write: f64,
     read: f64,
+    append: f64,
     creates: f64,
     stats: f64,
 }
 
 /// The same work on plain files: three copies written piece by piece with
-/// an fsync after each piece, one copy read back, N create+fsync, N stats.
-fn measure_baseline(dir: &Path, data: &[u8], files: u64) -> anyhow::Result<BaselineRates> {
+/// an fsync after each piece, one copy read back, records appended to three
+/// files with an fsync after each, N create+fsync, N stats.
+fn measure_baseline(
+    dir: &Path,
+    data: &[u8],
+    files: u64,
+    record_len: usize,
+    append_total: u64,
+) -> anyhow::Result<BaselineRates> {
     let ctx = |p: &Path| p.display().to_string();
     let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("replica-{i}"))).collect();
     let mut handles = Vec::new();
@@ -259,6 +270,27 @@ fn measure_baseline(dir: &Path, data: &[u8], files: u64) -> anyhow::Result<Basel
         let _ = std::fs::remove_file(p);
     }
 
+    // Record append: each record lands durably on three copies before the
+    // next one, as a 3-replica append does.
+    let mut handles = Vec::new();
+    for p in &paths {
+        handles.push(std::fs::File::create(p).with_context(|| ctx(p))?);
+    }
+    let records = append_total.div_ceil(record_len as u64);
+    let t = Instant::now();
+    for i in 0..records {
+        let start = (i as usize * record_len) % (data.len() - record_len + 1);
+        for (f, p) in handles.iter_mut().zip(&paths) {
+            f.write_all(&data[start..start + record_len]).with_context(|| ctx(p))?;
+            f.sync_data().with_context(|| ctx(p))?;
+        }
+    }
+    let append = rate(mb(records * record_len as u64), t.elapsed());
+    drop(handles);
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+
     let meta = dir.join("meta");
     std::fs::create_dir(&meta).with_context(|| ctx(&meta))?;
     let t = Instant::now();
@@ -276,7 +308,7 @@ fn measure_baseline(dir: &Path, data: &[u8], files: u64) -> anyhow::Result<Basel
         std::fs::metadata(&p).with_context(|| ctx(&p))?;
     }
     let stats = rate(files as f64, t.elapsed());
-    Ok(BaselineRates { write, read, creates, stats })
+    Ok(BaselineRates { write, read, append, creates, stats })
 }
 
 fn print(args: &BenchArgs, master: &str, metrics: &[Metric]) -> anyhow::Result<()> {
@@ -314,7 +346,7 @@ fn print(args: &BenchArgs, master: &str, metrics: &[Metric]) -> anyhow::Result<(
     writeln!(
         out,
         "\nsize {}, record size {}, {} files; master {master}.\nbaseline: 3 plain files with fsync per {} piece, \
-         read of one copy, create+fsync of empty files.\nnote: page caches are not dropped, reads may hit the cache \
+         read of one copy, records appended to 3 files with fsync each, create+fsync of empty files.\nnote: page caches are not dropped, reads may hit the cache \
          for both.",
         crate::size::format_size(args.size),
         crate::size::format_size(args.record_size),
