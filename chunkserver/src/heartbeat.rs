@@ -133,8 +133,10 @@ impl Heartbeat {
 
     async fn register(&mut self) -> Result<()> {
         // Changes made before the full report are included in it.
+        let report_seq = self.shared.store.report_seq();
         self.shared.store.take_changed();
         let req = RegisterRequest {
+            report_seq,
             server: Some(self.server.clone()),
             capacity_bytes: self.capacity(),
             used_bytes: self.shared.store.used_bytes(),
@@ -155,7 +157,9 @@ impl Heartbeat {
 
     async fn beat(&self, full: bool) -> Result<HeartbeatResponse> {
         let store = &self.shared.store;
+        let report_seq = store.report_seq();
         let req = HeartbeatRequest {
+            report_seq,
             server_id: self.server.id.clone(),
             capacity_bytes: self.capacity(),
             used_bytes: store.used_bytes(),

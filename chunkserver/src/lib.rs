@@ -20,6 +20,7 @@ use gfs_proto::chunk_service_server::ChunkServiceServer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod clone;
 mod heartbeat;
 mod lease;
 pub mod meta;
@@ -27,6 +28,7 @@ mod mutation;
 mod push;
 pub mod pushbuf;
 mod rpc;
+pub mod scrub;
 mod service;
 pub mod store;
 
@@ -34,6 +36,7 @@ use heartbeat::Heartbeat;
 use lease::{Epoch, Leases};
 use pushbuf::PushBuffer;
 use rpc::Rpc;
+use scrub::{ScrubConfig, Scrubber};
 use service::{ChunkServer, Shared};
 use store::Store;
 
@@ -70,6 +73,14 @@ pub struct Config {
     pub rpc_timeout_ms: u64,
     /// Connection and request limits of the gRPC server.
     pub limits: ServerLimits,
+    /// Clones this server runs at once as destination.
+    pub max_clones: usize,
+    /// Pause between two scrubbed chunks, ms (0 = scrubber off).
+    pub scrub_interval_ms: u64,
+    /// Chunks not mutated for this long are scrubbed, ms.
+    pub scrub_idle_ms: u64,
+    /// Scrubber read rate, bytes/s (0 = unlimited).
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -88,6 +99,10 @@ impl Default for Config {
             sync_writes: true,
             rpc_timeout_ms: 10_000,
             limits: ServerLimits::default(),
+            max_clones: 4,
+            scrub_interval_ms: 1_000,
+            scrub_idle_ms: 60_000,
+            scrub_bytes_per_sec: 16 << 20,
         }
     }
 }
@@ -116,6 +131,9 @@ impl Config {
         }
         if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
             return bad("server limits must be positive");
+        }
+        if self.max_clones == 0 {
+            return bad("max_clones must be positive");
         }
         Ok(())
     }
@@ -182,6 +200,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
         push_timeout,
         corrupt_tx,
         load: AtomicU32::new(0),
+        clones: tokio::sync::Semaphore::new(config.max_clones),
     });
     let server = serve(listener, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
     let tasks_token = shutdown.child_token();
@@ -194,7 +213,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
         full_report_every: config.full_report_every,
         corrupt_rx,
     };
-    let tasks = vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];
+    let mut tasks =
+        vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];
+    if config.scrub_interval_ms > 0 {
+        let cfg = ScrubConfig {
+            interval: Duration::from_millis(config.scrub_interval_ms),
+            idle: Duration::from_millis(config.scrub_idle_ms),
+            bytes_per_sec: config.scrub_bytes_per_sec,
+        };
+        tasks.push(tokio::spawn(Scrubber::new(shared.clone(), cfg).run(tasks_token.clone())));
+    }
     tracing::info!(%addr, advertise = %advertise, server_id = %id, master = %config.master, "chunkserver listening");
     Ok(ChunkserverHandle {
         addr,

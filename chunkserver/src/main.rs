@@ -37,6 +37,18 @@ struct Args {
     /// Do not fdatasync before acknowledging mutations.
     #[arg(long, env = "GFS_NO_SYNC")]
     no_sync: bool,
+    /// Clones run at once as destination.
+    #[arg(long, env = "GFS_MAX_CLONES", default_value_t = 4)]
+    max_clones: usize,
+    /// Pause between two scrubbed chunks in ms (0 = no scrubbing).
+    #[arg(long, env = "GFS_SCRUB_INTERVAL_MS", default_value_t = 1_000)]
+    scrub_interval_ms: u64,
+    /// Scrub chunks not mutated for this many ms.
+    #[arg(long, env = "GFS_SCRUB_IDLE_MS", default_value_t = 60_000)]
+    scrub_idle_ms: u64,
+    /// Scrubber read rate in bytes/s (0 = unlimited).
+    #[arg(long, env = "GFS_SCRUB_BYTES_PER_SEC", default_value_t = 16 << 20)]
+    scrub_bytes_per_sec: u64,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -57,6 +69,10 @@ async fn main() -> anyhow::Result<()> {
         capacity_bytes: args.capacity,
         push_buffer_bytes: args.push_buffer,
         sync_writes: !args.no_sync,
+        max_clones: args.max_clones,
+        scrub_interval_ms: args.scrub_interval_ms,
+        scrub_idle_ms: args.scrub_idle_ms,
+        scrub_bytes_per_sec: args.scrub_bytes_per_sec,
         ..Default::default()
     };
     let token = shutdown::on_signals();

@@ -194,7 +194,7 @@ impl Shared {
             self.leases.revoke(req.handle);
         }
         tracing::debug!(handle = req.handle, version = req.version, lease_ms = req.lease_ms, "lease granted");
-        Ok(GrantLeaseResponse { chunk_length: chunk.length() })
+        Ok(GrantLeaseResponse { chunk_length: chunk.length(), report_seq: self.store.report_seq() })
     }
 
     /// Deletes replicas (master's garbage collection or stale replicas).

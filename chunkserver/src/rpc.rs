@@ -61,6 +61,12 @@ impl Rpc {
         c.push_data(with_deadline(frames, deadline)).await.map(|r| r.into_inner()).map_err(|s| self.fail(addr, s))
     }
 
+    /// Reads from a peer replica (clone source).
+    pub async fn read(&self, addr: &str, req: ReadRequest) -> Result<ReadResponse> {
+        let mut c = self.chunk(addr)?;
+        c.read(with_deadline(req, self.timeout)).await.map(|r| r.into_inner()).map_err(|s| self.fail(addr, s))
+    }
+
     /// Registers with the master.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse> {
         let mut c = self.master()?;

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub corrupt_tx: mpsc::Sender<u64>,
     /// Requests in flight (the heartbeat's `load`).
     pub load: AtomicU32,
+    /// Bounds concurrent clones on this server.
+    pub clones: tokio::sync::Semaphore,
 }
 
 /// Counts a request as in flight until dropped.
@@ -115,6 +117,11 @@ impl ChunkService for ChunkServer {
     async fn grant_lease(&self, request: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
         let _f = InFlight::new(&self.shared.load);
         reply(self.shared.grant_lease(request.into_inner()).await)
+    }
+
+    async fn clone_chunk(&self, request: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
+        let _f = InFlight::new(&self.shared.load);
+        reply(self.shared.clone_chunk(request.into_inner()).await)
     }
 
     async fn delete_chunks(

@@ -39,13 +39,17 @@ struct MetaState {
     meta: Meta,
     last_serial: u64,
     deleted: bool,
+    /// False while a clone is being copied in: not reported, not served.
+    published: bool,
+    /// Last local mutation (None: none since this process started).
+    last_mutation: Option<std::time::Instant>,
 }
 
 impl ChunkState {
     fn new(handle: u64, meta: Meta) -> Self {
         Self {
             handle,
-            state: Mutex::new(MetaState { meta, last_serial: 0, deleted: false }),
+            state: Mutex::new(MetaState { meta, last_serial: 0, deleted: false, published: true, last_mutation: None }),
             io: tokio::sync::RwLock::new(()),
             mutation: tokio::sync::Mutex::new(()),
         }
@@ -98,9 +102,19 @@ impl ChunkState {
         Ok(s.meta.clone())
     }
 
-    fn report(&self) -> ChunkReport {
+    fn report(&self) -> Option<ChunkReport> {
         let s = self.lock();
-        ChunkReport { handle: self.handle, version: s.meta.version, length: s.meta.length }
+        s.published.then_some(ChunkReport { handle: self.handle, version: s.meta.version, length: s.meta.length })
+    }
+
+    /// True once the replica may be reported and served.
+    pub fn is_published(&self) -> bool {
+        self.lock().published
+    }
+
+    /// True when not mutated within `idle` (or never since start).
+    pub fn is_idle(&self, idle: std::time::Duration) -> bool {
+        self.lock().last_mutation.is_none_or(|t| t.elapsed() >= idle)
     }
 }
 
@@ -117,6 +131,10 @@ pub struct Store {
     dir: PathBuf,
     chunks: RwLock<HashMap<u64, Arc<ChunkState>>>,
     changed: Mutex<HashSet<u64>>,
+    /// Report sequence: raised after every visible change to a replica.
+    /// Starts at the wall clock in microseconds so it keeps growing across
+    /// restarts.
+    seq: std::sync::atomic::AtomicU64,
     create_lock: tokio::sync::Mutex<()>,
     pool: BufPool,
     sync: bool,
@@ -135,6 +153,7 @@ impl Store {
             dir,
             chunks: RwLock::new(chunks),
             changed: Mutex::new(HashSet::new()),
+            seq: std::sync::atomic::AtomicU64::new(gfs_common::now_ms().max(0) as u64 * 1000),
             create_lock: tokio::sync::Mutex::new(()),
             pool: BufPool::new((MAX_IO_SIZE + 2 * BS) as usize, 16),
             sync,
@@ -161,6 +180,13 @@ impl Store {
 
     fn mark_changed(&self, handle: u64) {
         self.changed.lock().expect("changed lock").insert(handle);
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Returns the report sequence. Read it *before* building a report: every
+    /// change counted in it is then visible in the report.
+    pub fn report_seq(&self) -> u64 {
+        self.seq.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Creates an empty chunk at `version`; returns the existing one if the
@@ -207,6 +233,7 @@ impl Store {
             s.last_serial = 0;
         }
         s.meta = new;
+        s.last_mutation = Some(std::time::Instant::now());
         drop(s);
         self.mark_changed(handle);
         Ok(len)
@@ -309,6 +336,7 @@ impl Store {
         chunk.lock().deleted = true;
         self.chunks.write().expect("store lock").remove(&handle);
         self.changed.lock().expect("changed lock").remove(&handle);
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let paths = self.paths(handle);
         blocking(move || {
             remove_if_exists(&paths.data)?;
@@ -319,16 +347,42 @@ impl Store {
         Ok(true)
     }
 
-    /// Returns a report of every chunk.
+    /// Returns a report of every published chunk.
     pub fn list(&self) -> Vec<ChunkReport> {
         let chunks: Vec<_> = self.chunks.read().expect("store lock").values().cloned().collect();
-        chunks.iter().map(|c| c.report()).collect()
+        chunks.iter().filter_map(|c| c.report()).collect()
     }
 
-    /// Returns reports of chunks changed since the last call.
+    /// Returns reports of published chunks changed since the last call.
     pub fn take_changed(&self) -> Vec<ChunkReport> {
         let handles: Vec<u64> = self.changed.lock().expect("changed lock").drain().collect();
-        handles.into_iter().filter_map(|h| self.get(h).ok()).map(|c| c.report()).collect()
+        handles.into_iter().filter_map(|h| self.get(h).ok()).filter_map(|c| c.report()).collect()
+    }
+
+    /// Every chunk state, by handle.
+    pub fn all(&self) -> Vec<Arc<ChunkState>> {
+        let mut v: Vec<_> = self.chunks.read().expect("store lock").values().cloned().collect();
+        v.sort_by_key(|c| c.handle);
+        v
+    }
+
+    /// Creates an unpublished replica for a clone, at version 0 on disk so
+    /// that a crash mid-copy leaves a stale replica, never a short one.
+    pub async fn create_clone(&self, handle: u64) -> Result<Arc<ChunkState>> {
+        if self.get(handle).is_ok() {
+            return Err(Error::AlreadyExists { path: format!("chunk {handle:#x}") });
+        }
+        let c = self.create(handle, 0).await?;
+        c.lock().published = false;
+        Ok(c)
+    }
+
+    /// Gives a cloned replica its version and makes it visible.
+    pub async fn publish(&self, handle: u64, version: u64) -> Result<()> {
+        self.set_version(handle, version).await?;
+        self.get(handle)?.lock().published = true;
+        self.mark_changed(handle);
+        Ok(())
     }
 
     /// Returns the sum of all chunk lengths.

@@ -304,10 +304,16 @@ impl Client {
 
     /// Lists a directory.
     pub async fn list(&self, path: &str) -> Result<Vec<FileInfo>> {
+        self.list_with(path, false).await
+    }
+
+    /// Lists a directory, with deleted (hidden) entries awaiting garbage
+    /// collection when `include_hidden`.
+    pub async fn list_with(&self, path: &str, include_hidden: bool) -> Result<Vec<FileInfo>> {
         let path = normalize(path)?;
         let resp = self
             .master_call(|mut m, t| {
-                let req = ListRequest { path: path.clone() };
+                let req = ListRequest { path: path.clone(), include_hidden };
                 async move { m.list(with_deadline(req, t)).await }
             })
             .await?;
@@ -599,7 +605,7 @@ impl Client {
     /// Calls the master with the metadata deadline, retrying retryable
     /// errors with backoff. Connect failures are retried only a few times
     /// and reported as `cannot reach master ADDR`.
-    async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    pub(crate) async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut(MasterServiceClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,

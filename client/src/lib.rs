@@ -16,6 +16,7 @@
 //! [`local_cluster::LocalCluster`] runs a master and chunkservers in-process
 //! (`gfs server`, `gfs bench`, tests).
 
+mod admin;
 pub mod cli;
 mod client;
 mod config;
@@ -28,6 +29,8 @@ pub mod size;
 pub use client::{Client, FileStat, Progress};
 pub use config::ClientConfig;
 pub use gfs_common::{Error, Result};
-pub use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType, ServerInfo, ServerStatus};
+pub use gfs_proto::{
+    ChunkLocation, ClusterStatusResponse, FileInfo, FileType, RepairEvent, ServerInfo, ServerState, ServerStatus,
+};
 
 pub use local_cluster::{LocalCluster, LocalClusterOptions};

@@ -7,6 +7,7 @@
 //! - [`bufpool`]: reusable byte buffers for the data path.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`telemetry`]: tracing setup.
+//! - [`throttle`]: byte-rate pacing for background copies.
 
 pub mod bufpool;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod path;
 pub mod shutdown;
 pub mod telemetry;
+pub mod throttle;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -17,6 +17,10 @@ pub struct ChunkEntry {
     pub replicas: BTreeSet<String>,
     /// Current lease, if any.
     pub lease: Option<Lease>,
+    /// Servers the current lease's version was granted to. If one of them
+    /// dies, the lease is not handed out again: the next grant bumps the
+    /// version so the dead copy is stale when it returns.
+    pub lease_holders: BTreeSet<String>,
     /// Target replica count (of the owning file).
     pub replication: u32,
     /// Chunk size of the owning file.
@@ -24,8 +28,6 @@ pub struct ChunkEntry {
     /// Set while a version bump is being pushed to the replicas: reports of
     /// this (old) version are neither stale nor up to date yet.
     pub bumping_from: Option<u64>,
-    /// Created, but no server accepted it: may be placed again.
-    pub unplaced: bool,
 }
 
 /// All chunks plus the handle counter.
@@ -69,10 +71,10 @@ impl ChunkTable {
                 length: 0,
                 replicas: BTreeSet::new(),
                 lease: None,
+                lease_holders: BTreeSet::new(),
                 replication,
                 chunk_size,
                 bumping_from: None,
-                unplaced: false,
             },
         );
     }

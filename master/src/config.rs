@@ -34,6 +34,52 @@ pub struct Config {
     pub max_recent_creations: u32,
     /// Server limits.
     pub limits: ServerLimits,
+    /// Self-healing: repair queue, clones, GC, rebalancing, hot chunks.
+    pub heal: HealConfig,
+}
+
+/// Self-healing knobs (issue 4). `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct HealConfig {
+    /// Period of the repair worker's scan.
+    pub scan_ms: u64,
+    /// A deficit waits this long before its repair starts (unless a client
+    /// is blocked on it), so that servers failing together are all counted
+    /// before the queue is ordered.
+    pub repair_delay_ms: u64,
+    /// Clones in flight, cluster-wide.
+    pub max_clones: u32,
+    /// Clones in flight per server, as source or destination.
+    pub max_clones_per_server: u32,
+    /// Bandwidth of one clone, bytes/s (0 = unlimited).
+    pub clone_bytes_per_sec: u64,
+    /// Deleted (hidden) files are reclaimed this long after deletion.
+    pub gc_delay_ms: u64,
+    /// Rebalance when max - min disk use fraction exceeds this (0 = off).
+    pub rebalance_threshold: f64,
+    /// GetChunks lookups per chunk (decaying score) that make it hot (0 = off).
+    pub hot_reads: u32,
+    /// Extra replicas of a hot chunk.
+    pub hot_extra_replicas: u32,
+    /// Half-life of the read score, in ms.
+    pub hot_half_life_ms: u64,
+}
+
+impl Default for HealConfig {
+    fn default() -> Self {
+        HealConfig {
+            scan_ms: 1_000,
+            repair_delay_ms: 0,
+            max_clones: 16,
+            max_clones_per_server: 2,
+            clone_bytes_per_sec: 64 << 20,
+            gc_delay_ms: 3 * 24 * 3600 * 1000,
+            rebalance_threshold: 0.1,
+            hot_reads: 1_000,
+            hot_extra_replicas: 1,
+            hot_half_life_ms: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -50,6 +96,7 @@ impl Default for Config {
             rpc_timeout_ms: 5_000,
             max_recent_creations: 32,
             limits: ServerLimits::default(),
+            heal: HealConfig::default(),
         }
     }
 }
@@ -79,6 +126,10 @@ impl Config {
             ("checkpoint_every", self.checkpoint_every),
             ("rpc_timeout_ms", self.rpc_timeout_ms),
             ("max_recent_creations", self.max_recent_creations as u64),
+            ("heal.scan_ms", self.heal.scan_ms),
+            ("heal.max_clones", self.heal.max_clones as u64),
+            ("heal.max_clones_per_server", self.heal.max_clones_per_server as u64),
+            ("heal.hot_half_life_ms", self.heal.hot_half_life_ms),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be greater than 0"));
@@ -89,6 +140,9 @@ impl Config {
                 "dead_after_ms ({}) must be greater than heartbeat_ms ({})",
                 self.dead_after_ms, self.heartbeat_ms
             ));
+        }
+        if !(0.0..=1.0).contains(&self.heal.rebalance_threshold) {
+            return bad(format!("heal.rebalance_threshold {} must be between 0 and 1", self.heal.rebalance_threshold));
         }
         if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
             return bad("server limits must be greater than 0".into());

@@ -84,23 +84,55 @@ impl Shared {
         }
     }
 
-    /// Places, logs and creates chunks `from..=to` of `path`; returns the
-    /// lease of chunk `to`. The caller holds the write lock on `path`.
+    /// Places and creates chunks `from..=to` of `path`, then logs them;
+    /// returns the lease of chunk `to`. The caller holds the write lock on
+    /// `path`.
+    ///
+    /// Chunkservers are told first and the log written second: a master
+    /// crash in between leaves only replicas the master does not know, which
+    /// the next chunk report deletes as orphans. The handles are never reused
+    /// (their high bits are the master's epoch), so such an orphan cannot be
+    /// mistaken for a later chunk.
     async fn allocate(self: &Arc<Self>, path: &str, from: u64, to: u64, replication: u32) -> Result<(LeaseInfo, u64)> {
         let now = Instant::now();
         let mut plans = Vec::new();
         {
             let mut meta = self.meta();
             for index in from..=to {
-                let cands = meta.servers.candidates(now);
+                let cands = meta.placement_candidates(now);
                 let servers =
                     placement::choose(&cands, replication as usize, self.cfg.max_recent_creations, &mut rand::rng())?;
                 if servers.len() < replication as usize {
                     warn!(path, index, want = replication, got = servers.len(), "new chunk is under-replicated");
                 }
                 servers.iter().for_each(|s| meta.servers.note_creation(s, now));
-                plans.push((index, meta.chunks.allocate_handle(), servers));
+                let handle = meta.chunks.allocate_handle();
+                meta.allocating.insert(handle);
+                plans.push((index, handle, servers));
             }
+        }
+        let res = self.create_and_log(path, plans.clone()).await;
+        let mut meta = self.meta();
+        plans.iter().for_each(|(_, h, _)| {
+            meta.allocating.remove(h);
+        });
+        res
+    }
+
+    /// Sends the creating grant round of every planned chunk (the last one
+    /// gets the primary lease), then logs them all and records the grants
+    /// under one metadata lock, so no other task sees a logged chunk without
+    /// its replicas.
+    async fn create_and_log(
+        self: &Arc<Self>,
+        path: &str,
+        plans: Vec<(u64, u64, Vec<String>)>,
+    ) -> Result<(LeaseInfo, u64)> {
+        let last = plans.len() - 1;
+        let mut rounds = Vec::with_capacity(plans.len());
+        for (i, (_, handle, servers)) in plans.iter().enumerate() {
+            let primary = (i == last).then(|| servers[0].clone());
+            rounds.push(self.grant_round(*handle, 1, servers, primary, true).await?);
         }
         let ops = plans
             .iter()
@@ -108,27 +140,30 @@ impl Shared {
                 Op::AddChunk(AddChunkOp { path: path.into(), index: *index, handle: *handle, version: 1 })
             })
             .collect();
-        self.commit(ops).await?;
-        let (_, last_handle, last_servers) = plans.pop().expect("at least one chunk");
-        for (index, handle, servers) in plans {
-            let _c = self.chunk_lock(handle).lock().await;
-            let g = self.grant_round(handle, 1, &servers, None, true).await;
-            self.record_grant(handle, index, 1, &servers, g)?;
-        }
-        let _c = self.chunk_lock(last_handle).lock().await;
-        let primary = last_servers[0].clone();
-        let g = self.grant_round(last_handle, 1, &last_servers, Some(primary), true).await;
-        info!(path, index = to, chunk = last_handle, replicas = last_servers.len(), "chunk allocated");
-        self.record_grant(last_handle, to, 1, &last_servers, g)
+        let to = plans[last].0;
+        self.commit_then(ops, |meta| {
+            let mut out = None;
+            for ((index, handle, servers), g) in plans.iter().zip(rounds) {
+                out = Some(self.record_grant(meta, *handle, *index, 1, servers, g));
+            }
+            info!(path, index = to, chunks = plans.len(), "chunks allocated");
+            out.expect("at least one chunk")
+        })
+        .await?
     }
 
     /// Returns a valid lease on `handle`, granting one (with a version bump)
     /// when none is held.
+    ///
+    /// The replicas get the new version before the master logs it: a master
+    /// crash in between leaves replicas *ahead* of the log, and the master
+    /// adopts a reported version above its own. The other order would leave
+    /// every replica behind the log, and so stale, after such a crash.
     async fn lease_for(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
         let _c = self.chunk_lock(handle).lock().await;
         let now = Instant::now();
         let grace = Duration::from_millis(self.cfg.rpc_timeout_ms);
-        let plan = {
+        let (live, primary, new_version) = {
             let mut meta = self.meta();
             let c = meta.chunks.get(handle).ok_or(Error::ChunkNotFound { handle })?;
             if let Some(l) = &c.lease
@@ -136,80 +171,68 @@ impl Shared {
                 && l.version == c.version
                 && c.replicas.contains(&l.primary)
                 && meta.servers.is_alive(&l.primary)
+                && c.lease_holders.iter().all(|s| meta.servers.is_alive(s))
             {
                 return Ok(lease_info(&meta, self.epoch, index, handle));
             }
             let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
-            if live.is_empty() {
-                if c.unplaced {
-                    None
-                } else {
-                    return Err(Error::Unavailable(format!("chunk {handle} has no live replica")));
-                }
-            } else {
-                let primary = match &c.lease {
-                    Some(l) if l.is_held(now, grace) && live.contains(&l.primary) => l.primary.clone(),
-                    Some(l) if l.is_held(now, grace) => {
-                        return Err(Error::Unavailable(format!(
-                            "chunk {handle}: lease still held by unreachable primary {}; retry after it expires",
-                            l.primary
-                        )));
-                    }
-                    _ => least_loaded(&meta, &live),
-                };
-                let old = c.version;
-                meta.chunks.get_mut(handle).expect("present").bumping_from = Some(old);
-                Some((live, primary, old + 1))
+            let short = live.len() < c.replication as usize;
+            let c = c.clone();
+            if short {
+                meta.heal.note_blocked(handle);
             }
+            if live.is_empty() {
+                return Err(Error::Unavailable(format!("chunk {handle} has no live replica")));
+            }
+            let primary = match &c.lease {
+                Some(l) if l.is_held(now, grace) && live.contains(&l.primary) => l.primary.clone(),
+                Some(l) if l.is_held(now, grace) => {
+                    return Err(Error::Unavailable(format!(
+                        "chunk {handle}: lease still held by unreachable primary {}; retry after it expires",
+                        l.primary
+                    )));
+                }
+                _ => least_loaded(&meta, &live),
+            };
+            meta.chunks.get_mut(handle).expect("present").bumping_from = Some(c.version);
+            (live, primary, c.version + 1)
         };
-        let Some((live, primary, new_version)) = plan else { return self.replace(handle, index).await };
-        let op = Op::SetVersion(SetVersionOp { handle, version: new_version });
-        if let Err(e) = self.commit(vec![op]).await {
-            if let Some(c) = self.meta().chunks.get_mut(handle) {
+        let clear = |meta: &mut Meta| {
+            if let Some(c) = meta.chunks.get_mut(handle) {
                 c.bumping_from = None;
             }
-            return Err(e);
-        }
-        let g = self.grant_round(handle, new_version, &live, Some(primary), false).await;
-        self.record_grant(handle, index, new_version, &live, g)
-    }
-
-    /// Places a chunk again whose creation no server accepted.
-    async fn replace(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
-        let now = Instant::now();
-        let (servers, version) = {
-            let mut meta = self.meta();
-            let c = meta.chunks.get(handle).ok_or(Error::ChunkNotFound { handle })?;
-            let (n, v) = (c.replication as usize, c.version);
-            let cands = meta.servers.candidates(now);
-            let servers = placement::choose(&cands, n, self.cfg.max_recent_creations, &mut rand::rng())?;
-            servers.iter().for_each(|s| meta.servers.note_creation(s, now));
-            (servers, v)
         };
-        let g = self.grant_round(handle, version, &servers, Some(servers[0].clone()), true).await;
-        self.record_grant(handle, index, version, &servers, g)
+        let g = match self.grant_round(handle, new_version, &live, Some(primary), false).await {
+            Ok(g) => g,
+            Err(e) => {
+                clear(&mut self.meta());
+                return Err(e);
+            }
+        };
+        let op = Op::SetVersion(SetVersionOp { handle, version: new_version });
+        match self.commit_then(vec![op], |meta| self.record_grant(meta, handle, index, new_version, &live, g)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Replicas that took the new version report it; the master
+                // adopts it then (see `adopt`).
+                clear(&mut self.meta());
+                Err(e)
+            }
+        }
     }
 
-    /// Applies the outcome of a grant round to the chunk table.
+    /// Applies a successful grant round to the chunk table.
     fn record_grant(
         &self,
+        meta: &mut Meta,
         handle: u64,
         index: u64,
         version: u64,
         sent: &[String],
-        g: Result<Granted>,
+        g: Granted,
     ) -> Result<(LeaseInfo, u64)> {
-        let mut meta = self.meta();
         let Some(c) = meta.chunks.get_mut(handle) else { return Err(Error::ChunkNotFound { handle }) };
         c.bumping_from = None;
-        let g = match g {
-            Ok(g) => g,
-            Err(e) => {
-                c.unplaced = c.unplaced || (version == 1 && c.replicas.is_empty());
-                sent.iter().for_each(|s| meta.remove_replica(handle, s));
-                return Err(e);
-            }
-        };
         c.length = c.length.max(g.length.min(c.chunk_size));
         for s in sent.iter().filter(|s| !g.ok.contains(s)) {
             warn!(chunk = handle, server = %s, version, "replica did not accept the grant; it is now stale");
@@ -220,8 +243,9 @@ impl Shared {
         if let Some((primary, sent_at)) = g.primary {
             info!(chunk = handle, version, primary = %primary, "lease granted");
             c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
+            c.lease_holders = g.ok.iter().cloned().collect();
         }
-        Ok(lease_info(&meta, self.epoch, index, handle))
+        Ok(lease_info(meta, self.epoch, index, handle))
     }
 
     /// Sends GrantLease(version) to `servers` in parallel; `primary` gets the
@@ -279,7 +303,12 @@ impl Shared {
     ) -> Option<u64> {
         let req = GrantLeaseRequest { handle, version, lease_ms, create, epoch: self.epoch };
         match self.rpc.grant_lease(addr, req).await {
-            Ok(r) => Some(r.chunk_length),
+            Ok(r) => {
+                if let Some(s) = self.meta().servers.get_mut(id) {
+                    s.note_ack(handle, r.report_seq);
+                }
+                Some(r.chunk_length)
+            }
             Err(e) => {
                 warn!(chunk = handle, server = %id, address = %addr, error = %e, "grant lease failed");
                 None

@@ -4,14 +4,19 @@
 //! [`start`] recovers the state from the data directory, bumps the epoch,
 //! binds and serves `MasterService` until the shutdown token is cancelled.
 
+pub mod admin;
 pub mod chunks;
 pub mod config;
+pub mod gc;
 pub mod grant;
+pub mod heal;
+pub mod hidden;
 pub mod lease;
 pub mod locks;
 pub mod namespace;
 pub mod oplog;
 pub mod placement;
+pub mod repair;
 pub mod report;
 pub mod rpc;
 pub mod servers;
@@ -28,8 +33,10 @@ use gfs_proto::master_service_server::MasterServiceServer;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-pub use config::Config;
+pub use config::{Config, HealConfig};
 
+use crate::gc::GcWorker;
+use crate::heal::RepairWorker;
 use crate::oplog::Oplog;
 use crate::servers::LivenessWorker;
 use crate::service::Service;
@@ -51,6 +58,10 @@ impl MasterHandle {
     }
 }
 
+/// Bit position of the epoch inside chunk handles: each master life can
+/// allocate 2^40 handles before reaching the next life's range.
+pub const HANDLE_EPOCH_SHIFT: u32 = 40;
+
 /// Validates the config, recovers state, bumps the epoch, binds and serves
 /// until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<MasterHandle> {
@@ -67,6 +78,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
     .await
     .map_err(|e| Error::Internal(format!("recovery task: {e}")))??;
     let oplog = Oplog::open(&config.data_dir, last_seq + 1)?;
+    let mut meta = meta;
+    // Handles carry the epoch in their high bits, so a handle allocated by
+    // an earlier master life (possibly never logged) is never reused.
+    meta.chunks.bump_next_handle(epoch << HANDLE_EPOCH_SHIFT);
     let shared = Arc::new(Shared::new(config.clone(), epoch, meta, oplog));
     // Compact the replayed log into a fresh checkpoint.
     shared.checkpoint().await?;
@@ -74,6 +89,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
 
     let worker_stop = CancellationToken::new();
     tokio::spawn(LivenessWorker::new(shared.clone()).run(worker_stop.clone()));
+    tokio::spawn(RepairWorker::new(shared.clone()).run(worker_stop.clone()));
+    tokio::spawn(GcWorker::new(shared.clone()).run(worker_stop.clone()));
     let svc = MasterServiceServer::new(Service::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

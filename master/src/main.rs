@@ -33,6 +33,30 @@ struct Args {
     /// Log records between checkpoints.
     #[arg(long, env = "GFS_CHECKPOINT_EVERY", default_value_t = 10_000)]
     checkpoint_every: u64,
+    /// Period of the repair and garbage-collection scans, ms.
+    #[arg(long, env = "GFS_HEAL_SCAN_MS", default_value_t = 1_000)]
+    heal_scan_ms: u64,
+    /// A replica deficit waits this many ms before its repair starts.
+    #[arg(long, env = "GFS_REPAIR_DELAY_MS", default_value_t = 0)]
+    repair_delay_ms: u64,
+    /// Clones in flight cluster-wide.
+    #[arg(long, env = "GFS_MAX_CLONES", default_value_t = 16)]
+    max_clones: u32,
+    /// Clones in flight per chunkserver (source or destination).
+    #[arg(long, env = "GFS_MAX_CLONES_PER_SERVER", default_value_t = 2)]
+    max_clones_per_server: u32,
+    /// Bandwidth of one clone: bytes/s with optional unit (0 = unlimited).
+    #[arg(long, env = "GFS_CLONE_RATE", default_value = "64MiB", value_parser = parse_size)]
+    clone_rate: u64,
+    /// Deleted files are reclaimed after this many ms (default 3 days).
+    #[arg(long, env = "GFS_GC_DELAY_MS", default_value_t = 3 * 24 * 3600 * 1000)]
+    gc_delay_ms: u64,
+    /// Rebalance when disk use fractions differ by more than this (0 = off).
+    #[arg(long, env = "GFS_REBALANCE_THRESHOLD", default_value_t = 0.1)]
+    rebalance_threshold: f64,
+    /// Read lookups (decaying) that make a chunk hot (0 = off).
+    #[arg(long, env = "GFS_HOT_READS", default_value_t = 1_000)]
+    hot_reads: u32,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -68,6 +92,17 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_ms: args.heartbeat_ms,
         dead_after_ms: args.dead_after_ms,
         checkpoint_every: args.checkpoint_every,
+        heal: gfs_master::HealConfig {
+            scan_ms: args.heal_scan_ms,
+            repair_delay_ms: args.repair_delay_ms,
+            max_clones: args.max_clones,
+            max_clones_per_server: args.max_clones_per_server,
+            clone_bytes_per_sec: args.clone_rate,
+            gc_delay_ms: args.gc_delay_ms,
+            rebalance_threshold: args.rebalance_threshold,
+            hot_reads: args.hot_reads,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let shutdown = gfs_common::shutdown::on_signals();

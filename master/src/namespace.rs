@@ -88,8 +88,10 @@ impl Namespace {
 
     /// Returns (file count, directory count), root included in directories.
     pub fn counts(&self) -> (u64, u64) {
-        let dirs = self.nodes.values().filter(|n| n.is_dir()).count() as u64;
-        (self.nodes.len() as u64 - dirs, dirs)
+        // Deleted entries awaiting garbage collection are not counted.
+        let visible = self.nodes.iter().filter(|(p, _)| !crate::hidden::is_within_hidden(p));
+        let (dirs, files): (Vec<_>, Vec<_>) = visible.partition(|(_, n)| n.is_dir());
+        (files.len() as u64, dirs.len() as u64)
     }
 
     /// The error for a path that does not resolve: `NotADirectory` when an
@@ -164,7 +166,9 @@ impl Namespace {
             return Err(Error::InvalidArgument("cannot delete the root directory".into()));
         }
         match self.lookup(path)? {
-            Node::Dir { children, .. } if !children.is_empty() && !recursive => {
+            Node::Dir { children, .. }
+                if !recursive && children.iter().any(|c| !c.starts_with(crate::hidden::PREFIX)) =>
+            {
                 Err(Error::DirectoryNotEmpty { path: path.to_string() })
             }
             _ => Ok(()),
@@ -221,7 +225,7 @@ impl Namespace {
                 f.chunks.push(a.handle);
                 f.mtime_ms = time_ms;
             }
-            Op::SetVersion(_) => {}
+            Op::SetVersion(_) | Op::ServerState(_) => {}
         }
         Ok(vec![])
     }

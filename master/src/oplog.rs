@@ -454,7 +454,7 @@ mod tests {
         log.append(op(1)).await.unwrap();
         let next = log.rotate().await.unwrap();
         assert_eq!(next, 2);
-        write_checkpoint(dir.path(), &Checkpoint { last_seq: 1, next_handle: 1, entries: vec![] }, next).unwrap();
+        write_checkpoint(dir.path(), &Checkpoint { last_seq: 1, next_handle: 1, ..Default::default() }, next).unwrap();
         log.append(op(2)).await.unwrap();
         log.close().await.unwrap();
         let segs: Vec<u64> = list_segments(dir.path()).unwrap().into_iter().map(|s| s.0).collect();

@@ -26,9 +26,16 @@ pub struct ReportOutcome {
 }
 
 impl Meta {
-    /// Folds chunk reports from `server` into the chunk table.
-    pub fn process_reports(&mut self, server: &str, reports: &[ChunkReport], out: &mut ReportOutcome) {
+    /// Folds chunk reports from `server`, built at its report sequence
+    /// `seq`, into the chunk table. Entries older than a change the server
+    /// acknowledged since are skipped: they would undo that change.
+    pub fn process_reports(&mut self, server: &str, seq: u64, reports: &[ChunkReport], out: &mut ReportOutcome) {
         for r in reports {
+            if self.allocating.contains(&r.handle)
+                || self.servers.get(server).is_some_and(|s| s.report_predates(r.handle, seq))
+            {
+                continue;
+            }
             let Some(c) = self.chunks.get_mut(r.handle) else {
                 out.delete.push(r.handle);
                 if let Some(s) = self.servers.get_mut(server) {
@@ -51,18 +58,21 @@ impl Meta {
         }
     }
 
-    /// Replaces the chunk set of `server` with a full report.
-    pub fn replace_reports(&mut self, server: &str, reports: &[ChunkReport], out: &mut ReportOutcome) {
+    /// Replaces the chunk set of `server` with a full report built at
+    /// `seq` (chunks changed after `seq` keep their state).
+    pub fn replace_reports(&mut self, server: &str, seq: u64, reports: &[ChunkReport], out: &mut ReportOutcome) {
         let reported: HashSet<u64> = reports.iter().map(|r| r.handle).collect();
         let gone: Vec<u64> = self
             .servers
             .get(server)
-            .map(|s| s.chunks.iter().filter(|h| !reported.contains(h)).copied().collect())
+            .map(|s| {
+                s.chunks.iter().filter(|h| !reported.contains(h) && !s.report_predates(**h, seq)).copied().collect()
+            })
             .unwrap_or_default();
         for h in gone {
             self.remove_replica(h, server);
         }
-        self.process_reports(server, reports, out);
+        self.process_reports(server, seq, reports, out);
     }
 }
 
@@ -77,12 +87,22 @@ impl Shared {
         let mut out = ReportOutcome::default();
         {
             let mut meta = self.meta();
+            let seq = req.report_seq;
             let old: Vec<u64> = meta.servers.get(&id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default();
+            let (recent, old): (Vec<u64>, Vec<u64>) =
+                old.into_iter().partition(|h| meta.servers.get(&id).is_some_and(|s| s.report_predates(*h, seq)));
             for h in old {
                 meta.remove_replica(h, &id);
             }
             meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now());
-            meta.process_reports(&id, &req.chunks, &mut out);
+            // Replicas granted after the report was built stay counted.
+            for h in recent {
+                meta.add_replica(h, &id);
+            }
+            meta.process_reports(&id, seq, &req.chunks, &mut out);
+            if let Some(s) = meta.servers.get_mut(&id) {
+                s.prune_acks(seq);
+            }
         }
         info!(server = %id, address = %info.address, zone = %info.zone, chunks = req.chunks.len(), "chunkserver registered");
         self.adopt(&id, &out.adopt).await?;
@@ -111,10 +131,14 @@ impl Shared {
             s.load = req.load;
             s.last_heartbeat = now;
             resp.delete_chunks = std::mem::take(&mut s.pending_delete).into_iter().collect();
+            let seq = req.report_seq;
             if req.is_full_report {
-                meta.replace_reports(id, &req.full_report, &mut out);
+                meta.replace_reports(id, seq, &req.full_report, &mut out);
             }
-            meta.process_reports(id, &req.changed, &mut out);
+            meta.process_reports(id, seq, &req.changed, &mut out);
+            if let Some(s) = meta.servers.get_mut(id) {
+                s.prune_acks(seq);
+            }
             resp.extended = self.extend_leases(&mut meta, id, &req.lease_extensions, now);
         }
         self.adopt(id, &out.adopt).await?;
@@ -190,21 +214,44 @@ mod tests {
     async fn report_classification() {
         let mut m = meta_with_chunk();
         let mut out = ReportOutcome::default();
-        m.process_reports("s", &[rep(1, 3, 500), rep(9, 1, 0)], &mut out);
+        m.process_reports("s", 0, &[rep(1, 3, 500), rep(9, 1, 0)], &mut out);
         assert_eq!(out.delete, vec![9]);
         assert!(m.chunks.get(1).unwrap().replicas.contains("s"));
         assert_eq!(m.chunks.get(1).unwrap().length, 100, "length is capped at the chunk size");
         let mut out = ReportOutcome::default();
-        m.process_reports("s", &[rep(1, 2, 0)], &mut out);
+        m.process_reports("s", 0, &[rep(1, 2, 0)], &mut out);
         assert_eq!(out.stale, vec![1]);
         assert!(m.chunks.get(1).unwrap().replicas.is_empty());
         let mut out = ReportOutcome::default();
-        m.process_reports("s", &[rep(1, 5, 0)], &mut out);
+        m.process_reports("s", 0, &[rep(1, 5, 0)], &mut out);
         assert_eq!(out.adopt, vec![(1, 5, 0)]);
-        m.process_reports("s", &[rep(1, 3, 0)], &mut out);
+        m.process_reports("s", 0, &[rep(1, 3, 0)], &mut out);
         let mut out = ReportOutcome::default();
-        m.replace_reports("s", &[], &mut out);
+        m.replace_reports("s", 0, &[], &mut out);
         assert!(m.chunks.get(1).unwrap().replicas.is_empty());
         assert!(m.servers.get("s").unwrap().chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reports_older_than_an_acknowledged_grant_are_ignored() {
+        let mut m = meta_with_chunk();
+        let mut out = ReportOutcome::default();
+        m.process_reports("s", 1, &[rep(1, 3, 0)], &mut out);
+        assert!(m.chunks.get(1).unwrap().replicas.contains("s"));
+        // The server acknowledged a bump to version 4 at its sequence 10.
+        m.chunks.get_mut(1).unwrap().version = 4;
+        m.servers.get_mut("s").unwrap().note_ack(1, 10);
+        // A heartbeat built at sequence 5 still says version 3, and a full
+        // report built then lacks nothing the master must drop.
+        m.process_reports("s", 5, &[rep(1, 3, 0)], &mut out);
+        m.replace_reports("s", 5, &[], &mut out);
+        assert!(out.stale.is_empty(), "{out:?}");
+        assert!(m.chunks.get(1).unwrap().replicas.contains("s"));
+        // A report built after the grant that still says 3 is really stale.
+        m.process_reports("s", 11, &[rep(1, 3, 0)], &mut out);
+        assert_eq!(out.stale, vec![1]);
+        assert!(!m.chunks.get(1).unwrap().replicas.contains("s"));
+        m.servers.get_mut("s").unwrap().prune_acks(11);
+        assert!(m.servers.get("s").unwrap().acks.is_empty());
     }
 }

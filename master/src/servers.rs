@@ -30,12 +30,36 @@ pub struct ServerEntry {
     pub last_heartbeat: Instant,
     /// False once declared dead.
     pub alive: bool,
+    /// Declared lost by an admin (`mark-lost`); cleared when it registers.
+    pub lost: bool,
     /// Chunks this server holds at the current version.
     pub chunks: HashSet<u64>,
     /// Creation times within the window.
     recent: VecDeque<Instant>,
     /// Handles to tell this server to delete.
     pub pending_delete: BTreeSet<u64>,
+    /// Changes this server acknowledged (grant, clone): handle -> its report
+    /// sequence right after the change. A report built at a lower sequence
+    /// predates the change and says nothing about that chunk.
+    pub acks: HashMap<u64, u64>,
+}
+
+impl ServerEntry {
+    /// Records that the server acknowledged a change to `handle` at `seq`.
+    pub fn note_ack(&mut self, handle: u64, seq: u64) {
+        let e = self.acks.entry(handle).or_default();
+        *e = (*e).max(seq);
+    }
+
+    /// True when a report built at `seq` predates a change to `handle`.
+    pub fn report_predates(&self, handle: u64, seq: u64) -> bool {
+        self.acks.get(&handle).is_some_and(|a| *a > seq)
+    }
+
+    /// Forgets acknowledgements that a report built at `seq` covers.
+    pub fn prune_acks(&mut self, seq: u64) {
+        self.acks.retain(|_, a| *a > seq);
+    }
 }
 
 /// All known chunkservers.
@@ -45,9 +69,11 @@ pub struct ServerRegistry {
 }
 
 impl ServerRegistry {
-    /// Records a (re-)registration; the chunk set starts empty.
+    /// Records a (re-)registration; the chunk set starts empty, the
+    /// acknowledgements not yet covered by a report are kept.
     pub fn register(&mut self, info: ServerInfo, capacity: u64, used: u64, now: Instant) -> &mut ServerEntry {
         let id = info.id.clone();
+        let acks = self.servers.get_mut(&id).map(|e| std::mem::take(&mut e.acks)).unwrap_or_default();
         let e = ServerEntry {
             info,
             capacity,
@@ -55,9 +81,11 @@ impl ServerRegistry {
             load: 0,
             last_heartbeat: now,
             alive: true,
+            lost: false,
             chunks: HashSet::new(),
             recent: VecDeque::new(),
             pending_delete: BTreeSet::new(),
+            acks,
         };
         self.servers.insert(id.clone(), e);
         self.servers.get_mut(&id).expect("just inserted")
@@ -127,6 +155,25 @@ impl ServerRegistry {
             }
         }
         out
+    }
+}
+
+impl ServerRegistry {
+    /// Finds a server by id or address.
+    pub fn resolve(&self, server: &str) -> Option<String> {
+        if self.servers.contains_key(server) {
+            return Some(server.to_string());
+        }
+        self.servers.values().find(|s| s.info.address == server).map(|s| s.info.id.clone())
+    }
+
+    /// Declares a server lost now; returns the chunks it held.
+    pub fn mark_lost(&mut self, id: &str) -> HashSet<u64> {
+        let Some(s) = self.servers.get_mut(id) else { return HashSet::new() };
+        s.alive = false;
+        s.lost = true;
+        s.pending_delete.clear();
+        std::mem::take(&mut s.chunks)
     }
 }
 

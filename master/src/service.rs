@@ -12,9 +12,22 @@ use tracing::{instrument, warn};
 
 use crate::config::MAX_REPLICATION;
 use crate::grant::{append_target, write_target};
+use crate::hidden::{check_user_path, is_hidden_name};
 use crate::locks::{for_mutation, for_read};
 use crate::namespace::Node;
-use crate::state::Shared;
+use crate::state::{Meta, Shared};
+
+/// Counts read lookups (hot chunks) and boosts chunks a reader finds
+/// short of replicas.
+fn note_reads(meta: &mut Meta, locs: &[ChunkLocation]) {
+    for l in locs {
+        meta.heal.note_read(l.handle);
+        let want = meta.chunks.get(l.handle).map_or(0, |c| c.replication as usize);
+        if l.replicas.len() < want {
+            meta.heal.note_blocked(l.handle);
+        }
+    }
+}
 
 /// The gRPC service over the shared master state.
 #[derive(Clone)]
@@ -36,6 +49,7 @@ impl Service {
 
     async fn do_mkdir(&self, req: MkdirRequest) -> Result<MkdirResponse> {
         let path = normalize(&req.path)?;
+        check_user_path(&path)?;
         let (r, w) = for_mutation(&path);
         let _g = self.shared.locks.lock(&r, &w).await;
         if self.shared.meta().ns.check_mkdir(&path, req.parents)? {
@@ -46,6 +60,7 @@ impl Service {
 
     async fn do_create(&self, req: CreateRequest) -> Result<CreateResponse> {
         let path = normalize(&req.path)?;
+        check_user_path(&path)?;
         if req.replication > MAX_REPLICATION {
             return Err(Error::InvalidArgument(format!(
                 "replication {} is above the maximum {MAX_REPLICATION}",
@@ -67,16 +82,14 @@ impl Service {
 
     async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         let path = normalize(&req.path)?;
-        let (r, w) = for_mutation(&path);
-        let _g = self.shared.locks.lock(&r, &w).await;
-        self.shared.meta().ns.check_delete(&path, req.recursive)?;
-        self.shared.commit(vec![Op::Delete(DeleteOp { path })]).await?;
+        self.shared.delete_path(&path, req.recursive).await?;
         Ok(DeleteResponse {})
     }
 
     async fn do_rename(&self, req: RenameRequest) -> Result<RenameResponse> {
         let src = normalize(&req.src)?;
         let dst = normalize(&req.dst)?;
+        check_user_path(&dst)?;
         let (mut reads, _) = for_mutation(&src);
         reads.extend(for_mutation(&dst).0);
         let _g = self.shared.locks.lock(&reads, &[src.clone(), dst.clone()]).await;
@@ -93,7 +106,9 @@ impl Service {
         let entries = match node {
             Node::File(_) => vec![meta.file_info(&path, node)],
             Node::Dir { .. } => {
-                meta.ns.children(&path).iter().filter_map(|c| meta.ns.get(c).map(|n| meta.file_info(c, n))).collect()
+                let children = meta.ns.children(&path);
+                let shown = children.iter().filter(|c| req.include_hidden || !is_hidden_name(c));
+                shown.filter_map(|c| meta.ns.get(c).map(|n| meta.file_info(c, n))).collect()
             }
         };
         Ok(ListResponse { entries })
@@ -110,7 +125,7 @@ impl Service {
     ) -> Result<(FileInfo, Vec<ChunkLocation>)> {
         let path = normalize(path)?;
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
-        let meta = self.shared.meta();
+        let mut meta = self.shared.meta();
         let node = meta.ns.lookup(&path)?;
         let info = meta.file_info(&path, node);
         let locs = match node {
@@ -127,6 +142,9 @@ impl Service {
             Node::Dir { .. } if file_only => return Err(Error::IsADirectory { path }),
             Node::Dir { .. } => vec![],
         };
+        if file_only {
+            note_reads(&mut meta, &locs);
+        }
         Ok((info, locs))
     }
 
@@ -154,40 +172,6 @@ impl Service {
             s.pending_delete.insert(req.handle);
         }
         Ok(ReportCorruptResponse {})
-    }
-
-    fn cluster_status(&self) -> ClusterStatusResponse {
-        let meta = self.shared.meta();
-        let now = tokio::time::Instant::now();
-        let mut servers: Vec<ServerStatus> = meta
-            .servers
-            .iter()
-            .map(|s| ServerStatus {
-                server: Some(s.info.clone()),
-                alive: s.alive,
-                capacity_bytes: s.capacity,
-                used_bytes: s.used,
-                chunk_count: s.chunks.len() as u64,
-                last_heartbeat_ms_ago: now.saturating_duration_since(s.last_heartbeat).as_millis() as u64,
-                load: s.load,
-            })
-            .collect();
-        servers.sort_by(|a, b| a.server.as_ref().map(|s| &s.id).cmp(&b.server.as_ref().map(|s| &s.id)));
-        let under = meta
-            .chunks
-            .iter()
-            .filter(|(_, c)| (c.replicas.iter().filter(|s| meta.servers.is_alive(s)).count() as u32) < c.replication)
-            .count() as u64;
-        let (files, dirs) = meta.ns.counts();
-        ClusterStatusResponse {
-            servers,
-            file_count: files,
-            directory_count: dirs,
-            chunk_count: meta.chunks.len() as u64,
-            under_replicated_chunks: under,
-            epoch: self.shared.epoch,
-            chunk_size: self.shared.cfg.chunk_size,
-        }
     }
 }
 
@@ -273,6 +257,29 @@ impl MasterService for Service {
 
     #[instrument(skip_all)]
     async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
-        Ok(Response::new(self.cluster_status()))
+        Ok(Response::new(self.shared.cluster_status()))
+    }
+
+    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
+        let r = self.shared.decommission(&req.get_ref().server).await;
+        reply(r.map(|s| DecommissionResponse { server: Some(s) }))
+    }
+
+    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
+        let r = self.shared.recommission(&req.get_ref().server).await;
+        reply(r.map(|s| RecommissionResponse { server: Some(s) }))
+    }
+
+    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
+        let r = self.shared.mark_lost(&req.get_ref().server);
+        reply(r.map(|(s, n)| MarkLostResponse { server: Some(s), chunks_queued: n }))
+    }
+
+    #[instrument(skip_all)]
+    async fn repair_events(&self, _req: Request<RepairEventsRequest>) -> Reply<RepairEventsResponse> {
+        Ok(Response::new(self.shared.repair_events()))
     }
 }

@@ -1,16 +1,20 @@
 //! Master state: the metadata (namespace, chunks, servers) behind one mutex,
 //! plus the log, path locks and the commit/checkpoint protocol.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
-use gfs_proto::{Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType};
+use gfs_proto::{
+    Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, ServerState, ServerStateOp,
+};
 use tracing::{error, info};
 
 use crate::chunks::ChunkTable;
 use crate::config::Config;
+use crate::heal::HealState;
 use crate::locks::LockManager;
 use crate::namespace::{FileMeta, Namespace, Node};
 use crate::oplog::{self, Oplog};
@@ -29,12 +33,19 @@ pub struct Meta {
     pub chunks: ChunkTable,
     /// Registered chunkservers.
     pub servers: ServerRegistry,
+    /// Persistent admin states (decommissioning, decommissioned) by id.
+    pub admin: BTreeMap<String, ServerState>,
+    /// Soft repair state: clones in flight, events, read scores.
+    pub heal: HealState,
+    /// Handles being created on chunkservers but not logged yet: their
+    /// replicas' reports are neither orphans nor replicas until then.
+    pub allocating: std::collections::HashSet<u64>,
 }
 
 impl Meta {
     /// Empty metadata (root only).
     pub fn new() -> Self {
-        Meta { ns: Namespace::new(), chunks: ChunkTable::new(), servers: ServerRegistry::default() }
+        Meta { ns: Namespace::new(), chunks: ChunkTable::new(), ..Default::default() }
     }
 
     /// Applies a logged operation to the namespace and the chunk table.
@@ -51,6 +62,7 @@ impl Meta {
                     c.version = c.version.max(s.version);
                 }
             }
+            Op::ServerState(s) => self.apply_server_state(s),
             _ => {}
         }
         for h in removed {
@@ -70,10 +82,10 @@ impl Meta {
     pub fn add_replica(&mut self, handle: u64, server: &str) {
         if let Some(c) = self.chunks.get_mut(handle) {
             c.replicas.insert(server.to_string());
-            c.unplaced = false;
         }
         if let Some(s) = self.servers.get_mut(server) {
             s.chunks.insert(handle);
+            s.pending_delete.remove(&handle);
         }
     }
 
@@ -110,7 +122,21 @@ impl Meta {
                 },
             })
             .collect();
-        Checkpoint { last_seq, next_handle: self.chunks.next_handle(), entries }
+        let server_states =
+            self.admin.iter().map(|(id, st)| ServerStateOp { server_id: id.clone(), state: *st as i32 }).collect();
+        Checkpoint { last_seq, next_handle: self.chunks.next_handle(), entries, server_states }
+    }
+
+    /// Records a persistent admin state; `Live` clears it.
+    pub fn apply_server_state(&mut self, op: &ServerStateOp) {
+        match ServerState::try_from(op.state) {
+            Ok(st @ (ServerState::Decommissioning | ServerState::Decommissioned)) => {
+                self.admin.insert(op.server_id.clone(), st);
+            }
+            _ => {
+                self.admin.remove(&op.server_id);
+            }
+        }
     }
 
     /// Rebuilds metadata from a checkpoint.
@@ -133,6 +159,9 @@ impl Meta {
             m.ns.load_entry(&e.path, node)?;
         }
         m.chunks.bump_next_handle(cp.next_handle);
+        for st in &cp.server_states {
+            m.apply_server_state(st);
+        }
         Ok(m)
     }
 
@@ -152,7 +181,8 @@ impl Meta {
                 path: path.to_string(),
                 r#type: FileType::Directory as i32,
                 mtime_ms: *mtime_ms,
-                children: children.len() as u64,
+                // Deleted entries awaiting GC are not shown, nor counted.
+                children: children.iter().filter(|c| !c.starts_with(crate::hidden::PREFIX)).count() as u64,
                 ..Default::default()
             },
             Node::File(f) => {
@@ -228,7 +258,13 @@ impl Shared {
     /// Logs `ops` (one group fsync), then applies them. The caller holds the
     /// path locks and has checked the ops against the current state.
     pub async fn commit(self: &Arc<Self>, ops: Vec<Op>) -> Result<()> {
-        {
+        self.commit_then(ops, |_| {}).await
+    }
+
+    /// Like [`Shared::commit`], and runs `then` on the metadata under the
+    /// same lock as the apply, so no other task sees the state in between.
+    pub async fn commit_then<R>(self: &Arc<Self>, ops: Vec<Op>, then: impl FnOnce(&mut Meta) -> R) -> Result<R> {
+        let out = {
             let _gate = self.gate.read().await;
             let time_ms = gfs_common::now_ms();
             self.oplog.append_batch(ops.clone(), time_ms).await?;
@@ -239,9 +275,10 @@ impl Shared {
                     return Err(e);
                 }
             }
-        }
+            then(&mut meta)
+        };
         self.maybe_checkpoint();
-        Ok(())
+        Ok(out)
     }
 
     fn maybe_checkpoint(self: &Arc<Self>) {

@@ -54,7 +54,7 @@ async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
     let mut out = vec![];
     let mut todo = vec!["/".to_string()];
     while let Some(d) = todo.pop() {
-        let entries = c.list(ListRequest { path: d }).await.unwrap().into_inner().entries;
+        let entries = c.list(ListRequest { path: d, include_hidden: false }).await.unwrap().into_inner().entries;
         for e in entries {
             if e.r#type == FileType::Directory as i32 {
                 todo.push(e.path.clone());
@@ -105,13 +105,15 @@ async fn namespace_survives_restart() {
     mkdir(&mut c, "/gone/deep/er", true).await.unwrap();
     c.delete(DeleteRequest { path: "/gone".into(), recursive: true }).await.unwrap();
 
-    let listed = c.list(ListRequest { path: "/moved".into() }).await.unwrap().into_inner().entries;
+    let listed =
+        c.list(ListRequest { path: "/moved".into(), include_hidden: false }).await.unwrap().into_inner().entries;
     let names: Vec<_> = listed.iter().map(|e| e.path.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "entries are sorted");
     assert_eq!(names.len(), 10);
-    let one = c.list(ListRequest { path: "/moved/f".into() }).await.unwrap().into_inner().entries;
+    let one =
+        c.list(ListRequest { path: "/moved/f".into(), include_hidden: false }).await.unwrap().into_inner().entries;
     assert_eq!(one.len(), 1, "listing a file lists the file");
     let st = c.stat(StatRequest { path: "/moved".into() }).await.unwrap().into_inner().info.unwrap();
     assert_eq!((st.r#type, st.children), (FileType::Directory as i32, 10));
@@ -154,10 +156,13 @@ impl ChunkService for FakeChunkServer {
     }
     async fn grant_lease(&self, req: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
         self.grants.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(GrantLeaseResponse { chunk_length: 0 }))
+        Ok(Response::new(GrantLeaseResponse { chunk_length: 0, report_seq: 0 }))
     }
     async fn delete_chunks(&self, _: Request<DeleteChunksRequest>) -> Result<Response<DeleteChunksResponse>, Status> {
         Ok(Response::new(DeleteChunksResponse {}))
+    }
+    async fn clone_chunk(&self, _: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
+        Err(Status::unimplemented("fake"))
     }
 }
 
@@ -178,7 +183,7 @@ async fn fake_server() -> (FakeChunkServer, String) {
 
 async fn register(c: &mut Client, id: &str, addr: &str, chunks: Vec<ChunkReport>) -> RegisterResponse {
     let server = ServerInfo { id: id.into(), address: addr.into(), zone: format!("zone-{id}") };
-    let req = RegisterRequest { server: Some(server), capacity_bytes: 1 << 40, used_bytes: 0, chunks };
+    let req = RegisterRequest { server: Some(server), capacity_bytes: 1 << 40, used_bytes: 0, chunks, report_seq: 0 };
     c.register(req).await.unwrap().into_inner()
 }
 
@@ -285,10 +290,11 @@ async fn leases_versions_and_restart() {
     assert_eq!(l4.primary.unwrap().id, "s1");
     assert!(l4.secondaries.is_empty());
 
-    // Deleting the file queues chunk deletes for its replicas.
+    // Deleting the file hides it; its chunks stay until the GC delay (3
+    // days by default) passes, so no replica is told to delete them yet.
     c.delete(DeleteRequest { path: "/f".into(), recursive: false }).await.unwrap();
     let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
-    assert_eq!(hb.into_inner().delete_chunks, vec![chunk.handle]);
+    assert!(hb.into_inner().delete_chunks.is_empty());
     stop(h, token).await;
 }
 

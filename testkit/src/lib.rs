@@ -31,6 +31,14 @@ pub struct ClusterOptions {
     pub dead_after_ms: u64,
     /// Log records between master checkpoints.
     pub checkpoint_every: u64,
+    /// Master self-healing knobs (scan period, clone caps, GC delay...).
+    pub heal: gfs_master::HealConfig,
+    /// Capacity each chunkserver reports (default: its disk).
+    pub capacity_bytes: Option<u64>,
+    /// Chunkserver scrubber pause between chunks, ms (0 = off).
+    pub scrub_interval_ms: u64,
+    /// Chunkserver scrubber idle time before a chunk is checked, ms.
+    pub scrub_idle_ms: u64,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +51,10 @@ impl Default for ClusterOptions {
             heartbeat_ms: 200,
             dead_after_ms: 1_500,
             checkpoint_every: 10_000,
+            heal: gfs_master::HealConfig { scan_ms: 200, ..Default::default() },
+            capacity_bytes: None,
+            scrub_interval_ms: 0,
+            scrub_idle_ms: 1_000,
         }
     }
 }
@@ -123,6 +135,7 @@ impl Cluster {
             heartbeat_ms: self.opts.heartbeat_ms,
             dead_after_ms: self.opts.dead_after_ms,
             checkpoint_every: self.opts.checkpoint_every,
+            heal: self.opts.heal.clone(),
             ..Default::default()
         }
     }
@@ -158,6 +171,9 @@ impl Cluster {
             data_dir: slot.data_dir.clone(),
             zone: slot.zone.clone(),
             heartbeat_ms: self.opts.heartbeat_ms,
+            capacity_bytes: self.opts.capacity_bytes,
+            scrub_interval_ms: self.opts.scrub_interval_ms,
+            scrub_idle_ms: self.opts.scrub_idle_ms,
             ..Default::default()
         };
         let mut last_err = None;
@@ -174,6 +190,31 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("chunkserver {i} did not start: {:?}", last_err)
+    }
+
+    /// Adds a chunkserver slot (zone `zone-<i>`), starts it and returns
+    /// its index.
+    pub async fn add_chunkserver(&mut self) -> Result<usize> {
+        let i = self.chunkservers.len();
+        let data_dir = self.dir.path().join(format!("chunkserver-{i}"));
+        self.chunkservers.push(ChunkserverSlot { data_dir, zone: format!("zone-{i}"), running: None, last_addr: None });
+        self.start_chunkserver(i).await?;
+        Ok(i)
+    }
+
+    /// Returns the stable id of chunkserver `i` while it runs.
+    pub fn chunkserver_id(&self, i: usize) -> Option<String> {
+        self.chunkservers[i].running.as_ref().map(|r| r.handle.id.clone())
+    }
+
+    /// Returns the data folder of chunkserver `i`.
+    pub fn chunkserver_dir(&self, i: usize) -> &Path {
+        &self.chunkservers[i].data_dir
+    }
+
+    /// Number of chunkserver slots.
+    pub fn chunkserver_count(&self) -> usize {
+        self.chunkservers.len()
     }
 
     /// Stops chunkserver `i` gracefully and waits for it to finish.

@@ -71,6 +71,18 @@ impl MasterService for FakeMaster {
     async fn report_length(&self, _: Request<ReportLengthRequest>) -> Result<Response<ReportLengthResponse>, Status> {
         unimpl()
     }
+    async fn decommission(&self, _: Request<DecommissionRequest>) -> Result<Response<DecommissionResponse>, Status> {
+        unimpl()
+    }
+    async fn recommission(&self, _: Request<RecommissionRequest>) -> Result<Response<RecommissionResponse>, Status> {
+        unimpl()
+    }
+    async fn mark_lost(&self, _: Request<MarkLostRequest>) -> Result<Response<MarkLostResponse>, Status> {
+        unimpl()
+    }
+    async fn repair_events(&self, _: Request<RepairEventsRequest>) -> Result<Response<RepairEventsResponse>, Status> {
+        unimpl()
+    }
     async fn report_corrupt(
         &self,
         r: Request<ReportCorruptRequest>,

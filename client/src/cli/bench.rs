@@ -122,8 +122,18 @@ async fn measure(client: &Client, args: &BenchArgs, baseline: &Path) -> anyhow::
     Ok(vec![
         Metric { name: "write MB/s", key: "write_mb_s", gfs: gfs.write, baseline: Some(base_res.write) },
         Metric { name: "read MB/s", key: "read_mb_s", gfs: gfs.read, baseline: Some(base_res.read) },
-        Metric { name: "append MB/s (1 appender)", key: "append_1_mb_s", gfs: gfs.append1, baseline: Some(base_res.append) },
-        Metric { name: "append MB/s (8 appenders)", key: "append_8_mb_s", gfs: gfs.append8, baseline: Some(base_res.append) },
+        Metric {
+            name: "append MB/s (1 appender)",
+            key: "append_1_mb_s",
+            gfs: gfs.append1,
+            baseline: Some(base_res.append),
+        },
+        Metric {
+            name: "append MB/s (8 appenders)",
+            key: "append_8_mb_s",
+            gfs: gfs.append8,
+            baseline: Some(base_res.append),
+        },
         Metric { name: "creates/s", key: "creates_per_s", gfs: gfs.creates, baseline: Some(base_res.creates) },
         Metric { name: "stats/s", key: "stats_per_s", gfs: gfs.stats, baseline: Some(base_res.stats) },
     ])

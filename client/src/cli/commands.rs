@@ -34,8 +34,8 @@ pub async fn run(master: &str, command: Command) -> anyhow::Result<()> {
             println!("{offset}");
             Ok(())
         }
-        Command::Ls { long, json, path } => {
-            let mut entries = client.list(&path).await?;
+        Command::Ls { long, json, all, path } => {
+            let mut entries = client.list_with(&path, all).await?;
             entries.sort_by(|a, b| a.path.cmp(&b.path));
             let mut out = String::new();
             if json {
@@ -73,8 +73,23 @@ pub async fn run(master: &str, command: Command) -> anyhow::Result<()> {
             };
             print_stdout(&out)
         }
+        Command::Admin { command } => admin(&client, command).await,
         Command::Server(_) | Command::Bench(_) => unreachable!("handled by the caller"),
     }
+}
+
+async fn admin(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
+    let (st, note) = match command {
+        AdminCommand::Status { .. } => unreachable!("handled above"),
+        AdminCommand::Decommission { server } => (client.decommission(&server).await?, String::new()),
+        AdminCommand::Recommission { server } => (client.recommission(&server).await?, String::new()),
+        AdminCommand::MarkLost { server } => {
+            let (st, n) = client.mark_lost(&server).await?;
+            (st, format!(", {n} chunk(s) queued for re-replication"))
+        }
+    };
+    let info = st.server.clone().unwrap_or_default();
+    print_stdout(&format!("{} ({}): {}{note}\n", info.id, info.address, output::state_name(st.state())))
 }
 
 fn print_stdout(s: &str) -> anyhow::Result<()> {

@@ -60,6 +60,10 @@ pub enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Also show deleted files awaiting garbage collection (restore
+        /// one with `gfs mv HIDDEN_NAME NAME`).
+        #[arg(short = 'a', long = "all")]
+        all: bool,
         #[arg(default_value = "/")]
         path: String,
     },
@@ -106,6 +110,14 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy every replica of SERVER (id or address) elsewhere; it ends
+    /// decommissioned once each of its chunks is fully replicated without it.
+    Decommission { server: String },
+    /// Cancel or undo a decommission (or a lost mark) of SERVER.
+    Recommission { server: String },
+    /// Declare SERVER lost: re-replicate its chunks now, without waiting
+    /// for the heartbeat timeout.
+    MarkLost { server: String },
 }
 
 impl Cli {
@@ -173,5 +185,9 @@ mod tests {
         assert!(Cli::try_parse_from(["gfs", "server", "--data-dir", "d", "--chunk-size", "1XB"]).is_err());
         let c = Cli::try_parse_from(["gfs", "admin", "status", "--json"]).unwrap();
         assert!(matches!(c.command, Command::Admin { command: AdminCommand::Status { json: true } }));
+        let c = Cli::try_parse_from(["gfs", "admin", "mark-lost", "s1"]).unwrap();
+        assert!(matches!(c.command, Command::Admin { command: AdminCommand::MarkLost { .. } }));
+        let c = Cli::try_parse_from(["gfs", "ls", "--all", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Ls { all: true, .. }));
     }
 }

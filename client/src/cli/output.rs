@@ -1,6 +1,6 @@
 //! Output formatting: JSON shapes, tables and times.
 
-use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType};
+use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType, ServerState};
 use serde_json::{Value, json};
 
 use crate::size::format_size;
@@ -122,6 +122,7 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
                 "chunk_count": s.chunk_count,
                 "last_heartbeat_ms_ago": s.last_heartbeat_ms_ago,
                 "load": s.load,
+                "state": state_name(s.state()),
             })
         })
         .collect();
@@ -134,7 +135,26 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
         "under_replicated_chunks": st.under_replicated_chunks,
         "epoch": st.epoch,
         "chunk_size": st.chunk_size,
+        "deficits": st.deficits.iter().map(|d| json!({"missing": d.missing, "chunks": d.chunks})).collect::<Vec<_>>(),
+        "replication_backlog_chunks": st.replication_backlog_chunks,
+        "replication_backlog_bytes": st.replication_backlog_bytes,
+        "active_clones": st.active_clones,
+        "oldest_pending_repair_ms": st.oldest_pending_repair_ms,
+        "capacity_bytes": st.capacity_bytes,
+        "used_bytes": st.used_bytes,
     })
+}
+
+/// Lowercase name of a server state, as in `admin status --json`.
+pub fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Live => "live",
+        ServerState::Dead => "dead",
+        ServerState::Decommissioning => "decommissioning",
+        ServerState::Decommissioned => "decommissioned",
+        ServerState::Lost => "lost",
+        ServerState::Unspecified => "unknown",
+    }
 }
 
 /// `admin status` table.
@@ -148,7 +168,7 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
                 info.id,
                 info.address,
                 info.zone,
-                if s.alive { "yes".into() } else { "no".into() },
+                state_name(s.state()).into(),
                 format_size(s.used_bytes),
                 format_size(s.capacity_bytes),
                 s.chunk_count.to_string(),
@@ -157,7 +177,7 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "ADDRESS", "ZONE", "ALIVE", "USED", "CAPACITY", "CHUNKS", "LOAD", "LAST HEARTBEAT"];
+    let header = ["ID", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "CHUNKS", "LOAD", "LAST HEARTBEAT"];
     let mut s = table(&header, &rows);
     let live = st.servers.iter().filter(|s| s.alive).count();
     s.push_str(&format!(
@@ -169,6 +189,17 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
         st.under_replicated_chunks,
         st.epoch,
         format_size(st.chunk_size)
+    ));
+    let deficits: Vec<String> = st.deficits.iter().map(|d| format!("-{}: {}", d.missing, d.chunks)).collect();
+    s.push_str(&format!(
+        "capacity: {}  used: {}\nreplication backlog: {} chunks, {}  (by missing replicas: {})\nactive clones: {}  oldest pending repair: {} ms\n",
+        format_size(st.capacity_bytes),
+        format_size(st.used_bytes),
+        st.replication_backlog_chunks,
+        format_size(st.replication_backlog_bytes),
+        if deficits.is_empty() { "none".to_string() } else { deficits.join(", ") },
+        st.active_clones,
+        st.oldest_pending_repair_ms,
     ));
     s
 }

@@ -1,0 +1,380 @@
+//! Self-healing: the repair worker and its soft state.
+//!
+//! Each step the worker builds views of every chunk and server from the
+//! metadata, asks the pure planner (`repair.rs`) for clones, trims and
+//! moves, and runs the clones as tasks bounded by the caps. A clone counts
+//! as a replica only after the destination verified it and the chunk's
+//! version did not change meanwhile (a new lease bumps the version, so a
+//! copy that may have missed a mutation is stale and is deleted).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_common::Result;
+use gfs_common::shutdown::CancellationToken;
+use gfs_proto::log_record::Op;
+use gfs_proto::{CloneChunkRequest, CloneChunkResponse, RepairEvent, RepairReason, ServerState, ServerStateOp};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::hidden::is_within_hidden;
+use crate::namespace::Node;
+use crate::repair::{self, Caps, ChunkView, ServerView, Task};
+use crate::state::{Meta, Shared};
+
+/// Repair events kept for `RepairEvents`.
+pub const MAX_EVENTS: usize = 4096;
+/// How long a client's need keeps a chunk at the head of the queue.
+const BLOCKING_FOR: Duration = Duration::from_secs(30);
+
+/// Soft repair state (rebuilt empty at master start).
+#[derive(Debug, Default)]
+pub struct HealState {
+    /// Clones in flight by chunk handle.
+    pub active: HashMap<u64, Task>,
+    /// Chunks a client needed and found under-replicated, with the time.
+    pub blocked: HashMap<u64, Instant>,
+    /// When each chunk with a deficit was first seen with it.
+    pub pending_since: HashMap<u64, Instant>,
+    /// Completed repairs, oldest first.
+    pub events: VecDeque<RepairEvent>,
+    next_seq: u64,
+    /// Decaying read score per chunk (GetChunks lookups).
+    pub reads: HashMap<u64, f64>,
+    last_decay: Option<Instant>,
+}
+
+impl HealState {
+    /// Boosts a chunk a client is waiting on.
+    pub fn note_blocked(&mut self, handle: u64) {
+        self.blocked.insert(handle, Instant::now());
+    }
+
+    /// Counts a read lookup of a chunk.
+    pub fn note_read(&mut self, handle: u64) {
+        *self.reads.entry(handle).or_default() += 1.0;
+    }
+
+    /// Halves read scores every half-life; drops old boosts.
+    fn decay(&mut self, now: Instant, half_life: Duration) {
+        let last = *self.last_decay.get_or_insert(now);
+        let dt = now.saturating_duration_since(last).as_secs_f64();
+        if dt > 0.0 {
+            let f = 0.5f64.powf(dt / half_life.as_secs_f64());
+            self.reads.retain(|_, v| {
+                *v *= f;
+                *v >= 0.5
+            });
+            self.last_decay = Some(now);
+        }
+        self.blocked.retain(|_, t| now.saturating_duration_since(*t) < BLOCKING_FOR);
+    }
+
+    fn record(&mut self, mut e: RepairEvent) {
+        self.next_seq += 1;
+        e.seq = self.next_seq;
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+}
+
+/// Totals for `ClusterStatus`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Chunks by replicas missing.
+    pub deficits: BTreeMap<u32, u64>,
+    /// Chunks with a deficit.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Age of the oldest pending repair.
+    pub oldest_ms: u64,
+}
+
+impl Meta {
+    /// Live and not draining or drained: may hold counted replicas.
+    pub fn in_service(&self, id: &str) -> bool {
+        self.servers.is_alive(id) && !self.admin.contains_key(id)
+    }
+
+    /// Placement candidates for new chunks: in-service servers only.
+    pub fn placement_candidates(&mut self, now: Instant) -> Vec<crate::placement::Candidate> {
+        let admin = &self.admin;
+        self.servers.candidates(now).into_iter().filter(|c| !admin.contains_key(&c.id)).collect()
+    }
+
+    /// The state shown for a server.
+    pub fn server_state(&self, id: &str) -> ServerState {
+        match (self.admin.get(id), self.servers.get(id)) {
+            (Some(st), _) => *st,
+            (None, Some(s)) if s.alive => ServerState::Live,
+            (None, Some(s)) if s.lost => ServerState::Lost,
+            _ => ServerState::Dead,
+        }
+    }
+
+    /// Views of every server for the planner.
+    pub fn server_views(&self) -> Vec<ServerView> {
+        let mut clones: HashMap<&str, u32> = HashMap::new();
+        for t in self.heal.active.values() {
+            *clones.entry(&t.source).or_default() += 1;
+            *clones.entry(&t.target).or_default() += 1;
+        }
+        let mut v: Vec<ServerView> = self
+            .servers
+            .iter()
+            .map(|s| ServerView {
+                id: s.info.id.clone(),
+                zone: s.info.zone.clone(),
+                capacity: s.capacity,
+                used: s.chunks.iter().filter_map(|h| self.chunks.get(*h)).map(|c| c.length).sum(),
+                in_service: self.in_service(&s.info.id),
+                clones: clones.get(s.info.id.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Views of every chunk of every file for the planner.
+    pub fn chunk_views(&self, cfg: &crate::config::Config, now: Instant) -> Vec<ChunkView> {
+        let grace = Duration::from_millis(cfg.rpc_timeout_ms);
+        let servers = self.servers.iter().filter(|s| self.in_service(&s.info.id)).count() as u32;
+        let mut out = Vec::with_capacity(self.chunks.len());
+        for (path, node) in self.ns.iter() {
+            let Node::File(f) = node else { continue };
+            let hidden = is_within_hidden(path);
+            for &h in &f.chunks {
+                let Some(c) = self.chunks.get(h) else { continue };
+                let replicas: Vec<String> = c.replicas.iter().filter(|s| self.servers.is_alive(s)).cloned().collect();
+                let in_service = replicas.iter().filter(|s| !self.admin.contains_key(*s)).cloned().collect();
+                let score = self.heal.reads.get(&h).copied().unwrap_or(0.0);
+                let heal = &cfg.heal;
+                let held = c.lease.as_ref().is_some_and(|l| l.is_held(now, grace));
+                out.push(ChunkView {
+                    handle: h,
+                    length: c.length,
+                    base: c.replication,
+                    target: repair::hot_target(c.replication, score, heal.hot_reads, heal.hot_extra_replicas, servers),
+                    replicas,
+                    in_service,
+                    hidden,
+                    blocking: self.heal.blocked.contains_key(&h),
+                    busy: held || c.bumping_from.is_some() || self.heal.active.contains_key(&h),
+                });
+            }
+        }
+        out
+    }
+
+    /// Deficit totals over `views`.
+    pub fn backlog(&self, views: &[ChunkView], now: Instant) -> Backlog {
+        let mut b = Backlog::default();
+        for v in views.iter().filter(|v| v.in_service.len() < v.base as usize) {
+            let missing = v.base - v.in_service.len() as u32;
+            *b.deficits.entry(missing).or_default() += 1;
+            b.chunks += 1;
+            b.bytes += v.length;
+            if let Some(t) = self.heal.pending_since.get(&v.handle) {
+                b.oldest_ms = b.oldest_ms.max(now.saturating_duration_since(*t).as_millis() as u64);
+            }
+        }
+        b
+    }
+
+    /// Servers draining whose every chunk is fully replicated elsewhere.
+    pub fn drained(&self) -> Vec<String> {
+        let draining = self.admin.iter().filter(|(_, st)| **st == ServerState::Decommissioning).map(|(id, _)| id);
+        draining
+            .filter(|id| {
+                let held = self.servers.get(id).map(|s| s.chunks.iter().copied().collect::<Vec<_>>());
+                held.unwrap_or_default().iter().all(|h| {
+                    self.chunks.get(*h).is_none_or(|c| {
+                        c.replicas.iter().filter(|s| self.in_service(s)).count() >= c.replication as usize
+                    })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The background repair worker.
+pub struct RepairWorker {
+    shared: Arc<Shared>,
+    clones: JoinSet<(Task, u64, Result<CloneChunkResponse>)>,
+}
+
+impl RepairWorker {
+    /// A worker over the master state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RepairWorker { shared, clones: JoinSet::new() }
+    }
+
+    /// Runs one step per scan period, and one more after each clone ends.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let period = Duration::from_millis(self.shared.cfg.heal.scan_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+                Some(Ok((task, version, res))) = self.clones.join_next(), if !self.clones.is_empty() => {
+                    self.finish(task, version, res);
+                }
+            }
+            if let Err(e) = self.step().await {
+                warn!(error = %e, "repair step failed");
+            }
+        }
+        self.clones.abort_all();
+    }
+
+    /// Plans and starts clones, drops extra replicas, finishes drains.
+    pub async fn step(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let cfg = &self.shared.cfg;
+        let caps = Caps { total: cfg.heal.max_clones, per_server: cfg.heal.max_clones_per_server };
+        let (starts, drained) = {
+            let mut meta = self.shared.meta();
+            meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
+            let mut views = meta.chunk_views(cfg, now);
+            let mut servers = meta.server_views();
+            track_pending(&mut meta, &views, now);
+            let delay = Duration::from_millis(cfg.heal.repair_delay_ms);
+            for v in views.iter_mut().filter(|v| v.missing() > 0 && !v.blocking) {
+                let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
+                v.busy |= now.saturating_duration_since(since) < delay;
+            }
+            let active = meta.heal.active.len() as u32;
+            let mut tasks = repair::plan_repairs(&views, &mut servers, active, caps);
+            if tasks.is_empty() && repair::queue(&views).is_empty() {
+                for (h, s) in repair::plan_trims(&views, &servers) {
+                    info!(chunk = h, server = %s, "dropping extra replica");
+                    drop_replica(&mut meta, h, &s);
+                }
+                if cfg.heal.rebalance_threshold > 0.0 {
+                    tasks = repair::plan_moves(&views, &mut servers, active, caps, cfg.heal.rebalance_threshold);
+                }
+            }
+            let starts: Vec<(Task, CloneChunkRequest, String)> =
+                tasks.into_iter().filter_map(|t| self.prepare(&mut meta, t)).collect();
+            (starts, meta.drained())
+        };
+        for (task, req, addr) in starts {
+            let rpc = self.shared.rpc.clone();
+            let version = req.version;
+            let deadline = clone_deadline(cfg, task.length);
+            self.clones.spawn(async move {
+                let res = rpc.clone_chunk(&addr, req, deadline).await;
+                (task, version, res)
+            });
+        }
+        for id in drained {
+            self.shared
+                .commit(vec![Op::ServerState(ServerStateOp {
+                    server_id: id.clone(),
+                    state: ServerState::Decommissioned as i32,
+                })])
+                .await?;
+            info!(server = %id, "chunkserver decommissioned: every chunk is fully replicated elsewhere");
+        }
+        Ok(())
+    }
+
+    /// Marks the task active and builds its request.
+    fn prepare(&self, meta: &mut Meta, t: Task) -> Option<(Task, CloneChunkRequest, String)> {
+        let c = meta.chunks.get(t.handle)?;
+        let version = c.version;
+        let addr = meta.servers.live_info(&t.target)?.address;
+        let mut sources = vec![meta.servers.live_info(&t.source)?.address];
+        for r in c.replicas.iter().filter(|r| **r != t.source) {
+            sources.extend(meta.servers.live_info(r).map(|i| i.address));
+        }
+        let req = CloneChunkRequest {
+            handle: t.handle,
+            version,
+            sources,
+            epoch: self.shared.epoch,
+            bytes_per_sec: self.shared.cfg.heal.clone_bytes_per_sec,
+        };
+        info!(chunk = t.handle, source = %t.source, target = %t.target, missing = t.missing, reason = ?t.reason, "clone started");
+        meta.heal.active.insert(t.handle, t.clone());
+        Some((t, req, addr))
+    }
+
+    /// Applies a finished clone: the copy counts only if the chunk kept
+    /// its version and no grant is in flight.
+    fn finish(&mut self, t: Task, version: u64, res: Result<CloneChunkResponse>) {
+        let mut meta = self.shared.meta();
+        meta.heal.active.remove(&t.handle);
+        let current = meta.chunks.get(t.handle).is_some_and(|c| c.version == version && c.bumping_from.is_none());
+        let ok = match &res {
+            Ok(_) if current && meta.servers.is_alive(&t.target) => true,
+            Ok(_) => {
+                warn!(chunk = t.handle, target = %t.target, "clone finished but the chunk changed; discarding it");
+                false
+            }
+            Err(e) => {
+                warn!(chunk = t.handle, source = %t.source, target = %t.target, error = %e, "clone failed");
+                false
+            }
+        };
+        let bytes = res.as_ref().map_or(0, |r| r.length);
+        if ok {
+            if let Some(c) = meta.chunks.get_mut(t.handle) {
+                c.length = c.length.max(bytes.min(c.chunk_size));
+            }
+            meta.add_replica(t.handle, &t.target);
+            if let (Some(s), Ok(r)) = (meta.servers.get_mut(&t.target), &res) {
+                s.note_ack(t.handle, r.report_seq);
+            }
+            if t.reason == RepairReason::Rebalance {
+                drop_replica(&mut meta, t.handle, &t.source);
+            }
+            info!(chunk = t.handle, target = %t.target, bytes, "clone done; replica counts");
+        }
+        let e = RepairEvent {
+            seq: 0,
+            handle: t.handle,
+            missing_at_start: t.missing,
+            reason: t.reason as i32,
+            source: t.source,
+            target: t.target,
+            ok,
+            bytes,
+            hidden_file: t.hidden,
+        };
+        meta.heal.record(e);
+    }
+}
+
+/// Removes a replica from the table and tells its server to delete it.
+fn drop_replica(meta: &mut Meta, handle: u64, server: &str) {
+    meta.remove_replica(handle, server);
+    if let Some(s) = meta.servers.get_mut(server) {
+        s.pending_delete.insert(handle);
+    }
+}
+
+/// Keeps `pending_since` to the chunks that currently have a deficit.
+fn track_pending(meta: &mut Meta, views: &[ChunkView], now: Instant) {
+    let deficit: HashSet<u64> = views.iter().filter(|v| v.missing() > 0).map(|v| v.handle).collect();
+    meta.heal.pending_since.retain(|h, _| deficit.contains(h));
+    for h in deficit {
+        meta.heal.pending_since.entry(h).or_insert(now);
+    }
+}
+
+/// Deadline of one clone: the throttled copy time twice over, plus the RPC
+/// timeout.
+fn clone_deadline(cfg: &crate::config::Config, length: u64) -> Duration {
+    let base = Duration::from_millis(cfg.rpc_timeout_ms);
+    match cfg.heal.clone_bytes_per_sec {
+        0 => base * 2,
+        bps => base + Duration::from_secs_f64(2.0 * length.max(cfg.chunk_size) as f64 / bps as f64),
+    }
+}
