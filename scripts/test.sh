@@ -33,5 +33,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (binaries the process tests drive)"
 cargo build --workspace --bins --locked
 
+step "CRD check: gfs-operator crd == crds/gfscluster.yaml"
+if ! diff -u crds/gfscluster.yaml <("$CARGO_TARGET_DIR/debug/gfs-operator" crd); then
+  echo "crds/gfscluster.yaml is stale: run gfs-operator crd > crds/gfscluster.yaml" >&2
+  exit 1
+fi
+
+if [[ -z "${GFS_E2E_KUBECONFIG:-}" ]]; then
+  # etcd + kube-apiserver for the operator tests (built once from the Go
+  # module proxy into $cache/k8s; later runs reuse the binaries). A control
+  # plane left by an earlier run is reused if healthy, else restarted.
+  step "local control plane (e2e/control-plane up)"
+  e2e/control-plane up >/dev/null
+  trap 'e2e/control-plane down >/dev/null 2>&1 || true' EXIT
+fi
+
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2

@@ -221,6 +221,34 @@ impl Shared {
         }
     }
 
+    /// Takes the lease on `handle` back from its (live) primary so that the
+    /// chunk can be repaired: a clone is only counted if no mutation can
+    /// reach the old replica set meanwhile. The primary drops the lease after
+    /// any mutation in progress (GrantLease with `lease_ms` 0 at the current
+    /// version); the next writer gets a new lease with a version bump, which
+    /// also discards a clone still in flight.
+    pub async fn revoke_lease(self: &Arc<Self>, handle: u64) -> Result<()> {
+        let _c = self.chunk_lock(handle).lock().await;
+        let (addr, version, primary) = {
+            let meta = self.meta();
+            let Some(c) = meta.chunks.get(handle) else { return Ok(()) };
+            let Some(l) = &c.lease else { return Ok(()) };
+            // A dead primary cannot be told; its lease runs out by itself.
+            let Some(info) = meta.servers.live_info(&l.primary) else { return Ok(()) };
+            (info.address, c.version, l.primary.clone())
+        };
+        let req = GrantLeaseRequest { handle, version, lease_ms: 0, create: false, epoch: self.epoch };
+        self.rpc.grant_lease(&addr, req).await?;
+        let mut meta = self.meta();
+        if let Some(c) = meta.chunks.get_mut(handle)
+            && c.lease.as_ref().is_some_and(|l| l.primary == primary && l.version == version)
+        {
+            c.lease = None;
+            info!(chunk = handle, primary = %primary, "lease revoked for repair");
+        }
+        Ok(())
+    }
+
     /// Applies a successful grant round to the chunk table.
     fn record_grant(
         &self,

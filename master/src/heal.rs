@@ -238,13 +238,14 @@ impl RepairWorker {
         let now = Instant::now();
         let cfg = &self.shared.cfg;
         let caps = Caps { total: cfg.heal.max_clones, per_server: cfg.heal.max_clones_per_server };
-        let (starts, drained) = {
+        let (starts, drained, revoke) = {
             let mut meta = self.shared.meta();
             meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
             let mut views = meta.chunk_views(cfg, now);
             let mut servers = meta.server_views();
             track_pending(&mut meta, &views, now);
             let delay = Duration::from_millis(cfg.heal.repair_delay_ms);
+            let revoke = leases_blocking_repair(&meta, &views, now, delay);
             for v in views.iter_mut().filter(|v| v.missing() > 0 && !v.blocking) {
                 let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
                 v.busy |= now.saturating_duration_since(since) < delay;
@@ -262,8 +263,13 @@ impl RepairWorker {
             }
             let starts: Vec<(Task, CloneChunkRequest, String)> =
                 tasks.into_iter().filter_map(|t| self.prepare(&mut meta, t)).collect();
-            (starts, meta.drained())
+            (starts, meta.drained(), revoke)
         };
+        for h in revoke {
+            if let Err(e) = self.shared.revoke_lease(h).await {
+                warn!(chunk = h, error = %e, "cannot revoke lease for repair");
+            }
+        }
         for (task, req, addr) in starts {
             let rpc = self.shared.rpc.clone();
             let version = req.version;
@@ -358,6 +364,30 @@ fn drop_replica(meta: &mut Meta, handle: u64, server: &str) {
     if let Some(s) = meta.servers.get_mut(server) {
         s.pending_delete.insert(handle);
     }
+}
+
+/// Most leases revoked per repair step.
+const MAX_REVOKES_PER_STEP: usize = 8;
+
+/// Chunks short of replicas whose repair waits only on a lease held by a
+/// live primary (past the repair delay, no grant or clone in flight).
+fn leases_blocking_repair(meta: &Meta, views: &[ChunkView], now: Instant, delay: Duration) -> Vec<u64> {
+    views
+        .iter()
+        .filter(|v| v.missing() > 0 && !meta.heal.active.contains_key(&v.handle))
+        .filter(|v| {
+            let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
+            now.saturating_duration_since(since) >= delay
+        })
+        .filter(|v| {
+            meta.chunks.get(v.handle).is_some_and(|c| {
+                c.bumping_from.is_none()
+                    && c.lease.as_ref().is_some_and(|l| l.is_valid(now) && meta.servers.is_alive(&l.primary))
+            })
+        })
+        .map(|v| v.handle)
+        .take(MAX_REVOKES_PER_STEP)
+        .collect()
 }
 
 /// Keeps `pending_since` to the chunks that currently have a deficit.

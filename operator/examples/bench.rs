@@ -1,0 +1,229 @@
+//! Operator benchmark (docs/BENCHMARKS.md, "Operator"): against a real
+//! etcd + kube-apiserver and a real `gfs server`, with the operator as its
+//! own process (`gfs-operator run`) so its resident memory is measurable.
+//!
+//! ```sh
+//! cargo build --release -p gfs-operator -p gfs-client --bins
+//! cargo run --release -p gfs-operator --example bench [-- CLUSTERS]
+//! ```
+//! Uses `GFS_E2E_KUBECONFIG` or starts/reuses `e2e/control-plane up`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gfs_operator::crd::GfsCluster;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let mut p = dir.join(name);
+    if !p.exists() {
+        // The master only answers ClusterStatus here; a debug build will do.
+        p = dir.parent().unwrap().join("debug").join(name);
+    }
+    assert!(p.exists(), "{} missing: cargo build --release -p gfs-operator -p gfs-client --bins", p.display());
+    p
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(50);
+    let kc = match std::env::var("GFS_E2E_KUBECONFIG") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => {
+            let out = Command::new(root().join("e2e/control-plane")).arg("up").stderr(Stdio::inherit()).output()?;
+            PathBuf::from(String::from_utf8(out.stdout)?.lines().last().unwrap().trim())
+        }
+    };
+    let cfg = Config::from_custom_kubeconfig(Kubeconfig::read_from(&kc)?, &KubeConfigOptions::default()).await?;
+    let admin = Client::try_from(cfg)?;
+    let pp = PatchParams::apply("gfs-bench").force();
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(root().join("crds/gfscluster.yaml"))?)?;
+    Api::<CustomResourceDefinition>::all(admin.clone()).patch(&crd.name_any(), &pp, &Patch::Apply(&crd)).await?;
+    let ns = format!("bench-{}", std::process::id());
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?)
+        .await?;
+
+    let dir = tempfile::tempdir()?;
+    let ready = dir.path().join("ready");
+    let _server = Kill(
+        Command::new(bin("gfs"))
+            .args(["server", "--listen", "127.0.0.1:0", "--chunkservers", "3", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let t = Instant::now();
+    let master = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            break s.trim().to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "gfs server not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let op = Kill(
+        Command::new(bin("gfs-operator"))
+            .args(["run", "--master-override", &master, "--namespace", &ns, "--lease-namespace", &ns])
+            .args(["--metrics-listen", "127.0.0.1:0", "--requeue-seconds", "10"])
+            .env("KUBECONFIG", &kc)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = op.0.id();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss_kib(pid);
+
+    let clusters: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    let spec = |name: &str| -> GfsCluster {
+        serde_json::from_value(
+            json!({"apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster", "metadata": {"name": name},
+            "spec": {"replication": 3, "masters": {"replicas": 3, "storage": {"size": "10Gi"}},
+                     "chunkservers": {"replicas": 4, "storage": {"size": "100Gi"}}}}),
+        )
+        .unwrap()
+    };
+    // 1. Apply -> every child object exists.
+    let t = Instant::now();
+    clusters.create(&PostParams::default(), &spec("first")).await?;
+    let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let svc: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let cm: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let sa: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+    let pdb: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    loop {
+        let all = sts.get_opt("first-master").await?.is_some()
+            && sts.get_opt("first-chunkserver").await?.is_some()
+            && svc.get_opt("first").await?.is_some()
+            && svc.get_opt("first-master").await?.is_some()
+            && svc.get_opt("first-chunkserver").await?.is_some()
+            && cm.get_opt("first-config").await?.is_some()
+            && sa.get_opt("first-gfs").await?.is_some()
+            && pdb.get_opt("first-master").await?.is_some()
+            && pdb.get_opt("first-chunkserver").await?.is_some();
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_children = t.elapsed();
+
+    // 2. N clusters created at once: create -> status.observedGeneration=1.
+    let mut created = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..n {
+        clusters.create(&PostParams::default(), &spec(&format!("c{i:03}"))).await?;
+        created.push(t0.elapsed());
+    }
+    let mut rss_peak = rss_kib(pid);
+    let mut done: Vec<Option<Duration>> = vec![None; n];
+    let wait_gen = |gen_: i64, done: &mut Vec<Option<Duration>>, list: &[GfsCluster], now: Duration| {
+        for g in list {
+            if let Some(i) = g.name_any().strip_prefix('c').and_then(|s| s.parse::<usize>().ok())
+                && done[i].is_none()
+                && g.status.as_ref().and_then(|s| s.observed_generation) == Some(gen_)
+            {
+                done[i] = Some(now);
+            }
+        }
+    };
+    while done.iter().any(Option::is_none) {
+        let list = clusters.list(&ListParams::default()).await?.items;
+        wait_gen(1, &mut done, &list, t0.elapsed());
+        rss_peak = rss_peak.max(rss_kib(pid));
+        assert!(t0.elapsed() < Duration::from_secs(300), "clusters not reconciled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut create_lat: Vec<f64> =
+        done.iter().zip(&created).map(|(d, c)| (d.unwrap() - *c).as_secs_f64() * 1e3).collect();
+    let all_created = t0.elapsed();
+
+    // 3. Spec change on all N: patch -> status.observedGeneration=2.
+    let t1 = Instant::now();
+    let mut patched = Vec::new();
+    for i in 0..n {
+        clusters
+            .patch(
+                &format!("c{i:03}"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"chunkservers": {"replicas": 5}}})),
+            )
+            .await?;
+        patched.push(t1.elapsed());
+    }
+    let mut done2: Vec<Option<Duration>> = vec![None; n];
+    while done2.iter().any(Option::is_none) {
+        let list = clusters.list(&ListParams::default()).await?.items;
+        wait_gen(2, &mut done2, &list, t1.elapsed());
+        rss_peak = rss_peak.max(rss_kib(pid));
+        assert!(t1.elapsed() < Duration::from_secs(300), "updates not reconciled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut update_lat: Vec<f64> =
+        done2.iter().zip(&patched).map(|(d, c)| (d.unwrap() - *c).as_secs_f64() * 1e3).collect();
+    // Steady state with N clusters requeued every 10 s.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let rss_loaded = rss_kib(pid);
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| apply -> all 9 child objects exist (1 cluster) | {:.0} ms |", first_children.as_secs_f64() * 1e3);
+    println!(
+        "| {n} clusters created back to back: create -> status observed, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms (all done {:.1} s) |",
+        pct(&mut create_lat, 0.5),
+        pct(&mut create_lat, 0.95),
+        pct(&mut create_lat, 1.0),
+        all_created.as_secs_f64()
+    );
+    println!(
+        "| spec change on all {n}: patch -> status observed, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms |",
+        pct(&mut update_lat, 0.5),
+        pct(&mut update_lat, 0.95),
+        pct(&mut update_lat, 1.0)
+    );
+    println!("| operator RSS idle (no clusters) | {:.1} MiB |", rss_idle as f64 / 1024.0);
+    println!("| operator RSS peak during the {n}-cluster load | {:.1} MiB |", rss_peak as f64 / 1024.0);
+    println!("| operator RSS with {} clusters, steady | {:.1} MiB |", n + 1, rss_loaded as f64 / 1024.0);
+    Api::<Namespace>::all(admin).delete(&ns, &Default::default()).await.ok();
+    Ok(())
+}

@@ -1,0 +1,618 @@
+//! The GfsCluster reconciler: children by server-side apply, drain-gated
+//! scale-down, autoscaling, node loss, gated rollouts, status and Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gfs_proto::{ClusterStatusResponse, ServerState};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Span, field, info, instrument, warn};
+
+use crate::admin::MasterAdmin;
+use crate::crd::{DrainStatus, GfsCluster, GfsClusterStatus, RetentionPolicy};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::render::{self, Component, Names, StsPlan};
+use crate::scaling::{self, AutoscaleInput, Rollout, StsObserved};
+use crate::status::{self, Observed};
+use crate::{FIELD_MANAGER, nodeloss};
+
+/// Finalizer that runs the PVC retention policy before a GfsCluster goes.
+pub static FINALIZER: &str = "gfs.dev/cleanup";
+
+/// Annotation overriding the master address of one cluster.
+pub static MASTER_ADDRESS_ANNOTATION: &str = "gfs.dev/master-address";
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Master address for every cluster (tests and local runs); also turns
+    /// on the positional ordinal -> server mapping.
+    pub master_override: Option<String>,
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Requeue period of a healthy cluster (node-loss and autoscaler clocks).
+    pub requeue: Duration,
+    /// Name reported in Events.
+    pub instance: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            master_override: None,
+            namespace: None,
+            requeue: Duration::from_secs(10),
+            instance: "gfs-operator".into(),
+        }
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// Kubernetes client (the operator's ServiceAccount).
+    pub client: Client,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Master admin client.
+    pub admin: MasterAdmin,
+    /// Settings.
+    pub config: ControllerConfig,
+    /// Consecutive failures per cluster (`ns/name`), for exponential backoff.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Returns a context for `client`.
+    pub fn new(client: Client, metrics: Metrics, config: ControllerConfig) -> Arc<Self> {
+        let reporter = Reporter { controller: "gfs-operator".into(), instance: Some(config.instance.clone()) };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            admin: MasterAdmin::default(),
+            config,
+            failures: Default::default(),
+        })
+    }
+
+    /// Publishes an Event on the cluster; failures are logged, not fatal.
+    pub async fn event(&self, gc: &GfsCluster, type_: EventType, reason: &str, action: &str, note: String) {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &gc.object_ref(&())).await {
+            warn!(error = %e, reason, "publishing event failed");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (clusters, sts): (Api<GfsCluster>, Api<StatefulSet>) = match &ctx.config.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(sts, watcher::Config::default().labels("app.kubernetes.io/managed-by=gfs-operator").any_semantic())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .filter_map(|x| async move { x.ok() })
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// Reconciles one GfsCluster.
+#[instrument(skip(gc, ctx), fields(cluster = %gc.name_any(), namespace = field::Empty))]
+pub async fn reconcile(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    let ns = gc.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    Span::current().record("namespace", field::display(&ns));
+    let name = gc.name_any();
+    let api: Api<GfsCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let action = finalizer(&api, FINALIZER, gc, |event| async {
+        match event {
+            Finalizer::Apply(gc) => apply(gc, ctx.clone()).await,
+            Finalizer::Cleanup(gc) => cleanup(gc, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.failures.lock().expect("failures lock").remove(&format!("{ns}/{name}"));
+    Ok(action)
+}
+
+/// Counts the failure and retries with exponential backoff per cluster
+/// (1 s doubling up to 5 min; a success resets it).
+pub fn error_policy(gc: Arc<GfsCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(cluster = %gc.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_failure(error.metric_label());
+    let key = format!("{}/{}", gc.namespace().unwrap_or_default(), gc.name_any());
+    let n = {
+        let mut f = ctx.failures.lock().expect("failures lock");
+        let n = f.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    Action::requeue(backoff(n))
+}
+
+/// Returns the delay after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+async fn ssa<K>(client: &Client, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
+}
+
+/// Master address of a cluster: annotation, then the operator-wide
+/// override, then the in-cluster client Service.
+pub fn master_address(gc: &GfsCluster, ctx: &Context) -> (String, bool) {
+    if let Some(a) = gc.annotations().get(MASTER_ADDRESS_ANNOTATION) {
+        return (a.clone(), true);
+    }
+    match &ctx.config.master_override {
+        Some(a) => (a.clone(), true),
+        None => (Names::of(gc).master_address(), false),
+    }
+}
+
+async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let n = Names::of(&gc);
+    let ns = n.namespace.clone();
+    for obj in [
+        render::headless_service(&gc, Component::Master),
+        render::headless_service(&gc, Component::Chunkserver),
+        render::client_service(&gc),
+    ] {
+        ssa::<Service>(client, &ns, &obj).await?;
+    }
+    ssa::<ServiceAccount>(client, &ns, &render::service_account(&gc)).await?;
+    ssa::<ConfigMap>(client, &ns, &render::config_map(&gc)).await?;
+    for c in [Component::Master, Component::Chunkserver] {
+        ssa::<PodDisruptionBudget>(client, &ns, &render::pdb(&gc, c)).await?;
+    }
+
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let cur_master = sts_api.get_opt(&n.sts(Component::Master)).await?;
+    let cur_chunk = sts_api.get_opt(&n.sts(Component::Chunkserver)).await?;
+    let (addr, positional) = master_address(&gc, &ctx);
+    let master = match ctx.admin.status(&addr).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "master status unavailable");
+            None
+        }
+    };
+    let prev = gc.status.clone().unwrap_or_default();
+    let mut st =
+        GfsClusterStatus { drain: prev.drain.clone(), autoscaler: prev.autoscaler.clone(), ..Default::default() };
+    let mut notes = status::Notes::default();
+
+    let lost = nodeloss::handle(&gc, &ctx, master.as_ref(), &addr, positional).await?;
+    notes.lost_pods = lost;
+
+    // Chunkservers: scale-up at once, scale-down only after the drain.
+    let desired = gc.spec.chunkservers.replicas;
+    let current = cur_chunk.as_ref().and_then(|s| s.spec.replicas).unwrap_or(desired);
+    let replicas =
+        chunk_replicas(&gc, &ctx, &mut st, &mut notes, master.as_ref(), &addr, positional, desired, current).await?;
+
+    let under = master.as_ref().map(|m| m.under_replicated_chunks);
+    let chunk_plan = plan_rollout(
+        &gc,
+        &ctx,
+        cur_chunk.as_ref(),
+        &render::chunkserver_sts(&gc, StsPlan { replicas, partition: 0 }),
+        replicas,
+        under,
+        &mut notes,
+        Component::Chunkserver,
+    )
+    .await;
+    let chunk_sts =
+        ssa(client, &ns, &render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan })).await?;
+
+    let m_ready = ready_of(cur_master.as_ref());
+    let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
+    let m_replicas = scaling::master_step(gc.spec.masters.replicas, m_cur, m_ready);
+    if m_cur.is_some_and(|c| c != m_replicas) {
+        notes.progress.push(format!(
+            "master membership {} -> {m_replicas} (target {})",
+            m_cur.unwrap_or(0),
+            gc.spec.masters.replicas
+        ));
+        ctx.event(
+            &gc,
+            EventType::Normal,
+            "MasterMembershipStep",
+            "Scale",
+            format!("masters {} -> {m_replicas}", m_cur.unwrap_or(0)),
+        )
+        .await;
+    }
+    let m_plan = plan_rollout(
+        &gc,
+        &ctx,
+        cur_master.as_ref(),
+        &render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: 0 }),
+        m_replicas,
+        Some(0),
+        &mut notes,
+        Component::Master,
+    )
+    .await;
+    let master_sts =
+        ssa(client, &ns, &render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: m_plan })).await?;
+
+    if cur_chunk.is_none() {
+        ctx.event(
+            &gc,
+            EventType::Normal,
+            "Created",
+            "Reconcile",
+            format!("created StatefulSets {} and {}", n.sts(Component::Master), n.sts(Component::Chunkserver)),
+        )
+        .await;
+    }
+
+    autoscale(&gc, &ctx, &mut st, master.as_ref(), &chunk_sts).await?;
+
+    let obs = Observed {
+        gc: &gc,
+        master: master.as_ref(),
+        leader: &addr,
+        master_sts: &master_sts,
+        chunk_sts: &chunk_sts,
+        notes: &notes,
+    };
+    let new = status::build(&obs, st, &prev, Timestamp::now());
+    for (reason, msg, warning) in status::transitions(&prev, &new) {
+        let t = if warning { EventType::Warning } else { EventType::Normal };
+        ctx.event(&gc, t, &reason, "Status", msg).await;
+    }
+    let api: Api<GfsCluster> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(
+        &gc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status_patch(&new) })),
+    )
+    .await?;
+
+    let busy = new.drain.is_some() || !notes.progress.is_empty();
+    Ok(Action::requeue(if busy { ctx.config.requeue.min(Duration::from_secs(2)) } else { ctx.config.requeue }))
+}
+
+/// The status as a merge patch: optional fields that are now absent are
+/// sent as `null`, or the merge would keep their old values (a finished
+/// drain would linger).
+pub fn status_patch(st: &GfsClusterStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(st).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["observedGeneration", "leader", "drain", "autoscaler"] {
+            m.entry(k).or_insert(serde_json::Value::Null);
+        }
+    }
+    v
+}
+
+fn ready_of(s: Option<&StatefulSet>) -> i32 {
+    s.and_then(|s| s.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn chunk_replicas(
+    gc: &GfsCluster,
+    ctx: &Context,
+    st: &mut GfsClusterStatus,
+    notes: &mut status::Notes,
+    master: Option<&ClusterStatusResponse>,
+    addr: &str,
+    positional: bool,
+    desired: i32,
+    current: i32,
+) -> Result<i32> {
+    let n = Names::of(gc);
+    if desired >= current {
+        // The spec grew back while a drain ran: undo it (the drained ordinal
+        // is below the new size).
+        if let Some(d) = st.drain.take()
+            && d.ordinal < desired
+        {
+            ctx.admin.recommission(addr, &d.server).await?;
+            ctx.metrics.scale_decision("drain_cancelled");
+            ctx.event(
+                gc,
+                EventType::Normal,
+                "DrainCancelled",
+                "Recommission",
+                format!("scale-up cancelled the drain of {} ({})", n.pod(Component::Chunkserver, d.ordinal), d.server),
+            )
+            .await;
+        }
+        return Ok(desired);
+    }
+    let ordinal = current - 1;
+    let pod = n.pod(Component::Chunkserver, ordinal);
+    let Some(server) = master.and_then(|m| {
+        scaling::server_for_ordinal(m, &n.pod_address(Component::Chunkserver, ordinal), ordinal, positional)
+    }) else {
+        notes.progress.push(format!("scale-down blocked: master does not report chunkserver {pod}"));
+        notes.drain_blocked = true;
+        return Ok(current);
+    };
+    let id = server.server.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+    let state = scaling::state_of(server);
+    let started = st.drain.as_ref().filter(|d| d.ordinal == ordinal).map(|d| d.started.clone());
+    match state {
+        ServerState::Decommissioned => {
+            st.drain = None;
+            ctx.metrics.scale_decision("drain_finished");
+            ctx.event(
+                gc,
+                EventType::Normal,
+                "ScaledDown",
+                "Scale",
+                format!("{pod} ({id}) is decommissioned; removing it ({current} -> {})", current - 1),
+            )
+            .await;
+            if gc.spec.pvc_retention.when_scaled == RetentionPolicy::Delete {
+                delete_pvc(gc, ctx, &n.pvc(Component::Chunkserver, ordinal)).await?;
+            }
+            Ok(current - 1)
+        }
+        ServerState::Decommissioning => {
+            st.drain = Some(DrainStatus {
+                ordinal,
+                server: id.clone(),
+                state: "DECOMMISSIONING".into(),
+                started: started.unwrap_or_else(|| Timestamp::now().to_string()),
+            });
+            notes.progress.push(format!("draining {pod} ({id}) before scale-down"));
+            Ok(current)
+        }
+        _ => {
+            match ctx.admin.decommission(addr, &id).await {
+                Ok(_) => {}
+                // The master refuses a drain that would lose replicas (e.g.
+                // fewer servers left than the replication): scale-down waits
+                // and says why.
+                Err(Error::Master { status, .. }) if status.code() != tonic::Code::Unavailable => {
+                    let why = format!(
+                        "scale-down blocked: master refused to decommission {pod} ({id}): {}",
+                        status.message()
+                    );
+                    ctx.event(gc, EventType::Warning, "DrainRefused", "Decommission", why.clone()).await;
+                    notes.progress.push(why);
+                    notes.drain_blocked = true;
+                    return Ok(current);
+                }
+                Err(e) => return Err(e),
+            }
+            ctx.metrics.scale_decision("drain_started");
+            st.drain = Some(DrainStatus {
+                ordinal,
+                server: id.clone(),
+                state: "DECOMMISSIONING".into(),
+                started: Timestamp::now().to_string(),
+            });
+            notes.progress.push(format!("draining {pod} ({id}) before scale-down"));
+            ctx.event(
+                gc,
+                EventType::Normal,
+                "DrainStarted",
+                "Decommission",
+                format!("decommissioning {pod} ({id}) before removing it"),
+            )
+            .await;
+            Ok(current)
+        }
+    }
+}
+
+/// Deletes a PVC if it exists, with an Event.
+pub async fn delete_pvc(gc: &GfsCluster, ctx: &Context, name: &str) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &Names::of(gc).namespace);
+    if api.get_opt(name).await?.is_some() {
+        api.delete(name, &DeleteParams::default()).await?;
+        ctx.event(gc, EventType::Normal, "PvcDeleted", "Delete", format!("deleted PVC {name}")).await;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_rollout(
+    gc: &GfsCluster,
+    ctx: &Context,
+    cur: Option<&StatefulSet>,
+    desired: &StatefulSet,
+    replicas: i32,
+    under_replicated: Option<u64>,
+    notes: &mut status::Notes,
+    c: Component,
+) -> i32 {
+    let Some(cur) = cur else { return 0 };
+    let template = |s: &StatefulSet| serde_json::to_value(&s.spec.template).unwrap_or_default();
+    let changed = rendered_differs(&template(cur), &template(desired));
+    let stat = cur.status.as_ref();
+    let obs = StsObserved {
+        replicas,
+        partition: cur
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+        updated: stat.and_then(|s| s.updated_replicas).unwrap_or(0),
+        ready: stat.and_then(|s| s.ready_replicas).unwrap_or(0),
+        observed: stat.and_then(|s| s.observed_generation).unwrap_or(0) >= cur.metadata.generation.unwrap_or(0),
+    };
+    let (p, what) = scaling::rollout(obs, changed, under_replicated);
+    let sts = Names::of(gc).sts(c);
+    match what {
+        Rollout::Start => {
+            notes.progress.push(format!("rolling {sts} one pod at a time"));
+            ctx.event(
+                gc,
+                EventType::Normal,
+                "RolloutStarted",
+                "Rollout",
+                format!("{sts}: new pod template; updating one pod at a time"),
+            )
+            .await;
+        }
+        Rollout::Step => {
+            notes.progress.push(format!("rolling {sts}: updating pod {p}"));
+            ctx.event(gc, EventType::Normal, "RolloutStep", "Rollout", format!("{sts}: updating {sts}-{p}")).await;
+        }
+        Rollout::Wait(why) => notes.progress.push(format!("rolling {sts}: {why}")),
+        Rollout::Idle | Rollout::Done => {}
+    }
+    p
+}
+
+/// Whether the desired template differs from the live one in a field we set
+/// (the apiserver adds defaults, so compare only what we render).
+fn rendered_differs(live: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, want) {
+        (Value::Object(l), Value::Object(w)) => w.iter().any(|(k, v)| match l.get(k) {
+            Some(lv) => rendered_differs(lv, v),
+            None => !v.is_null(),
+        }),
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() != w.len() || l.iter().zip(w).any(|(a, b)| rendered_differs(a, b))
+        }
+        (l, w) => l != w,
+    }
+}
+
+async fn autoscale(
+    gc: &GfsCluster,
+    ctx: &Context,
+    st: &mut GfsClusterStatus,
+    master: Option<&ClusterStatusResponse>,
+    chunk_sts: &StatefulSet,
+) -> Result<()> {
+    let Some(spec) = &gc.spec.autoscaling else {
+        st.autoscaler = None;
+        return Ok(());
+    };
+    let Some(m) = master else { return Ok(()) };
+    let input = AutoscaleInput {
+        spec,
+        desired: gc.spec.chunkservers.replicas,
+        current: chunk_sts.spec.replicas.unwrap_or(0),
+        ready: ready_of(Some(chunk_sts)),
+        lag_bytes: m.replication_backlog_bytes,
+        used_bytes: m.used_bytes,
+        capacity_bytes: m.capacity_bytes,
+        draining: st.drain.is_some(),
+        now: Timestamp::now(),
+    };
+    let d = scaling::autoscale(&input, st.autoscaler.as_ref())?;
+    st.autoscaler = Some(d.state.clone()).filter(|_| spec.enabled);
+    if let Some(to) = d.replicas {
+        // Through the scale subresource with a merge patch: the autoscaler
+        // must not become an SSA owner of spec.chunkservers.replicas, which
+        // `kubectl scale` and KEDA also write.
+        let api: Api<GfsCluster> = Api::namespaced(ctx.client.clone(), &Names::of(gc).namespace);
+        api.patch_scale(
+            &gc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "replicas": to } })),
+        )
+        .await?;
+        let up = to > input.desired;
+        ctx.metrics.scale_decision(if up { "up" } else { "down" });
+        let why = d.state.last_decision.clone().unwrap_or_default();
+        info!(from = input.desired, to, "autoscaler decision");
+        ctx.event(gc, EventType::Normal, if up { "AutoscaledUp" } else { "AutoscaledDown" }, "Scale", why).await;
+    }
+    Ok(())
+}
+
+async fn cleanup(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let n = Names::of(&gc);
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &n.namespace);
+    // Owner references let the garbage collector remove the other children;
+    // the StatefulSets go now so no pod outlives the cluster, and the PVCs
+    // follow the retention policy (StatefulSets never delete PVCs on their
+    // own when the owner is deleted with them).
+    for c in [Component::Chunkserver, Component::Master] {
+        if sts_api.get_opt(&n.sts(c)).await?.is_some() {
+            sts_api.delete(&n.sts(c), &DeleteParams::background()).await?;
+        }
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &n.namespace);
+    let lp =
+        ListParams::default().labels(&format!("app.kubernetes.io/instance={},app.kubernetes.io/name=gfs", n.cluster));
+    let claims = pvcs.list(&lp).await?;
+    let policy = gc.spec.pvc_retention.when_deleted;
+    if policy == RetentionPolicy::Delete {
+        for pvc in &claims {
+            pvcs.delete(&pvc.name_any(), &DeleteParams::default()).await?;
+        }
+    }
+    let what = if policy == RetentionPolicy::Delete { "deleted" } else { "retained" };
+    ctx.event(
+        &gc,
+        EventType::Normal,
+        "Cleanup",
+        "Delete",
+        format!("{what} {} PVCs (whenDeleted: {})", claims.items.len(), policy.as_str()),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_clears_a_finished_drain() {
+        let v = status_patch(&GfsClusterStatus::default());
+        assert!(v["drain"].is_null() && v.as_object().unwrap().contains_key("drain"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(40), Duration::from_secs(256));
+    }
+
+    #[test]
+    fn rendered_differs_ignores_apiserver_defaults() {
+        let live = serde_json::json!({"spec": {"containers": [{"image": "a", "terminationMessagePath": "/dev/termination-log"}]}});
+        assert!(!rendered_differs(&live, &serde_json::json!({"spec": {"containers": [{"image": "a"}]}})));
+        assert!(rendered_differs(&live, &serde_json::json!({"spec": {"containers": [{"image": "b"}]}})));
+    }
+}

@@ -1,0 +1,82 @@
+//! `gfs-operator`: parses flags, sets up tracing and runs the operator, or
+//! prints the CRD.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gfs_common::shutdown;
+use gfs_common::telemetry::{self, LogFormat};
+use gfs_operator::{RunConfig, crd, http, metrics::Metrics};
+
+/// gfs Kubernetes operator.
+#[derive(Parser, Debug)]
+#[command(name = "gfs-operator", version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the GfsCluster CRD as YAML (what crds/gfscluster.yaml holds).
+    Crd,
+    /// Run the controller with the ambient kubeconfig or in-cluster config.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Talk to this master address for every cluster (local runs and tests).
+    #[arg(long, env = "GFS_OPERATOR_MASTER_OVERRIDE")]
+    master_override: Option<String>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "GFS_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "GFS_OPERATOR_LEASE", default_value = "gfs-operator")]
+    lease_name: String,
+    /// Identity in the Lease (default: $POD_NAME or hostname + pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Requeue period of a healthy cluster, in seconds.
+    #[arg(long, env = "GFS_OPERATOR_REQUEUE_SECONDS", default_value_t = 10)]
+    requeue_seconds: u64,
+    /// Serve /metrics and /health here.
+    #[arg(long, env = "GFS_OPERATOR_METRICS", default_value = "0.0.0.0:8080")]
+    metrics_listen: String,
+    /// Log format: text or json.
+    #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().cmd {
+        Cmd::Crd => {
+            print!("{}", crd::crd_yaml());
+            Ok(())
+        }
+        Cmd::Run(a) => {
+            telemetry::init(a.log_format, "info");
+            let identity = a.identity.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            let mut cfg = RunConfig::new(&a.lease_namespace, &identity);
+            cfg.lease.name = a.lease_name;
+            cfg.controller.master_override = a.master_override;
+            cfg.controller.namespace = a.namespace;
+            cfg.controller.requeue = Duration::from_secs(a.requeue_seconds.max(1));
+            let mut registry = prometheus_client::registry::Registry::default();
+            let metrics = Metrics::default().register(&mut registry);
+            let listener = tokio::net::TcpListener::bind(&a.metrics_listen).await?;
+            tokio::spawn(http::serve(listener, Arc::new(registry)));
+            let client = kube::Client::try_default().await?;
+            gfs_operator::run(client, cfg, metrics, shutdown::on_signals()).await
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Renders the child objects of a GfsCluster. Pure: no I/O, so unit tests
+//! check the mapping field by field.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    Probe, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{GfsCluster, WhenUnsatisfiable};
+
+/// Port of the master's gRPC service.
+pub const MASTER_PORT: i32 = 9700;
+/// Port of the chunkserver's gRPC service.
+pub const CHUNK_PORT: i32 = 9800;
+/// Name of the data volume (and PVC template) in both StatefulSets.
+pub const DATA_VOLUME: &str = "data";
+/// Annotation holding the hash of the rendered config, so pods roll on change.
+pub const CONFIG_HASH: &str = "gfs.dev/config-hash";
+
+/// The two server roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// `gfs-master`.
+    Master,
+    /// `gfs-chunkserver`.
+    Chunkserver,
+}
+
+impl Component {
+    /// Returns the `app.kubernetes.io/component` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Master => "master",
+            Component::Chunkserver => "chunkserver",
+        }
+    }
+}
+
+/// Names of the children of one cluster.
+#[derive(Clone, Debug)]
+pub struct Names {
+    /// The GfsCluster's name.
+    pub cluster: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl Names {
+    /// Returns the names for `gc`.
+    pub fn of(gc: &GfsCluster) -> Self {
+        Self { cluster: gc.name_any(), namespace: gc.namespace().unwrap_or_else(|| "default".into()) }
+    }
+    /// StatefulSet (and headless Service) of a component.
+    pub fn sts(&self, c: Component) -> String {
+        format!("{}-{}", self.cluster, c.as_str())
+    }
+    /// The client Service (masters): `<cluster>`.
+    pub fn client_service(&self) -> String {
+        self.cluster.clone()
+    }
+    /// ConfigMap name.
+    pub fn config(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+    /// ServiceAccount name of the pods.
+    pub fn service_account(&self) -> String {
+        format!("{}-gfs", self.cluster)
+    }
+    /// PDB name of a component.
+    pub fn pdb(&self, c: Component) -> String {
+        format!("{}-{}", self.cluster, c.as_str())
+    }
+    /// Pod name of an ordinal.
+    pub fn pod(&self, c: Component, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.sts(c))
+    }
+    /// PVC name of an ordinal (`<template>-<pod>`, as the StatefulSet names it).
+    pub fn pvc(&self, c: Component, ordinal: i32) -> String {
+        format!("{DATA_VOLUME}-{}", self.pod(c, ordinal))
+    }
+    /// Stable DNS address of a pod, as the chunkserver advertises it.
+    pub fn pod_address(&self, c: Component, ordinal: i32) -> String {
+        let port = if c == Component::Master { MASTER_PORT } else { CHUNK_PORT };
+        format!("{}.{}.{}.svc:{port}", self.pod(c, ordinal), self.sts(c), self.namespace)
+    }
+    /// In-cluster address of the client Service.
+    pub fn master_address(&self) -> String {
+        format!("{}.{}.svc:{MASTER_PORT}", self.client_service(), self.namespace)
+    }
+}
+
+/// Labels shared by every child of the cluster.
+pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "gfs".into()),
+        ("app.kubernetes.io/instance".into(), cluster.into()),
+        ("app.kubernetes.io/managed-by".into(), "gfs-operator".into()),
+    ])
+}
+
+/// Selector labels of one component's pods.
+pub fn selector_labels(cluster: &str, c: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "gfs".into()),
+        ("app.kubernetes.io/instance".into(), cluster.into()),
+        ("app.kubernetes.io/component".into(), c.as_str().into()),
+    ])
+}
+
+/// Label selector string of one component's pods.
+pub fn selector_string(cluster: &str, c: Component) -> String {
+    selector_labels(cluster, c).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn component_labels(cluster: &str, c: Component) -> BTreeMap<String, String> {
+    let mut l = cluster_labels(cluster);
+    l.extend(selector_labels(cluster, c));
+    l
+}
+
+fn meta(gc: &GfsCluster, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: gc.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner(gc)]),
+        ..Default::default()
+    }
+}
+
+/// Returns the controller owner reference to `gc`.
+pub fn owner(gc: &GfsCluster) -> OwnerReference {
+    gc.controller_owner_ref(&()).expect("GfsCluster has a name and uid")
+}
+
+/// Returns the ConfigMap holding the cluster settings (`gfs.toml`).
+pub fn config_map(gc: &GfsCluster) -> ConfigMap {
+    let n = Names::of(gc);
+    ConfigMap {
+        metadata: meta(gc, n.config(), cluster_labels(&n.cluster)),
+        data: Some(BTreeMap::from([("gfs.toml".into(), config_toml(gc))])),
+        ..Default::default()
+    }
+}
+
+/// Returns the rendered settings shared by masters and chunkservers.
+pub fn config_toml(gc: &GfsCluster) -> String {
+    let n = Names::of(gc);
+    let s = &gc.spec;
+    let peers = master_peers(&n, s.masters.replicas);
+    format!(
+        "# Rendered by gfs-operator; edits are overwritten.\nreplication = {}\nchunk-size = \"{}\"\nmaster = \"{}\"\nmaster-peers = \"{}\"\n",
+        s.replication,
+        s.chunk_size,
+        n.master_address(),
+        peers
+    )
+}
+
+/// FNV-1a of the config, stamped on pod templates so a change rolls them.
+fn config_hash(gc: &GfsCluster) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in config_toml(gc).bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// `--peers` value: `0=<pod-0 address>,1=...` (ids are pod ordinals).
+pub fn master_peers(n: &Names, replicas: i32) -> String {
+    (0..replicas).map(|i| format!("{i}={}", n.pod_address(Component::Master, i))).collect::<Vec<_>>().join(",")
+}
+
+/// Returns the ServiceAccount the gfs pods run as.
+pub fn service_account(gc: &GfsCluster) -> ServiceAccount {
+    let n = Names::of(gc);
+    ServiceAccount { metadata: meta(gc, n.service_account(), cluster_labels(&n.cluster)), ..Default::default() }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// Returns the headless Service of a component (peer discovery, stable pod DNS).
+pub fn headless_service(gc: &GfsCluster, c: Component) -> Service {
+    let n = Names::of(gc);
+    let p = if c == Component::Master { port("grpc", MASTER_PORT) } else { port("grpc", CHUNK_PORT) };
+    Service {
+        metadata: meta(gc, n.sts(c), component_labels(&n.cluster, c)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&n.cluster, c)),
+            ports: Some(vec![p]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Returns the client Service in front of the masters.
+pub fn client_service(gc: &GfsCluster) -> Service {
+    let n = Names::of(gc);
+    Service {
+        metadata: meta(gc, n.client_service(), component_labels(&n.cluster, Component::Master)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&n.cluster, Component::Master)),
+            ports: Some(vec![port("grpc", MASTER_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Returns the PDB of a component: masters keep a quorum, chunkservers lose
+/// at most one at a time.
+pub fn pdb(gc: &GfsCluster, c: Component) -> PodDisruptionBudget {
+    let n = Names::of(gc);
+    let (min_available, max_unavailable) = match c {
+        Component::Master => (Some(IntOrString::Int(gc.spec.masters.replicas / 2 + 1)), None),
+        Component::Chunkserver => (None, Some(IntOrString::Int(1))),
+    };
+    PodDisruptionBudget {
+        metadata: meta(gc, n.pdb(c), component_labels(&n.cluster, c)),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available,
+            max_unavailable,
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: String) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value), ..Default::default() }
+}
+
+fn pvc_template(cluster: &str, c: Component, size: &str, class: &Option<String>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(component_labels(cluster, c)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), Quantity(size.into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Settings of a StatefulSet that the reconciler decides (not the spec alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StsPlan {
+    /// `.spec.replicas`.
+    pub replicas: i32,
+    /// Rolling-update partition: pods with an ordinal >= this are updated.
+    pub partition: i32,
+}
+
+/// Returns the master StatefulSet.
+pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
+    let n = Names::of(gc);
+    let s = &gc.spec;
+    let c = Component::Master;
+    let container = Container {
+        name: "master".into(),
+        image: Some(s.images.master.clone()),
+        image_pull_policy: Some(s.images.pull_policy.as_str().into()),
+        args: Some(vec![
+            "--id".into(),
+            "$(GFS_POD_INDEX)".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{MASTER_PORT}"),
+            "--peers".into(),
+            master_peers(&n, s.masters.replicas),
+            "--data-dir".into(),
+            "/data".into(),
+            "--replication".into(),
+            s.replication.to_string(),
+            "--chunk-size".into(),
+            s.chunk_size.clone(),
+        ]),
+        env: Some(vec![env_field("GFS_POD_INDEX", "metadata.labels['apps.kubernetes.io/pod-index']")]),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: MASTER_PORT,
+            ..Default::default()
+        }]),
+        resources: s.masters.resources.clone(),
+        volume_mounts: Some(mounts()),
+        readiness_probe: Some(tcp_probe(MASTER_PORT)),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(n.service_account()),
+        containers: vec![container],
+        volumes: Some(vec![config_volume(&n)]),
+        affinity: Some(host_anti_affinity(&n.cluster, c, false)),
+        ..Default::default()
+    };
+    sts(gc, c, plan, pod, pvc_template(&n.cluster, c, &s.masters.storage.size, &s.masters.storage.storage_class_name))
+}
+
+/// Returns the chunkserver StatefulSet.
+pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
+    let n = Names::of(gc);
+    let s = &gc.spec;
+    let c = Component::Chunkserver;
+    let t = &s.chunkservers.topology;
+    let container = Container {
+        name: "chunkserver".into(),
+        image: Some(s.images.chunkserver.clone()),
+        image_pull_policy: Some(s.images.pull_policy.as_str().into()),
+        args: Some(vec![
+            "--master".into(),
+            n.master_address(),
+            "--listen".into(),
+            format!("0.0.0.0:{CHUNK_PORT}"),
+            "--advertise".into(),
+            format!("$(GFS_POD_NAME).{}.{}.svc:{CHUNK_PORT}", n.sts(c), n.namespace),
+            "--data-dir".into(),
+            "/data".into(),
+            "--zone".into(),
+            "$(GFS_ZONE)".into(),
+        ]),
+        env: Some(vec![
+            env_field("GFS_POD_NAME", "metadata.name"),
+            // Pods get the node's zone label copied by the
+            // PodTopologyLabels admission plugin (Kubernetes >= 1.33).
+            env_field("GFS_ZONE", &format!("metadata.labels['{}']", t.zone_label_key)),
+            env("GFS_REPLICATION", s.replication.to_string()),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: CHUNK_PORT,
+            ..Default::default()
+        }]),
+        resources: s.chunkservers.resources.clone(),
+        volume_mounts: Some(mounts()),
+        readiness_probe: Some(tcp_probe(CHUNK_PORT)),
+        ..Default::default()
+    };
+    let selector = LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() };
+    let pod = PodSpec {
+        service_account_name: Some(n.service_account()),
+        containers: vec![container],
+        volumes: Some(vec![config_volume(&n)]),
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: t.max_skew,
+            topology_key: t.zone_label_key.clone(),
+            when_unsatisfiable: match t.when_unsatisfiable {
+                WhenUnsatisfiable::DoNotSchedule => "DoNotSchedule".into(),
+                WhenUnsatisfiable::ScheduleAnyway => "ScheduleAnyway".into(),
+            },
+            label_selector: Some(selector),
+            ..Default::default()
+        }]),
+        affinity: Some(host_anti_affinity(&n.cluster, c, t.one_per_host)),
+        // Give a chunkserver time to finish in-flight mutations.
+        termination_grace_period_seconds: Some(60),
+        ..Default::default()
+    };
+    sts(
+        gc,
+        c,
+        plan,
+        pod,
+        pvc_template(&n.cluster, c, &s.chunkservers.storage.size, &s.chunkservers.storage.storage_class_name),
+    )
+}
+
+fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: PersistentVolumeClaim) -> StatefulSet {
+    let n = Names::of(gc);
+    let r = &gc.spec.pvc_retention;
+    StatefulSet {
+        metadata: meta(gc, n.sts(c), component_labels(&n.cluster, c)),
+        spec: StatefulSetSpec {
+            replicas: Some(plan.replicas),
+            service_name: Some(n.sts(c)),
+            selector: LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() },
+            pod_management_policy: Some("OrderedReady".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(plan.partition),
+                    ..Default::default()
+                }),
+            }),
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(r.when_deleted.as_str().into()),
+                when_scaled: Some(r.when_scaled.as_str().into()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(component_labels(&n.cluster, c)),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.into(), config_hash(gc))])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![pvc]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..Default::default() },
+        VolumeMount {
+            name: "config".into(),
+            mount_path: "/etc/gfs".into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ]
+}
+
+fn config_volume(n: &Names) -> Volume {
+    Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource { name: n.config(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn tcp_probe(port: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), ..Default::default() }),
+        period_seconds: Some(5),
+        ..Default::default()
+    }
+}
+
+fn host_anti_affinity(cluster: &str, c: Component, required: bool) -> Affinity {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector { match_labels: Some(selector_labels(cluster, c)), ..Default::default() }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let anti = if required {
+        PodAntiAffinity { required_during_scheduling_ignored_during_execution: Some(vec![term]), ..Default::default() }
+    } else {
+        PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: term,
+            }]),
+            ..Default::default()
+        }
+    };
+    Affinity { pod_anti_affinity: Some(anti), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::GfsClusterSpec;
+
+    fn cluster() -> GfsCluster {
+        let spec: GfsClusterSpec = serde_json::from_value(serde_json::json!({
+            "masters": {"replicas": 3, "storage": {"size": "10Gi", "storageClassName": "standard"}},
+            "chunkservers": {"replicas": 4, "storage": {"size": "100Gi", "storageClassName": "fast"}},
+        }))
+        .unwrap();
+        let mut gc = GfsCluster::new("demo", spec);
+        gc.metadata.namespace = Some("prod".into());
+        gc.metadata.uid = Some("uid-1".into());
+        gc
+    }
+
+    #[test]
+    fn master_peers_name_every_pod_by_ordinal() {
+        let gc = cluster();
+        assert_eq!(
+            master_peers(&Names::of(&gc), 3),
+            "0=demo-master-0.demo-master.prod.svc:9700,1=demo-master-1.demo-master.prod.svc:9700,2=demo-master-2.demo-master.prod.svc:9700"
+        );
+    }
+
+    #[test]
+    fn statefulsets_map_the_spec() {
+        let gc = cluster();
+        let s = chunkserver_sts(&gc, StsPlan { replicas: 4, partition: 1 });
+        assert_eq!(s.spec.replicas, Some(4));
+        assert_eq!(s.spec.service_name.as_deref(), Some("demo-chunkserver"));
+        let ru = s.spec.update_strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
+        assert_eq!(ru.partition, Some(1));
+        let pvc = &s.spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
+        let args = s.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap().join(" ");
+        assert!(args.contains("--master demo.prod.svc:9700"), "{args}");
+        assert!(args.contains("--advertise $(GFS_POD_NAME).demo-chunkserver.prod.svc:9800"), "{args}");
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("GfsCluster", Some(true)));
+        let m = master_sts(&gc, StsPlan { replicas: 3, partition: 0 });
+        assert_eq!(m.spec.replicas, Some(3));
+        let mpvc = &m.spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(
+            mpvc.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "10Gi"
+        );
+    }
+
+    #[test]
+    fn pdbs_keep_a_quorum_and_one_chunkserver_down() {
+        let gc = cluster();
+        assert_eq!(pdb(&gc, Component::Master).spec.unwrap().min_available, Some(IntOrString::Int(2)));
+        assert_eq!(pdb(&gc, Component::Chunkserver).spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template_hash() {
+        let a = cluster();
+        let mut b = cluster();
+        b.spec.replication = 2;
+        let hash = |gc: &GfsCluster| {
+            chunkserver_sts(gc, StsPlan { replicas: 4, partition: 0 })
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH]
+                .clone()
+        };
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(hash(&a), hash(&cluster()), "stable across renders: an operator upgrade does not roll pods");
+    }
+}

@@ -1,0 +1,359 @@
+//! Harness of the operator tests: a real etcd + kube-apiserver
+//! (`e2e/control-plane up`, or `GFS_E2E_KUBECONFIG`), the CRD from
+//! `crds/`, the operator's RBAC from `operator/rbac/`, a client with a bound
+//! token of the operator's ServiceAccount, and a real gfs master with
+//! chunkservers as processes on loopback.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gfs_common::shutdown::CancellationToken;
+use gfs_operator::crd::GfsCluster;
+use gfs_operator::metrics::Metrics;
+use gfs_operator::{RunConfig, admin::MasterAdmin};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+
+pub const MANAGER: &str = "gfs-e2e-admin";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Kubeconfig of the cluster under test: GFS_E2E_KUBECONFIG, or a local
+/// control plane started (or reused) by `e2e/control-plane up`.
+pub fn kubeconfig() -> PathBuf {
+    static KC: OnceLock<PathBuf> = OnceLock::new();
+    KC.get_or_init(|| {
+        if let Ok(p) = std::env::var("GFS_E2E_KUBECONFIG") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new(root().join("e2e/control-plane"))
+            .arg("up")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run e2e/control-plane up");
+        assert!(out.status.success(), "e2e/control-plane up failed");
+        let s = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(s.lines().last().expect("kubeconfig path").trim())
+    })
+    .clone()
+}
+
+async fn config() -> Config {
+    let kc = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig");
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config")
+}
+
+/// Admin client (the test plays kubelet, controller-manager and user).
+pub async fn admin() -> Client {
+    Client::try_from(config().await).unwrap()
+}
+
+/// Applies the committed CRD and the operator RBAC (idempotent), and
+/// returns a client authenticated as the operator's ServiceAccount.
+pub async fn setup() -> (Client, Client) {
+    let admin = admin().await;
+    let pp = PatchParams::apply(MANAGER).force();
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(root().join("crds/gfscluster.yaml")).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    crds.patch(&crd.name_any(), &pp, &Patch::Apply(&crd)).await.unwrap();
+    wait("CRD established", || {
+        let crds = crds.clone();
+        async move {
+            let c = crds.get("gfsclusters.gfs.dev").await.ok()?;
+            let ok = c.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            ok.then_some(())
+        }
+    })
+    .await;
+
+    let ns: Api<Namespace> = Api::all(admin.clone());
+    ns.patch(
+        "gfs-system",
+        &pp,
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gfs-system"}})),
+    )
+    .await
+    .unwrap();
+    let rbac = std::fs::read_to_string(root().join("operator/rbac/operator.yaml")).unwrap();
+    for doc in rbac.split("\n---\n") {
+        let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        let name = v["metadata"]["name"].as_str().unwrap().to_string();
+        match v["kind"].as_str().unwrap() {
+            "Namespace" => {}
+            "ServiceAccount" => {
+                let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), "gfs-system");
+                api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+            }
+            "ClusterRole" => {
+                let api: Api<ClusterRole> = Api::all(admin.clone());
+                api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+            }
+            "ClusterRoleBinding" => {
+                let api: Api<ClusterRoleBinding> = Api::all(admin.clone());
+                api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+            }
+            k => panic!("unexpected kind {k} in rbac"),
+        }
+    }
+    // A bound token of the ServiceAccount (TokenRequest API).
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "gfs-system");
+    let tr: serde_json::Value = sas
+        .create_subresource(
+            "token",
+            "gfs-operator",
+            &PostParams::default(),
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}),
+        )
+        .await
+        .unwrap();
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let mut cfg = config().await;
+    cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    let operator = Client::try_from(cfg).unwrap();
+    (admin, operator)
+}
+
+/// Creates a fresh namespace for one test.
+pub async fn namespace(admin: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:x}", std::process::id() as u64 * 1000 + rand_suffix());
+    let ns: Api<Namespace> = Api::all(admin.clone());
+    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
+        .await
+        .unwrap();
+    name
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % 1000
+}
+
+/// Polls `f` until it returns `Some`, for up to 90 s.
+pub async fn wait<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An operator running in this process under the ServiceAccount client.
+pub struct Operator {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Operator {
+    pub fn start(client: Client, ns: &str, master: &str, identity: &str) -> Self {
+        let mut cfg = RunConfig::new(ns, identity);
+        cfg.controller.namespace = Some(ns.into());
+        cfg.controller.master_override = Some(master.into());
+        cfg.controller.requeue = Duration::from_secs(1);
+        cfg.lease.duration = Duration::from_secs(4);
+        cfg.lease.renew_every = Duration::from_secs(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gfs_operator::run(client, cfg, Metrics::default(), stop.clone()));
+        Self { stop, task }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A gfs master and chunkservers as processes on loopback.
+pub struct Gfs {
+    pub dir: tempfile::TempDir,
+    pub master: String,
+    /// Chunkserver addresses indexed by the operator's positional ordinal
+    /// (sorted by address, as `scaling::server_for_ordinal` maps them).
+    pub chunkservers: Vec<String>,
+    procs: Vec<(String, Child)>,
+}
+
+impl Gfs {
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let master = free_addr();
+        let log = |name: &str| std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        let mut procs = Vec::new();
+        let m = Command::new(bin("gfs-master"))
+            .args(["--listen", &master, "--chunk-size", "1MiB", "--dead-after-ms", "2000", "--data-dir"])
+            .arg(dir.path().join("master"))
+            .stdout(log("master"))
+            .stderr(log("master-err"))
+            .spawn()
+            .unwrap();
+        procs.push(("master".to_string(), m));
+        let mut chunkservers = Vec::new();
+        for i in 0..n {
+            let addr = free_addr();
+            let c = Command::new(bin("gfs-chunkserver"))
+                .args(["--master", &master, "--listen", &addr, "--zone", &format!("z{i}"), "--no-sync", "--data-dir"])
+                .arg(dir.path().join(format!("cs{i}")))
+                .stdout(log(&format!("cs{i}")))
+                .stderr(log(&format!("cs{i}-err")))
+                .spawn()
+                .unwrap();
+            procs.push((addr.clone(), c));
+            chunkservers.push(addr);
+        }
+        chunkservers.sort();
+        let g = Self { dir, master, chunkservers, procs };
+        let admin = MasterAdmin::default();
+        wait("chunkservers registered", || {
+            let admin = admin.clone();
+            let m = g.master.clone();
+            async move {
+                admin.status(&m).await.ok().filter(|s| s.servers.iter().filter(|s| s.alive).count() == n).map(|_| ())
+            }
+        })
+        .await;
+        g
+    }
+
+    /// Writes `bytes` of data to PATH with the CLI.
+    pub fn put(&self, path: &str, bytes: usize) {
+        let mut child = Command::new(bin("gfs"))
+            .args(["--master", &self.master, "put", "-", path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "gfs put: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// SIGKILLs the chunkserver of ordinal `i`.
+    pub fn kill_chunkserver(&mut self, ordinal: usize) {
+        let addr = self.chunkservers[ordinal].clone();
+        let (_, c) = self.procs.iter_mut().find(|(a, _)| *a == addr).unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// State name of the chunkserver of `ordinal` ("LIVE", "DECOMMISSIONED", ...).
+    pub async fn state(&self, ordinal: usize) -> String {
+        let st = MasterAdmin::default().status(&self.master).await.unwrap();
+        let s = st
+            .servers
+            .iter()
+            .find(|s| s.server.as_ref().is_some_and(|i| i.address == self.chunkservers[ordinal]))
+            .unwrap();
+        gfs_operator::scaling::state_of(s).as_str_name().to_string()
+    }
+}
+
+impl Drop for Gfs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Creates a GfsCluster from JSON as admin.
+pub async fn create_cluster(admin: &Client, ns: &str, v: serde_json::Value) -> GfsCluster {
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), ns);
+    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap()
+}
+
+/// Plays the StatefulSet controller: marks `ready` pods ready and `updated`
+/// pods at the update revision.
+pub async fn set_sts_status(admin: &Client, ns: &str, name: &str, ready: i32, updated: i32) {
+    let api: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    let s = wait(name, || async { api.get_opt(name).await.unwrap() }).await;
+    let replicas = s.spec.replicas.unwrap_or(0);
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "observedGeneration": s.metadata.generation, "replicas": replicas,
+            "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": updated, "currentReplicas": replicas,
+        }})),
+    )
+    .await
+    .unwrap();
+}
+
+/// Reasons of the Events recorded on the cluster, in order.
+pub async fn event_reasons(admin: &Client, ns: &str, cluster: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(admin.clone(), ns);
+    let mut evs: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cluster))
+        .collect();
+    evs.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    evs.into_iter().filter_map(|e| e.reason).collect()
+}
+
+/// Number of occurrences of Events with `reason` (an Event object with a
+/// series counts each occurrence: the recorder aggregates repeats).
+pub async fn count_events(admin: &Client, ns: &str, cluster: &str, reason: &str) -> usize {
+    let api: Api<Event> = Api::namespaced(admin.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cluster) && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count as usize))
+        .sum()
+}
+
+/// A minimal valid GfsCluster spec.
+pub fn cluster_json(name: &str, chunkservers: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "replication": 3,
+            "masters": {"replicas": 1, "storage": {"size": "1Gi"}},
+            "chunkservers": {"replicas": chunkservers, "storage": {"size": "10Gi"}},
+        }
+    })
+}

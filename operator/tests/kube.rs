@@ -1,0 +1,620 @@
+//! The operator against a real etcd + kube-apiserver (see `common`), under
+//! its own ServiceAccount RBAC, talking to a real gfs master on loopback.
+//! No kubelet or controller-manager runs: the tests set StatefulSet status,
+//! create Pods, PVCs and Nodes, and mark Nodes NotReady themselves.
+
+mod common;
+
+use common::*;
+use gfs_operator::crd::GfsCluster;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+fn cond(gc: &GfsCluster, t: &str) -> Option<(String, String)> {
+    let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn get_sts(admin: &Client, ns: &str, name: &str) -> Option<StatefulSet> {
+    Api::<StatefulSet>::namespaced(admin.clone(), ns).get_opt(name).await.unwrap()
+}
+
+async fn create_pvc(admin: &Client, ns: &str, cluster: &str, name: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    let pvc = json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/name": "gfs", "app.kubernetes.io/instance": cluster, "app.kubernetes.io/component": "chunkserver"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    api.create(&PostParams::default(), &serde_json::from_value(pvc).unwrap()).await.unwrap();
+}
+
+#[test]
+fn crd_yaml_matches_crds_folder() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/gfscluster.yaml")).unwrap();
+    assert_eq!(
+        committed,
+        gfs_operator::crd::crd_yaml(),
+        "crds/gfscluster.yaml is stale: run `gfs-operator crd > crds/gfscluster.yaml`"
+    );
+}
+
+#[tokio::test]
+async fn invalid_clusters_are_refused_with_clear_messages() {
+    let (admin, _) = setup().await;
+    let ns = namespace(&admin, "invalid").await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    let cases = [
+        (json!({"masters": {"replicas": 2}}), "masters.replicas must be odd"),
+        (json!({"replication": 5}), "replication must not exceed chunkservers.replicas"),
+        (json!({"chunkservers": {"storage": {"size": "lots"}}}), "storage size must be a positive quantity"),
+        (json!({"masters": {"storage": {"size": "0"}}}), "storage size must be a positive quantity"),
+        (
+            json!({"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 4}}),
+            "autoscaling.minReplicas must not exceed maxReplicas",
+        ),
+        (
+            json!({"autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 4}}),
+            "autoscaling.minReplicas must be at least replication",
+        ),
+        (json!({"masters": {"replicas": 7}}), "should be less than or equal to 5"),
+    ];
+    for (i, (patch, msg)) in cases.into_iter().enumerate() {
+        let mut v = cluster_json(&format!("bad-{i}"), 4);
+        json_patch::merge(&mut v["spec"], &patch);
+        let err = api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(msg), "case {i}: {text} lacks {msg:?}");
+    }
+    // And a valid one is accepted, with defaults filled in by the schema.
+    let ok =
+        api.create(&PostParams::default(), &serde_json::from_value(cluster_json("good", 3)).unwrap()).await.unwrap();
+    assert_eq!(ok.spec.chunk_size, "64Mi");
+    assert_eq!(ok.spec.node_loss.grace_period_seconds, 300);
+}
+
+mod json_patch {
+    /// RFC 7386 merge of `patch` into `target`.
+    pub fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
+                    merge(t.get_mut(k).unwrap(), v);
+                } else {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "reconcile").await;
+    let gfs = Gfs::start(3).await;
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-a");
+    let spec = json!({
+        "apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster", "metadata": {"name": "alpha"},
+        "spec": {
+            "images": {"master": "example.com/gfs-master:v2", "chunkserver": "example.com/gfs-chunkserver:v2", "pullPolicy": "Always"},
+            "replication": 3, "chunkSize": "32Mi",
+            "masters": {"replicas": 3, "storage": {"size": "10Gi", "storageClassName": "standard"},
+                        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+            "chunkservers": {"replicas": 3, "storage": {"size": "100Gi", "storageClassName": "fast"},
+                             "resources": {"limits": {"memory": "4Gi"}},
+                             "topology": {"zoneLabelKey": "example.com/rack", "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"}},
+            "pvcRetention": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+        }
+    });
+    create_cluster(&admin, &ns, spec).await;
+    let sts = wait("chunkserver sts", || async { get_sts(&admin, &ns, "alpha-chunkserver").await }).await;
+    let master = wait("master sts", || async { get_sts(&admin, &ns, "alpha-master").await }).await;
+
+    // Field-by-field mapping.
+    let c = &sts.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(sts.spec.replicas, Some(3));
+    assert_eq!(c.image.as_deref(), Some("example.com/gfs-chunkserver:v2"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "4Gi");
+    let vct = &sts.spec.volume_claim_templates.as_ref().unwrap()[0];
+    let vspec = vct.spec.as_ref().unwrap();
+    assert_eq!(vspec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(vspec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "100Gi");
+    let pod = sts.spec.template.spec.as_ref().unwrap();
+    let tsc = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+    assert_eq!(
+        (tsc.topology_key.as_str(), tsc.max_skew, tsc.when_unsatisfiable.as_str()),
+        ("example.com/rack", 2, "DoNotSchedule")
+    );
+    assert!(
+        pod.affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .is_some()
+    );
+    let retention = sts.spec.persistent_volume_claim_retention_policy.as_ref().unwrap();
+    assert_eq!((retention.when_deleted.as_deref(), retention.when_scaled.as_deref()), (Some("Delete"), Some("Retain")));
+    assert!(
+        c.args.as_ref().unwrap().iter().any(|a| a.contains("alpha-chunkserver.") && a.contains(&ns)),
+        "advertise pod DNS name"
+    );
+
+    let mc = &master.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(master.spec.replicas, Some(3));
+    assert_eq!(mc.image.as_deref(), Some("example.com/gfs-master:v2"));
+    assert_eq!(mc.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
+    let margs = mc.args.as_ref().unwrap().join(" ");
+    assert!(
+        margs.contains(&format!("--peers 0=alpha-master-0.alpha-master.{ns}.svc:9700,1=alpha-master-1")),
+        "{margs}"
+    );
+    assert!(margs.contains("--chunk-size 32Mi"), "{margs}");
+    let mv = master.spec.volume_claim_templates.as_ref().unwrap()[0].spec.clone().unwrap();
+    assert_eq!(mv.storage_class_name.as_deref(), Some("standard"));
+    assert_eq!(mv.resources.unwrap().requests.unwrap()["storage"].0, "10Gi");
+
+    // Services, ConfigMap, ServiceAccount, PDBs, all owned by the cluster.
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let headless = svcs.get("alpha-master").await.unwrap();
+    assert_eq!(headless.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+    assert!(svcs.get("alpha-chunkserver").await.is_ok());
+    assert_eq!(svcs.get("alpha").await.unwrap().spec.unwrap().ports.unwrap()[0].port, 9700);
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), &ns).get("alpha-config").await.unwrap();
+    assert!(cm.data.unwrap()["gfs.toml"].contains("chunk-size = \"32Mi\""));
+    let sa = Api::<ServiceAccount>::namespaced(admin.clone(), &ns).get("alpha-gfs").await.unwrap();
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    let mpdb = pdbs.get("alpha-master").await.unwrap();
+    assert_eq!(
+        mpdb.spec.as_ref().unwrap().min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2)),
+        "quorum of 3"
+    );
+    let cpdb = pdbs.get("alpha-chunkserver").await.unwrap();
+    assert_eq!(
+        cpdb.spec.as_ref().unwrap().max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    for owners in [
+        sts.owner_references(),
+        master.owner_references(),
+        headless.owner_references(),
+        sa.owner_references(),
+        cpdb.owner_references(),
+    ] {
+        assert_eq!(owners.len(), 1);
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].controller),
+            ("GfsCluster", "alpha", Some(true))
+        );
+    }
+    let managers: Vec<_> = sts.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.contains(&"gfs-operator".to_string()), "server-side apply field manager: {managers:?}");
+
+    // Not ready yet: Available=False. Then play the StatefulSet controller.
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    wait("status NotEnough", || async { cond(&api.get("alpha").await.ok()?, "Available").filter(|c| c.0 == "False") })
+        .await;
+    set_sts_status(&admin, &ns, "alpha-master", 3, 3).await;
+    set_sts_status(&admin, &ns, "alpha-chunkserver", 3, 3).await;
+    let gc = wait("Available", || async {
+        let gc = api.get("alpha").await.ok()?;
+        (cond(&gc, "Available")? == ("True".into(), "Ready".into())).then_some(gc)
+    })
+    .await;
+    let st = gc.status.clone().unwrap();
+    assert_eq!(st.observed_generation, gc.metadata.generation);
+    assert_eq!((st.ready_masters, st.ready_chunkservers, st.masters_ready.as_str()), (3, 3, "3/3"));
+    assert_eq!(st.leader.as_deref(), Some(gfs.master.as_str()));
+    assert_eq!(cond(&gc, "Degraded"), Some(("False".into(), "Healthy".into())));
+    assert_eq!(cond(&gc, "Progressing"), Some(("False".into(), "Stable".into())));
+    assert!(st.capacity_bytes > 0);
+    assert_eq!(
+        st.chunkserver_selector,
+        "app.kubernetes.io/component=chunkserver,app.kubernetes.io/instance=alpha,app.kubernetes.io/name=gfs"
+    );
+
+    // Printer columns, as `kubectl get gfsc` shows them (Table response).
+    let req = http::Request::get(format!("/apis/gfs.dev/v1alpha1/namespaces/{ns}/gfsclusters/alpha"))
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_str(&admin.request_text(req).await.unwrap()).unwrap();
+    let cols: Vec<&str> =
+        table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cols, ["Name", "Masters", "Chunkservers", "Leader", "Under-replicated", "Lag", "Available", "Age"]);
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!((cells[1].as_str(), cells[2].as_str(), cells[6].as_str()), (Some("3/3"), Some("3/3"), Some("True")));
+
+    // Events.
+    let reasons = event_reasons(&admin, &ns, "alpha").await;
+    assert!(reasons.contains(&"Created".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"Available".to_string()), "{reasons:?}");
+
+    // Finalizer + retention: whenDeleted=Delete removes the PVCs.
+    assert!(gc.finalizers().contains(&gfs_operator::FINALIZER.to_string()));
+    for i in 0..3 {
+        create_pvc(&admin, &ns, "alpha", &format!("data-alpha-chunkserver-{i}")).await;
+    }
+    // A second cluster that retains its PVCs.
+    let mut keep = cluster_json("beta", 3);
+    keep["spec"]["pvcRetention"] = json!({"whenDeleted": "Retain"});
+    create_cluster(&admin, &ns, keep).await;
+    wait("beta sts", || async { get_sts(&admin, &ns, "beta-chunkserver").await }).await;
+    create_pvc(&admin, &ns, "beta", "data-beta-chunkserver-0").await;
+    wait("beta finalizer", || async { api.get("beta").await.ok().filter(|g| !g.finalizers().is_empty()) }).await;
+
+    api.delete("alpha", &DeleteParams::default()).await.unwrap();
+    api.delete("beta", &DeleteParams::default()).await.unwrap();
+    wait("clusters gone", || async {
+        (api.get_opt("alpha").await.unwrap().is_none() && api.get_opt("beta").await.unwrap().is_none()).then_some(())
+    })
+    .await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let left: Vec<String> = pvcs.list(&Default::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    // Deleting a PVC with the pvc-protection finalizer leaves it terminating
+    // without a controller-manager; count those as deleted.
+    let live: Vec<String> = pvcs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(live, vec!["data-beta-chunkserver-0".to_string()], "all PVCs: {left:?}");
+    assert!(get_sts(&admin, &ns, "alpha-chunkserver").await.is_none());
+    assert!(get_sts(&admin, &ns, "beta-master").await.is_none());
+    op.shutdown().await;
+}
+
+// With data on the drained server the master must copy its chunks (issue 4
+// repair clones, after revoking the idle write lease) before it reports
+// DECOMMISSIONED.
+#[tokio::test]
+async fn scale_down_waits_for_decommission() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "scaledown").await;
+    let gfs = Gfs::start(4).await;
+    gfs.put("/data", 6 << 20);
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-a");
+    let mut v = cluster_json("gamma", 4);
+    v["spec"]["pvcRetention"] = json!({"whenScaled": "Delete"});
+    create_cluster(&admin, &ns, v).await;
+    wait("sts", || async { get_sts(&admin, &ns, "gamma-chunkserver").await }).await;
+    set_sts_status(&admin, &ns, "gamma-chunkserver", 4, 4).await;
+    set_sts_status(&admin, &ns, "gamma-master", 1, 1).await;
+    create_pvc(&admin, &ns, "gamma", "data-gamma-chunkserver-3").await;
+
+    // `kubectl scale gfsc/gamma --replicas 3` = a patch of the scale subresource.
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    let scale = api.get_scale("gamma").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(4));
+    api.patch_scale("gamma", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
+
+    // While the drain runs, status says so (or it already finished).
+    wait("draining status", || async {
+        let gc = api.get("gamma").await.ok()?;
+        let st = gc.status.as_ref()?;
+        let draining = st.drain.as_ref().is_some_and(|d| d.ordinal == 3)
+            && cond(&gc, "Progressing") == Some(("True".into(), "Draining".into()));
+        (draining || st.chunkservers == 3).then_some(())
+    })
+    .await;
+    // Invariant at every observation: the StatefulSet shrinks only once the
+    // master reports the highest ordinal DECOMMISSIONED.
+    wait("scaled down", || async {
+        let sts = get_sts(&admin, &ns, "gamma-chunkserver").await?;
+        let state = gfs.state(3).await;
+        if sts.spec.replicas == Some(3) {
+            assert_eq!(state, "DECOMMISSIONED", "pod removed before its drain finished");
+            return Some(());
+        }
+        assert_eq!(sts.spec.replicas, Some(4));
+        None
+    })
+    .await;
+    let reasons = event_reasons(&admin, &ns, "gamma").await;
+    let started = reasons.iter().position(|r| r == "DrainStarted").expect("DrainStarted event");
+    let done = reasons.iter().position(|r| r == "ScaledDown").expect("ScaledDown event");
+    assert!(started < done, "{reasons:?}");
+    assert!(
+        reasons.contains(&"ProgressingFalse".to_string()) || reasons.contains(&"Progressing".to_string()),
+        "{reasons:?}"
+    );
+    // whenScaled=Delete removed the drained chunkserver's PVC.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    wait("pvc deleted", || async {
+        pvcs.get_opt("data-gamma-chunkserver-3")
+            .await
+            .unwrap()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    let gc = wait("drain cleared", || async {
+        api.get("gamma")
+            .await
+            .ok()
+            .filter(|g| g.status.as_ref().is_some_and(|s| s.drain.is_none() && s.chunkservers == 3))
+    })
+    .await;
+    assert_eq!(gc.spec.chunkservers.replicas, 3);
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn scale_down_of_an_empty_chunkserver_completes_and_scale_up_is_immediate() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "scaleempty").await;
+    let gfs = Gfs::start(4).await;
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-a");
+    let mut v = cluster_json("iota", 4);
+    v["spec"]["pvcRetention"] = json!({"whenScaled": "Retain"});
+    create_cluster(&admin, &ns, v).await;
+    set_sts_status(&admin, &ns, "iota-chunkserver", 4, 4).await;
+    set_sts_status(&admin, &ns, "iota-master", 1, 1).await;
+    create_pvc(&admin, &ns, "iota", "data-iota-chunkserver-3").await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    api.patch_scale("iota", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
+    wait("scaled down", || async {
+        let sts = get_sts(&admin, &ns, "iota-chunkserver").await?;
+        let state = gfs.state(3).await;
+        if sts.spec.replicas == Some(3) {
+            assert_eq!(state, "DECOMMISSIONED", "pod removed before its drain finished");
+            return Some(());
+        }
+        None
+    })
+    .await;
+    assert_eq!(count_events(&admin, &ns, "iota", "DrainStarted").await, 1);
+    assert_eq!(count_events(&admin, &ns, "iota", "ScaledDown").await, 1);
+    // whenScaled=Retain keeps the PVC.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        pvcs.get_opt("data-iota-chunkserver-3").await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    );
+    wait("drain cleared", || async {
+        api.get("iota")
+            .await
+            .ok()
+            .filter(|g| g.status.as_ref().is_some_and(|s| s.drain.is_none() && s.chunkservers == 3))
+    })
+    .await;
+    // Scale-up needs no drain: the StatefulSet follows at once.
+    api.patch_scale("iota", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
+    wait("scaled up", || async {
+        get_sts(&admin, &ns, "iota-chunkserver").await.filter(|s| s.spec.replicas == Some(5))
+    })
+    .await;
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn lag_above_target_scales_up_one_step_at_a_time() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "autoscale").await;
+    let mut gfs = Gfs::start(3).await;
+    gfs.put("/data", 4 << 20);
+    // Three servers, replication 3: losing one leaves a backlog nobody can
+    // take until the cluster grows.
+    gfs.kill_chunkserver(0);
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-a");
+    let mut v = cluster_json("delta", 3);
+    v["spec"]["autoscaling"] = json!({"enabled": true, "minReplicas": 3, "maxReplicas": 5, "targetReplicationLag": "0", "scaleUpStabilizationSeconds": 1});
+    create_cluster(&admin, &ns, v).await;
+    wait("sts", || async { get_sts(&admin, &ns, "delta-chunkserver").await }).await;
+    set_sts_status(&admin, &ns, "delta-master", 1, 1).await;
+    set_sts_status(&admin, &ns, "delta-chunkserver", 3, 3).await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    wait("scaled to 4", || async {
+        api.get("delta").await.ok().filter(|g| g.spec.chunkservers.replicas == 4).map(|_| ())
+    })
+    .await;
+    let sts = wait("sts at 4", || async {
+        get_sts(&admin, &ns, "delta-chunkserver").await.filter(|s| s.spec.replicas == Some(4))
+    })
+    .await;
+    assert_eq!(sts.spec.replicas, Some(4));
+    let gc = api.get("delta").await.unwrap();
+    assert!(gc.status.unwrap().replication_lag_bytes > 0);
+    // The new pod is not ready: no further step, however long the lag lasts.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(api.get("delta").await.unwrap().spec.chunkservers.replicas, 4, "one step at a time");
+    set_sts_status(&admin, &ns, "delta-chunkserver", 4, 4).await;
+    wait("scaled to 5", || async {
+        api.get("delta").await.ok().filter(|g| g.spec.chunkservers.replicas == 5).map(|_| ())
+    })
+    .await;
+    wait("sts at 5", || async {
+        get_sts(&admin, &ns, "delta-chunkserver").await.filter(|s| s.spec.replicas == Some(5))
+    })
+    .await;
+    set_sts_status(&admin, &ns, "delta-chunkserver", 5, 5).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(api.get("delta").await.unwrap().spec.chunkservers.replicas, 5, "capped at maxReplicas");
+    assert_eq!(count_events(&admin, &ns, "delta", "AutoscaledUp").await, 2);
+    op.shutdown().await;
+}
+
+async fn node(admin: &Client, name: &str, ready: bool) {
+    let api: Api<Node> = Api::all(admin.clone());
+    if api.get_opt(name).await.unwrap().is_none() {
+        api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
+            .await
+            .unwrap();
+    }
+    let since =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(if ready { 0 } else { 120 });
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}, "reason": "Test",
+            "lastHeartbeatTime": since.to_string(), "lastTransitionTime": since.to_string()}]}})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn pod_on(admin: &Client, ns: &str, name: &str, cluster: &str, node: &str) {
+    let api: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let p = json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/name": "gfs", "app.kubernetes.io/instance": cluster, "app.kubernetes.io/component": "chunkserver"}},
+        "spec": {"nodeName": node, "containers": [{"name": "chunkserver", "image": "x"}]}});
+    api.create(&PostParams::default(), &serde_json::from_value(p).unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn node_loss_marks_lost_and_recovers_pods_without_duplicates_after_restart() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "nodeloss").await;
+    let mut gfs = Gfs::start(4).await;
+    gfs.put("/data", 4 << 20);
+    let mut v = cluster_json("eps", 4);
+    v["spec"]["nodeLoss"] = json!({"gracePeriodSeconds": 30, "pvcPolicy": "Delete"});
+    create_cluster(&admin, &ns, v).await;
+    let nodes: Vec<String> = (0..4).map(|i| format!("{ns}-n{i}")).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        node(&admin, n, true).await;
+        pod_on(&admin, &ns, &format!("eps-chunkserver-{i}"), "eps", n).await;
+        create_pvc(&admin, &ns, "eps", &format!("data-eps-chunkserver-{i}")).await;
+    }
+    let op = Operator::start(op_client.clone(), &ns, &gfs.master, "op-a");
+    wait("sts", || async { get_sts(&admin, &ns, "eps-chunkserver").await }).await;
+
+    // Node 2 goes NotReady (past the 30 s grace: its transition was 120 s
+    // ago) and its chunkserver process dies; node 3 is deleted.
+    gfs.kill_chunkserver(2);
+    node(&admin, &nodes[2], false).await;
+    Api::<Node>::all(admin.clone()).delete(&nodes[3], &DeleteParams::default()).await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    wait("pods force-deleted", || async {
+        (pods.get_opt("eps-chunkserver-2").await.unwrap().is_none()
+            && pods.get_opt("eps-chunkserver-3").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("eps-chunkserver-0").await.unwrap().is_some(), "pods on ready nodes stay");
+    assert_eq!(gfs.state(2).await, "LOST");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    for i in [2, 3] {
+        let p = pvcs.get_opt(&format!("data-eps-chunkserver-{i}")).await.unwrap();
+        assert!(p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()), "PVC of lost pod {i} deleted");
+    }
+    assert!(
+        pvcs.get_opt("data-eps-chunkserver-1").await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    );
+    wait("events", || async { (count_events(&admin, &ns, "eps", "PodForceDeleted").await == 2).then_some(()) }).await;
+    assert_eq!(count_events(&admin, &ns, "eps", "MarkedLost").await, 2);
+    assert!(count_events(&admin, &ns, "eps", "PvcDeleted").await >= 2);
+
+    // Restart the operator: no action is repeated.
+    op.shutdown().await;
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-b");
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    wait("new leader", || async {
+        leases.get("gfs-operator").await.ok()?.spec?.holder_identity.filter(|h| h == "op-b")
+    })
+    .await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    // Trigger and wait for a reconcile by the new process.
+    api.patch("eps", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": "1"}}})))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(count_events(&admin, &ns, "eps", "MarkedLost").await, 2, "no duplicate mark-lost after restart");
+    assert_eq!(count_events(&admin, &ns, "eps", "PodForceDeleted").await, 2);
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_fail_over() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "leader").await;
+    let gfs = Gfs::start(3).await;
+    let a = Operator::start(op_client.clone(), &ns, &gfs.master, "op-a");
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    wait("a leads", || async { leases.get("gfs-operator").await.ok()?.spec?.holder_identity.filter(|h| h == "op-a") })
+        .await;
+    let b = Operator::start(op_client, &ns, &gfs.master, "op-b");
+    create_cluster(&admin, &ns, cluster_json("zeta", 3)).await;
+    wait("sts", || async { get_sts(&admin, &ns, "zeta-chunkserver").await }).await;
+    let lease = leases.get("gfs-operator").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("op-a"), "b must not take a held lease");
+    assert_eq!(count_events(&admin, &ns, "zeta", "Created").await, 1, "only the leader reconciles");
+
+    a.shutdown().await;
+    wait("b leads", || async { leases.get("gfs-operator").await.ok()?.spec?.holder_identity.filter(|h| h == "op-b") })
+        .await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    api.patch_scale("zeta", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    wait("b reconciles", || async {
+        get_sts(&admin, &ns, "zeta-chunkserver").await.filter(|s| s.spec.replicas == Some(4))
+    })
+    .await;
+    assert!(leases.get("gfs-operator").await.unwrap().spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn image_change_rolls_one_pod_at_a_time_gated_on_under_replication() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "upgrade").await;
+    let mut gfs = Gfs::start(3).await;
+    gfs.put("/data", 3 << 20);
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-a");
+    create_cluster(&admin, &ns, cluster_json("eta", 3)).await;
+    wait("sts", || async { get_sts(&admin, &ns, "eta-chunkserver").await }).await;
+    set_sts_status(&admin, &ns, "eta-master", 1, 1).await;
+    set_sts_status(&admin, &ns, "eta-chunkserver", 3, 3).await;
+    let partition = |s: &StatefulSet| {
+        s.spec.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref()).and_then(|r| r.partition)
+    };
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    api.patch(
+        "eta",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"images": {"chunkserver": "example.com/gfs-chunkserver:v3"}}})),
+    )
+    .await
+    .unwrap();
+    // The new template arrives with every pod held (partition 3).
+    wait("partition 3", || async { get_sts(&admin, &ns, "eta-chunkserver").await.filter(|s| partition(s) == Some(3)) })
+        .await;
+    // The StatefulSet controller observes the new generation; nothing updated yet.
+    set_sts_status(&admin, &ns, "eta-chunkserver", 3, 0).await;
+    // First pod (highest ordinal) is let through: partition 2.
+    wait("partition 2", || async { get_sts(&admin, &ns, "eta-chunkserver").await.filter(|s| partition(s) == Some(2)) })
+        .await;
+    // It came back updated and ready: next one.
+    set_sts_status(&admin, &ns, "eta-chunkserver", 3, 1).await;
+    wait("partition 1", || async { get_sts(&admin, &ns, "eta-chunkserver").await.filter(|s| partition(s) == Some(1)) })
+        .await;
+    // Now a chunkserver dies: chunks are under-replicated and the rollout holds.
+    gfs.kill_chunkserver(0);
+    wait("under-replicated", || async {
+        api.get("eta").await.ok().filter(|g| g.status.as_ref().is_some_and(|s| s.under_replicated_chunks > 0))
+    })
+    .await;
+    set_sts_status(&admin, &ns, "eta-chunkserver", 3, 2).await;
+    let gc = wait("rollout waits", || async {
+        let gc = api.get("eta").await.ok()?;
+        let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Progressing")?.clone();
+        c.message.contains("under-replicated").then_some(gc)
+    })
+    .await;
+    assert!(gc.status.is_some());
+    assert_eq!(
+        partition(&get_sts(&admin, &ns, "eta-chunkserver").await.unwrap()),
+        Some(1),
+        "held while chunks are under-replicated"
+    );
+    op.shutdown().await;
+}
