@@ -39,6 +39,17 @@ if ! diff -u crds/gfscluster.yaml <("$CARGO_TARGET_DIR/debug/gfs-operator" crd);
   exit 1
 fi
 
+step "chart CRD check: charts/gfs-operator/crds/gfscluster.yaml == crds/gfscluster.yaml"
+if ! diff -u crds/gfscluster.yaml charts/gfs-operator/crds/gfscluster.yaml; then
+  echo "the chart's CRD is stale: cp crds/gfscluster.yaml charts/gfs-operator/crds/" >&2
+  exit 1
+fi
+
+step "helm lint (default values, then every option on)"
+helm="$(scripts/helm.sh)"
+"$helm" lint --strict charts/gfs-operator
+"$helm" lint --strict charts/gfs-operator -f charts/gfs-operator/ci/all-on-values.yaml
+
 if [[ -z "${GFS_E2E_KUBECONFIG:-}" ]]; then
   # etcd + kube-apiserver for the operator tests (built once from the Go
   # module proxy into $cache/k8s; later runs reuse the binaries). A control

@@ -60,6 +60,7 @@ impl Shared {
             }
             let n = resp.data.len() as u64;
             crc = crc32c::crc32c_append(crc, &resp.data);
+            self.metrics.written_bytes.inc_by(n);
             self.store.write(req.handle, off, resp.data).await?;
             off += n;
             throttle.consume(n).await;

@@ -107,6 +107,8 @@ impl Heartbeat {
                     streak.ok();
                     force_full = false;
                     registered = !resp.reregister;
+                    self.shared.set_registered(registered);
+                    self.shared.metrics.chunks.set(self.shared.store.published_count() as i64);
                     self.process(resp).await;
                 }
                 Err(e) => {
@@ -149,6 +151,7 @@ impl Heartbeat {
             self.interval = Duration::from_millis(resp.heartbeat_ms);
         }
         tracing::info!(server_id = %self.server.id, epoch = resp.epoch, chunks, "registered with master");
+        self.shared.set_registered(true);
         let mut doomed = resp.delete_chunks;
         doomed.extend(resp.stale_chunks);
         self.shared.delete_chunks(&doomed).await;

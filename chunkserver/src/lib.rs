@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use gfs_common::admin_http::{self, Admin};
 use gfs_common::net::{ServerLimits, bind, limited_incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
@@ -24,6 +25,7 @@ mod clone;
 mod heartbeat;
 mod lease;
 pub mod meta;
+pub mod metrics;
 mod mutation;
 mod push;
 pub mod pushbuf;
@@ -39,6 +41,9 @@ use rpc::Rpc;
 use scrub::{ScrubConfig, Scrubber};
 use service::{ChunkServer, Shared};
 use store::Store;
+
+pub use metrics::Metrics;
+use prometheus_client::registry::Registry;
 
 /// Capacity of the queue of corruption reports waiting for the master.
 const CORRUPT_QUEUE: usize = 256;
@@ -81,6 +86,8 @@ pub struct Config {
     pub scrub_idle_ms: u64,
     /// Scrubber read rate, bytes/s (0 = unlimited).
     pub scrub_bytes_per_sec: u64,
+    /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`); None = off.
+    pub admin_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -103,6 +110,7 @@ impl Default for Config {
             scrub_interval_ms: 1_000,
             scrub_idle_ms: 60_000,
             scrub_bytes_per_sec: 16 << 20,
+            admin_listen: None,
         }
     }
 }
@@ -143,6 +151,8 @@ impl Config {
 pub struct ChunkserverHandle {
     /// Bound address of the ChunkService.
     pub addr: SocketAddr,
+    /// The bound admin HTTP address, if `admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
     /// Stable server id (from `data_dir/server-id`).
     pub id: String,
     /// The data folder.
@@ -174,12 +184,49 @@ impl ChunkserverHandle {
     pub fn chunk_path(&self, handle: u64) -> PathBuf {
         Store::chunk_path(&self.data_dir, handle)
     }
+
+    /// True while the server is registered with the master (`/readyz`).
+    pub fn is_registered(&self) -> bool {
+        self.shared.registered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Returns a readiness probe that outlives the handle.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let weak = Arc::downgrade(&self.shared);
+        move || weak.upgrade().is_some_and(|s| s.registered.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Opens the store, binds, serves the ChunkService and starts the heartbeat
 /// loop (registration is retried in the background until the master
-/// answers) and the push-buffer sweeper. Returns once listening.
+/// answers) and the push-buffer sweeper. Returns once listening. With
+/// `admin_listen` set, also serves `/metrics`, `/healthz` and `/readyz`
+/// (ready once registered with the master).
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<ChunkserverHandle> {
+    let admin = match &config.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
+    let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
+    if let Some((listener, addr)) = admin {
+        let admin = Admin::new(Arc::new(registry)).ready(handle.readiness());
+        tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
+        tracing::info!(%addr, "chunkserver admin http listening");
+        handle.admin_addr = Some(addr);
+    }
+    Ok(handle)
+}
+
+/// As [`start`], recording into `metrics` (registered by the caller, who
+/// serves the admin port; series are labelled with this server's
+/// advertised address); `admin_listen` is ignored.
+pub async fn start_with_metrics(
+    config: Config,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+) -> Result<ChunkserverHandle> {
     config.validate()?;
     let dir = config.data_dir.clone();
     let id = tokio::task::spawn_blocking(move || store::load_or_create_server_id(&dir))
@@ -201,6 +248,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
         corrupt_tx,
         load: AtomicU32::new(0),
         clones: tokio::sync::Semaphore::new(config.max_clones),
+        metrics: metrics.for_server(&advertise),
+        registered: std::sync::atomic::AtomicBool::new(false),
     });
     let server = serve(listener, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
     let tasks_token = shutdown.child_token();
@@ -226,6 +275,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
     tracing::info!(%addr, advertise = %advertise, server_id = %id, master = %config.master, "chunkserver listening");
     Ok(ChunkserverHandle {
         addr,
+        admin_addr: None,
         id,
         data_dir: config.data_dir,
         shared,

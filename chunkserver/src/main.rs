@@ -49,6 +49,9 @@ struct Args {
     /// Scrubber read rate in bytes/s (0 = unlimited).
     #[arg(long, env = "GFS_SCRUB_BYTES_PER_SEC", default_value_t = 16 << 20)]
     scrub_bytes_per_sec: u64,
+    /// Serve /metrics, /healthz and /readyz on this address (off if unset).
+    #[arg(long, env = "GFS_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -73,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         scrub_interval_ms: args.scrub_interval_ms,
         scrub_idle_ms: args.scrub_idle_ms,
         scrub_bytes_per_sec: args.scrub_bytes_per_sec,
+        admin_listen: args.admin_listen,
         ..Default::default()
     };
     let token = shutdown::on_signals();

@@ -66,7 +66,10 @@ impl Shared {
         let (handle, offset) = (m.handle, m.offset);
         let local = async {
             match data {
-                Some(d) => self.store.write(handle, offset, d).await,
+                Some(d) => {
+                    self.metrics.written_bytes.inc_by(d.len() as u64);
+                    self.store.write(handle, offset, d).await
+                }
                 None => self.store.pad(handle, offset).await,
             }
         };
@@ -159,6 +162,7 @@ impl Shared {
         let chunk_length = match MutationKind::try_from(req.kind) {
             Ok(MutationKind::Write) => {
                 let data = self.take_data(req.data_id, req.length)?;
+                self.metrics.written_bytes.inc_by(data.len() as u64);
                 self.store.write(req.handle, req.offset, data).await?
             }
             Ok(MutationKind::Pad) => {

@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub load: AtomicU32,
     /// Bounds concurrent clones on this server.
     pub clones: tokio::sync::Semaphore,
+    /// This server's metric series.
+    pub metrics: crate::metrics::ServerMetrics,
+    /// True while registered with the master (`/readyz`).
+    pub registered: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a request as in flight until dropped.
@@ -51,6 +55,12 @@ impl Drop for InFlight<'_> {
 }
 
 impl Shared {
+    /// Records whether the master knows this server.
+    pub(crate) fn set_registered(&self, yes: bool) {
+        self.registered.store(yes, Ordering::Relaxed);
+        self.metrics.registered.set(yes as i64);
+    }
+
     /// Reads from a replica; a checksum mismatch is also queued for the
     /// master.
     pub(crate) async fn read(&self, req: ReadRequest) -> Result<ReadResponse> {
@@ -58,7 +68,10 @@ impl Shared {
             return Err(Error::TooLarge { what: "read".into(), size: req.length, limit: MAX_IO_SIZE });
         }
         match self.store.read(req.handle, req.version, req.offset, req.length).await {
-            Ok((data, chunk_length)) => Ok(ReadResponse { data, chunk_length }),
+            Ok((data, chunk_length)) => {
+                self.metrics.read_bytes.inc_by(data.len() as u64);
+                Ok(ReadResponse { data, chunk_length })
+            }
             Err(e @ Error::Corrupt { .. }) => {
                 tracing::error!(handle = req.handle, error = %e, "corrupt chunk replica");
                 if self.corrupt_tx.try_send(req.handle).is_err() {
@@ -77,57 +90,61 @@ pub struct ChunkServer {
     pub(crate) shared: Arc<Shared>,
 }
 
-fn reply<T>(res: Result<T>) -> Result<Response<T>, Status> {
-    res.map(Response::new).map_err(Status::from)
-}
-
 #[tonic::async_trait]
 impl ChunkService for ChunkServer {
     async fn push_data(
         &self,
         request: Request<Streaming<PushDataFrame>>,
     ) -> Result<Response<PushDataResponse>, Status> {
+        let t = self.shared.metrics.rpc("PushData");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.push_data(request.into_inner()).await)
+        t.reply(self.shared.push_data(request.into_inner()).await)
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let t = self.shared.metrics.rpc("Write");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.write(request.into_inner()).await)
+        t.reply(self.shared.write(request.into_inner()).await)
     }
 
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        let t = self.shared.metrics.rpc("Append");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.append(request.into_inner()).await)
+        t.reply(self.shared.append(request.into_inner()).await)
     }
 
     async fn apply_mutation(
         &self,
         request: Request<ApplyMutationRequest>,
     ) -> Result<Response<ApplyMutationResponse>, Status> {
+        let t = self.shared.metrics.rpc("ApplyMutation");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.apply_mutation(request.into_inner()).await)
+        t.reply(self.shared.apply_mutation(request.into_inner()).await)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let t = self.shared.metrics.rpc("Read");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.read(request.into_inner()).await)
+        t.reply(self.shared.read(request.into_inner()).await)
     }
 
     async fn grant_lease(&self, request: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
+        let t = self.shared.metrics.rpc("GrantLease");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.grant_lease(request.into_inner()).await)
+        t.reply(self.shared.grant_lease(request.into_inner()).await)
     }
 
     async fn clone_chunk(&self, request: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
+        let t = self.shared.metrics.rpc("CloneChunk");
         let _f = InFlight::new(&self.shared.load);
-        reply(self.shared.clone_chunk(request.into_inner()).await)
+        t.reply(self.shared.clone_chunk(request.into_inner()).await)
     }
 
     async fn delete_chunks(
         &self,
         request: Request<DeleteChunksRequest>,
     ) -> Result<Response<DeleteChunksResponse>, Status> {
+        let t = self.shared.metrics.rpc("DeleteChunks");
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         let res = match self.shared.epoch.check(req.epoch) {
@@ -137,6 +154,6 @@ impl ChunkService for ChunkServer {
             }
             Err(e) => Err(e),
         };
-        reply(res)
+        t.reply(res)
     }
 }

@@ -347,6 +347,11 @@ impl Store {
         Ok(true)
     }
 
+    /// Number of published chunks.
+    pub fn published_count(&self) -> usize {
+        self.chunks.read().expect("store lock").values().filter(|c| c.is_published()).count()
+    }
+
     /// Returns a report of every published chunk.
     pub fn list(&self) -> Vec<ChunkReport> {
         let chunks: Vec<_> = self.chunks.read().expect("store lock").values().cloned().collect();

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gfs_common::DEFAULT_CHUNK_SIZE;
+use gfs_common::admin_http::{self, Admin};
 use gfs_common::shutdown::CancellationToken;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
 
 use crate::{Client, ClientConfig};
 
@@ -30,6 +33,9 @@ pub struct LocalClusterOptions {
     pub replication: Option<u32>,
     /// How long to wait for every chunkserver to register.
     pub ready_timeout: Duration,
+    /// Admin HTTP address (`/metrics` of the master and every chunkserver,
+    /// `/healthz`, `/readyz`); None = off.
+    pub admin_listen: Option<String>,
 }
 
 impl LocalClusterOptions {
@@ -42,6 +48,7 @@ impl LocalClusterOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             replication: None,
             ready_timeout: Duration::from_secs(30),
+            admin_listen: None,
         }
     }
 }
@@ -54,6 +61,8 @@ pub struct LocalCluster {
     pub chunkserver_addrs: Vec<SocketAddr>,
     /// Root data dir.
     pub data_dir: PathBuf,
+    /// The bound admin HTTP address, if `admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     master: gfs_master::MasterHandle,
     chunkservers: Vec<gfs_chunkserver::ChunkserverHandle>,
@@ -69,7 +78,15 @@ impl LocalCluster {
         let replication = opts.replication.unwrap_or_else(|| opts.chunkservers.min(3) as u32);
         let master_dir = opts.data_dir.join("master");
         std::fs::create_dir_all(&master_dir).with_context(|| format!("{}", master_dir.display()))?;
-        let master = gfs_master::start(
+        let admin = match &opts.admin_listen {
+            Some(a) => Some(gfs_common::net::bind(a).await.context("cannot bind the admin address")?),
+            None => None,
+        };
+        // One registry for every component; chunkserver series carry `server`.
+        let mut registry = Registry::default();
+        let master_metrics = gfs_master::Metrics::default().register(&mut registry);
+        let cs_metrics = gfs_chunkserver::Metrics::default().register(&mut registry);
+        let master = gfs_master::start_with_metrics(
             gfs_master::Config {
                 listen: opts.listen.clone(),
                 data_dir: master_dir,
@@ -78,6 +95,7 @@ impl LocalCluster {
                 ..Default::default()
             },
             shutdown.clone(),
+            master_metrics,
         )
         .await
         .context("cannot start master")?;
@@ -93,7 +111,7 @@ impl LocalCluster {
                 zone: format!("zone-{i}"),
                 ..Default::default()
             };
-            match gfs_chunkserver::start(cfg, shutdown.clone()).await {
+            match gfs_chunkserver::start_with_metrics(cfg, shutdown.clone(), cs_metrics.clone()).await {
                 Ok(h) => chunkservers.push(h),
                 Err(e) => {
                     shutdown.cancel();
@@ -101,7 +119,18 @@ impl LocalCluster {
                 }
             }
         }
+        let admin_addr = admin.map(|(listener, addr)| {
+            let probes: Vec<_> = chunkservers.iter().map(|c| c.readiness()).collect();
+            let token = shutdown.clone();
+            let admin = Admin::new(Arc::new(std::mem::take(&mut registry)))
+                .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()))
+                .refresh(master.metrics_refresher());
+            tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));
+            tracing::info!(%addr, "admin http listening");
+            addr
+        });
         let cluster = LocalCluster {
+            admin_addr,
             master_addr,
             chunkserver_addrs: chunkservers.iter().map(|c| c.addr).collect(),
             data_dir: opts.data_dir.clone(),

@@ -4,11 +4,13 @@
 //!   and from `tonic::Status`.
 //! - [`path`]: the namespace path rules (absolute, no `.`/`..`, no empty parts).
 //! - [`net`]: listeners with a connection limit, channels with deadlines.
+//! - [`admin_http`]: `/metrics`, `/healthz`, `/readyz` on the admin port.
 //! - [`bufpool`]: reusable byte buffers for the data path.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`telemetry`]: tracing setup.
 //! - [`throttle`]: byte-rate pacing for background copies.
 
+pub mod admin_http;
 pub mod bufpool;
 pub mod error;
 pub mod net;

@@ -231,19 +231,24 @@ async fn corrupt_replica_is_detected_reported_and_bypassed() {
     std::fs::write(&path, &bytes).unwrap();
 
     // Fresh clients pick replicas in random order; every read must return
-    // the right bytes, and once one has hit the corrupt replica the master
-    // stops listing it.
+    // the right bytes. Once one has hit the corrupt replica it is reported:
+    // the master stops listing it and has it deleted, and repair may already
+    // have cloned a good copy back onto the same server. Either way the
+    // flipped byte is gone from that server's disk.
     let mut reported = false;
     for _ in 0..60 {
         let c = cluster.client();
         assert_eq!(c.read_all("/c").await.unwrap(), data);
         let now = c.stat("/c").await.unwrap();
-        if !now.chunks[0].replicas.iter().any(|r| r.address == victim_addr) {
+        let listed = now.chunks[0].replicas.iter().any(|r| r.address == victim_addr);
+        let on_disk = std::fs::read(&path).ok();
+        let still_corrupt = on_disk.as_ref().is_some_and(|b| b.get(1000) == Some(&bytes[1000]));
+        if !listed || !still_corrupt {
             reported = true;
             break;
         }
     }
-    assert!(reported, "corrupt replica still listed after 60 reads");
+    assert!(reported, "corrupt replica still listed and on disk after 60 reads");
     cluster.shutdown().await.unwrap();
 }
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: ServerLimits,
     /// Self-healing: repair queue, clones, GC, rebalancing, hot chunks.
     pub heal: HealConfig,
+    /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`); None = off.
+    pub admin_listen: Option<String>,
 }
 
 /// Self-healing knobs (issue 4). `Default` gives production values.
@@ -97,6 +99,7 @@ impl Default for Config {
             max_recent_creations: 32,
             limits: ServerLimits::default(),
             heal: HealConfig::default(),
+            admin_listen: None,
         }
     }
 }

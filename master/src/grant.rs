@@ -270,6 +270,7 @@ impl Shared {
         let c = meta.chunks.get_mut(handle).expect("present");
         if let Some((primary, sent_at)) = g.primary {
             info!(chunk = handle, version, primary = %primary, "lease granted");
+            self.metrics.lease_grants.inc();
             c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
             c.lease_holders = g.ok.iter().cloned().collect();
         }

@@ -13,6 +13,7 @@ pub mod heal;
 pub mod hidden;
 pub mod lease;
 pub mod locks;
+pub mod metrics;
 pub mod namespace;
 pub mod oplog;
 pub mod placement;
@@ -26,6 +27,7 @@ pub mod state;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gfs_common::admin_http::{self, Admin};
 use gfs_common::net::{bind, limited_incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
@@ -34,6 +36,8 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 pub use config::{Config, HealConfig};
+pub use metrics::Metrics;
+use prometheus_client::registry::Registry;
 
 use crate::gc::GcWorker;
 use crate::heal::RepairWorker;
@@ -46,10 +50,24 @@ use crate::state::Shared;
 pub struct MasterHandle {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The bound admin HTTP address, if `admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
     task: JoinHandle<Result<()>>,
 }
 
 impl MasterHandle {
+    /// Returns a hook that refreshes the state-derived gauges (run it
+    /// before each scrape; see [`metrics::Metrics::refresh`]).
+    pub fn metrics_refresher(&self) -> impl Fn() + Send + Sync + 'static {
+        let weak = Arc::downgrade(&self.shared);
+        move || {
+            if let Some(s) = weak.upgrade() {
+                s.metrics.refresh(&s);
+            }
+        }
+    }
+
     /// Resolves after graceful shutdown finished: the server stopped,
     /// in-flight requests completed, the log was flushed, fsynced and
     /// checkpointed.
@@ -63,8 +81,30 @@ impl MasterHandle {
 pub const HANDLE_EPOCH_SHIFT: u32 = 40;
 
 /// Validates the config, recovers state, bumps the epoch, binds and serves
-/// until `shutdown` is cancelled.
+/// until `shutdown` is cancelled. With `admin_listen` set, also serves
+/// `/metrics`, `/healthz` and `/readyz` there.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<MasterHandle> {
+    let admin = match &config.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
+    let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
+    if let Some((listener, addr)) = admin {
+        let token = shutdown.clone();
+        let admin =
+            Admin::new(Arc::new(registry)).ready(move || !token.is_cancelled()).refresh(handle.metrics_refresher());
+        tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
+        info!(%addr, "master admin http listening");
+        handle.admin_addr = Some(addr);
+    }
+    Ok(handle)
+}
+
+/// As [`start`], recording into `metrics` (registered by the caller, who
+/// serves the admin port); `admin_listen` is ignored.
+pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, metrics: Metrics) -> Result<MasterHandle> {
     config.validate()?;
     // Bind first so that a busy port fails fast, before touching the data dir.
     let (listener, addr) = bind(&config.listen).await?;
@@ -77,12 +117,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
     })
     .await
     .map_err(|e| Error::Internal(format!("recovery task: {e}")))??;
-    let oplog = Oplog::open(&config.data_dir, last_seq + 1)?;
+    let oplog = Oplog::open_with(&config.data_dir, last_seq + 1, metrics.oplog_fsync.clone())?;
     let mut meta = meta;
     // Handles carry the epoch in their high bits, so a handle allocated by
     // an earlier master life (possibly never logged) is never reused.
     meta.chunks.bump_next_handle(epoch << HANDLE_EPOCH_SHIFT);
-    let shared = Arc::new(Shared::new(config.clone(), epoch, meta, oplog));
+    let shared = Arc::new(Shared::new(config.clone(), epoch, meta, oplog, metrics));
     // Compact the replayed log into a fresh checkpoint.
     shared.checkpoint().await?;
     info!(%addr, epoch, data_dir = %config.data_dir.display(), "master listening");
@@ -95,6 +135,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let limits = config.limits;
+    let handle_shared = shared.clone();
     let task = tokio::spawn(async move {
         let served = server_builder(&limits)
             .add_service(svc)
@@ -110,7 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
         served?;
         closed
     });
-    Ok(MasterHandle { addr, task })
+    Ok(MasterHandle { addr, admin_addr: None, shared: handle_shared, task })
 }
 
 /// Starts the master and waits until it has shut down.

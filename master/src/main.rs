@@ -57,6 +57,9 @@ struct Args {
     /// Read lookups (decaying) that make a chunk hot (0 = off).
     #[arg(long, env = "GFS_HOT_READS", default_value_t = 1_000)]
     hot_reads: u32,
+    /// Serve /metrics, /healthz and /readyz on this address (off if unset).
+    #[arg(long, env = "GFS_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_ms: args.heartbeat_ms,
         dead_after_ms: args.dead_after_ms,
         checkpoint_every: args.checkpoint_every,
+        admin_listen: args.admin_listen,
         heal: gfs_master::HealConfig {
             scan_ms: args.heal_scan_ms,
             repair_delay_ms: args.repair_delay_ms,

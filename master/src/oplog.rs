@@ -32,12 +32,25 @@ enum Cmd {
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
-#[derive(Default)]
 struct Stats {
     last_seq: AtomicU64,
     since_checkpoint: AtomicU64,
     fsyncs: AtomicU64,
     poisoned: AtomicBool,
+    /// Group fsync latency (`gfs_master_oplog_fsync_seconds`).
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Stats {
+    fn with_histogram(fsync_seconds: prometheus_client::metrics::histogram::Histogram) -> Self {
+        Stats {
+            last_seq: AtomicU64::new(0),
+            since_checkpoint: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            fsync_seconds,
+        }
+    }
 }
 
 /// Handle to the log writer.
@@ -213,7 +226,9 @@ impl Writer {
         if self.waiting.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let res = self.file.write_all(&self.buf).and_then(|_| self.file.sync_data());
+        self.stats.fsync_seconds.observe(started.elapsed().as_secs_f64());
         self.buf.clear();
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         let waiting = std::mem::take(&mut self.waiting);
@@ -291,8 +306,17 @@ impl Writer {
 impl Oplog {
     /// Starts a writer on a fresh segment `log.<next_seq>` in `dir`.
     pub fn open(dir: &Path, next_seq: u64) -> Result<Oplog> {
+        Self::open_with(dir, next_seq, prometheus_client::metrics::histogram::Histogram::new([0.001]))
+    }
+
+    /// As [`Oplog::open`], observing each group write + fsync in `fsync_seconds`.
+    pub fn open_with(
+        dir: &Path,
+        next_seq: u64,
+        fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+    ) -> Result<Oplog> {
         let file = Writer::open_segment(dir, next_seq)?;
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::with_histogram(fsync_seconds));
         stats.last_seq.store(next_seq - 1, Ordering::Release);
         let (tx, rx) = mpsc::channel(1024);
         let w = Writer {

@@ -37,10 +37,6 @@ pub struct Service {
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
-fn reply<T>(r: Result<T>) -> Reply<T> {
-    r.map(Response::new).map_err(Into::into)
-}
-
 impl Service {
     /// Wraps the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
@@ -179,107 +175,125 @@ impl Service {
 impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
-        reply(self.do_mkdir(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Mkdir");
+        t.reply(self.do_mkdir(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
-        reply(self.do_create(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Create");
+        t.reply(self.do_create(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        reply(self.do_delete(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Delete");
+        t.reply(self.do_delete(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
     async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
-        reply(self.do_rename(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Rename");
+        t.reply(self.do_rename(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
-        reply(self.do_list(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("List");
+        t.reply(self.do_list(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
+        let t = self.shared.metrics.rpc("Stat");
         let r = self.chunks(&req.get_ref().path, 0, 0, false).await;
-        reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
+        t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
+        let t = self.shared.metrics.rpc("GetChunks");
         let q = req.into_inner();
         let r = self.chunks(&q.path, q.start_index, q.count, true).await;
-        reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
+        t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
     async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
+        let t = self.shared.metrics.rpc("GetWriteLease");
         let q = req.into_inner();
         let r = async {
             let path = normalize(&q.path)?;
             self.shared.lease_at(&path, |c| write_target(c, q.index, q.create_missing)).await
         };
-        reply(r.await.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
+        t.reply(r.await.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
+        let t = self.shared.metrics.rpc("GetAppendLease");
         let q = req.into_inner();
         let r = async {
             let path = normalize(&q.path)?;
             self.shared.lease_at(&path, |c| append_target(c, q.after_index)).await
         };
-        reply(r.await.map(|(lease, chunk_size)| GetAppendLeaseResponse { lease: Some(lease), chunk_size }))
+        t.reply(r.await.map(|(lease, chunk_size)| GetAppendLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_length(&self, req: Request<ReportLengthRequest>) -> Reply<ReportLengthResponse> {
-        reply(self.do_report_length(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("ReportLength");
+        t.reply(self.do_report_length(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_corrupt(&self, req: Request<ReportCorruptRequest>) -> Reply<ReportCorruptResponse> {
-        reply(self.do_report_corrupt(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("ReportCorrupt");
+        t.reply(self.do_report_corrupt(req.into_inner()).await)
     }
 
     #[instrument(skip_all)]
     async fn register(&self, req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
-        reply(self.shared.register(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Register");
+        t.reply(self.shared.register(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
-        reply(self.shared.heartbeat(req.into_inner()).await)
+        let t = self.shared.metrics.rpc("Heartbeat");
+        t.reply(self.shared.heartbeat(req.into_inner()).await)
     }
 
     #[instrument(skip_all)]
     async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
-        Ok(Response::new(self.shared.cluster_status()))
+        let t = self.shared.metrics.rpc("ClusterStatus");
+        t.reply(Ok(self.shared.cluster_status()))
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
+        let t = self.shared.metrics.rpc("Decommission");
         let r = self.shared.decommission(&req.get_ref().server).await;
-        reply(r.map(|s| DecommissionResponse { server: Some(s) }))
+        t.reply(r.map(|s| DecommissionResponse { server: Some(s) }))
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
+        let t = self.shared.metrics.rpc("Recommission");
         let r = self.shared.recommission(&req.get_ref().server).await;
-        reply(r.map(|s| RecommissionResponse { server: Some(s) }))
+        t.reply(r.map(|s| RecommissionResponse { server: Some(s) }))
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
+        let t = self.shared.metrics.rpc("MarkLost");
         let r = self.shared.mark_lost(&req.get_ref().server);
-        reply(r.map(|(s, n)| MarkLostResponse { server: Some(s), chunks_queued: n }))
+        t.reply(r.map(|(s, n)| MarkLostResponse { server: Some(s), chunks_queued: n }))
     }
 
     #[instrument(skip_all)]
     async fn repair_events(&self, _req: Request<RepairEventsRequest>) -> Reply<RepairEventsResponse> {
-        Ok(Response::new(self.shared.repair_events()))
+        let t = self.shared.metrics.rpc("RepairEvents");
+        t.reply(Ok(self.shared.repair_events()))
     }
 }

@@ -224,13 +224,15 @@ pub struct Shared {
     pub oplog: Oplog,
     /// Calls to chunkservers.
     pub rpc: ChunkRpc,
+    /// Prometheus families.
+    pub metrics: crate::metrics::Metrics,
     chunk_locks: Vec<tokio::sync::Mutex<()>>,
     checkpoint_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
     /// Wraps recovered metadata and an open log.
-    pub fn new(cfg: Config, epoch: u64, meta: Meta, oplog: Oplog) -> Self {
+    pub fn new(cfg: Config, epoch: u64, meta: Meta, oplog: Oplog, metrics: crate::metrics::Metrics) -> Self {
         let rpc = ChunkRpc::new(Duration::from_millis(cfg.rpc_timeout_ms));
         Shared {
             cfg,
@@ -240,6 +242,7 @@ impl Shared {
             locks: LockManager::new(),
             oplog,
             rpc,
+            metrics,
             chunk_locks: (0..CHUNK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             checkpoint_lock: Arc::new(tokio::sync::Mutex::new(())),
         }

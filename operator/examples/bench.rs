@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let op = Kill(
         Command::new(bin("gfs-operator"))
             .args(["run", "--master-override", &master, "--namespace", &ns, "--lease-namespace", &ns])
-            .args(["--metrics-listen", "127.0.0.1:0", "--requeue-seconds", "10"])
+            .args(["--admin-listen", "127.0.0.1:0", "--requeue-seconds", "10"])
             .env("KUBECONFIG", &kc)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -61,6 +61,30 @@ pub async fn run(
     metrics: metrics::Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_readiness(client, cfg, metrics, shutdown, http::Readiness::default()).await
+}
+
+/// As [`run`], reporting readiness: true from the start of leader election
+/// (standing by or leading) until the operator stops.
+pub async fn run_with_readiness(
+    client: Client,
+    cfg: RunConfig,
+    metrics: metrics::Metrics,
+    shutdown: CancellationToken,
+    ready: http::Readiness,
+) -> anyhow::Result<()> {
+    ready.set(true);
+    let res = lead(client, cfg, metrics, shutdown).await;
+    ready.set(false);
+    res
+}
+
+async fn lead(
+    client: Client,
+    cfg: RunConfig,
+    metrics: metrics::Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let elector = leader::LeaderElector::new(client.clone(), cfg.lease.clone());
     tokio::select! {
         _ = elector.acquire() => {}

@@ -45,9 +45,10 @@ struct RunArgs {
     /// Requeue period of a healthy cluster, in seconds.
     #[arg(long, env = "GFS_OPERATOR_REQUEUE_SECONDS", default_value_t = 10)]
     requeue_seconds: u64,
-    /// Serve /metrics and /health here.
-    #[arg(long, env = "GFS_OPERATOR_METRICS", default_value = "0.0.0.0:8080")]
-    metrics_listen: String,
+    /// Serve /metrics, /healthz and /readyz here (`--metrics-listen` is the
+    /// older name; `/health` stays an alias of `/healthz`).
+    #[arg(long, alias = "metrics-listen", env = "GFS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: String,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -73,10 +74,12 @@ async fn main() -> anyhow::Result<()> {
             cfg.controller.requeue = Duration::from_secs(a.requeue_seconds.max(1));
             let mut registry = prometheus_client::registry::Registry::default();
             let metrics = Metrics::default().register(&mut registry);
-            let listener = tokio::net::TcpListener::bind(&a.metrics_listen).await?;
-            tokio::spawn(http::serve(listener, Arc::new(registry)));
+            let shutdown = shutdown::on_signals();
+            let listener = tokio::net::TcpListener::bind(&a.admin_listen).await?;
+            let ready = http::Readiness::default();
+            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), shutdown.clone()));
             let client = kube::Client::try_default().await?;
-            gfs_operator::run(client, cfg, metrics, shutdown::on_signals()).await
+            gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }
     }
 }

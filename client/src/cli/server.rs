@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Default replication [default: min(3, N)].
     #[arg(long, value_name = "R")]
     pub replication: Option<u32>,
+    /// Serve /metrics (master and every chunkserver), /healthz and /readyz here.
+    #[arg(long, env = "GFS_ADMIN_LISTEN", value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
     /// Write the master address to this file once ready.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -40,6 +43,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     opts.listen = args.listen.clone();
     opts.chunk_size = args.chunk_size;
     opts.replication = args.replication;
+    opts.admin_listen = args.admin_listen.clone();
     let cluster = LocalCluster::start(opts, shutdown.clone()).await?;
     println!(
         "gfs server ready: master {}, {} chunkservers, data {}",
@@ -47,6 +51,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.chunkservers,
         args.data_dir.display()
     );
+    if let Some(a) = cluster.admin_addr {
+        println!("gfs server admin: http://{a}/metrics");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     if let Some(path) = &args.ready_file {

@@ -357,3 +357,32 @@ pub fn cluster_json(name: &str, chunkservers: i32) -> serde_json::Value {
         }
     })
 }
+
+/// The repository root (for tests outside `kube.rs`).
+pub fn repo_root() -> PathBuf {
+    root()
+}
+
+/// Path of a workspace binary built by `cargo build --workspace --bins`.
+pub fn bin_path(name: &str) -> PathBuf {
+    bin(name)
+}
+
+/// A client authenticated with a bound token (TokenRequest API) of the
+/// ServiceAccount `ns/name`.
+pub async fn sa_client(admin: &Client, ns: &str, name: &str) -> Client {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let tr: serde_json::Value = sas
+        .create_subresource(
+            "token",
+            name,
+            &PostParams::default(),
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}),
+        )
+        .await
+        .unwrap();
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let mut cfg = config().await;
+    cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    Client::try_from(cfg).unwrap()
+}

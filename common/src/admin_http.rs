@@ -1,0 +1,273 @@
+//! The admin HTTP port of every component: `/metrics` (OpenMetrics text of
+//! a `prometheus-client` registry), `/healthz` (200 while the process
+//! serves) and `/readyz` (200 once the component can do its job).
+//!
+//! Plain HTTP/1.1 on a tokio listener, one request per connection, no
+//! framework: the surface is three GETs and must stay dependency-light.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::Result;
+use crate::net::bind;
+
+/// Content type of `/metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Largest request head read (request line and headers).
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// A request must arrive within this time.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Readiness probe: true once the component can do its job.
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Hook run before each `/metrics` encoding (refreshes derived gauges).
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+
+/// What the admin port serves.
+#[derive(Clone)]
+pub struct Admin {
+    /// Encoded on `/metrics`.
+    pub registry: Arc<Registry>,
+    /// Answers `/readyz`.
+    pub ready: Ready,
+    /// Run before each scrape, if set.
+    pub refresh: Option<Refresh>,
+}
+
+impl Admin {
+    /// An admin surface that is always ready.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry, ready: Arc::new(|| true), refresh: None }
+    }
+
+    /// Sets the readiness probe.
+    pub fn ready(mut self, ready: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.ready = Arc::new(ready);
+        self
+    }
+
+    /// Sets the pre-scrape hook.
+    pub fn refresh(mut self, refresh: impl Fn() + Send + Sync + 'static) -> Self {
+        self.refresh = Some(Arc::new(refresh));
+        self
+    }
+
+    /// Answers one request line (`GET /path HTTP/1.1`): status, content type, body.
+    pub fn respond(&self, request_line: &str) -> (&'static str, &'static str, String) {
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("");
+        let target = parts.next().unwrap_or("");
+        let path = target.split('?').next().unwrap_or("");
+        if method != "GET" && method != "HEAD" {
+            return ("405 Method Not Allowed", "text/plain", "only GET\n".into());
+        }
+        match path {
+            "/metrics" => {
+                if let Some(r) = &self.refresh {
+                    r();
+                }
+                let mut out = String::new();
+                match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+                    Ok(()) => ("200 OK", OPENMETRICS_CONTENT_TYPE, out),
+                    Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+                }
+            }
+            "/healthz" | "/health" | "/livez" => ("200 OK", "text/plain", "ok\n".into()),
+            "/readyz" | "/ready" => {
+                if (self.ready)() {
+                    ("200 OK", "text/plain", "ready\n".into())
+                } else {
+                    ("503 Service Unavailable", "text/plain", "not ready\n".into())
+                }
+            }
+            _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        }
+    }
+}
+
+/// Binds `addr` and serves `admin` until `shutdown` is cancelled. Returns the
+/// bound address (use port 0 in tests).
+pub async fn serve(addr: &str, admin: Admin, shutdown: CancellationToken) -> Result<SocketAddr> {
+    let (listener, local) = bind(addr).await?;
+    info!(addr = %local, "admin http listening");
+    tokio::spawn(serve_listener(listener, admin, shutdown));
+    Ok(local)
+}
+
+/// Serves an already bound listener until `shutdown` is cancelled.
+pub async fn serve_listener(listener: TcpListener, admin: Admin, shutdown: CancellationToken) {
+    loop {
+        let sock = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    debug!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(sock, &admin).await {
+                debug!(error = %e, "admin request failed");
+            }
+        });
+    }
+}
+
+async fn handle(mut sock: TcpStream, admin: &Admin) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(Some(i));
+            }
+            if buf.len() > MAX_REQUEST {
+                return Ok(None);
+            }
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timeout"))??;
+    let Some(end) = head_end else {
+        let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        return Ok(());
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let line = head.lines().next().unwrap_or("");
+    let (status, ctype, body) = admin.respond(line);
+    let head_only = line.starts_with("HEAD ");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(resp.as_bytes()).await?;
+    if !head_only {
+        sock.write_all(body.as_bytes()).await?;
+    }
+    sock.shutdown().await
+}
+
+/// `grpc-status` name of a tonic code, as Go's `codes.Code.String()`
+/// (`OK`, `NotFound`, ...), for the `code` label of RPC metrics.
+pub fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Latency buckets of RPC histograms, in seconds.
+pub const RPC_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A tiny HTTP GET for tests and probes: returns (status code, body).
+pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut sock = TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Sums every sample of `name` (exact metric name, any labels) whose label
+/// text contains all of `labels` (e.g. `missing="1"`), in an OpenMetrics
+/// body. `None` if no sample matched.
+pub fn sample_sum(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let mut sum = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, l)) => (m, l),
+            None => (series, ""),
+        };
+        if metric != name || !labels.iter().all(|l| label_text.contains(l)) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let mut reg = Registry::default();
+        let c: Counter = Counter::default();
+        reg.register("gfs_test_things", "Things", c.clone());
+        c.inc_by(3);
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = ready.clone();
+        let admin = Admin::new(Arc::new(reg)).ready(move || r2.load(std::sync::atomic::Ordering::Relaxed));
+        let token = CancellationToken::new();
+        let addr = serve("127.0.0.1:0", admin, token.clone()).await.unwrap();
+        let (s, body) = get(addr, "/metrics").await.unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(sample_sum(&body, "gfs_test_things_total", &[]), Some(3.0));
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
+        assert_eq!(get(addr, "/readyz").await.unwrap().0, 503);
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(get(addr, "/readyz").await.unwrap().0, 200);
+        assert_eq!(get(addr, "/nope").await.unwrap().0, 404);
+        token.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(get(addr, "/healthz").await.is_err());
+    }
+
+    #[test]
+    fn sums_samples() {
+        let body = "# TYPE x gauge\nx{missing=\"1\"} 2\nx{missing=\"2\"} 3\ny 1\n# EOF\n";
+        assert_eq!(sample_sum(body, "x", &[]), Some(5.0));
+        assert_eq!(sample_sum(body, "x", &["missing=\"2\""]), Some(3.0));
+        assert_eq!(sample_sum(body, "z", &[]), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! Prometheus metrics of the master (`gfs_master_*`).
+//!
+//! Counters and histograms are updated where things happen; the gauges
+//! derived from the chunk table (chunks, backlog, deficits, clones,
+//! heartbeat ages) are refreshed from [`Shared::cluster_status`] by
+//! [`Metrics::refresh`], which the admin port runs before every scrape.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use gfs_common::admin_http::{RPC_BUCKETS, code_label};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tonic::{Response, Status};
+
+use crate::state::Shared;
+
+/// Labels of the RPC counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// gRPC method name (`Create`, `Heartbeat`, ...).
+    pub method: String,
+    /// gRPC status (`OK`, `NotFound`, ...).
+    pub code: String,
+}
+
+/// Label of the RPC latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// gRPC method name.
+    pub method: String,
+}
+
+/// Label of the deficit gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MissingLabel {
+    /// Replicas missing.
+    pub missing: String,
+}
+
+/// Label of per-chunkserver gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    /// Advertised address of the chunkserver.
+    pub server: String,
+}
+
+/// Families of the master. Cheap to clone (every family is an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    /// RPCs handled, by method and status code.
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    /// RPC latency by method.
+    pub rpc_duration: Family<MethodLabel, Histogram>,
+    /// Leases granted (a primary was chosen).
+    pub lease_grants: Counter,
+    /// Operation-log group fsync latency.
+    pub oplog_fsync: Histogram,
+    /// Chunks in the chunk table.
+    pub chunks: Gauge,
+    /// Chunks short of replicas, by replicas missing.
+    pub under_replicated: Family<MissingLabel, Gauge>,
+    /// Bytes of the chunks short of replicas (replication lag).
+    pub backlog_bytes: Gauge,
+    /// Chunks short of replicas.
+    pub backlog_chunks: Gauge,
+    /// Clones in flight.
+    pub active_clones: Gauge,
+    /// Chunkservers alive.
+    pub chunkservers_alive: Gauge,
+    /// Seconds since each chunkserver's last heartbeat.
+    pub heartbeat_age: Family<ServerLabel, Gauge<f64, AtomicU64>>,
+    /// Deficit sizes reported so far (kept at 0 once repaired).
+    seen_missing: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            rpc_requests: Family::default(),
+            rpc_duration: Family::new_with_constructor(|| Histogram::new(RPC_BUCKETS)),
+            lease_grants: Counter::default(),
+            oplog_fsync: Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]),
+            chunks: Gauge::default(),
+            under_replicated: Family::default(),
+            backlog_bytes: Gauge::default(),
+            backlog_chunks: Gauge::default(),
+            active_clones: Gauge::default(),
+            chunkservers_alive: Gauge::default(),
+            heartbeat_age: Family::default(),
+            seen_missing: Arc::new(Mutex::new(BTreeSet::from([1]))),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every family under `gfs_master`.
+    pub fn register(self, registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("gfs_master");
+        r.register("rpc_requests", "RPCs handled by method and status code", self.rpc_requests.clone());
+        r.register("rpc_duration_seconds", "RPC latency by method", self.rpc_duration.clone());
+        r.register("lease_grants", "Leases granted to a primary", self.lease_grants.clone());
+        r.register("oplog_fsync_seconds", "Operation-log group fsync latency", self.oplog_fsync.clone());
+        r.register("chunks", "Chunks in the chunk table", self.chunks.clone());
+        r.register(
+            "under_replicated_chunks",
+            "Chunks short of replicas by replicas missing",
+            self.under_replicated.clone(),
+        );
+        r.register("replication_backlog_bytes", "Bytes of under-replicated chunks", self.backlog_bytes.clone());
+        r.register("replication_backlog_chunks", "Under-replicated chunks", self.backlog_chunks.clone());
+        r.register("active_clones", "Chunk clones in flight", self.active_clones.clone());
+        r.register("chunkservers_alive", "Chunkservers alive", self.chunkservers_alive.clone());
+        r.register(
+            "chunkserver_heartbeat_age_seconds",
+            "Seconds since the chunkserver's last heartbeat",
+            self.heartbeat_age.clone(),
+        );
+        self
+    }
+
+    /// Starts timing an RPC; finish it with [`RpcTimer::reply`].
+    pub fn rpc(&self, method: &'static str) -> RpcTimer {
+        RpcTimer { metrics: self.clone(), method, start: Instant::now(), code: None }
+    }
+
+    /// Sets the gauges derived from the master state.
+    pub fn refresh(&self, shared: &Shared) {
+        let st = shared.cluster_status();
+        self.chunks.set(st.chunk_count as i64);
+        self.backlog_bytes.set(st.replication_backlog_bytes as i64);
+        self.backlog_chunks.set(st.replication_backlog_chunks as i64);
+        self.active_clones.set(st.active_clones as i64);
+        self.chunkservers_alive.set(st.servers.iter().filter(|s| s.alive).count() as i64);
+        let mut seen = self.seen_missing.lock().unwrap_or_else(|e| e.into_inner());
+        for m in seen.iter() {
+            self.under_replicated.get_or_create(&MissingLabel { missing: m.to_string() }).set(0);
+        }
+        for d in &st.deficits {
+            seen.insert(d.missing);
+            self.under_replicated.get_or_create(&MissingLabel { missing: d.missing.to_string() }).set(d.chunks as i64);
+        }
+        drop(seen);
+        self.heartbeat_age.clear();
+        for s in &st.servers {
+            if let Some(info) = &s.server {
+                let age = s.last_heartbeat_ms_ago as f64 / 1000.0;
+                self.heartbeat_age.get_or_create(&ServerLabel { server: info.address.clone() }).set(age);
+            }
+        }
+    }
+}
+
+/// Records one RPC's count and latency when dropped; an RPC dropped before
+/// [`RpcTimer::reply`] (client gone) counts as `Canceled`.
+pub struct RpcTimer {
+    metrics: Metrics,
+    method: &'static str,
+    start: Instant,
+    code: Option<tonic::Code>,
+}
+
+impl RpcTimer {
+    /// Maps the handler result to a reply and records its status.
+    pub fn reply<T>(mut self, r: gfs_common::Result<T>) -> Result<Response<T>, Status> {
+        let r = r.map(Response::new).map_err(Status::from);
+        self.code = Some(r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok));
+        r
+    }
+}
+
+impl Drop for RpcTimer {
+    fn drop(&mut self) {
+        let code = code_label(self.code.unwrap_or(tonic::Code::Cancelled));
+        self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method.into(), code: code.into() }).inc();
+        self.metrics
+            .rpc_duration
+            .get_or_create(&MethodLabel { method: self.method.into() })
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
