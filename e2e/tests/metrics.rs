@@ -3,44 +3,14 @@
 //! their values move (writes, reads, a killed chunkserver and its repair).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gfs_client::{Client, ClientConfig};
 use gfs_common::admin_http::{get, sample_sum};
+use gfs_e2e::{Proc, bin, free_addr};
 
 const CHUNK: usize = 64 * 1024;
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        Proc(cmd.stdout(out).stderr(err).spawn().expect("spawn"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn client(master: &str) -> Client {
     let mut cfg = ClientConfig::new(master.to_string());

@@ -2,41 +2,16 @@
 //! `gfs-chunkserver`s on loopback, hundreds of 64 KiB chunks, `kill -9`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use gfs_client::{Client, ClientConfig, ServerState};
+use gfs_e2e::{Proc, bin};
 use gfs_proto::RepairReason;
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 const CHUNK: usize = 64 * 1024;
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        Proc(cmd.stdout(out).stderr(err).spawn().expect("spawn"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Procs {
     dir: tempfile::TempDir,
@@ -45,14 +20,10 @@ struct Procs {
     servers: Vec<Option<Proc>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Procs {
     fn start(n: usize, master_args: &[&str]) -> Procs {
         let dir = tempfile::tempdir().unwrap();
-        let master = format!("127.0.0.1:{}", free_port());
+        let master = gfs_e2e::free_addr().to_string();
         let m = Proc::spawn(
             Command::new(bin("gfs-master"))
                 .args(["--listen", &master, "--chunk-size", "64KiB", "--heartbeat-ms", "100"])
