@@ -243,6 +243,29 @@ async fn all_in_one_server_serves_every_component() {
     assert_eq!(servers.len(), 3, "one series per chunkserver: {body}");
     assert!(value(&body, "gfs_chunkserver_written_bytes_total", &[]) >= 3.0 * 2.0 * CHUNK as f64);
     assert!(value(&body, "gfs_chunkserver_rpc_requests_total", &["method=\"Write\"", "code=\"OK\""]) >= 2.0);
+    dashboard_metrics_exist(&body);
+}
+
+/// Every master and chunkserver metric the shipped Grafana dashboard
+/// queries is a family the components export.
+fn dashboard_metrics_exist(scrape: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dash = std::fs::read_to_string(root.join("charts/gfs-operator/dashboards/gfs-overview.json")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, _) in dash.match_indices("gfs_") {
+        let name: String =
+            dash[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+        let family = ["_bucket", "_total", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_string();
+        names.insert(family);
+    }
+    assert!(names.len() >= 10, "dashboard queries too few metrics: {names:?}");
+    for n in &names {
+        assert!(scrape.contains(&format!("# TYPE {n} ")), "dashboard metric {n} is not exported");
+    }
 }
 
 /// `fut.map_eq(v)`: a future of `fut == v`.

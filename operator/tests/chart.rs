@@ -230,9 +230,16 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     // Every option on, watching only the release namespace: namespaced Roles.
     let ns2 = namespace(&admin, "chart-all").await;
     let all = render("gfs", &ns2, &["-f", ALL_ON, "--set", &format!("watchNamespace={ns2}")]);
-    for k in ["ServiceMonitor", "ScaledObject", "NetworkPolicy", "GfsCluster"] {
+    for k in ["ServiceMonitor", "ScaledObject", "NetworkPolicy", "GfsCluster", "ConfigMap"] {
         assert_eq!(find(&all, k).len(), 1, "{k} missing from the all-on render");
     }
+    // The Grafana dashboard ConfigMap carries the sidecar label and valid
+    // dashboard JSON (its metric names are checked against a live scrape in
+    // e2e/tests/metrics.rs).
+    let dash = find(&all, "ConfigMap")[0];
+    assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(dash["data"]["gfs-overview.json"].as_str().unwrap()).unwrap();
+    assert!(!json["panels"].as_array().unwrap().is_empty());
     assert_eq!(find(&all, "ClusterRole").len(), 1, "only Nodes are cluster-wide with watchNamespace");
     let cr = find(&all, "ClusterRole")[0];
     assert_eq!(cr["rules"].as_array().unwrap().len(), 1);
