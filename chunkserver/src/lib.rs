@@ -88,6 +88,8 @@ pub struct Config {
     pub scrub_bytes_per_sec: u64,
     /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`); None = off.
     pub admin_listen: Option<String>,
+    /// Serves `/debug/pprof/profile` on the admin port.
+    pub profiling: bool,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for Config {
             scrub_idle_ms: 60_000,
             scrub_bytes_per_sec: 16 << 20,
             admin_listen: None,
+            profiling: false,
         }
     }
 }
@@ -209,9 +212,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
     };
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
+    let profiling = config.profiling;
     let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
     if let Some((listener, addr)) = admin {
-        let admin = Admin::new(Arc::new(registry)).ready(handle.readiness());
+        let admin = Admin::new(Arc::new(registry)).ready(handle.readiness()).profiling(profiling);
         tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
         tracing::info!(%addr, "chunkserver admin http listening");
         handle.admin_addr = Some(addr);

@@ -52,6 +52,10 @@ struct Args {
     /// Serve /metrics, /healthz and /readyz on this address (off if unset).
     #[arg(long, env = "GFS_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Serve a CPU profile (flame graph) at /debug/pprof/profile?seconds=N
+    /// on the admin port.
+    #[arg(long, env = "GFS_PROFILING")]
+    profiling: bool,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         scrub_idle_ms: args.scrub_idle_ms,
         scrub_bytes_per_sec: args.scrub_bytes_per_sec,
         admin_listen: args.admin_listen,
+        profiling: args.profiling,
         ..Default::default()
     };
     let token = shutdown::on_signals();

@@ -36,6 +36,8 @@ pub struct LocalClusterOptions {
     /// Admin HTTP address (`/metrics` of the master and every chunkserver,
     /// `/healthz`, `/readyz`); None = off.
     pub admin_listen: Option<String>,
+    /// Serves `/debug/pprof/profile` on the admin port.
+    pub profiling: bool,
 }
 
 impl LocalClusterOptions {
@@ -49,6 +51,7 @@ impl LocalClusterOptions {
             replication: None,
             ready_timeout: Duration::from_secs(30),
             admin_listen: None,
+            profiling: false,
         }
     }
 }
@@ -124,7 +127,8 @@ impl LocalCluster {
             let token = shutdown.clone();
             let admin = Admin::new(Arc::new(std::mem::take(&mut registry)))
                 .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()))
-                .refresh(master.metrics_refresher());
+                .refresh(master.metrics_refresher())
+                .profiling(opts.profiling);
             tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));
             tracing::info!(%addr, "admin http listening");
             addr

@@ -27,6 +27,12 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// A request must arrive within this time.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most admin connections served at once; further ones wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
+
+/// Longest CPU profile one request may ask for.
+const MAX_PROFILE_SECONDS: u64 = 60;
+
 /// Readiness probe: true once the component can do its job.
 pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -42,17 +48,26 @@ pub struct Admin {
     pub ready: Ready,
     /// Run before each scrape, if set.
     pub refresh: Option<Refresh>,
+    /// Serves `/debug/pprof/profile?seconds=N` (a CPU flame graph, SVG)
+    /// when set (`--profiling`).
+    pub profiling: bool,
 }
 
 impl Admin {
     /// An admin surface that is always ready.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, ready: Arc::new(|| true), refresh: None }
+        Self { registry, ready: Arc::new(|| true), refresh: None, profiling: false }
     }
 
     /// Sets the readiness probe.
     pub fn ready(mut self, ready: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.ready = Arc::new(ready);
+        self
+    }
+
+    /// Turns the CPU profile endpoint on or off.
+    pub fn profiling(mut self, on: bool) -> Self {
+        self.profiling = on;
         self
     }
 
@@ -90,7 +105,30 @@ impl Admin {
                     ("503 Service Unavailable", "text/plain", "not ready\n".into())
                 }
             }
+            "/debug/pprof/profile" => {
+                ("404 Not Found", "text/plain", "profiling is off (start the component with --profiling)\n".into())
+            }
             _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// Answers `/debug/pprof/profile?seconds=N` when profiling is on: samples
+    /// the whole process at 99 Hz for N seconds (default 10, at most 60) and
+    /// returns a flame graph.
+    async fn profile(&self, target: &str) -> (&'static str, &'static str, String) {
+        let seconds = target
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("seconds=")))
+            .map(|v| v.parse::<u64>())
+            .unwrap_or(Ok(10));
+        let seconds = match seconds {
+            Ok(s) if (1..=MAX_PROFILE_SECONDS).contains(&s) => s,
+            _ => return ("400 Bad Request", "text/plain", format!("seconds must be 1..={MAX_PROFILE_SECONDS}\n")),
+        };
+        match tokio::task::spawn_blocking(move || crate::profile::cpu_flamegraph(Duration::from_secs(seconds))).await {
+            Ok(Ok(svg)) => ("200 OK", "image/svg+xml", svg),
+            Ok(Err(e)) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
+            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
         }
     }
 }
@@ -106,7 +144,12 @@ pub async fn serve(addr: &str, admin: Admin, shutdown: CancellationToken) -> Res
 
 /// Serves an already bound listener until `shutdown` is cancelled.
 pub async fn serve_listener(listener: TcpListener, admin: Admin, shutdown: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
         let sock = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -123,6 +166,7 @@ pub async fn serve_listener(listener: TcpListener, admin: Admin, shutdown: Cance
             if let Err(e) = handle(sock, &admin).await {
                 debug!(error = %e, "admin request failed");
             }
+            drop(permit);
         });
     }
 }
@@ -153,7 +197,12 @@ async fn handle(mut sock: TcpStream, admin: &Admin) -> std::io::Result<()> {
     };
     let head = String::from_utf8_lossy(&buf[..end]);
     let line = head.lines().next().unwrap_or("");
-    let (status, ctype, body) = admin.respond(line);
+    let target = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = if admin.profiling && target.split('?').next() == Some("/debug/pprof/profile") {
+        admin.profile(target).await
+    } else {
+        admin.respond(line)
+    };
     let head_only = line.starts_with("HEAD ");
     let resp = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -261,6 +310,35 @@ mod tests {
         token.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(get(addr, "/healthz").await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cpu_profile_only_when_enabled() {
+        let token = CancellationToken::new();
+        let off = serve("127.0.0.1:0", Admin::new(Arc::default()), token.clone()).await.unwrap();
+        let (s, body) = get(off, "/debug/pprof/profile?seconds=1").await.unwrap();
+        assert_eq!(s, 404);
+        assert!(body.contains("--profiling"), "{body}");
+
+        let on = serve("127.0.0.1:0", Admin::new(Arc::default()).profiling(true), token.clone()).await.unwrap();
+        assert_eq!(get(on, "/debug/pprof/profile?seconds=0").await.unwrap().0, 400);
+        assert_eq!(get(on, "/debug/pprof/profile?seconds=61").await.unwrap().0, 400);
+        // Something to sample while the profile runs.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let spin = std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            x
+        });
+        let (s, body) = get(on, "/debug/pprof/profile?seconds=1").await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        assert_eq!(s, 200, "{body}");
+        assert!(body.contains("<svg"), "not a flame graph: {}", &body[..body.len().min(200)]);
+        token.cancel();
     }
 
     #[test]

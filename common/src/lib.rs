@@ -15,6 +15,7 @@ pub mod bufpool;
 pub mod error;
 pub mod net;
 pub mod path;
+pub mod profile;
 pub mod shutdown;
 pub mod telemetry;
 pub mod throttle;

@@ -38,6 +38,8 @@ pub struct Config {
     pub heal: HealConfig,
     /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`); None = off.
     pub admin_listen: Option<String>,
+    /// Serves `/debug/pprof/profile` on the admin port.
+    pub profiling: bool,
 }
 
 /// Self-healing knobs (issue 4). `Default` gives production values.
@@ -100,6 +102,7 @@ impl Default for Config {
             limits: ServerLimits::default(),
             heal: HealConfig::default(),
             admin_listen: None,
+            profiling: false,
         }
     }
 }

@@ -60,6 +60,10 @@ struct Args {
     /// Serve /metrics, /healthz and /readyz on this address (off if unset).
     #[arg(long, env = "GFS_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Serve a CPU profile (flame graph) at /debug/pprof/profile?seconds=N
+    /// on the admin port.
+    #[arg(long, env = "GFS_PROFILING")]
+    profiling: bool,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -96,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         dead_after_ms: args.dead_after_ms,
         checkpoint_every: args.checkpoint_every,
         admin_listen: args.admin_listen,
+        profiling: args.profiling,
         heal: gfs_master::HealConfig {
             scan_ms: args.heal_scan_ms,
             repair_delay_ms: args.repair_delay_ms,

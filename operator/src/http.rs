@@ -27,8 +27,15 @@ impl Readiness {
 }
 
 /// Serves the registry and readiness on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Readiness, shutdown: CancellationToken) {
-    let admin = Admin::new(registry).ready(move || ready.get());
+/// With `profiling`, also serves `/debug/pprof/profile`.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    profiling: bool,
+    shutdown: CancellationToken,
+) {
+    let admin = Admin::new(registry).ready(move || ready.get()).profiling(profiling);
     admin_http::serve_listener(listener, admin, shutdown).await
 }
 
@@ -45,7 +52,7 @@ mod tests {
         metrics.count_and_measure();
         let ready = Readiness::default();
         let token = CancellationToken::new();
-        tokio::spawn(serve(listener, Arc::new(registry), ready.clone(), token.clone()));
+        tokio::spawn(serve(listener, Arc::new(registry), ready.clone(), false, token.clone()));
         assert_eq!(admin_http::get(addr, "/readyz").await.unwrap().0, 503);
         assert_eq!(admin_http::get(addr, "/healthz").await.unwrap().0, 200);
         assert_eq!(admin_http::get(addr, "/health").await.unwrap().0, 200);

@@ -49,6 +49,10 @@ struct RunArgs {
     /// older name; `/health` stays an alias of `/healthz`).
     #[arg(long, alias = "metrics-listen", env = "GFS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     admin_listen: String,
+    /// Serve a CPU profile (flame graph) at /debug/pprof/profile?seconds=N
+    /// on the admin port.
+    #[arg(long, env = "GFS_PROFILING")]
+    profiling: bool,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -77,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = shutdown::on_signals();
             let listener = tokio::net::TcpListener::bind(&a.admin_listen).await?;
             let ready = http::Readiness::default();
-            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), shutdown.clone()));
+            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, shutdown.clone()));
             let client = kube::Client::try_default().await?;
             gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }

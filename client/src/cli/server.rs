@@ -30,6 +30,10 @@ pub struct ServerArgs {
     /// Serve /metrics (master and every chunkserver), /healthz and /readyz here.
     #[arg(long, env = "GFS_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<String>,
+    /// Serve a CPU profile (flame graph) at /debug/pprof/profile?seconds=N
+    /// on the admin port.
+    #[arg(long, env = "GFS_PROFILING")]
+    pub profiling: bool,
     /// Write the master address to this file once ready.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -44,6 +48,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     opts.chunk_size = args.chunk_size;
     opts.replication = args.replication;
     opts.admin_listen = args.admin_listen.clone();
+    opts.profiling = args.profiling;
     let cluster = LocalCluster::start(opts, shutdown.clone()).await?;
     println!(
         "gfs server ready: master {}, {} chunkservers, data {}",
