@@ -22,20 +22,9 @@ impl ChunkRpc {
 
     /// Sends `GrantLease` to the chunkserver at `addr`.
     pub async fn grant_lease(&self, addr: &str, req: GrantLeaseRequest) -> Result<GrantLeaseResponse> {
-        let channel = self.pool.get(addr)?;
-        let mut client = ChunkServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        match client.grant_lease(with_deadline(req, self.timeout)).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => {
-                let e = Error::from(s);
-                if matches!(e, Error::Unavailable(_)) {
-                    self.pool.forget(addr);
-                }
-                Err(e)
-            }
-        }
+        let mut client = self.client(addr)?;
+        let res = client.grant_lease(with_deadline(req, self.timeout)).await;
+        self.finish(addr, res)
     }
 
     /// Asks the chunkserver at `addr` to clone a chunk; `deadline` covers
@@ -46,17 +35,26 @@ impl ChunkRpc {
         req: CloneChunkRequest,
         deadline: Duration,
     ) -> Result<CloneChunkResponse> {
-        let channel = self.pool.get(addr)?;
-        let mut client = ChunkServiceClient::new(channel);
-        match client.clone_chunk(with_deadline(req, deadline)).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => {
-                let e = Error::from(s);
-                if matches!(e, Error::Unavailable(_)) {
-                    self.pool.forget(addr);
-                }
-                Err(e)
+        let mut client = self.client(addr)?;
+        let res = client.clone_chunk(with_deadline(req, deadline)).await;
+        self.finish(addr, res)
+    }
+
+    fn client(&self, addr: &str) -> Result<ChunkServiceClient<tonic::transport::Channel>> {
+        Ok(ChunkServiceClient::new(self.pool.get(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Maps the reply to the typed error; an unreachable peer's channel is
+    /// dropped so the next call reconnects.
+    fn finish<T>(&self, addr: &str, res: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+        res.map(tonic::Response::into_inner).map_err(|s| {
+            let e = Error::from(s);
+            if matches!(e, Error::Unavailable(_)) {
+                self.pool.forget(addr);
             }
-        }
+            e
+        })
     }
 }
