@@ -313,7 +313,7 @@ impl Client {
         let path = normalize(path)?;
         let resp = self
             .master_call(|mut m, t| {
-                let req = ListRequest { path: path.clone(), include_hidden };
+                let req = ListRequest { path: path.clone(), include_hidden, allow_stale: false };
                 async move { m.list(with_deadline(req, t)).await }
             })
             .await?;
@@ -325,7 +325,7 @@ impl Client {
         let path = normalize(path)?;
         let resp = self
             .master_call(|mut m, t| {
-                let req = StatRequest { path: path.clone() };
+                let req = StatRequest { path: path.clone(), allow_stale: false };
                 async move { m.stat(with_deadline(req, t)).await }
             })
             .await?;
@@ -680,7 +680,7 @@ impl Client {
     async fn get_chunks(&self, path: &str, start: u64, count: u64) -> Result<(FileInfo, Vec<ChunkLocation>)> {
         let resp = self
             .master_call(|mut m, t| {
-                let req = GetChunksRequest { path: path.to_string(), start_index: start, count };
+                let req = GetChunksRequest { path: path.to_string(), start_index: start, count, allow_stale: false };
                 async move { m.get_chunks(with_deadline(req, t)).await }
             })
             .await?;

@@ -51,8 +51,17 @@ pub enum Error {
     Busy(String),
     #[error("stale epoch: request has {have}, server has seen {seen}")]
     StaleEpoch { have: u64, seen: u64 },
+    #[error("{}", not_leader_text(leader))]
+    NotLeader { leader: Option<String> },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn not_leader_text(leader: &Option<String>) -> String {
+    match leader {
+        Some(l) => format!("not the leader master; the leader is {l}"),
+        None => "not the leader master; no leader is known yet (election in progress)".to_string(),
+    }
 }
 
 impl Error {
@@ -76,6 +85,7 @@ impl Error {
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Busy(_) => ErrorKind::Busy,
             Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
+            Error::NotLeader { .. } => ErrorKind::NotLeader,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -92,6 +102,7 @@ impl Error {
                 | Error::Unavailable(_)
                 | Error::Busy(_)
                 | Error::StaleEpoch { .. }
+                | Error::NotLeader { .. }
         )
     }
 
@@ -136,6 +147,7 @@ impl Error {
                 d.have_version = *have;
                 d.want_version = *seen;
             }
+            Error::NotLeader { leader } => d.leader = leader.clone().unwrap_or_default(),
             _ => {}
         }
         d
@@ -171,6 +183,7 @@ impl Error {
             ErrorKind::Unavailable => Error::Unavailable(tail(&msg)),
             ErrorKind::Busy => Error::Busy(tail(&msg)),
             ErrorKind::StaleEpoch => Error::StaleEpoch { have: d.have_version, seen: d.want_version },
+            ErrorKind::NotLeader => Error::NotLeader { leader: (!d.leader.is_empty()).then_some(d.leader) },
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(tail(&msg)),
         }
     }
@@ -191,7 +204,7 @@ impl Error {
             ErrorKind::TooLarge => Code::OutOfRange,
             ErrorKind::NoSpace | ErrorKind::Busy => Code::ResourceExhausted,
             ErrorKind::Corrupt => Code::DataLoss,
-            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Unavailable | ErrorKind::NotLeader => Code::Unavailable,
             ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
         }
     }
@@ -253,6 +266,8 @@ mod tests {
             Error::NoSpace("disk".into()),
             Error::Unavailable("x".into()),
             Error::StaleEpoch { have: 1, seen: 2 },
+            Error::NotLeader { leader: Some("10.0.0.2:7000".into()) },
+            Error::NotLeader { leader: None },
             Error::Internal("boom".into()),
         ];
         for e in cases {

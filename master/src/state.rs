@@ -124,7 +124,7 @@ impl Meta {
             .collect();
         let server_states =
             self.admin.iter().map(|(id, st)| ServerStateOp { server_id: id.clone(), state: *st as i32 }).collect();
-        Checkpoint { last_seq, next_handle: self.chunks.next_handle(), entries, server_states }
+        Checkpoint { last_seq, next_handle: self.chunks.next_handle(), entries, server_states, ..Default::default() }
     }
 
     /// Records a persistent admin state; `Live` clears it.

@@ -54,7 +54,12 @@ async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
     let mut out = vec![];
     let mut todo = vec!["/".to_string()];
     while let Some(d) = todo.pop() {
-        let entries = c.list(ListRequest { path: d, include_hidden: false }).await.unwrap().into_inner().entries;
+        let entries = c
+            .list(ListRequest { path: d, include_hidden: false, allow_stale: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
         for e in entries {
             if e.r#type == FileType::Directory as i32 {
                 todo.push(e.path.clone());
@@ -94,7 +99,7 @@ async fn namespace_survives_restart() {
     assert_eq!(kind(c.delete(DeleteRequest { path: "/".into(), recursive: true }).await), ErrorKind::InvalidArgument);
     let bad = c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into() }).await;
     assert_eq!(kind(bad), ErrorKind::InvalidArgument);
-    assert_eq!(kind(c.stat(StatRequest { path: "/zz".into() }).await), ErrorKind::NotFound);
+    assert_eq!(kind(c.stat(StatRequest { path: "/zz".into(), allow_stale: false }).await), ErrorKind::NotFound);
 
     c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into() }).await.unwrap();
     for i in 0..10 {
@@ -105,17 +110,26 @@ async fn namespace_survives_restart() {
     mkdir(&mut c, "/gone/deep/er", true).await.unwrap();
     c.delete(DeleteRequest { path: "/gone".into(), recursive: true }).await.unwrap();
 
-    let listed =
-        c.list(ListRequest { path: "/moved".into(), include_hidden: false }).await.unwrap().into_inner().entries;
+    let listed = c
+        .list(ListRequest { path: "/moved".into(), include_hidden: false, allow_stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
     let names: Vec<_> = listed.iter().map(|e| e.path.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "entries are sorted");
     assert_eq!(names.len(), 10);
-    let one =
-        c.list(ListRequest { path: "/moved/f".into(), include_hidden: false }).await.unwrap().into_inner().entries;
+    let one = c
+        .list(ListRequest { path: "/moved/f".into(), include_hidden: false, allow_stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
     assert_eq!(one.len(), 1, "listing a file lists the file");
-    let st = c.stat(StatRequest { path: "/moved".into() }).await.unwrap().into_inner().info.unwrap();
+    let st =
+        c.stat(StatRequest { path: "/moved".into(), allow_stale: false }).await.unwrap().into_inner().info.unwrap();
     assert_eq!((st.r#type, st.children), (FileType::Directory as i32, 10));
 
     let before = tree(&mut c).await;
@@ -238,7 +252,7 @@ async fn leases_versions_and_restart() {
     let too_big = c.report_length(ReportLengthRequest { handle: chunk.handle, length: (1 << 20) + 1 }).await;
     assert_eq!(kind(too_big), ErrorKind::InvalidArgument);
     assert_eq!(kind(c.report_length(ReportLengthRequest { handle: 999, length: 1 }).await), ErrorKind::NotFound);
-    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
     assert_eq!(st.info.unwrap().size, 1000);
     let a = c.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: None }).await.unwrap();
     assert_eq!(a.into_inner().lease.unwrap().chunk.unwrap().index, 0);
@@ -247,7 +261,7 @@ async fn leases_versions_and_restart() {
     assert_eq!((a.lease.unwrap().chunk.unwrap().index, a.chunk_size), (1, 1 << 20));
     let a = c.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: Some(0) }).await.unwrap();
     assert_eq!(a.into_inner().lease.unwrap().chunk.unwrap().index, 1, "someone already allocated chunk 1");
-    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
     // size = max(index * chunk_size + length): chunk 1 exists, so chunk 0 counts as full.
     assert_eq!(st.info.unwrap().size, 1 << 20);
     assert_eq!(st.chunks.len(), 2);
@@ -265,7 +279,7 @@ async fn leases_versions_and_restart() {
     stop(h, token).await;
     let (h, token, mut c) = start(cfg.clone()).await;
     // Versions survive; locations do not.
-    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
     assert_eq!(st.chunks[0].version, 2);
     assert!(st.chunks[0].replicas.is_empty());
     assert_eq!(kind(write_lease(&mut c, "/f", 0).await), ErrorKind::Unavailable);
@@ -311,7 +325,7 @@ async fn silent_servers_are_declared_dead() {
     let status = c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
     assert!(!status.servers[0].alive);
     assert_eq!(status.under_replicated_chunks, 1);
-    let st = c.stat(StatRequest { path: "/f".into() }).await.unwrap().into_inner();
+    let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
     assert!(st.chunks[0].replicas.is_empty());
     let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
     assert!(hb.into_inner().reregister);

@@ -83,6 +83,15 @@ impl MasterService for FakeMaster {
     async fn repair_events(&self, _: Request<RepairEventsRequest>) -> Result<Response<RepairEventsResponse>, Status> {
         unimpl()
     }
+    async fn master_status(&self, _: Request<MasterStatusRequest>) -> Result<Response<MasterStatusResponse>, Status> {
+        unimpl()
+    }
+    async fn add_master(&self, _: Request<AddMasterRequest>) -> Result<Response<AddMasterResponse>, Status> {
+        unimpl()
+    }
+    async fn remove_master(&self, _: Request<RemoveMasterRequest>) -> Result<Response<RemoveMasterResponse>, Status> {
+        unimpl()
+    }
     async fn report_corrupt(
         &self,
         r: Request<ReportCorruptRequest>,
