@@ -38,6 +38,8 @@ pub struct LocalClusterOptions {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// Masters in the group (1, 3 or 5), in this process on loopback.
+    pub masters: usize,
 }
 
 impl LocalClusterOptions {
@@ -52,14 +54,17 @@ impl LocalClusterOptions {
             ready_timeout: Duration::from_secs(30),
             admin_listen: None,
             profiling: false,
+            masters: 1,
         }
     }
 }
 
 /// A running in-process cluster.
 pub struct LocalCluster {
-    /// The master's bound address.
+    /// The first master's bound address.
     pub master_addr: SocketAddr,
+    /// Every master's address (one entry unless `masters` > 1).
+    pub master_addrs: Vec<SocketAddr>,
     /// Bound addresses of the chunkservers, in start order.
     pub chunkserver_addrs: Vec<SocketAddr>,
     /// Root data dir.
@@ -67,7 +72,7 @@ pub struct LocalCluster {
     /// The bound admin HTTP address, if `admin_listen` was set.
     pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    master: gfs_master::MasterHandle,
+    masters: Vec<gfs_master::MasterHandle>,
     chunkservers: Vec<gfs_chunkserver::ChunkserverHandle>,
 }
 
@@ -78,38 +83,65 @@ impl LocalCluster {
         if opts.chunkservers == 0 {
             bail!("need at least one chunkserver");
         }
+        if !matches!(opts.masters, 1 | 3 | 5) {
+            bail!("masters must be 1, 3 or 5, not {}", opts.masters);
+        }
         let replication = opts.replication.unwrap_or_else(|| opts.chunkservers.min(3) as u32);
-        let master_dir = opts.data_dir.join("master");
-        std::fs::create_dir_all(&master_dir).with_context(|| format!("{}", master_dir.display()))?;
         let admin = match &opts.admin_listen {
             Some(a) => Some(gfs_common::net::bind(a).await.context("cannot bind the admin address")?),
             None => None,
         };
-        // One registry for every component; chunkserver series carry `server`.
+        // One registry for every component; chunkserver series carry
+        // `server`. With several masters, the first one's series are served.
         let mut registry = Registry::default();
         let master_metrics = gfs_master::Metrics::default().register(&mut registry);
         let cs_metrics = gfs_chunkserver::Metrics::default().register(&mut registry);
-        let master = gfs_master::start_with_metrics(
-            gfs_master::Config {
-                listen: opts.listen.clone(),
-                data_dir: master_dir,
+        // A group needs every address up front.
+        let mut listens = vec![opts.listen.clone()];
+        let mut peers = std::collections::BTreeMap::new();
+        if opts.masters > 1 {
+            listens.clear();
+            for i in 0..opts.masters {
+                let want = if i == 0 { opts.listen.clone() } else { "127.0.0.1:0".to_string() };
+                let l = std::net::TcpListener::bind(&want).with_context(|| format!("cannot bind {want}"))?;
+                let addr = l.local_addr()?.to_string();
+                drop(l);
+                peers.insert(i as u64 + 1, addr.clone());
+                listens.push(addr);
+            }
+        }
+        let mut masters = Vec::with_capacity(opts.masters);
+        for (i, listen) in listens.iter().enumerate() {
+            let dir = if opts.masters == 1 { opts.data_dir.join("master") } else { opts.data_dir.join(format!("master-{}", i + 1)) };
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            let metrics = if i == 0 { master_metrics.clone() } else { gfs_master::Metrics::default() };
+            let cfg = gfs_master::Config {
+                listen: listen.clone(),
+                data_dir: dir,
                 chunk_size: opts.chunk_size,
                 replication,
+                id: i as u64 + 1,
+                peers: peers.clone(),
                 ..Default::default()
-            },
-            shutdown.clone(),
-            master_metrics,
-        )
-        .await
-        .context("cannot start master")?;
-        let master_addr = master.addr;
+            };
+            match gfs_master::start_with_metrics(cfg, shutdown.clone(), metrics).await {
+                Ok(h) => masters.push(h),
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(anyhow::Error::from(e).context(format!("cannot start master {}", i + 1)));
+                }
+            }
+        }
+        let master_addrs: Vec<SocketAddr> = masters.iter().map(|m| m.addr).collect();
+        let master_addr = master_addrs[0];
+        let master_spec = master_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
         let mut chunkservers = Vec::with_capacity(opts.chunkservers);
         for i in 0..opts.chunkservers {
             let dir = opts.data_dir.join(format!("chunkserver-{i}"));
             std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
             let cfg = gfs_chunkserver::Config {
                 listen: "127.0.0.1:0".into(),
-                master: master_addr.to_string(),
+                master: master_spec.clone(),
                 data_dir: dir,
                 zone: format!("zone-{i}"),
                 ..Default::default()
@@ -127,7 +159,7 @@ impl LocalCluster {
             let token = shutdown.clone();
             let admin = Admin::new(Arc::new(std::mem::take(&mut registry)))
                 .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()))
-                .refresh(master.metrics_refresher())
+                .refresh(masters[0].metrics_refresher())
                 .profiling(opts.profiling);
             tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));
             tracing::info!(%addr, "admin http listening");
@@ -136,10 +168,11 @@ impl LocalCluster {
         let cluster = LocalCluster {
             admin_addr,
             master_addr,
+            master_addrs,
             chunkserver_addrs: chunkservers.iter().map(|c| c.addr).collect(),
             data_dir: opts.data_dir.clone(),
             shutdown: shutdown.clone(),
-            master,
+            masters,
             chunkservers,
         };
         if let Err(e) = cluster.wait_ready(opts.chunkservers, opts.ready_timeout).await {
@@ -151,7 +184,7 @@ impl LocalCluster {
     }
 
     async fn wait_ready(&self, want: usize, timeout: Duration) -> anyhow::Result<()> {
-        let mut cfg = ClientConfig::new(self.master_addr.to_string());
+        let mut cfg = ClientConfig::new(self.master_spec());
         cfg.rpc_timeout = Duration::from_secs(2);
         cfg.max_attempts = 1;
         let client = Client::new(cfg)?;
@@ -179,7 +212,12 @@ impl LocalCluster {
 
     /// A client for this cluster with default settings.
     pub fn client(&self) -> crate::Result<Client> {
-        Client::new(ClientConfig::new(self.master_addr.to_string()))
+        Client::new(ClientConfig::new(self.master_spec()))
+    }
+
+    /// The master addresses as clients and chunkservers take them.
+    pub fn master_spec(&self) -> String {
+        self.master_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// The token that stops the cluster.
@@ -192,16 +230,16 @@ impl LocalCluster {
     /// its error is returned.
     pub async fn wait(self) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
-        let master = {
+        let masters = futures::future::join_all(self.masters.into_iter().enumerate().map(|(i, h)| {
             let token = token.clone();
             async move {
-                let r = self.master.wait().await;
+                let r = h.wait().await;
                 if r.is_err() {
                     token.cancel();
                 }
-                r.map_err(|e| anyhow::Error::from(e).context("master"))
+                r.map_err(|e| anyhow::Error::from(e).context(format!("master {}", i + 1)))
             }
-        };
+        }));
         let servers = futures::future::join_all(self.chunkservers.into_iter().enumerate().map(|(i, h)| {
             let token = token.clone();
             async move {
@@ -212,8 +250,10 @@ impl LocalCluster {
                 r.map_err(|e| anyhow::Error::from(e).context(format!("chunkserver {i}")))
             }
         }));
-        let (m, cs) = tokio::join!(master, servers);
-        m?;
+        let (ms, cs) = tokio::join!(masters, servers);
+        for r in ms {
+            r?;
+        }
         for r in cs {
             r?;
         }

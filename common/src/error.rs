@@ -114,6 +114,19 @@ impl Error {
         Error::Internal(format!("{context}: {err}"))
     }
 
+    /// Encodes this error as an `ErrorDetail` (for carrying it outside gRPC).
+    pub fn to_detail_bytes(&self) -> Vec<u8> {
+        self.to_detail().encode_to_vec()
+    }
+
+    /// Decodes [`Error::to_detail_bytes`] output.
+    pub fn from_detail_bytes(bytes: &[u8]) -> Error {
+        match ErrorDetail::decode(bytes) {
+            Ok(d) => Error::from_detail(d),
+            Err(e) => Error::Internal(format!("undecodable error detail: {e}")),
+        }
+    }
+
     fn to_detail(&self) -> ErrorDetail {
         let mut d = ErrorDetail { kind: self.kind() as i32, message: self.to_string(), ..Default::default() };
         match self {

@@ -135,7 +135,7 @@ impl Shared {
             directory_count: dirs,
             chunk_count: meta.chunks.len() as u64,
             under_replicated_chunks: backlog.chunks,
-            epoch: self.epoch,
+            epoch: self.epoch(),
             chunk_size: self.cfg.chunk_size,
             deficits: backlog.deficits.iter().map(|(m, n)| DeficitCount { missing: *m, chunks: *n }).collect(),
             replication_backlog_chunks: backlog.chunks,

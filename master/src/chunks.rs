@@ -104,6 +104,17 @@ impl ChunkTable {
         self.chunks.is_empty()
     }
 
+    /// Forgets everything learned from chunkservers and grants (replicas,
+    /// lengths, leases), keeping the replicated handle/version table.
+    pub fn clear_soft_state(&mut self) {
+        for c in self.chunks.values_mut() {
+            c.replicas.clear();
+            c.lease = None;
+            c.lease_holders.clear();
+            c.bumping_from = None;
+        }
+    }
+
     /// Iterates over all chunks.
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &ChunkEntry)> {
         self.chunks.iter()

@@ -40,6 +40,41 @@ pub struct Config {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// This master's Raft id (>= 1).
+    pub id: u64,
+    /// The initial master group, id -> address, including this master.
+    /// Empty: a group of one at the bound address.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Join an existing group (added later with `AddMaster`) instead of
+    /// initializing one from `peers`.
+    pub join: bool,
+    /// Raft timing.
+    pub raft: RaftConfig,
+    /// A new leader grants no lease on a chunk from an earlier term for
+    /// this long, so every live chunkserver has re-registered and reported
+    /// its replicas first (and repair waits as long). Default: dead_after_ms.
+    pub leader_warmup_ms: u64,
+    /// Accept `RaftService.SetPartition` (tests only).
+    pub fault_injection: bool,
+}
+
+/// Raft timing among masters. Defaults follow the chunkserver rhythm: a
+/// heartbeat every second and an election after about three missed ones.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftConfig {
+    /// Leader -> follower heartbeat period.
+    pub heartbeat_ms: u64,
+    /// A follower that heard nothing from the leader for a random time in
+    /// [min, max) starts an election.
+    pub election_timeout_min_ms: u64,
+    /// See `election_timeout_min_ms`.
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig { heartbeat_ms: 1_000, election_timeout_min_ms: 3_000, election_timeout_max_ms: 4_500 }
+    }
 }
 
 /// Self-healing knobs (issue 4). `Default` gives production values.
@@ -103,6 +138,12 @@ impl Default for Config {
             heal: HealConfig::default(),
             admin_listen: None,
             profiling: false,
+            id: 1,
+            peers: Default::default(),
+            join: false,
+            raft: RaftConfig::default(),
+            leader_warmup_ms: 3_000,
+            fault_injection: false,
         }
     }
 }
@@ -149,6 +190,25 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.heal.rebalance_threshold) {
             return bad(format!("heal.rebalance_threshold {} must be between 0 and 1", self.heal.rebalance_threshold));
+        }
+        if self.id == 0 {
+            return bad("id must be at least 1".into());
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return bad(format!("peers must include this master's id {}", self.id));
+        }
+        if self.peers.len() > 1 && self.peers.len().is_multiple_of(2) {
+            return bad(format!("{} masters: a group needs an odd number (1, 3 or 5)", self.peers.len()));
+        }
+        let r = self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms * 2 {
+            return bad(format!(
+                "raft election timeout ({} ms) must be more than twice the raft heartbeat ({} ms)",
+                r.election_timeout_min_ms, r.heartbeat_ms
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad("raft election_timeout_max_ms must be greater than election_timeout_min_ms".into());
         }
         if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
             return bad("server limits must be greater than 0".into());

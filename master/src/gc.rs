@@ -95,6 +95,9 @@ impl GcWorker {
 
     /// Deletes every expired hidden entry; returns how many.
     pub async fn step(&self) -> Result<usize> {
+        if !self.shared.is_leader() {
+            return Ok(0);
+        }
         let delay = Duration::from_millis(self.shared.cfg.heal.gc_delay_ms);
         let mut n = 0;
         for path in self.shared.expired(gfs_common::now_ms(), delay) {

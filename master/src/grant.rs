@@ -141,10 +141,11 @@ impl Shared {
             })
             .collect();
         let to = plans[last].0;
-        self.commit_then(ops, |meta| {
+        let (me, path) = (self.clone(), path.to_string());
+        self.commit_then(ops, move |meta| {
             let mut out = None;
             for ((index, handle, servers), g) in plans.iter().zip(rounds) {
-                out = Some(self.record_grant(meta, *handle, *index, 1, servers, g));
+                out = Some(me.record_grant(meta, *handle, *index, 1, servers, g));
             }
             info!(path, index = to, chunks = plans.len(), "chunks allocated");
             out.expect("at least one chunk")
@@ -160,6 +161,16 @@ impl Shared {
     /// adopts a reported version above its own. The other order would leave
     /// every replica behind the log, and so stale, after such a crash.
     async fn lease_for(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
+        // A new leader knows no replica until chunkservers re-register; a
+        // grant now would leave every unreported replica stale.
+        // Chunks allocated in this term (the handle's high bits) were
+        // created by this leader, which knows their replicas.
+        let warm = Duration::from_millis(self.cfg.leader_warmup_ms);
+        if handle >> crate::HANDLE_EPOCH_SHIFT != self.epoch() && self.leader_for().is_none_or(|t| t < warm) {
+            return Err(Error::Unavailable(format!(
+                "chunk {handle}: this master just became leader and is collecting chunk reports; retry shortly"
+            )));
+        }
         let _c = self.chunk_lock(handle).lock().await;
         let now = Instant::now();
         let grace = Duration::from_millis(self.cfg.rpc_timeout_ms);
@@ -173,7 +184,7 @@ impl Shared {
                 && meta.servers.is_alive(&l.primary)
                 && c.lease_holders.iter().all(|s| meta.servers.is_alive(s))
             {
-                return Ok(lease_info(&meta, self.epoch, index, handle));
+                return Ok(lease_info(&meta, self.epoch(), index, handle));
             }
             let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
             let short = live.len() < c.replication as usize;
@@ -210,7 +221,9 @@ impl Shared {
             }
         };
         let op = Op::SetVersion(SetVersionOp { handle, version: new_version });
-        match self.commit_then(vec![op], |meta| self.record_grant(meta, handle, index, new_version, &live, g)).await {
+        let me = self.clone();
+        let record = move |meta: &mut Meta| me.record_grant(meta, handle, index, new_version, &live, g);
+        match self.commit_then(vec![op], record).await {
             Ok(r) => r,
             Err(e) => {
                 // Replicas that took the new version report it; the master
@@ -237,7 +250,7 @@ impl Shared {
             let Some(info) = meta.servers.live_info(&l.primary) else { return Ok(()) };
             (info.address, c.version, l.primary.clone())
         };
-        let req = GrantLeaseRequest { handle, version, lease_ms: 0, create: false, epoch: self.epoch };
+        let req = GrantLeaseRequest { handle, version, lease_ms: 0, create: false, epoch: self.epoch() };
         self.rpc.grant_lease(&addr, req).await?;
         let mut meta = self.meta();
         if let Some(c) = meta.chunks.get_mut(handle)
@@ -274,7 +287,7 @@ impl Shared {
             c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
             c.lease_holders = g.ok.iter().cloned().collect();
         }
-        Ok(lease_info(meta, self.epoch, index, handle))
+        Ok(lease_info(meta, self.epoch(), index, handle))
     }
 
     /// Sends GrantLease(version) to `servers` in parallel; `primary` gets the
@@ -330,7 +343,7 @@ impl Shared {
         lease_ms: u64,
         create: bool,
     ) -> Option<u64> {
-        let req = GrantLeaseRequest { handle, version, lease_ms, create, epoch: self.epoch };
+        let req = GrantLeaseRequest { handle, version, lease_ms, create, epoch: self.epoch() };
         match self.rpc.grant_lease(addr, req).await {
             Ok(r) => {
                 if let Some(s) = self.meta().servers.get_mut(id) {

@@ -235,6 +235,13 @@ impl RepairWorker {
 
     /// Plans and starts clones, drops extra replicas, finishes drains.
     pub async fn step(&mut self) -> Result<()> {
+        // Only the acting leader repairs, and only once every live
+        // chunkserver had time to report to it (a new leader starts with
+        // no replica locations at all).
+        let warm = Duration::from_millis(self.shared.cfg.leader_warmup_ms);
+        if !self.shared.is_leader() || self.shared.leader_for().is_none_or(|t| t < warm) {
+            return Ok(());
+        }
         let now = Instant::now();
         let cfg = &self.shared.cfg;
         let caps = Caps { total: cfg.heal.max_clones, per_server: cfg.heal.max_clones_per_server };
@@ -304,7 +311,7 @@ impl RepairWorker {
             handle: t.handle,
             version,
             sources,
-            epoch: self.shared.epoch,
+            epoch: self.shared.epoch(),
             bytes_per_sec: self.shared.cfg.heal.clone_bytes_per_sec,
         };
         info!(chunk = t.handle, source = %t.source, target = %t.target, missing = t.missing, reason = ?t.reason, "clone started");

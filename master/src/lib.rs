@@ -1,14 +1,16 @@
 //! The gfs master: namespace, chunk metadata, leases, chunkserver liveness
 //! and the operation log.
 //!
-//! [`start`] recovers the state from the data directory, bumps the epoch,
-//! binds and serves `MasterService` until the shutdown token is cancelled.
+//! [`start`] recovers the state from the data directory, joins the master
+//! group (Raft), and serves `MasterService` and `RaftService` on one port
+//! until the shutdown token is cancelled.
 
 pub mod admin;
 pub mod chunks;
 pub mod config;
 pub mod gc;
 pub mod grant;
+pub mod group;
 pub mod heal;
 pub mod hidden;
 pub mod lease;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod oplog;
 pub mod placement;
+pub mod raft;
 pub mod repair;
 pub mod report;
 pub mod rpc;
@@ -24,16 +27,20 @@ pub mod servers;
 pub mod service;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gfs_common::admin_http::{self, Admin};
 use gfs_common::net::{bind, limited_incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
 use gfs_proto::master_service_server::MasterServiceServer;
+use gfs_proto::raft_service_server::RaftServiceServer;
+use openraft::BasicNode;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use config::{Config, HealConfig};
 pub use metrics::Metrics;
@@ -41,10 +48,13 @@ use prometheus_client::registry::Registry;
 
 use crate::gc::GcWorker;
 use crate::heal::RepairWorker;
-use crate::oplog::Oplog;
+use crate::raft::Raft;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Faults, Network, RaftServer};
+use crate::raft::state_machine::Machine;
 use crate::servers::LivenessWorker;
 use crate::service::Service;
-use crate::state::Shared;
+use crate::state::{Meta, Shared};
 
 /// A running master.
 pub struct MasterHandle {
@@ -68,6 +78,23 @@ impl MasterHandle {
         }
     }
 
+    /// Waits until this master is the acting leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.shared.is_leader() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!("master did not become leader within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// True while this master is the acting leader.
+    pub fn is_leader(&self) -> bool {
+        self.shared.is_leader()
+    }
+
     /// Resolves after graceful shutdown finished: the server stopped,
     /// in-flight requests completed, the log was flushed, fsynced and
     /// checkpointed.
@@ -76,11 +103,12 @@ impl MasterHandle {
     }
 }
 
-/// Bit position of the epoch inside chunk handles: each master life can
-/// allocate 2^40 handles before reaching the next life's range.
+/// Bit position of the epoch (Raft term) inside chunk handles: each
+/// leader term can allocate 2^40 handles before reaching the next term's
+/// range.
 pub const HANDLE_EPOCH_SHIFT: u32 = 40;
 
-/// Validates the config, recovers state, bumps the epoch, binds and serves
+/// Validates the config, recovers state, starts Raft, binds and serves
 /// until `shutdown` is cancelled. With `admin_listen` set, also serves
 /// `/metrics`, `/healthz` and `/readyz` there.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<MasterHandle> {
@@ -113,28 +141,75 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     let (listener, addr) = bind(&config.listen).await?;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create data dir {}", dir.display()), e))?;
-    let (epoch, meta, last_seq) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let epoch = state::bump_epoch(&dir)?;
-        let (meta, last) = state::recover(&dir)?;
-        Ok((epoch, meta, last))
+    refuse_pre_raft_layout(&dir)?;
+    let meta = tokio::task::spawn_blocking(move || -> Result<Meta> {
+        match oplog::load_checkpoint(&dir)? {
+            Some(cp) => Meta::from_checkpoint(&cp),
+            None => Ok(Meta::new()),
+        }
     })
     .await
     .map_err(|e| Error::Internal(format!("recovery task: {e}")))??;
-    let oplog = Oplog::open_with(&config.data_dir, last_seq + 1, metrics.oplog_fsync.clone())?;
-    let mut meta = meta;
-    // Handles carry the epoch in their high bits, so a handle allocated by
-    // an earlier master life (possibly never logged) is never reused.
-    meta.chunks.bump_next_handle(epoch << HANDLE_EPOCH_SHIFT);
-    let shared = Arc::new(Shared::new(config.clone(), epoch, meta, oplog, metrics));
-    // Compact the replayed log into a fresh checkpoint.
-    shared.checkpoint().await?;
-    info!(%addr, epoch, data_dir = %config.data_dir.display(), "master listening");
+    let mut log = LogStore::open(&config.data_dir, metrics.oplog_fsync.clone())?;
+    let id = config.id;
+    let mut peers = config.peers.clone();
+    if peers.is_empty() {
+        peers.insert(id, addr.to_string());
+    }
+    let voters: Vec<u64> = match log.last_membership() {
+        Some(m) => m.voter_ids().collect(),
+        None => meta.membership.membership().voter_ids().collect(),
+    };
+    if voters == [id] {
+        log.advance_term(id).await?;
+    }
+    let meta = Arc::new(std::sync::Mutex::new(meta));
+    let machine = Machine::new(meta.clone(), config.data_dir.clone(), id);
+    let r = config.raft;
+    let raft_cfg = openraft::Config {
+        cluster_name: "gfs-masters".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: config.rpc_timeout_ms.max(r.election_timeout_min_ms),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.checkpoint_every),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+    let faults = Faults::new(config.fault_injection);
+    let network = Network::new(faults.clone(), Duration::from_millis(config.rpc_timeout_ms.min(2_000)));
+    let raft = Raft::new(id, Arc::new(raft_cfg), network, log.clone(), machine.state_machine())
+        .await
+        .map_err(|e| Error::Internal(format!("start raft: {e}")))?;
+    let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(format!("raft: {e}")))?;
+    if !initialized && !config.join {
+        let members: BTreeMap<u64, BasicNode> =
+            peers.iter().map(|(i, a)| (*i, BasicNode { addr: a.clone() })).collect();
+        info!(id, members = ?peers, "initializing a new master group");
+        if let Err(e) = raft.initialize(members).await {
+            // Another member may have initialized first; its log wins.
+            warn!(error = %e, "raft initialize");
+        }
+    }
+    let single = meta.lock().unwrap_or_else(|p| p.into_inner()).membership.membership().voter_ids().count() <= 1;
+    if single || peers.len() == 1 {
+        // A group of one need not wait for an election timeout.
+        let _ = raft.trigger().elect().await;
+    }
+    let shared = Arc::new(Shared::new(config.clone(), id, meta, machine, raft.clone(), log, metrics));
+    info!(%addr, id, peers = ?peers, data_dir = %config.data_dir.display(), "master listening");
 
     let worker_stop = CancellationToken::new();
+    tokio::spawn(shared.clone().watch_leadership(worker_stop.clone()));
     tokio::spawn(LivenessWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(RepairWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(GcWorker::new(shared.clone()).run(worker_stop.clone()));
     let svc = MasterServiceServer::new(Service::new(shared.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let raft_svc = RaftServiceServer::new(RaftServer::new(raft, faults))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let limits = config.limits;
@@ -142,19 +217,45 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     let task = tokio::spawn(async move {
         let served = server_builder(&limits)
             .add_service(svc)
+            .add_service(raft_svc)
             .serve_with_incoming_shutdown(limited_incoming(listener, limits.max_connections), shutdown.cancelled())
             .await
             .map_err(|e| Error::Internal(format!("master server: {e}")));
         worker_stop.cancel();
-        if let Err(e) = shared.checkpoint().await {
+        // A checkpoint of the applied state makes the next start replay
+        // less; the log itself is already durable.
+        if let Err(e) = shared.machine.build().await {
             error!(error = %e, "final checkpoint failed");
         }
-        let closed = shared.oplog.close().await;
+        if let Err(e) = shared.raft.shutdown().await {
+            error!(error = %e, "raft shutdown failed");
+        }
+        shared.log.close().await;
         info!("master stopped");
-        served?;
-        closed
+        served
     });
-    Ok(MasterHandle { addr, admin_addr: None, shared: handle_shared, task })
+    let handle = MasterHandle { addr, admin_addr: None, shared: handle_shared, task };
+    if single {
+        // A group of one elects itself at once; return when it serves.
+        handle.wait_leader(Duration::from_secs(10)).await?;
+    }
+    Ok(handle)
+}
+
+/// Refuses a data directory written by the single-master log format.
+fn refuse_pre_raft_layout(dir: &std::path::Path) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.strip_prefix("log.").is_some_and(|n| n.parse::<u64>().is_ok()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds a pre-Raft operation log ({name}); this master cannot read it. Start from an empty data dir",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Starts the master and waits until it has shut down.

@@ -12,7 +12,28 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "GFS_LISTEN", default_value = "127.0.0.1:9700")]
     listen: String,
-    /// Directory for the epoch, checkpoint and operation log.
+    /// This master's id in the master group (1, 2, 3, ...).
+    #[arg(long, env = "GFS_MASTER_ID", default_value_t = 1)]
+    id: u64,
+    /// The initial master group as ID=HOST:PORT,... including this master
+    /// (1, 3 or 5 entries). Omitted: a group of one.
+    #[arg(long, env = "GFS_PEERS", default_value = "")]
+    peers: String,
+    /// Join an existing group (the leader adds it with `gfs admin
+    /// add-master`) instead of initializing a new one from --peers.
+    #[arg(long, env = "GFS_JOIN")]
+    join: bool,
+    /// Raft heartbeat between masters, in milliseconds.
+    #[arg(long, env = "GFS_RAFT_HEARTBEAT_MS", default_value_t = 1_000)]
+    raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (randomized up to 1.5x)
+    /// starts an election, in milliseconds.
+    #[arg(long, env = "GFS_ELECTION_TIMEOUT_MS", default_value_t = 3_000)]
+    election_timeout_ms: u64,
+    /// Accept the SetPartition fault-injection RPC (tests only).
+    #[arg(long, env = "GFS_FAULT_INJECTION", hide = true)]
+    fault_injection: bool,
+    /// Directory for the Raft log, vote and checkpoint.
     #[arg(long, env = "GFS_DATA_DIR")]
     data_dir: PathBuf,
     /// Chunk size of new files: bytes or with a suffix (KiB, MiB, GiB, K, M, G).
@@ -101,6 +122,16 @@ async fn main() -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
         admin_listen: args.admin_listen,
         profiling: args.profiling,
+        id: args.id,
+        peers: gfs_master::group::parse_peers(&args.peers)?,
+        join: args.join,
+        raft: gfs_master::config::RaftConfig {
+            heartbeat_ms: args.raft_heartbeat_ms,
+            election_timeout_min_ms: args.election_timeout_ms,
+            election_timeout_max_ms: args.election_timeout_ms * 3 / 2,
+        },
+        fault_injection: args.fault_injection,
+        leader_warmup_ms: args.dead_after_ms,
         heal: gfs_master::HealConfig {
             scan_ms: args.heal_scan_ms,
             repair_delay_ms: args.repair_delay_ms,

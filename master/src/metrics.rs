@@ -77,6 +77,14 @@ pub struct Metrics {
     pub chunkservers_alive: Gauge,
     /// Seconds since each chunkserver's last heartbeat.
     pub heartbeat_age: Family<ServerLabel, Gauge<f64, AtomicU64>>,
+    /// Current Raft term as this master sees it.
+    pub raft_term: Gauge,
+    /// 1 while this master is the acting leader.
+    pub raft_is_leader: Gauge,
+    /// Times this master became the acting leader.
+    pub leader_changes: Counter,
+    /// Last Raft index applied to the metadata.
+    pub raft_applied_index: Gauge,
     /// Deficit sizes reported so far (kept at 0 once repaired).
     seen_missing: Arc<Mutex<BTreeSet<u32>>>,
 }
@@ -95,6 +103,10 @@ impl Default for Metrics {
             active_clones: Gauge::default(),
             chunkservers_alive: Gauge::default(),
             heartbeat_age: Family::default(),
+            raft_term: Gauge::default(),
+            raft_is_leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            raft_applied_index: Gauge::default(),
             seen_missing: Arc::new(Mutex::new(BTreeSet::from([1]))),
         }
     }
@@ -118,6 +130,10 @@ impl Metrics {
         r.register("replication_backlog_chunks", "Under-replicated chunks", self.backlog_chunks.clone());
         r.register("active_clones", "Chunk clones in flight", self.active_clones.clone());
         r.register("chunkservers_alive", "Chunkservers alive", self.chunkservers_alive.clone());
+        r.register("raft_term", "Current Raft term of the master group", self.raft_term.clone());
+        r.register("raft_is_leader", "1 while this master is the acting leader", self.raft_is_leader.clone());
+        r.register("raft_leader_changes", "Times this master became the leader", self.leader_changes.clone());
+        r.register("raft_applied_index", "Last Raft log index applied", self.raft_applied_index.clone());
         r.register(
             "chunkserver_heartbeat_age_seconds",
             "Seconds since the chunkserver's last heartbeat",
@@ -134,6 +150,8 @@ impl Metrics {
     /// Sets the gauges derived from the master state.
     pub fn refresh(&self, shared: &Shared) {
         let st = shared.cluster_status();
+        let applied = shared.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        self.raft_applied_index.set(applied as i64);
         self.chunks.set(st.chunk_count as i64);
         self.backlog_bytes.set(st.replication_backlog_bytes as i64);
         self.backlog_chunks.set(st.replication_backlog_chunks as i64);

@@ -108,7 +108,7 @@ impl Shared {
         self.adopt(&id, &out.adopt).await?;
         Ok(RegisterResponse {
             heartbeat_ms: self.cfg.heartbeat_ms,
-            epoch: self.epoch,
+            epoch: self.epoch(),
             delete_chunks: out.delete,
             stale_chunks: out.stale,
         })
@@ -118,7 +118,7 @@ impl Shared {
     pub async fn heartbeat(self: &Arc<Self>, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
         let id = req.server_id.as_str();
         let mut out = ReportOutcome::default();
-        let mut resp = HeartbeatResponse { epoch: self.epoch, ..Default::default() };
+        let mut resp = HeartbeatResponse { epoch: self.epoch(), ..Default::default() };
         {
             let mut meta = self.meta();
             let now = Instant::now();

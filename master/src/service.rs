@@ -180,36 +180,58 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
         let t = self.shared.metrics.rpc("Mkdir");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_mkdir(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
         let t = self.shared.metrics.rpc("Create");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_create(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let t = self.shared.metrics.rpc("Delete");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_delete(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
     async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
         let t = self.shared.metrics.rpc("Rename");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_rename(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
         let t = self.shared.metrics.rpc("List");
+        if !req.get_ref().allow_stale
+            && let Err(e) = self.shared.require_leader()
+        {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_list(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
         let t = self.shared.metrics.rpc("Stat");
+        if !req.get_ref().allow_stale
+            && let Err(e) = self.shared.require_leader()
+        {
+            return t.reply(Err(e));
+        }
         let r = self.chunks(&req.get_ref().path, 0, 0, false).await;
         t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
@@ -217,6 +239,11 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
         let t = self.shared.metrics.rpc("GetChunks");
+        if !req.get_ref().allow_stale
+            && let Err(e) = self.shared.require_leader()
+        {
+            return t.reply(Err(e));
+        }
         let q = req.into_inner();
         let r = self.chunks(&q.path, q.start_index, q.count, true).await;
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
@@ -225,6 +252,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
     async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
         let t = self.shared.metrics.rpc("GetWriteLease");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         let q = req.into_inner();
         let r = async {
             let path = normalize(&q.path)?;
@@ -236,6 +266,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
         let t = self.shared.metrics.rpc("GetAppendLease");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         let q = req.into_inner();
         let r = async {
             let path = normalize(&q.path)?;
@@ -247,36 +280,57 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_length(&self, req: Request<ReportLengthRequest>) -> Reply<ReportLengthResponse> {
         let t = self.shared.metrics.rpc("ReportLength");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_report_length(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_corrupt(&self, req: Request<ReportCorruptRequest>) -> Reply<ReportCorruptResponse> {
         let t = self.shared.metrics.rpc("ReportCorrupt");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.do_report_corrupt(req.into_inner()).await)
     }
 
     #[instrument(skip_all)]
     async fn register(&self, req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
         let t = self.shared.metrics.rpc("Register");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.shared.register(req.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
         let t = self.shared.metrics.rpc("Heartbeat");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(self.shared.heartbeat(req.into_inner()).await)
     }
 
     #[instrument(skip_all)]
     async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
         let t = self.shared.metrics.rpc("ClusterStatus");
-        t.reply(Ok(self.shared.cluster_status()))
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
+        let mut st = self.shared.cluster_status();
+        st.masters = self.shared.masters().await;
+        st.leader_id = self.shared.id;
+        t.reply(Ok(st))
     }
 
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
         let t = self.shared.metrics.rpc("Decommission");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         let r = self.shared.decommission(&req.get_ref().server).await;
         t.reply(r.map(|s| DecommissionResponse { server: Some(s) }))
     }
@@ -284,6 +338,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
         let t = self.shared.metrics.rpc("Recommission");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         let r = self.shared.recommission(&req.get_ref().server).await;
         t.reply(r.map(|s| RecommissionResponse { server: Some(s) }))
     }
@@ -291,6 +348,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
         let t = self.shared.metrics.rpc("MarkLost");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         let r = self.shared.mark_lost(&req.get_ref().server);
         t.reply(r.map(|(s, n)| MarkLostResponse { server: Some(s), chunks_queued: n }))
     }
@@ -298,18 +358,32 @@ impl MasterService for Service {
     #[instrument(skip_all)]
     async fn repair_events(&self, _req: Request<RepairEventsRequest>) -> Reply<RepairEventsResponse> {
         let t = self.shared.metrics.rpc("RepairEvents");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
         t.reply(Ok(self.shared.repair_events()))
     }
 
+    #[instrument(skip_all)]
     async fn master_status(&self, _req: Request<MasterStatusRequest>) -> Reply<MasterStatusResponse> {
-        Err(Error::Unavailable("master group: not built yet (helper base)".into()).into())
+        let t = self.shared.metrics.rpc("MasterStatus");
+        t.reply(Ok(self.shared.master_status()))
     }
 
-    async fn add_master(&self, _req: Request<AddMasterRequest>) -> Reply<AddMasterResponse> {
-        Err(Error::Unavailable("master group: not built yet (helper base)".into()).into())
+    #[instrument(skip_all, fields(id = req.get_ref().id, address = %req.get_ref().address))]
+    async fn add_master(&self, req: Request<AddMasterRequest>) -> Reply<AddMasterResponse> {
+        let t = self.shared.metrics.rpc("AddMaster");
+        let q = req.into_inner();
+        let r = self.shared.add_master(q.id, &q.address).await;
+        let members = self.shared.masters().await;
+        t.reply(r.map(|()| AddMasterResponse { members }))
     }
 
-    async fn remove_master(&self, _req: Request<RemoveMasterRequest>) -> Reply<RemoveMasterResponse> {
-        Err(Error::Unavailable("master group: not built yet (helper base)".into()).into())
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn remove_master(&self, req: Request<RemoveMasterRequest>) -> Reply<RemoveMasterResponse> {
+        let t = self.shared.metrics.rpc("RemoveMaster");
+        let r = self.shared.remove_master(req.get_ref().id).await;
+        let members = self.shared.masters().await;
+        t.reply(r.map(|()| RemoveMasterResponse { members }))
     }
 }

@@ -1,23 +1,27 @@
 //! Master state: the metadata (namespace, chunks, servers) behind one mutex,
-//! plus the log, path locks and the commit/checkpoint protocol.
+//! plus the Raft node, path locks and the commit protocol.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
-    Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, ServerState, ServerStateOp,
+    Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, LogBatch, LogRecord, ServerState,
+    ServerStateOp,
 };
-use tracing::{error, info};
+use prost::Message;
 
 use crate::chunks::ChunkTable;
 use crate::config::Config;
 use crate::heal::HealState;
 use crate::locks::LockManager;
 use crate::namespace::{FileMeta, Namespace, Node};
-use crate::oplog::{self, Oplog};
+use crate::raft::log_store::LogStore;
+use crate::raft::state_machine::Machine;
+use crate::raft::{NodeId, Raft, Request};
 use crate::rpc::ChunkRpc;
 use crate::servers::ServerRegistry;
 
@@ -40,6 +44,10 @@ pub struct Meta {
     /// Handles being created on chunkservers but not logged yet: their
     /// replicas' reports are neither orphans nor replicas until then.
     pub allocating: std::collections::HashSet<u64>,
+    /// Raft: the last applied log entry (replicated state).
+    pub applied: Option<openraft::LogId<crate::raft::NodeId>>,
+    /// Raft: the membership in force at `applied` (replicated state).
+    pub membership: crate::raft::StoredMembership,
 }
 
 impl Meta {
@@ -99,8 +107,9 @@ impl Meta {
         }
     }
 
-    /// Builds a checkpoint (parents before children).
-    pub fn snapshot(&self, last_seq: u64) -> Checkpoint {
+    /// Builds a checkpoint (parents before children) at the applied Raft
+    /// position.
+    pub fn snapshot(&self) -> Checkpoint {
         let entries = self
             .ns
             .iter()
@@ -124,7 +133,41 @@ impl Meta {
             .collect();
         let server_states =
             self.admin.iter().map(|(id, st)| ServerStateOp { server_id: id.clone(), state: *st as i32 }).collect();
-        Checkpoint { last_seq, next_handle: self.chunks.next_handle(), entries, server_states, ..Default::default() }
+        let last = self.applied;
+        Checkpoint {
+            last_seq: last.map_or(0, |l| l.index),
+            last_term: last.map_or(0, |l| l.leader_id.term),
+            last_leader_id: last.map_or(0, |l| l.leader_id.node_id),
+            has_last: last.is_some(),
+            membership_json: serde_json::to_vec(&self.membership).expect("membership serializes").into(),
+            next_handle: self.chunks.next_handle(),
+            entries,
+            server_states,
+        }
+    }
+
+    /// CRC32C of the replicated metadata (namespace, chunks and versions,
+    /// admin states, applied position): equal on masters with equal state.
+    pub fn digest(&self) -> u32 {
+        let mut cp = self.snapshot();
+        // The leader raises next_handle past its term's range on election;
+        // that is not replicated state.
+        cp.next_handle = 0;
+        crc32c::crc32c(&prost::Message::encode_to_vec(&cp))
+    }
+
+    /// Replaces the replicated state with `fresh` (an installed snapshot),
+    /// keeping the soft state (servers, repair); replica locations are
+    /// rebuilt from what each server reported.
+    pub fn replace_persistent(&mut self, fresh: Meta) {
+        self.ns = fresh.ns;
+        self.chunks = fresh.chunks;
+        self.admin = fresh.admin;
+        let held: Vec<(String, u64)> =
+            self.servers.iter().flat_map(|s| s.chunks.iter().map(|h| (s.info.id.clone(), *h))).collect();
+        for (server, h) in held {
+            self.add_replica(h, &server);
+        }
     }
 
     /// Records a persistent admin state; `Live` clears it.
@@ -161,6 +204,13 @@ impl Meta {
         m.chunks.bump_next_handle(cp.next_handle);
         for st in &cp.server_states {
             m.apply_server_state(st);
+        }
+        if cp.has_last {
+            m.applied = Some(crate::raft::log_id(cp.last_term, cp.last_leader_id, cp.last_seq));
+        }
+        if !cp.membership_json.is_empty() {
+            m.membership = serde_json::from_slice(&cp.membership_json)
+                .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}; refusing to start")))?;
         }
         Ok(m)
     }
@@ -213,38 +263,58 @@ impl Meta {
 pub struct Shared {
     /// Configuration.
     pub cfg: Config,
-    /// This master's epoch.
-    pub epoch: u64,
-    meta: Mutex<Meta>,
-    /// Held in read mode from log append to apply; write mode to snapshot.
-    gate: tokio::sync::RwLock<()>,
+    /// This master's Raft id.
+    pub id: NodeId,
+    meta: Arc<Mutex<Meta>>,
+    /// The replicated state machine over `meta`.
+    pub machine: Arc<Machine>,
+    /// The Raft node.
+    pub raft: Raft,
+    /// The Raft log (closed at shutdown).
+    pub log: LogStore,
+    /// Leadership: the term while this master is the leader and has applied
+    /// its term's first entry, else 0; and since when.
+    pub(crate) leadership: crate::group::Leadership,
+    next_request: AtomicU64,
     /// Per-path locks.
     pub locks: LockManager,
-    /// The operation log.
-    pub oplog: Oplog,
     /// Calls to chunkservers.
     pub rpc: ChunkRpc,
     /// Prometheus families.
     pub metrics: crate::metrics::Metrics,
     chunk_locks: Vec<tokio::sync::Mutex<()>>,
-    checkpoint_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
-    /// Wraps recovered metadata and an open log.
-    pub fn new(cfg: Config, epoch: u64, meta: Meta, oplog: Oplog, metrics: crate::metrics::Metrics) -> Self {
+    /// Wraps the recovered metadata (`meta`, shared with `machine`) and the
+    /// Raft node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        id: NodeId,
+        meta: Arc<Mutex<Meta>>,
+        machine: Arc<Machine>,
+        raft: Raft,
+        log: LogStore,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
         let rpc = ChunkRpc::new(Duration::from_millis(cfg.rpc_timeout_ms));
+        // Request ids only need to be unique within this process life and
+        // distinct from a previous life's still-unapplied batches.
+        let seed = (gfs_common::now_ms() as u64) << 20;
         Shared {
             cfg,
-            epoch,
-            meta: Mutex::new(meta),
-            gate: tokio::sync::RwLock::new(()),
+            id,
+            meta,
+            machine,
+            raft,
+            log,
+            leadership: Default::default(),
+            next_request: AtomicU64::new(seed),
             locks: LockManager::new(),
-            oplog,
             rpc,
             metrics,
             chunk_locks: (0..CHUNK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            checkpoint_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -258,109 +328,51 @@ impl Shared {
         &self.chunk_locks[(handle % CHUNK_STRIPES as u64) as usize]
     }
 
-    /// Logs `ops` (one group fsync), then applies them. The caller holds the
+    /// Replicates `ops` through Raft and applies them. The caller holds the
     /// path locks and has checked the ops against the current state.
     pub async fn commit(self: &Arc<Self>, ops: Vec<Op>) -> Result<()> {
         self.commit_then(ops, |_| {}).await
     }
 
-    /// Like [`Shared::commit`], and runs `then` on the metadata under the
-    /// same lock as the apply, so no other task sees the state in between.
-    pub async fn commit_then<R>(self: &Arc<Self>, ops: Vec<Op>, then: impl FnOnce(&mut Meta) -> R) -> Result<R> {
-        let out = {
-            let _gate = self.gate.read().await;
-            let time_ms = gfs_common::now_ms();
-            self.oplog.append_batch(ops.clone(), time_ms).await?;
-            let mut meta = self.meta();
-            for op in &ops {
-                if let Err(e) = meta.apply(op, time_ms) {
-                    error!(error = %e, "logged operation failed to apply");
-                    return Err(e);
-                }
-            }
-            then(&mut meta)
+    /// Like [`Shared::commit`], and runs `then` on the metadata right after
+    /// the ops are applied, under the same lock, so no other task sees the
+    /// state in between. Fails with `NotLeader` on a follower and
+    /// `Unavailable` when no quorum acknowledges within the RPC timeout (a
+    /// partitioned leader); the ops may still commit later, without `then`.
+    pub async fn commit_then<R: Send + 'static>(
+        self: &Arc<Self>,
+        ops: Vec<Op>,
+        then: impl FnOnce(&mut Meta) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.require_leader()?;
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.machine.expect(
+            request_id,
+            Box::new(move |meta: &mut Meta| {
+                let _ = tx.send(then(meta));
+            }),
+        );
+        let time_ms = gfs_common::now_ms();
+        let ops = ops.into_iter().map(|op| LogRecord { seq: 0, time_ms, op: Some(op) }).collect();
+        let batch = LogBatch { time_ms, ops, proposer: self.id, request_id };
+        let wait = Duration::from_millis(self.cfg.rpc_timeout_ms);
+        let res = tokio::time::timeout(wait, self.raft.client_write(Request { batch: batch.encode_to_vec() })).await;
+        let failed = |e: Error| {
+            self.machine.forget(request_id);
+            Err(e)
         };
-        self.maybe_checkpoint();
-        Ok(out)
-    }
-
-    fn maybe_checkpoint(self: &Arc<Self>) {
-        if self.oplog.since_checkpoint() < self.cfg.checkpoint_every {
-            return;
+        match res {
+            Err(_) => failed(Error::Unavailable(format!(
+                "no quorum of masters acknowledged the change within {wait:?} (this master may be partitioned)"
+            ))),
+            Ok(Err(e)) => failed(self.write_error(e)),
+            Ok(Ok(resp)) => match resp.data.error {
+                Some(detail) => failed(Error::from_detail_bytes(&detail)),
+                None => rx.await.map_err(|_| Error::Internal("applied batch lost its continuation".into())),
+            },
         }
-        let Ok(guard) = self.checkpoint_lock.clone().try_lock_owned() else { return };
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.checkpoint_locked().await {
-                error!(error = %e, "checkpoint failed");
-            }
-            drop(guard);
-        });
     }
-
-    /// Writes a checkpoint and drops the log segments it covers.
-    pub async fn checkpoint(&self) -> Result<()> {
-        let _g = self.checkpoint_lock.lock().await;
-        self.checkpoint_locked().await
-    }
-
-    async fn checkpoint_locked(&self) -> Result<()> {
-        let (snap, keep_from) = {
-            let _gate = self.gate.write().await;
-            let last_seq = self.oplog.last_seq();
-            let snap = self.meta().snapshot(last_seq);
-            let next = self.oplog.rotate().await?;
-            if next != last_seq + 1 {
-                return Err(Error::Internal(format!("checkpoint at seq {last_seq} but log continues at {next}")));
-            }
-            (snap, next)
-        };
-        let dir = self.oplog.dir().to_path_buf();
-        tokio::task::spawn_blocking(move || oplog::write_checkpoint(&dir, &snap, keep_from))
-            .await
-            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))?
-    }
-}
-
-/// Loads the checkpoint and replays the log in `dir`; returns the metadata
-/// and the last seq.
-pub fn recover(dir: &std::path::Path) -> Result<(Meta, u64)> {
-    let (mut meta, after) = match oplog::load_checkpoint(dir)? {
-        Some(cp) => (Meta::from_checkpoint(&cp)?, cp.last_seq),
-        None => (Meta::new(), 0),
-    };
-    let last = oplog::replay(dir, after, |rec| {
-        let op = rec.op.as_ref().ok_or_else(|| Error::Internal("record without op".into()))?;
-        meta.apply(op, rec.time_ms)
-            .map_err(|e| Error::Internal(format!("replaying log record {}: {e}; refusing to start", rec.seq)))
-    })?;
-    info!(checkpoint_seq = after, last_seq = last, replayed = last - after, "master state recovered");
-    Ok((meta, last))
-}
-
-/// Reads, increments and durably rewrites the `epoch` file.
-pub fn bump_epoch(dir: &std::path::Path) -> Result<u64> {
-    let path = dir.join("epoch");
-    let old = match std::fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|e| Error::Internal(format!("{} is not a decimal epoch: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-    };
-    let epoch = old + 1;
-    let tmp = dir.join("epoch.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create epoch.tmp", e))?;
-        f.write_all(format!("{epoch}\n").as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io("write epoch", e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename epoch", e))?;
-    oplog::sync_dir(dir)?;
-    Ok(epoch)
 }
 
 #[cfg(test)]
@@ -382,40 +394,35 @@ mod tests {
         ]
     }
 
-    fn summary(m: &Meta) -> (Checkpoint, Vec<(u64, u64)>) {
-        let mut v: Vec<(u64, u64)> = m.chunks.iter().map(|(h, c)| (*h, c.version)).collect();
-        v.sort();
-        (m.snapshot(0), v)
-    }
-
-    #[tokio::test]
-    async fn recovery_equals_pre_crash_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Oplog::open(dir.path(), 1).unwrap();
+    #[test]
+    fn checkpoint_restores_the_replicated_state() {
         let mut live = Meta::new();
         for (i, op) in ops().into_iter().enumerate() {
-            log.append_batch(vec![op.clone()], 1000 + i as i64).await.unwrap();
             live.apply(&op, 1000 + i as i64).unwrap();
-            if i == 4 {
-                // Checkpoint in the middle.
-                let next = log.rotate().await.unwrap();
-                oplog::write_checkpoint(dir.path(), &live.snapshot(log.last_seq()), next).unwrap();
-            }
         }
-        log.close().await.unwrap();
-        let (rec, last) = recover(dir.path()).unwrap();
-        assert_eq!(last, ops().len() as u64);
-        assert_eq!(summary(&rec), summary(&live));
-        assert_eq!(rec.chunks.get(1).unwrap().version, 4);
-        assert!(rec.chunks.get(3).is_none());
-        assert_eq!(rec.chunks.next_handle(), 4);
-        assert_eq!(rec.ns, live.ns);
+        live.applied = Some(crate::raft::log_id(3, 2, 41));
+        let cp = live.snapshot();
+        assert_eq!((cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last), (41, 3, 2, true));
+        let back = Meta::from_checkpoint(&cp).unwrap();
+        assert_eq!(back.ns, live.ns);
+        assert_eq!(back.applied, live.applied);
+        assert_eq!(back.chunks.get(1).unwrap().version, 4);
+        assert!(back.chunks.get(3).is_none());
+        assert_eq!(back.chunks.next_handle(), 4);
+        assert_eq!(back.digest(), live.digest());
+        // Any replicated difference changes the digest.
+        let mut other = Meta::from_checkpoint(&cp).unwrap();
+        other.apply(&Op::Mkdir(MkdirOp { path: "/z".into() }), 5).unwrap();
+        assert_ne!(other.digest(), live.digest());
     }
 
     #[test]
-    fn epoch_increments() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(bump_epoch(dir.path()).unwrap(), 1);
-        assert_eq!(bump_epoch(dir.path()).unwrap(), 2);
+    fn a_failing_op_changes_nothing() {
+        let mut m = Meta::new();
+        m.apply(&Op::Mkdir(MkdirOp { path: "/a".into() }), 1).unwrap();
+        let before = m.digest();
+        let err = m.apply(&Op::Create(CreateOp { path: "/a".into(), replication: 3, chunk_size: 1 << 20 }), 2);
+        assert!(err.is_err());
+        assert_eq!(m.digest(), before);
     }
 }

@@ -134,6 +134,7 @@ impl Cluster {
             lease_ms: self.opts.lease_ms,
             heartbeat_ms: self.opts.heartbeat_ms,
             dead_after_ms: self.opts.dead_after_ms,
+            leader_warmup_ms: self.opts.dead_after_ms,
             checkpoint_every: self.opts.checkpoint_every,
             heal: self.opts.heal.clone(),
             ..Default::default()

@@ -18,6 +18,10 @@ pub struct ServerArgs {
     /// Number of chunkservers.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub chunkservers: usize,
+    /// Masters in the group (1, 3 or 5), all in this process: the first
+    /// listens on --listen, the others on free loopback ports.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub masters: usize,
     /// Master listen address.
     #[arg(long, default_value = "127.0.0.1:9700", value_name = "HOST:PORT")]
     pub listen: String,
@@ -34,7 +38,7 @@ pub struct ServerArgs {
     /// on the admin port.
     #[arg(long, env = "GFS_PROFILING")]
     pub profiling: bool,
-    /// Write the master address to this file once ready.
+    /// Write the master address(es, comma-separated) to this file once ready.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }
@@ -49,10 +53,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     opts.replication = args.replication;
     opts.admin_listen = args.admin_listen.clone();
     opts.profiling = args.profiling;
+    opts.masters = args.masters;
     let cluster = LocalCluster::start(opts, shutdown.clone()).await?;
+    let masters = cluster.master_spec();
     println!(
-        "gfs server ready: master {}, {} chunkservers, data {}",
-        cluster.master_addr,
+        "gfs server ready: master{} {masters}, {} chunkservers, data {}",
+        if args.masters > 1 { "s" } else { "" },
         args.chunkservers,
         args.data_dir.display()
     );
@@ -66,7 +72,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             let mut tmp = path.clone().into_os_string();
             tmp.push(".tmp");
             let tmp = PathBuf::from(tmp);
-            std::fs::write(&tmp, cluster.master_addr.to_string())?;
+            std::fs::write(&tmp, &masters)?;
             std::fs::rename(&tmp, path)
         };
         if let Err(e) = write() {

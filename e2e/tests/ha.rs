@@ -1,0 +1,424 @@
+//! Master high availability with real processes on loopback: a group of
+//! three `gfs-master`s (Raft), chunkservers and clients given the list of
+//! master addresses. Partitions use the masters' fault-injection switch
+//! (`--fault-injection`, `RaftService.SetPartition`), which drops Raft
+//! traffic in both directions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gfs_client::{Client, ClientConfig};
+use gfs_common::Error;
+use gfs_e2e::{Proc, bin, free_addr};
+use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_proto::raft_service_client::RaftServiceClient;
+use gfs_proto::{
+    CreateRequest, MasterRole, MasterStatusRequest, MasterStatusResponse, MkdirRequest, PartitionRequest, StatRequest,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+/// A master group plus optional chunkservers, all killed on drop.
+struct Group {
+    dir: PathBuf,
+    addrs: Vec<String>,
+    masters: Vec<Option<Proc>>,
+    chunkservers: Vec<Proc>,
+}
+
+impl Group {
+    fn new(dir: &Path, n: usize) -> Group {
+        let addrs: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
+        let mut g = Group { dir: dir.to_path_buf(), addrs, masters: Vec::new(), chunkservers: Vec::new() };
+        for id in 1..=n as u64 {
+            let p = g.spawn_master(id);
+            g.masters.push(Some(p));
+        }
+        g
+    }
+
+    fn peers(&self) -> String {
+        self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The client/chunkserver form: every master address.
+    fn spec(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    fn master_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("master-{id}"))
+    }
+
+    fn spawn_master(&self, id: u64) -> Proc {
+        let addr = &self.addrs[id as usize - 1];
+        // The log of the current process life (replaced on restart).
+        Proc::spawn(
+            Command::new(bin("gfs-master"))
+                .args(["--id", &id.to_string(), "--listen", addr, "--peers", &self.peers()])
+                .args(["--chunk-size", "1MiB", "--fault-injection", "--data-dir"])
+                .arg(self.master_dir(id))
+                .env("RUST_LOG", "info"),
+            &self.dir.join(format!("master-{id}.log.cur")),
+        )
+    }
+
+    fn restart(&mut self, id: u64) {
+        let p = self.spawn_master(id);
+        self.masters[id as usize - 1] = Some(p);
+    }
+
+    fn kill9(&mut self, id: u64) {
+        if let Some(mut p) = self.masters[id as usize - 1].take() {
+            p.kill9();
+        }
+    }
+
+    fn add_chunkservers(&mut self, n: usize) {
+        for i in 0..n {
+            let i = self.chunkservers.len() + i;
+            self.chunkservers.push(Proc::spawn(
+                Command::new(bin("gfs-chunkserver"))
+                    .args(["--master", &self.spec(), "--listen", "127.0.0.1:0", "--zone", &format!("z{i}")])
+                    .arg("--data-dir")
+                    .arg(self.dir.join(format!("cs{i}"))),
+                &self.dir.join(format!("cs{i}.log")),
+            ));
+        }
+    }
+
+    fn master_log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("master-{id}.log.cur"))).unwrap_or_default()
+    }
+}
+
+async fn status(addr: &str) -> Option<MasterStatusResponse> {
+    let call = async {
+        let mut c = MasterServiceClient::connect(format!("http://{addr}")).await.ok()?;
+        Some(c.master_status(MasterStatusRequest {}).await.ok()?.into_inner())
+    };
+    tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten()
+}
+
+/// Waits until a master among `ids` is leader and the others there agree;
+/// returns its id.
+async fn wait_leader(g: &Group, ids: &[u64], timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut leaders = BTreeMap::new();
+        let mut agree = 0;
+        for id in ids {
+            if let Some(s) = status(&g.addrs[*id as usize - 1]).await {
+                let me = s.this.unwrap();
+                if me.role == MasterRole::Leader as i32 {
+                    leaders.insert(me.term, me.id);
+                }
+                if s.leader_id != 0 {
+                    agree += 1;
+                }
+            }
+        }
+        if let Some((_, id)) = leaders.iter().next_back()
+            && agree * 2 > ids.len()
+        {
+            return *id;
+        }
+        assert!(Instant::now() < deadline, "no leader among {ids:?} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every master in `ids` applied the same index with the same
+/// namespace digest; returns (index, digest).
+async fn wait_converged(g: &Group, ids: &[u64], timeout: Duration) -> (u64, u32) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut seen = Vec::new();
+        for id in ids {
+            if let Some(s) = status(&g.addrs[*id as usize - 1]).await {
+                seen.push((s.this.unwrap().last_applied, s.namespace_digest));
+            }
+        }
+        if seen.len() == ids.len() && seen.iter().all(|x| *x == seen[0]) {
+            return seen[0];
+        }
+        assert!(Instant::now() < deadline, "masters {ids:?} did not converge: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn raw(addr: &str) -> MasterServiceClient<tonic::transport::Channel> {
+    MasterServiceClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Group::new(dir.path(), 3);
+    rt().block_on(async {
+        let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let l_addr = g.addrs[leader as usize - 1].clone();
+        let mut c = raw(&l_addr).await;
+        for i in 0..20 {
+            c.mkdir(MkdirRequest { path: format!("/before/{i}"), parents: true }).await.unwrap();
+        }
+        let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+        // Cut the leader off from the other two, both directions.
+        RaftServiceClient::connect(format!("http://{l_addr}"))
+            .await
+            .unwrap()
+            .set_partition(PartitionRequest { blocked: others.clone() })
+            .await
+            .unwrap();
+        // The minority side acknowledges nothing: every mutation fails.
+        let mut refused = 0;
+        for i in 0..3 {
+            let r = c.mkdir(MkdirRequest { path: format!("/minority/{i}"), parents: true }).await;
+            let e = Error::from(r.expect_err("a partitioned leader acknowledged a mutation"));
+            assert!(matches!(e, Error::Unavailable(_) | Error::NotLeader { .. }), "{e}");
+            refused += 1;
+        }
+        assert_eq!(refused, 3);
+        // The majority elects a leader and keeps serving.
+        let new_leader = wait_leader(&g, &others, Duration::from_secs(30)).await;
+        assert_ne!(new_leader, leader);
+        let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
+        for i in 0..20 {
+            c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true })
+                .await
+                .unwrap();
+        }
+        // The old leader, still cut off, no longer answers as leader.
+        let r = c.stat(StatRequest { path: "/before/0".into(), allow_stale: false }).await;
+        assert!(matches!(Error::from(r.unwrap_err()), Error::NotLeader { .. }));
+        // Shadow reads still work there (possibly stale).
+        c.stat(StatRequest { path: "/before/0".into(), allow_stale: true }).await.unwrap();
+
+        // Heal: all three converge to the same state.
+        RaftServiceClient::connect(format!("http://{l_addr}"))
+            .await
+            .unwrap()
+            .set_partition(PartitionRequest { blocked: vec![] })
+            .await
+            .unwrap();
+        let (index, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        assert!(index > 40, "applied index {index}");
+        assert_ne!(digest, 0);
+        let leader_now = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let mut c3 = raw(&g.addrs[leader_now as usize - 1]).await;
+        for i in 0..20 {
+            c3.stat(StatRequest { path: format!("/majority/f{i}"), allow_stale: false }).await.unwrap();
+            c3.stat(StatRequest { path: format!("/before/{i}"), allow_stale: false }).await.unwrap();
+        }
+        // Nothing the minority tried survived.
+        let r = c3.stat(StatRequest { path: "/minority".into(), allow_stale: false }).await;
+        assert!(matches!(Error::from(r.unwrap_err()), Error::NotFound { .. }));
+    });
+}
+
+#[test]
+fn corrupt_log_tail_on_one_master_is_cut_and_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Group::new(dir.path(), 3);
+    let rt = rt();
+    let leader = rt.block_on(wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)));
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    rt.block_on(async {
+        let mut c = raw(&g.addrs[leader as usize - 1]).await;
+        for i in 0..50 {
+            c.mkdir(MkdirRequest { path: format!("/d/{i}"), parents: true }).await.unwrap();
+        }
+        wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+    });
+    for damage in ["garbage", "truncate"] {
+        g.kill9(follower);
+        // Damage the newest segment holding entries.
+        let mdir = g.master_dir(follower);
+        let mut segs: Vec<(u64, PathBuf)> = std::fs::read_dir(&mdir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                let i = n.strip_prefix("raft-log.")?.parse().ok()?;
+                (e.metadata().unwrap().len() > 0).then(|| (i, e.path()))
+            })
+            .collect();
+        segs.sort();
+        let (_, seg) = segs.last().unwrap().clone();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        match damage {
+            "garbage" => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+                f.write_all(&[0xAB; 77]).unwrap();
+            }
+            _ => std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap(),
+        }
+        rt.block_on(async {
+            // More acknowledged writes while it is down.
+            let leader = wait_leader(&g, &[1, 2, 3].into_iter().filter(|i| *i != follower).collect::<Vec<_>>(), Duration::from_secs(30)).await;
+            let mut c = raw(&g.addrs[leader as usize - 1]).await;
+            for i in 0..10 {
+                c.mkdir(MkdirRequest { path: format!("/{damage}/{i}"), parents: true }).await.unwrap();
+            }
+        });
+        g.restart(follower);
+        rt.block_on(wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)));
+        let log = g.master_log(follower);
+        assert!(log.contains("raft log tail is torn or corrupt"), "{damage}: no recovery line in the log:\n{log}");
+        assert!(log.contains("last_good_index"), "{log}");
+    }
+}
+
+#[test]
+fn restarting_every_master_returns_the_acknowledged_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Group::new(dir.path(), 3);
+    g.add_chunkservers(3);
+    let rt = rt();
+    let mut files = BTreeMap::new();
+    let before = rt.block_on(async {
+        wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        client.mkdir("/data", true).await.unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        for i in 0..6 {
+            let mut data = vec![0u8; rng.random_range(1..2_500_000)];
+            rng.fill_bytes(&mut data);
+            let path = format!("/data/f{i}");
+            client.create(&path, None).await.unwrap();
+            client.write_at(&path, 0, &data).await.unwrap();
+            files.insert(path, data);
+        }
+        wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await
+    });
+    for id in 1..=3 {
+        g.kill9(id);
+    }
+    for id in 1..=3 {
+        g.restart(id);
+    }
+    rt.block_on(async {
+        wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let (_, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        assert_eq!(digest, before.1, "namespace after restarting every master differs");
+        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        for (path, data) in &files {
+            let got = client.read_all(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(got == *data, "{path}: content differs after restart");
+        }
+    });
+}
+
+/// Files acknowledged by writers: path -> content; records acknowledged by
+/// appenders.
+type Acked = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+async fn writer(spec: String, id: u32, acked: Acked, after_kill: Arc<Mutex<usize>>, stop: Arc<AtomicBool>, killed: Arc<AtomicBool>) {
+    let client = Client::new(ClientConfig::new(spec)).unwrap();
+    let mut rng = StdRng::seed_from_u64(id as u64);
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let path = format!("/load/w{id}-{n}");
+        n += 1;
+        let mut data = vec![0u8; rng.random_range(0..300_000)];
+        rng.fill_bytes(&mut data);
+        if client.create(&path, None).await.is_err() {
+            continue;
+        }
+        let ok = client.write_at(&path, 0, &data).await.is_ok();
+        acked.lock().unwrap().insert(path, if ok { data } else { Vec::new() });
+        if killed.load(Ordering::Relaxed) {
+            *after_kill.lock().unwrap() += 1;
+        }
+    }
+}
+
+async fn appender(spec: String, id: u32, acked: Arc<Mutex<Vec<Vec<u8>>>>, stop: Arc<AtomicBool>) {
+    let client = Client::new(ClientConfig::new(spec)).unwrap();
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let rec = format!("rec-{id}-{n}-{}\n", "x".repeat((n % 50) as usize)).into_bytes();
+        n += 1;
+        if client.append("/load/log", &rec).await.is_ok() {
+            acked.lock().unwrap().push(rec);
+        }
+    }
+}
+
+#[test]
+fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Group::new(dir.path(), 3);
+    g.add_chunkservers(3);
+    let rt = rt();
+    let leader = rt.block_on(async {
+        let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        client.mkdir("/load", true).await.unwrap();
+        client.create("/load/log", None).await.unwrap();
+        leader
+    });
+    let acked: Acked = Arc::default();
+    let records: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let after_kill = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push(rt.spawn(writer(g.spec(), i, acked.clone(), after_kill.clone(), stop.clone(), killed.clone())));
+    }
+    for i in 0..2 {
+        tasks.push(rt.spawn(appender(g.spec(), i, records.clone(), stop.clone())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(acked.lock().unwrap().len() >= 30, "writers did not get going");
+    g.kill9(leader);
+    killed.store(true, Ordering::Relaxed);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    let new_leader = rt.block_on(wait_leader(&g, &others, Duration::from_secs(30)));
+    assert_ne!(new_leader, leader);
+    // The clients continue after retrying: more acknowledged operations.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while *after_kill.lock().unwrap() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+    let n_after = *after_kill.lock().unwrap();
+    assert!(n_after >= 20, "only {n_after} operations acknowledged after the leader died");
+    let acked = acked.lock().unwrap().clone();
+    let records = records.lock().unwrap().clone();
+    assert!(!records.is_empty());
+    rt.block_on(async {
+        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        for (path, data) in &acked {
+            let got = client.read_all(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+            if !data.is_empty() {
+                assert!(got == *data, "{path}: content differs ({} vs {} bytes)", got.len(), data.len());
+            }
+        }
+        let log = client.read_all("/load/log").await.unwrap();
+        for rec in &records {
+            assert!(
+                log.windows(rec.len()).any(|w| w == rec.as_slice()),
+                "acknowledged record {:?} missing",
+                String::from_utf8_lossy(rec)
+            );
+        }
+        wait_converged(&g, &others, Duration::from_secs(30)).await;
+    });
+}

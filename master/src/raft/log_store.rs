@@ -1,0 +1,557 @@
+//! The Raft log of a master on disk, and its vote.
+//!
+//! Files in the data directory:
+//! - `raft-log.<first_index>`: segments of frames
+//!   `u32 len (LE) | u32 crc32c(payload) (LE) | RaftEntry`;
+//! - `raft-vote`: the last vote (JSON), replaced atomically;
+//! - `raft-purged`: the last purged log id (JSON), replaced atomically.
+//!
+//! Every write (append, truncate, purge, vote) goes through one writer
+//! thread in submission order, as openraft requires. Appends queued
+//! together share one `fdatasync` (group commit); each append's callback
+//! runs after its fsync. All entries not yet purged are also kept in memory
+//! (the snapshot policy bounds them), so reads never touch the disk.
+//!
+//! Recovery reads the segments in order. A torn or corrupt frame ends the
+//! log there: one warning names the file, offset and last good index, and
+//! the file is truncated (later segments, which would leave a hole, are
+//! removed). A gap between segments refuses to start.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use gfs_common::{Error, Result};
+use gfs_proto::RaftEntry;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::{Entry, NodeId, TypeConfig, entry_from_proto, entry_to_proto};
+use crate::oplog::{decode_frame, encode_frame, sync_dir, write_atomic};
+
+/// Entries per segment before the writer starts a new one (purging deletes
+/// whole segments).
+const SEGMENT_ENTRIES: usize = 8192;
+/// Most commands folded into one group commit.
+const MAX_BATCH: usize = 4096;
+
+type StoreError = StorageError<NodeId>;
+
+enum Cmd {
+    Append { frames: Vec<u8>, indexes: Vec<(u64, usize)>, done: LogFlushed<TypeConfig> },
+    Truncate { index: u64, reply: oneshot::Sender<Result<()>> },
+    Purge { upto: LogId<NodeId>, reply: oneshot::Sender<Result<()>> },
+    Vote { vote: Vote<NodeId>, reply: oneshot::Sender<Result<()>> },
+    Close { reply: oneshot::Sender<()> },
+}
+
+#[derive(Default)]
+struct Mem {
+    entries: BTreeMap<u64, Entry>,
+    purged: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+}
+
+struct Inner {
+    mem: Mutex<Mem>,
+    tx: mpsc::Sender<Cmd>,
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// The log store handed to openraft (and its reader: a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("raft-log.{first}"))
+}
+
+/// Lists `raft-log.<first>` segments, sorted by first index.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("read dir entry", e))?;
+        let name = entry.file_name();
+        if let Some(i) = name.to_str().and_then(|n| n.strip_prefix("raft-log.")).and_then(|s| s.parse::<u64>().ok()) {
+            out.push((i, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("{} is corrupt: {e}; refusing to start", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}
+
+/// What recovery found on disk.
+struct Recovered {
+    mem: Mem,
+    /// Index -> (segment first index, byte offset) of every entry on disk.
+    offsets: BTreeMap<u64, (u64, u64)>,
+    segments: BTreeMap<u64, PathBuf>,
+}
+
+fn recover(dir: &Path) -> Result<Recovered> {
+    let mut mem = Mem {
+        vote: read_json(&dir.join("raft-vote"))?,
+        purged: read_json(&dir.join("raft-purged"))?,
+        ..Default::default()
+    };
+    let mut offsets = BTreeMap::new();
+    let mut segments = BTreeMap::new();
+    let mut last: Option<u64> = mem.purged.map(|p| p.index);
+    let mut cut = false;
+    for (first, path) in list_segments(dir)? {
+        if cut {
+            warn!(file = %path.display(), "removing log segment after a corrupt one (it would leave a hole)");
+            std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            continue;
+        }
+        let buf = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let mut off = 0usize;
+        loop {
+            match decode_frame::<RaftEntry>(&buf, off) {
+                Ok(None) => break,
+                Ok(Some((rec, next))) => {
+                    let index = rec.index;
+                    let entry = entry_from_proto(rec).map_err(|e| {
+                        Error::Internal(format!("{} at offset {off}: {e}; refusing to start", path.display()))
+                    })?;
+                    if mem.purged.is_none_or(|p| index > p.index) {
+                        match last {
+                            // A later segment rewrote a truncated suffix.
+                            Some(l) if index <= l => {
+                                mem.entries.split_off(&index);
+                            }
+                            Some(l) if index != l + 1 => {
+                                return Err(Error::Internal(format!(
+                                    "raft log has a gap in {}: expected index {} but found {index}; refusing to start",
+                                    path.display(),
+                                    l + 1
+                                )));
+                            }
+                            _ => {}
+                        }
+                        mem.entries.insert(index, entry);
+                        last = Some(index);
+                    }
+                    offsets.insert(index, (first, off as u64));
+                    off = next;
+                }
+                Err(reason) => {
+                    warn!(
+                        file = %path.display(),
+                        offset = off,
+                        last_good_index = ?last,
+                        reason,
+                        "raft log tail is torn or corrupt: recovery stops at the last valid entry and truncates the rest"
+                    );
+                    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open log", e))?;
+                    f.set_len(off as u64).and_then(|_| f.sync_all()).map_err(|e| Error::io("truncate log", e))?;
+                    cut = true;
+                    break;
+                }
+            }
+        }
+        segments.insert(first, path);
+    }
+    Ok(Recovered { mem, offsets, segments })
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    current: u64,
+    current_entries: usize,
+    segments: BTreeMap<u64, PathBuf>,
+    offsets: BTreeMap<u64, (u64, u64)>,
+    file_len: u64,
+    buf: Vec<u8>,
+    waiting: Vec<LogFlushed<TypeConfig>>,
+    poisoned: Option<String>,
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Writer {
+    fn open_segment(dir: &Path, first: u64) -> std::io::Result<File> {
+        let f = OpenOptions::new().create(true).write(true).truncate(true).open(segment_path(dir, first))?;
+        File::open(dir)?.sync_all()?;
+        Ok(f)
+    }
+
+    fn flush(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let res = match &self.poisoned {
+            Some(p) => Err(std::io::Error::other(p.clone())),
+            None => self.file.write_all(&self.buf).and_then(|_| self.file.sync_data()),
+        };
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        self.file_len += self.buf.len() as u64;
+        self.buf.clear();
+        if let Err(e) = &res
+            && self.poisoned.is_none()
+        {
+            tracing::error!(error = %e, "raft log write failed; this master refuses further log writes");
+            self.poisoned = Some(format!("raft log write failed earlier: {e}"));
+        }
+        for done in self.waiting.drain(..) {
+            done.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+        }
+    }
+
+    fn append(&mut self, frames: Vec<u8>, indexes: Vec<(u64, usize)>, done: LogFlushed<TypeConfig>) {
+        if self.current_entries >= SEGMENT_ENTRIES
+            && let Some(&(first, _)) = indexes.first()
+            && let Err(e) = self.rotate(first)
+        {
+            self.poisoned.get_or_insert(format!("cannot start log segment {first}: {e}"));
+        }
+        let base = self.file_len + self.buf.len() as u64;
+        for (index, off) in indexes {
+            self.offsets.insert(index, (self.current, base + off as u64));
+            self.current_entries += 1;
+        }
+        self.buf.extend_from_slice(&frames);
+        self.waiting.push(done);
+    }
+
+    fn rotate(&mut self, first: u64) -> std::io::Result<()> {
+        self.flush();
+        self.file = Self::open_segment(&self.dir, first)?;
+        self.segments.insert(first, segment_path(&self.dir, first));
+        self.current = first;
+        self.current_entries = 0;
+        self.file_len = 0;
+        Ok(())
+    }
+
+    fn truncate(&mut self, index: u64) -> Result<()> {
+        self.flush();
+        let Some(&(seg, off)) = self.offsets.get(&index) else { return Ok(()) };
+        for (first, path) in self.segments.split_off(&(seg + 1)) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            let _ = first;
+        }
+        self.offsets.split_off(&index);
+        let path = segment_path(&self.dir, seg);
+        let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open log", e))?;
+        f.set_len(off).and_then(|_| f.sync_all()).map_err(|e| Error::io("truncate log", e))?;
+        sync_dir(&self.dir)?;
+        // Continue in a fresh segment after the truncated one.
+        self.rotate(index).map_err(|e| Error::io("start log segment", e))
+    }
+
+    fn purge(&mut self, upto: LogId<NodeId>) -> Result<()> {
+        self.flush();
+        write_atomic(&self.dir, "raft-purged", &serde_json::to_vec(&upto).expect("log id serializes"))?;
+        // A segment can go when the next one starts at or before upto + 1.
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for w in firsts.windows(2) {
+            if w[1] <= upto.index + 1
+                && w[0] != self.current
+                && let Some(path) = self.segments.remove(&w[0])
+            {
+                std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            }
+        }
+        self.offsets = self.offsets.split_off(&(upto.index + 1));
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            for cmd in batch {
+                match cmd {
+                    Cmd::Append { frames, indexes, done } => self.append(frames, indexes, done),
+                    Cmd::Truncate { index, reply } => {
+                        let _ = reply.send(self.truncate(index));
+                    }
+                    Cmd::Purge { upto, reply } => {
+                        let _ = reply.send(self.purge(upto));
+                    }
+                    Cmd::Vote { vote, reply } => {
+                        self.flush();
+                        let bytes = serde_json::to_vec(&vote).expect("vote serializes");
+                        let _ = reply.send(write_atomic(&self.dir, "raft-vote", &bytes));
+                    }
+                    Cmd::Close { reply } => {
+                        self.flush();
+                        let _ = reply.send(());
+                        return;
+                    }
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StorageIOError::write_logs(AnyError::error(format!("{what}: {e}"))).into()
+}
+
+impl LogStore {
+    /// Recovers the log in `dir` and starts its writer.
+    pub fn open(dir: &Path, fsync_seconds: prometheus_client::metrics::histogram::Histogram) -> Result<LogStore> {
+        let Recovered { mem, offsets, mut segments } = recover(dir)?;
+        let next = mem.entries.keys().next_back().map(|i| i + 1).or(mem.purged.map(|p| p.index + 1)).unwrap_or(0);
+        info!(
+            entries = mem.entries.len(),
+            first = ?mem.entries.keys().next(),
+            last = ?mem.entries.keys().next_back(),
+            purged = ?mem.purged.map(|p| p.index),
+            "raft log recovered"
+        );
+        let file = Writer::open_segment(dir, next).map_err(|e| Error::io("open log segment", e))?;
+        segments.insert(next, segment_path(dir, next));
+        let (tx, rx) = mpsc::channel(1024);
+        let w = Writer {
+            dir: dir.to_path_buf(),
+            file,
+            current: next,
+            current_entries: 0,
+            segments,
+            offsets,
+            file_len: 0,
+            buf: Vec::new(),
+            waiting: Vec::new(),
+            poisoned: None,
+            fsync_seconds: fsync_seconds.clone(),
+        };
+        std::thread::Builder::new()
+            .name("gfs-raft-log".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| Error::io("spawn log writer", e))?;
+        Ok(LogStore { inner: Arc::new(Inner { mem: Mutex::new(mem), tx, fsync_seconds }) })
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, cmd: Cmd) -> std::result::Result<(), StoreError> {
+        self.inner.tx.send(cmd).await.map_err(|_| io_err("raft log", "writer stopped"))
+    }
+
+    /// Flushes and stops the writer.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.tx.send(Cmd::Close { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Index of the last entry, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        let m = self.mem();
+        m.entries.keys().next_back().copied().or(m.purged.map(|p| p.index))
+    }
+
+    /// The membership of the last membership entry still in the log.
+    pub fn last_membership(&self) -> Option<openraft::Membership<NodeId, openraft::BasicNode>> {
+        self.mem().entries.values().rev().find_map(|e| match &e.payload {
+            openraft::EntryPayload::Membership(m) => Some(m.clone()),
+            _ => None,
+        })
+    }
+
+    /// Moves this node's vote to the next term, voting for itself (what a
+    /// candidate does first). Used when a group of one restarts: openraft
+    /// would otherwise resume leadership in the same term, and the term is
+    /// the epoch that fences grants and spaces chunk handles.
+    pub async fn advance_term(&mut self, me: NodeId) -> Result<()> {
+        let Some(v) = self.mem().vote else { return Ok(()) };
+        let next = Vote::new(v.leader_id.term + 1, me);
+        RaftLogStorage::save_vote(self, &next).await.map_err(|e| Error::Internal(format!("save vote: {e}")))
+    }
+
+    /// The fsync histogram (shared with metrics).
+    pub fn fsync_histogram(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.inner.fsync_seconds
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StoreError> {
+        Ok(self.mem().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StoreError> {
+        let m = self.mem();
+        let last = m.entries.values().next_back().map(|e| e.log_id).or(m.purged);
+        Ok(LogState { last_purged_log_id: m.purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> std::result::Result<(), StoreError> {
+        self.mem().vote = Some(*vote);
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Vote { vote: *vote, reply }).await?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageIOError::write_vote(AnyError::error(e.to_string())).into()),
+            Err(_) => Err(io_err("save vote", "writer stopped")),
+        }
+    }
+
+    async fn read_vote(&mut self) -> std::result::Result<Option<Vote<NodeId>>, StoreError> {
+        Ok(self.mem().vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> std::result::Result<(), StoreError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut frames = Vec::new();
+        let mut indexes = Vec::new();
+        {
+            let mut m = self.mem();
+            for e in entries {
+                indexes.push((e.log_id.index, frames.len()));
+                encode_frame(&entry_to_proto(&e).encode_to_vec(), &mut frames);
+                m.entries.insert(e.log_id.index, e);
+            }
+        }
+        self.send(Cmd::Append { frames, indexes, done: callback }).await
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> std::result::Result<(), StoreError> {
+        self.mem().entries.split_off(&log_id.index);
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Truncate { index: log_id.index, reply }).await?;
+        rx.await.map_err(|_| io_err("truncate", "writer stopped"))?.map_err(|e| io_err("truncate", e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> std::result::Result<(), StoreError> {
+        {
+            let mut m = self.mem();
+            m.entries = m.entries.split_off(&(log_id.index + 1));
+            m.purged = Some(log_id);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Purge { upto: log_id, reply }).await?;
+        rx.await.map_err(|_| io_err("purge", "writer stopped"))?.map_err(|e| io_err("purge", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::state_machine::{Machine, StateMachine};
+    use crate::raft::{Request, log_id};
+    use crate::state::Meta;
+    use openraft::EntryPayload;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    fn hist() -> prometheus_client::metrics::histogram::Histogram {
+        prometheus_client::metrics::histogram::Histogram::new([0.001])
+    }
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> std::result::Result<(tempfile::TempDir, LogStore, StateMachine), StoreError> {
+            let dir = tempfile::tempdir().unwrap();
+            let log = LogStore::open(dir.path(), hist()).unwrap();
+            let meta = Arc::new(Mutex::new(Meta::new()));
+            let sm = Machine::new(meta, dir.path().to_path_buf(), 1).state_machine();
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own conformance suite for log stores and state machines.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).unwrap();
+    }
+
+    fn write_segment(dir: &Path, first: u64, range: std::ops::RangeInclusive<u64>) -> PathBuf {
+        let mut buf = Vec::new();
+        for i in range {
+            let e = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Request { batch: vec![] }) };
+            encode_frame(&entry_to_proto(&e).encode_to_vec(), &mut buf);
+        }
+        let p = segment_path(dir, first);
+        std::fs::write(&p, buf).unwrap();
+        p
+    }
+
+    fn indexes(dir: &Path) -> Vec<u64> {
+        let r = recover(dir).unwrap();
+        r.mem.entries.keys().copied().collect()
+    }
+
+    #[test]
+    fn torn_or_garbage_tail_stops_at_the_last_valid_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = write_segment(dir.path(), 1, 1..=5);
+        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4, 5]);
+        // Torn tail: cut the last frame short.
+        let len = std::fs::metadata(&seg).unwrap().len();
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4]);
+        let len4 = std::fs::metadata(&seg).unwrap().len();
+        // Garbage tail: the file is truncated back to the last valid frame.
+        OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[7u8; 40]).unwrap();
+        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len4);
+        // A flipped byte in the middle ends the log there, and a later
+        // segment (which would leave a hole) is removed.
+        let later = write_segment(dir.path(), 5, 5..=6);
+        let mut b = std::fs::read(&seg).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(&seg, b).unwrap();
+        let got = indexes(dir.path());
+        assert!(got.len() < 4 && got.iter().copied().eq(1..=got.len() as u64), "{got:?}");
+        assert!(!later.exists());
+    }
+
+    #[test]
+    fn a_gap_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 1..=3);
+        write_segment(dir.path(), 7, 7..=8);
+        let err = recover(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("gap") && err.contains("expected index 4"), "{err}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The replicated state machine: committed `LogBatch`es applied to
+//! [`Meta`], snapshots in the checkpoint format.
+//!
+//! A batch's operations are applied in order; the first one that fails
+//! stops the batch and its error is the batch's response. Every replica
+//! applies the same entries in the same order, so every replica reaches the
+//! same state, including for a failed batch.
+//!
+//! The leader may attach a continuation to a batch it proposes (see
+//! `Shared::commit_then`): it runs on the metadata right after the batch is
+//! applied, under the same lock, so no other task sees the state in
+//! between (for example a logged chunk whose replicas are not recorded yet).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use gfs_common::{Error, Result};
+use gfs_proto::{Checkpoint, LogBatch};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use prost::Message;
+use tracing::{error, info};
+
+use super::{Entry, NodeId, Response, TypeConfig};
+use crate::oplog;
+use crate::state::Meta;
+
+type StoreError = StorageError<NodeId>;
+
+/// A continuation run on the metadata right after its batch applied.
+pub type Then = Box<dyn FnOnce(&mut Meta) + Send>;
+
+/// State shared by the state machine and the request handlers.
+pub struct Machine {
+    /// The metadata (also `Shared::meta`).
+    pub meta: Arc<Mutex<Meta>>,
+    dir: PathBuf,
+    my_id: NodeId,
+    pending: Mutex<HashMap<u64, Then>>,
+}
+
+impl Machine {
+    /// Wraps the metadata recovered from the checkpoint in `dir`.
+    pub fn new(meta: Arc<Mutex<Meta>>, dir: PathBuf, my_id: NodeId) -> Arc<Machine> {
+        Arc::new(Machine { meta, dir, my_id, pending: Mutex::new(HashMap::new()) })
+    }
+
+    fn meta(&self) -> std::sync::MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the continuation of the batch with `request_id`.
+    pub fn expect(&self, request_id: u64, then: Then) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request_id, then);
+    }
+
+    /// Drops the continuation of a batch that failed or timed out.
+    pub fn forget(&self, request_id: u64) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
+    }
+
+    fn apply_batch(&self, meta: &mut Meta, batch: &LogBatch) -> Result<()> {
+        for rec in &batch.ops {
+            let op = rec.op.as_ref().ok_or_else(|| Error::Internal("log batch entry without op".into()))?;
+            meta.apply(op, batch.time_ms)?;
+        }
+        Ok(())
+    }
+
+    /// The state machine handed to openraft.
+    pub fn state_machine(self: &Arc<Self>) -> StateMachine {
+        StateMachine { m: self.clone() }
+    }
+
+    /// Encodes the current metadata as a checkpoint, with its Raft position.
+    pub fn checkpoint(&self) -> (Checkpoint, Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>) {
+        let meta = self.meta();
+        (meta.snapshot(), meta.applied, meta.membership.clone())
+    }
+
+    fn snapshot_of(&self, cp: &Checkpoint, bytes: Vec<u8>) -> Result<Snapshot<TypeConfig>> {
+        let membership: StoredMembership<NodeId, openraft::BasicNode> = if cp.membership_json.is_empty() {
+            StoredMembership::default()
+        } else {
+            serde_json::from_slice(&cp.membership_json)
+                .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}")))?
+        };
+        let last = cp.has_last.then(|| super::log_id(cp.last_term, cp.last_leader_id, cp.last_seq));
+        let snapshot_id = format!("{}-{}-{}", cp.last_term, cp.last_seq, crc32c::crc32c(&bytes));
+        Ok(Snapshot {
+            meta: SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id },
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+
+    /// Builds, persists and returns a snapshot of the applied state.
+    pub async fn build(&self) -> Result<Snapshot<TypeConfig>> {
+        let (cp, _, _) = self.checkpoint();
+        let bytes = cp.encode_to_vec();
+        let dir = self.dir.clone();
+        let (b2, seq) = (bytes.clone(), cp.last_seq);
+        tokio::task::spawn_blocking(move || oplog::write_checkpoint(&dir, &b2, seq))
+            .await
+            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        self.snapshot_of(&cp, bytes)
+    }
+}
+
+/// openraft's view of [`Machine`].
+pub struct StateMachine {
+    m: Arc<Machine>,
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StoreError {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StoreError> {
+        self.m.build().await.map_err(sm_err)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> std::result::Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StoreError> {
+        let meta = self.m.meta();
+        Ok((meta.applied, meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Response>, StoreError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut meta = self.m.meta();
+        for e in entries {
+            meta.applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Response::default()),
+                EntryPayload::Membership(mem) => {
+                    meta.membership = StoredMembership::new(Some(e.log_id), mem);
+                    out.push(Response::default());
+                }
+                EntryPayload::Normal(req) => {
+                    let batch = match LogBatch::decode(req.batch.as_slice()) {
+                        Ok(b) => b,
+                        Err(err) => {
+                            error!(index = e.log_id.index, error = %err, "undecodable log batch; skipped");
+                            out.push(Response { error: Some(Error::Internal("undecodable log batch".into()).to_detail_bytes()) });
+                            continue;
+                        }
+                    };
+                    let res = self.m.apply_batch(&mut meta, &batch);
+                    let then = (batch.proposer == self.m.my_id)
+                        .then(|| self.m.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&batch.request_id))
+                        .flatten();
+                    match res {
+                        Ok(()) => {
+                            if let Some(then) = then {
+                                then(&mut meta);
+                            }
+                            out.push(Response::default());
+                        }
+                        Err(err) => out.push(Response { error: Some(err.to_detail_bytes()) }),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachine { m: self.m.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<Cursor<Vec<u8>>>, StoreError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> std::result::Result<(), StoreError> {
+        let bytes = snapshot.into_inner();
+        let cp = Checkpoint::decode(bytes.as_slice()).map_err(sm_err)?;
+        let fresh = Meta::from_checkpoint(&cp).map_err(sm_err)?;
+        {
+            let mut m = self.m.meta();
+            m.replace_persistent(fresh);
+            m.applied = meta.last_log_id;
+            m.membership = meta.last_membership.clone();
+        }
+        let dir = self.m.dir.clone();
+        let seq = cp.last_seq;
+        tokio::task::spawn_blocking(move || oplog::write_checkpoint(&dir, &bytes, seq))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
+        info!(last = ?meta.last_log_id, entries = cp.entries.len(), "installed snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> std::result::Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        let dir = self.m.dir.clone();
+        let cp = tokio::task::spawn_blocking(move || oplog::load_checkpoint(&dir)).await.map_err(sm_err)?.map_err(sm_err)?;
+        match cp {
+            None => Ok(None),
+            Some(cp) => {
+                let bytes = cp.encode_to_vec();
+                self.m.snapshot_of(&cp, bytes).map(Some).map_err(sm_err)
+            }
+        }
+    }
+}
