@@ -1,4 +1,12 @@
 //! Registration and heartbeats with the master, plus corruption reports.
+//!
+//! Everything goes to the leader of the master group (`Rpc` follows it).
+//! When the leader changes, the new one usually does not know this server
+//! and answers `reregister`, so the loop registers again with a full chunk
+//! report. If it does know this server (it led before), the first
+//! heartbeat to it carries a full report anyway, since the deltas in
+//! between went to another master. A higher epoch in a reply (the new
+//! leader's term) is adopted; older epochs are then fenced.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +34,8 @@ pub(crate) struct Heartbeat {
     pub interval: Duration,
     pub full_report_every: u32,
     pub corrupt_rx: mpsc::Receiver<u64>,
+    /// The master that answered last (registration or heartbeat).
+    pub master: Option<String>,
 }
 
 /// Logs one warning per streak of master failures, not one per attempt.
@@ -101,11 +111,27 @@ impl Heartbeat {
                 }
             }
             beats = beats.wrapping_add(1);
-            let full = force_full || beats.is_multiple_of(self.full_report_every.max(1));
+            // About to talk to another master than last time: it has not
+            // seen our recent changes.
+            let switching = self.master.as_deref() != Some(self.shared.rpc.masters().current().as_str());
+            let full = force_full || switching || beats.is_multiple_of(self.full_report_every.max(1));
             match self.beat(full).await {
-                Ok(resp) => {
+                Ok((resp, from)) => {
                     streak.ok();
-                    force_full = false;
+                    // The reply came from another master than the one the
+                    // report was meant for (followed a leader hint): the
+                    // next heartbeat carries a full report.
+                    force_full = !full && self.master.as_deref() != Some(from.as_str());
+                    if self.master.as_deref() != Some(from.as_str()) {
+                        tracing::info!(
+                            from = self.master.as_deref().unwrap_or("-"),
+                            to = %from,
+                            epoch = resp.epoch,
+                            reregister = resp.reregister,
+                            "leader master changed"
+                        );
+                        self.master = Some(from);
+                    }
                     registered = !resp.reregister;
                     self.shared.set_registered(registered);
                     self.shared.metrics.chunks.set(self.shared.store.published_count() as i64);
@@ -145,12 +171,13 @@ impl Heartbeat {
             chunks: self.shared.store.list(),
         };
         let chunks = req.chunks.len();
-        let resp = self.shared.rpc.register(req).await?;
+        let (resp, master) = self.shared.rpc.register(req).await?;
         self.shared.epoch.observe(resp.epoch);
         if resp.heartbeat_ms > 0 {
             self.interval = Duration::from_millis(resp.heartbeat_ms);
         }
-        tracing::info!(server_id = %self.server.id, epoch = resp.epoch, chunks, "registered with master");
+        tracing::info!(server_id = %self.server.id, %master, epoch = resp.epoch, chunks, "registered with master");
+        self.master = Some(master);
         self.shared.set_registered(true);
         let mut doomed = resp.delete_chunks;
         doomed.extend(resp.stale_chunks);
@@ -158,7 +185,7 @@ impl Heartbeat {
         Ok(())
     }
 
-    async fn beat(&self, full: bool) -> Result<HeartbeatResponse> {
+    async fn beat(&self, full: bool) -> Result<(HeartbeatResponse, String)> {
         let store = &self.shared.store;
         let report_seq = store.report_seq();
         let req = HeartbeatRequest {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use gfs_common::admin_http::{self, Admin};
 use gfs_common::net::{ServerLimits, bind, limited_incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
-use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
+use gfs_common::{Error, MAX_MESSAGE_SIZE, MasterSet, Result};
 use gfs_proto::ServerInfo;
 use gfs_proto::chunk_service_server::ChunkServiceServer;
 use tokio::sync::mpsc;
@@ -55,7 +55,9 @@ pub struct Config {
     pub listen: String,
     /// Address given to the master and clients; default: the bound address.
     pub advertise: Option<String>,
-    /// Master `host:port`.
+    /// Master address(es): `host:port`, a list `h1:p1,h2:p2,h3:p3` (the
+    /// master group), or one `name:port` whose DNS name resolves to every
+    /// master. Register, heartbeats and reports go to the leader.
     pub master: String,
     /// Folder holding `server-id` and `chunks/`.
     pub data_dir: PathBuf,
@@ -125,9 +127,7 @@ impl Config {
         if self.listen.is_empty() {
             return bad("listen address is empty");
         }
-        if self.master.is_empty() {
-            return bad("master address is empty");
-        }
+        MasterSet::parse(&self.master)?;
         if self.advertise.as_deref() == Some("") {
             return bad("advertise address is empty");
         }
@@ -232,6 +232,7 @@ pub async fn start_with_metrics(
     metrics: Metrics,
 ) -> Result<ChunkserverHandle> {
     config.validate()?;
+    let masters = MasterSet::parse(&config.master)?;
     let dir = config.data_dir.clone();
     let id = tokio::task::spawn_blocking(move || store::load_or_create_server_id(&dir))
         .await
@@ -247,7 +248,7 @@ pub async fn start_with_metrics(
         pushbuf: pushbuf.clone(),
         leases: Leases::default(),
         epoch: Epoch::default(),
-        rpc: Rpc::new(config.master.clone(), Duration::from_millis(config.rpc_timeout_ms)),
+        rpc: Rpc::new(masters, Duration::from_millis(config.rpc_timeout_ms)),
         push_timeout,
         corrupt_tx,
         load: AtomicU32::new(0),
@@ -265,6 +266,7 @@ pub async fn start_with_metrics(
         interval: Duration::from_millis(config.heartbeat_ms),
         full_report_every: config.full_report_every,
         corrupt_rx,
+        master: None,
     };
     let mut tasks =
         vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];

@@ -10,7 +10,9 @@ use gfs_common::telemetry::{self, LogFormat};
 #[derive(Parser, Debug)]
 #[command(name = "gfs-chunkserver", version)]
 struct Args {
-    /// Master address (host:port).
+    /// Master address(es): host:port, a list h1:p1,h2:p2,h3:p3 (the master
+    /// group; Register and heartbeats follow the leader), or one name:port
+    /// whose DNS name resolves to every master.
     #[arg(long, env = "GFS_MASTER", default_value = "127.0.0.1:9700")]
     master: String,
     /// Address to listen on.

@@ -1,11 +1,13 @@
 //! Outgoing RPCs to peer chunkservers and the master, through one channel
-//! pool and always with a deadline.
+//! pool and always with a deadline. Master RPCs go to the leader of the
+//! master group ([`MasterSet`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::Stream;
 use gfs_common::net::{ChannelPool, with_deadline};
-use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
+use gfs_common::{Error, MAX_MESSAGE_SIZE, MasterSet, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::*;
@@ -15,14 +17,27 @@ use tonic::transport::Channel;
 #[derive(Clone)]
 pub struct Rpc {
     pool: ChannelPool,
-    master: String,
+    masters: MasterSet,
     timeout: Duration,
 }
 
+/// True when a master call got no answer from the master (unreachable, or
+/// no reply in time): try another master next time.
+fn master_unreachable(s: &tonic::Status) -> bool {
+    s.details().is_empty()
+        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+}
+
 impl Rpc {
-    /// Returns an RPC helper with per-call `timeout`, talking to `master`.
-    pub fn new(master: String, timeout: Duration) -> Self {
-        Self { pool: ChannelPool::new(256, timeout), master, timeout }
+    /// Returns an RPC helper with per-call `timeout`, talking to the leader
+    /// of `masters`.
+    pub fn new(masters: MasterSet, timeout: Duration) -> Self {
+        Self { pool: ChannelPool::new(256, timeout), masters, timeout }
+    }
+
+    /// The master addresses and the leader followed.
+    pub fn masters(&self) -> &MasterSet {
+        &self.masters
     }
 
     fn chunk(&self, addr: &str) -> Result<ChunkServiceClient<Channel>> {
@@ -31,8 +46,47 @@ impl Rpc {
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
 
-    fn master(&self) -> Result<MasterServiceClient<Channel>> {
-        Ok(MasterServiceClient::new(self.pool.get(&self.master)?))
+    fn master(&self, addr: &str) -> Result<MasterServiceClient<Channel>> {
+        Ok(MasterServiceClient::new(self.pool.get(addr)?))
+    }
+
+    /// One master RPC to the leader: `NotLeader` with the leader's address
+    /// switches to it and retries at once (at most `2 x masters` times);
+    /// `NotLeader` without one or no answer rotates to the next master and
+    /// fails (the heartbeat loop retries). Returns the answer and the
+    /// address of the master that gave it.
+    async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<(T, String)>
+    where
+        F: FnMut(MasterServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut hops = 0;
+        loop {
+            self.masters.refresh().await;
+            let addr = self.masters.current();
+            let status = match call(self.master(&addr)?).await {
+                Ok(r) => {
+                    self.masters.note_success(&addr);
+                    return Ok((r.into_inner(), addr));
+                }
+                Err(s) => s,
+            };
+            if master_unreachable(&status) {
+                self.pool.forget(&addr);
+                self.masters.note_unreachable(&addr);
+                return Err(Error::Unavailable(format!("master {addr}: {}", status.message())));
+            }
+            let err = Error::from(status);
+            if let Error::NotLeader { leader } = &err {
+                self.masters.note_not_leader(&addr, leader.as_deref());
+                if leader.is_some() && hops < 2 * self.masters.len() {
+                    hops += 1;
+                    tracing::debug!(tried = %addr, leader = ?leader, "not the leader master, switching");
+                    continue;
+                }
+            }
+            return Err(err);
+        }
     }
 
     /// Maps a failed call to an error, forgetting the channel on transport
@@ -67,24 +121,36 @@ impl Rpc {
         c.read(with_deadline(req, self.timeout)).await.map(|r| r.into_inner()).map_err(|s| self.fail(addr, s))
     }
 
-    /// Registers with the master.
-    pub async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse> {
-        let mut c = self.master()?;
-        let res = c.register(with_deadline(req, self.timeout)).await;
-        res.map(|r| r.into_inner()).map_err(|s| self.fail(&self.master, s))
+    /// Registers with the leader master; returns the reply and the master
+    /// that gave it.
+    pub async fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, String)> {
+        let t = self.timeout;
+        self.master_call(|mut c| {
+            let req = req.clone();
+            async move { c.register(with_deadline(req, t)).await }
+        })
+        .await
     }
 
-    /// Sends a heartbeat to the master.
-    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
-        let mut c = self.master()?;
-        let res = c.heartbeat(with_deadline(req, self.timeout)).await;
-        res.map(|r| r.into_inner()).map_err(|s| self.fail(&self.master, s))
+    /// Sends a heartbeat to the leader master; returns the reply and the
+    /// master that gave it.
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<(HeartbeatResponse, String)> {
+        let t = self.timeout;
+        self.master_call(|mut c| {
+            let req = req.clone();
+            async move { c.heartbeat(with_deadline(req, t)).await }
+        })
+        .await
     }
 
-    /// Reports a corrupt replica to the master.
+    /// Reports a corrupt replica to the leader master.
     pub async fn report_corrupt(&self, req: ReportCorruptRequest) -> Result<()> {
-        let mut c = self.master()?;
-        let res = c.report_corrupt(with_deadline(req, self.timeout)).await;
-        res.map(|_| ()).map_err(|s| self.fail(&self.master, s))
+        let t = self.timeout;
+        self.master_call(|mut c| {
+            let req = req.clone();
+            async move { c.report_corrupt(with_deadline(req, t)).await }
+        })
+        .await
+        .map(|_| ())
     }
 }

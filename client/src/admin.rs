@@ -1,10 +1,11 @@
 //! Maintenance calls: decommission, recommission, mark-lost, hidden
-//! listings and repair events.
+//! listings, repair events and master group membership.
 
 use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_proto::{
-    DecommissionRequest, FileInfo, MarkLostRequest, RecommissionRequest, RepairEvent, RepairEventsRequest, ServerStatus,
+    AddMasterRequest, DecommissionRequest, FileInfo, MarkLostRequest, MasterInfo, MasterStatusRequest,
+    MasterStatusResponse, RecommissionRequest, RemoveMasterRequest, RepairEvent, RepairEventsRequest, ServerStatus,
 };
 
 use crate::client::Client;
@@ -56,5 +57,34 @@ impl Client {
             .master_call(|mut m, t| async move { m.repair_events(with_deadline(RepairEventsRequest {}, t)).await })
             .await?;
         Ok(resp.events)
+    }
+
+    /// Adds master `id` at `address` to the master group (as a learner
+    /// until it caught up, then as a voter). Returns the members after the
+    /// change.
+    pub async fn add_master(&self, id: u64, address: &str) -> Result<Vec<MasterInfo>> {
+        let resp = self
+            .master_call(|mut m, t| {
+                let req = AddMasterRequest { id, address: address.to_string() };
+                async move { m.add_master(with_deadline(req, t)).await }
+            })
+            .await?;
+        Ok(resp.members)
+    }
+
+    /// Removes master `id` from the master group. Returns the members
+    /// after the change.
+    pub async fn remove_master(&self, id: u64) -> Result<Vec<MasterInfo>> {
+        let resp = self
+            .master_call(|mut m, t| async move { m.remove_master(with_deadline(RemoveMasterRequest { id }, t)).await })
+            .await?;
+        Ok(resp.members)
+    }
+
+    /// The Raft status of the master this client currently talks to (any
+    /// master answers about itself).
+    pub async fn master_status(&self) -> Result<MasterStatusResponse> {
+        self.master_call(|mut m, t| async move { m.master_status(with_deadline(MasterStatusRequest {}, t)).await })
+            .await
     }
 }

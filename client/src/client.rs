@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::{is_within, normalize};
-use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, PUSH_FRAME_SIZE, Result};
+use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZE, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
@@ -26,7 +26,10 @@ use tonic::transport::Channel;
 use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
 use crate::pieces::{Piece, next_piece_len, split};
 use crate::replicas::LatencyTracker;
-use crate::retry::Backoff;
+use crate::retry::{BACKOFF_BASE, Backoff};
+
+/// Longest pause between two tries while looking for the leader master.
+const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Lease-cache key index used for a file's current append chunk.
 const APPEND_KEY: u64 = u64::MAX;
@@ -51,6 +54,8 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
+    /// The master group's addresses, following the leader.
+    masters: MasterSet,
     pool: ChannelPool,
     /// (path, chunk index) -> location.
     locations: Cache<(String, u64), ChunkLocation>,
@@ -113,24 +118,18 @@ pub(crate) fn lease_validity(lease_ms: u64) -> Duration {
     Duration::from_millis(lease_ms.saturating_sub((lease_ms / 4).max(500)))
 }
 
-/// Checks that `addr` looks like `host:port`.
-fn validate_addr(addr: &str) -> Result<()> {
-    let bad = |why: &str| Error::InvalidArgument(format!("bad master address {addr:?}: {why}"));
-    let rest = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() {
-        return Err(bad("empty host"));
-    }
-    port.parse::<u16>().map_err(|_| bad("port must be a number 0-65535"))?;
-    let uri = if rest.len() == addr.len() { format!("http://{addr}") } else { addr.to_string() };
-    tonic::transport::Endpoint::from_shared(uri).map_err(|e| bad(&e.to_string()))?;
-    Ok(())
-}
-
 /// True when the status comes from the transport (no gfs error detail):
 /// the peer could not be reached at all.
 fn is_transport_failure(s: &tonic::Status) -> bool {
     s.details().is_empty() && s.code() == tonic::Code::Unavailable
+}
+
+/// True when a master call failed without an answer from the master: not
+/// reachable, or no reply within the deadline (e.g. a partitioned old
+/// leader that cannot commit). The client tries another master.
+fn master_unreachable(s: &tonic::Status) -> bool {
+    s.details().is_empty()
+        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
 }
 
 /// The status message with its error sources, for transport failures.
@@ -194,10 +193,11 @@ fn push_frames(data_id: u64, chain: Vec<String>, data: Bytes) -> Vec<PushDataFra
 }
 
 impl Client {
-    /// Returns a client for `config.master`. Connections are made lazily on
+    /// Returns a client for `config.master` (one address, a list, or a DNS
+    /// name; see [`ClientConfig::master`]). Connections are made lazily on
     /// first use; only the address format is checked here.
     pub fn new(mut config: ClientConfig) -> Result<Client> {
-        validate_addr(&config.master)?;
+        let masters = MasterSet::parse(&config.master)?;
         config.max_attempts = config.max_attempts.max(1);
         config.io_parallelism = config.io_parallelism.max(1);
         let cache_size = config.cache_entries.max(1);
@@ -215,6 +215,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 pool: ChannelPool::new(MAX_CHANNELS, CONNECT_TIMEOUT),
+                masters,
                 config,
                 locations,
                 chunk_sizes,
@@ -228,6 +229,12 @@ impl Client {
     /// The configuration in use.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The master addresses and the leader this client follows (shared
+    /// with its clones).
+    pub fn masters(&self) -> &MasterSet {
+        &self.inner.masters
     }
 
     // ----------------------------------------------------------------------
@@ -311,9 +318,10 @@ impl Client {
     /// collection when `include_hidden`.
     pub async fn list_with(&self, path: &str, include_hidden: bool) -> Result<Vec<FileInfo>> {
         let path = normalize(path)?;
+        let allow_stale = self.inner.config.allow_stale_reads;
         let resp = self
             .master_call(|mut m, t| {
-                let req = ListRequest { path: path.clone(), include_hidden, allow_stale: false };
+                let req = ListRequest { path: path.clone(), include_hidden, allow_stale };
                 async move { m.list(with_deadline(req, t)).await }
             })
             .await?;
@@ -323,9 +331,10 @@ impl Client {
     /// Returns a file's or directory's info and, for files, its chunks.
     pub async fn stat(&self, path: &str) -> Result<FileStat> {
         let path = normalize(path)?;
+        let allow_stale = self.inner.config.allow_stale_reads;
         let resp = self
             .master_call(|mut m, t| {
-                let req = StatRequest { path: path.clone(), allow_stale: false };
+                let req = StatRequest { path: path.clone(), allow_stale };
                 async move { m.stat(with_deadline(req, t)).await }
             })
             .await?;
@@ -588,8 +597,8 @@ impl Client {
     // Internals
     // ----------------------------------------------------------------------
 
-    fn master(&self) -> Result<MasterServiceClient<Channel>> {
-        let ch = self.inner.pool.get(&self.inner.config.master)?;
+    fn master_at(&self, addr: &str) -> Result<MasterServiceClient<Channel>> {
+        let ch = self.inner.pool.get(addr)?;
         Ok(MasterServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
@@ -602,37 +611,89 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
 
-    /// Calls the master with the metadata deadline, retrying retryable
-    /// errors with backoff. Connect failures are retried only a few times
-    /// and reported as `cannot reach master ADDR`.
+    /// Calls the leader master with the metadata deadline.
+    ///
+    /// - `NotLeader` with the leader's address: switch to it and retry at
+    ///   once (at most `2 x masters` switches in a row, then as below);
+    /// - `NotLeader` without one (election) or no answer (unreachable, no
+    ///   reply in time): rotate to the next master and retry with backoff
+    ///   for up to `failover_timeout`, then fail with `Unavailable` naming
+    ///   every master tried. While no master ever answered this client,
+    ///   give up once each was tried (a single one `MAX_CONNECT_ATTEMPTS`
+    ///   times) instead of waiting;
+    /// - other retryable errors: retry with backoff, `max_attempts` in all.
+    ///
+    /// Shadow reads (`allow_stale` requests) are answered by followers too,
+    /// so they need no leader.
     pub(crate) async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut(MasterServiceClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let cfg = &self.inner.config;
+        let masters = &self.inner.masters;
         let mut backoff = Backoff::default();
-        let mut attempt = 0u32;
+        let mut seek_backoff = Backoff::new(BACKOFF_BASE, SEEK_BACKOFF_MAX);
+        let mut attempts = 0u32;
+        // Leader-seeking failures: when the first one happened, how many.
+        let mut seeking_since: Option<Instant> = None;
+        let mut seeks = 0usize;
+        let mut hops = 0usize;
+        let mut tried: Vec<String> = Vec::new();
         loop {
-            attempt += 1;
-            let status = match call(self.master()?, cfg.rpc_timeout).await {
-                Ok(resp) => return Ok(resp.into_inner()),
+            masters.refresh().await;
+            let addr = masters.current();
+            if !tried.contains(&addr) {
+                tried.push(addr.clone());
+            }
+            let status = match call(self.master_at(&addr)?, cfg.rpc_timeout).await {
+                Ok(resp) => {
+                    masters.note_success(&addr);
+                    return Ok(resp.into_inner());
+                }
                 Err(s) => s,
             };
-            let transport = is_transport_failure(&status);
+            let unreachable = master_unreachable(&status);
             let text = status_text(&status);
             let err = Error::from(status);
-            let limit = if transport { cfg.max_attempts.min(MAX_CONNECT_ATTEMPTS) } else { cfg.max_attempts };
-            if transport {
-                self.inner.pool.forget(&cfg.master);
-            }
-            if !err.is_retryable() || attempt >= limit {
-                if transport {
-                    return Err(Error::Unavailable(format!("cannot reach master {}: {text}", cfg.master)));
+            if unreachable {
+                self.inner.pool.forget(&addr);
+                masters.note_unreachable(&addr);
+            } else if let Error::NotLeader { leader } = &err {
+                masters.note_not_leader(&addr, leader.as_deref());
+                if leader.is_some() && hops < 2 * masters.len() {
+                    hops += 1;
+                    tracing::debug!(tried = %addr, leader = ?leader, "not the leader master, switching");
+                    continue;
                 }
+            }
+            if unreachable || matches!(err, Error::NotLeader { .. }) {
+                let since = *seeking_since.get_or_insert_with(Instant::now);
+                seeks += 1;
+                hops = 0;
+                let min_tries = masters.len().max(cfg.max_attempts.min(MAX_CONNECT_ATTEMPTS) as usize);
+                let remaining = cfg.failover_timeout.saturating_sub(since.elapsed());
+                // Until some master ever answered, the addresses may lead
+                // nowhere (wrong address, nothing running): no waiting.
+                let wait = masters.ever_answered() && !remaining.is_zero();
+                if !wait && seeks >= min_tries {
+                    let mut names = tried.join(", ");
+                    if let Some(name) = masters.dns_name() {
+                        names.push_str(&format!("; resolved from {name}"));
+                    }
+                    let last = if unreachable { text } else { err.to_string() };
+                    return Err(Error::Unavailable(format!("cannot reach a leader master (tried {names}): {last}")));
+                }
+                tracing::debug!(tried = %addr, error = %err, seeks, "no leader master answered, retrying");
+                let delay = seek_backoff.next_delay();
+                tokio::time::sleep(if remaining.is_zero() { delay } else { delay.min(remaining) }).await;
+                continue;
+            }
+            attempts += 1;
+            if !err.is_retryable() || attempts >= cfg.max_attempts {
                 return Err(err);
             }
-            tracing::debug!(error = %err, attempt, "master call failed, retrying");
+            tracing::debug!(error = %err, attempts, "master call failed, retrying");
             backoff.wait().await;
         }
     }
@@ -678,9 +739,10 @@ impl Client {
 
     /// `GetChunks` for `[start, start + count)`; fills the caches.
     async fn get_chunks(&self, path: &str, start: u64, count: u64) -> Result<(FileInfo, Vec<ChunkLocation>)> {
+        let allow_stale = self.inner.config.allow_stale_reads;
         let resp = self
             .master_call(|mut m, t| {
-                let req = GetChunksRequest { path: path.to_string(), start_index: start, count, allow_stale: false };
+                let req = GetChunksRequest { path: path.to_string(), start_index: start, count, allow_stale };
                 async move { m.get_chunks(with_deadline(req, t)).await }
             })
             .await?;
@@ -873,12 +935,14 @@ mod tests {
 
     #[test]
     fn addresses_are_validated() {
-        for ok in ["127.0.0.1:9700", "localhost:1", "http://h:2", "[::1]:80"] {
-            assert!(validate_addr(ok).is_ok(), "{ok}");
+        for ok in ["127.0.0.1:9700", "localhost:1", "http://h:2", "[::1]:80", "a:1,b:2,c:3", "gfs-master.ns.svc:9700"] {
+            assert!(Client::new(ClientConfig::new(ok)).is_ok(), "{ok}");
         }
-        for bad in ["", "nohost", ":80", "h:notaport", "h:99999"] {
-            assert!(matches!(validate_addr(bad), Err(Error::InvalidArgument(_))), "{bad}");
+        for bad in ["", "nohost", ":80", "h:notaport", "h:99999", "a:1,,b:2", "a:1,b"] {
+            assert!(matches!(Client::new(ClientConfig::new(bad)), Err(Error::InvalidArgument(_))), "{bad}");
         }
+        let c = Client::new(ClientConfig::new("a:1, b:2")).unwrap();
+        assert_eq!(c.masters().all(), vec!["a:1", "b:2"]);
     }
 
     #[test]
@@ -930,9 +994,26 @@ mod tests {
         let started = Instant::now();
         let e = c.list("/").await.unwrap_err();
         match &e {
-            Error::Unavailable(m) => assert!(m.starts_with("cannot reach master 127.0.0.1:1: "), "{m}"),
+            Error::Unavailable(m) => {
+                assert!(m.starts_with("cannot reach a leader master (tried 127.0.0.1:1): "), "{m}")
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn masters_never_reached_fail_fast_even_with_failover_time() {
+        let c = Client::new(ClientConfig::new("127.0.0.1:1,127.0.0.1:2")).unwrap();
+        assert_eq!(c.config().failover_timeout, Duration::from_secs(20));
+        let started = Instant::now();
+        let e = c.stat("/").await.unwrap_err();
+        match &e {
+            Error::Unavailable(m) => {
+                assert!(m.starts_with("cannot reach a leader master (tried 127.0.0.1:1, 127.0.0.1:2): "), "{m}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }

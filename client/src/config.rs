@@ -5,7 +5,11 @@ use std::time::Duration;
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Master address, `host:port`.
+    /// Master addresses: one `host:port`, a comma-separated list
+    /// `h1:p1,h2:p2,h3:p3` (the master Raft group), or one `name:port` whose
+    /// DNS name resolves to every master (a Kubernetes headless Service).
+    /// Calls go to the leader and follow it when it changes
+    /// ([`gfs_common::MasterSet`]).
     pub master: String,
     /// Deadline of metadata RPCs.
     pub rpc_timeout: Duration,
@@ -13,7 +17,21 @@ pub struct ClientConfig {
     pub data_timeout: Duration,
     /// Attempts for an operation that keeps failing with retryable errors
     /// (exponential backoff 50 ms .. 2 s with jitter between them).
+    /// Failures to find a leader master are bounded by `failover_timeout`
+    /// instead.
     pub max_attempts: u32,
+    /// How long a master call keeps trying while no leader master answers
+    /// (masters unreachable, `NotLeader` during an election), with backoff,
+    /// rotating over the masters. After it the call fails with
+    /// `Unavailable` naming every master tried. Each master is tried at
+    /// least once, and a single one 3 times, even with zero. While no
+    /// master ever answered this client (a wrong address, nothing running)
+    /// the call does not wait: it fails once each master was tried.
+    pub failover_timeout: Duration,
+    /// Shadow reads: `stat`, `list` and chunk-location lookups may be
+    /// answered by any master, including a follower whose metadata may lag
+    /// the leader's (like GFS shadow masters).
+    pub allow_stale_reads: bool,
     /// Bound of the chunk location cache.
     pub cache_entries: u64,
     /// Expiry of chunk location cache entries.
@@ -25,13 +43,16 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Returns the default configuration for the master at `master`.
+    /// Returns the default configuration for the master(s) at `master`
+    /// (see [`ClientConfig::master`]).
     pub fn new(master: impl Into<String>) -> Self {
         Self {
             master: master.into(),
             rpc_timeout: Duration::from_secs(10),
             data_timeout: Duration::from_secs(60),
             max_attempts: 8,
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
+            allow_stale_reads: false,
             cache_entries: 10_000,
             cache_ttl: Duration::from_secs(60),
             zone: None,
@@ -40,9 +61,14 @@ impl ClientConfig {
     }
 }
 
+/// Default of [`ClientConfig::failover_timeout`]: a Raft election takes
+/// about 3-6 s.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Connect timeout of every channel.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Attempts when the master cannot be connected to at all.
+/// Attempts when a single master cannot be connected to at all (with a zero
+/// `failover_timeout`).
 pub(crate) const MAX_CONNECT_ATTEMPTS: u32 = 3;
 /// Chunk locations fetched per `GetChunks`.
 pub(crate) const LOCATION_BATCH: u64 = 16;

@@ -27,10 +27,11 @@ pub mod retry;
 pub mod size;
 
 pub use client::{Client, FileStat, Progress};
-pub use config::ClientConfig;
-pub use gfs_common::{Error, Result};
+pub use config::{ClientConfig, DEFAULT_FAILOVER_TIMEOUT};
+pub use gfs_common::{Error, MasterSet, Result};
 pub use gfs_proto::{
-    ChunkLocation, ClusterStatusResponse, FileInfo, FileType, RepairEvent, ServerInfo, ServerState, ServerStatus,
+    ChunkLocation, ClusterStatusResponse, FileInfo, FileType, MasterInfo, MasterRole, MasterStatusResponse,
+    RepairEvent, ServerInfo, ServerState, ServerStatus,
 };
 
 pub use local_cluster::{LocalCluster, LocalClusterOptions};

@@ -187,6 +187,8 @@ impl LocalCluster {
         let mut cfg = ClientConfig::new(self.master_spec());
         cfg.rpc_timeout = Duration::from_secs(2);
         cfg.max_attempts = 1;
+        // This loop polls on its own deadline.
+        cfg.failover_timeout = Duration::ZERO;
         let client = Client::new(cfg)?;
         let deadline = Instant::now() + timeout;
         loop {

@@ -4,6 +4,8 @@
 //!   and from `tonic::Status`.
 //! - [`path`]: the namespace path rules (absolute, no `.`/`..`, no empty parts).
 //! - [`net`]: listeners with a connection limit, channels with deadlines.
+//! - [`masters`]: the master addresses (a list or a DNS name) following the
+//!   Raft leader.
 //! - [`admin_http`]: `/metrics`, `/healthz`, `/readyz` on the admin port.
 //! - [`bufpool`]: reusable byte buffers for the data path.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
@@ -13,6 +15,7 @@
 pub mod admin_http;
 pub mod bufpool;
 pub mod error;
+pub mod masters;
 pub mod net;
 pub mod path;
 pub mod profile;
@@ -21,6 +24,7 @@ pub mod telemetry;
 pub mod throttle;
 
 pub use error::{Error, ErrorKind, Result};
+pub use masters::MasterSet;
 
 /// Size of a checksum block: one CRC32C per 64 KiB of chunk data.
 pub const BLOCK_SIZE: u64 = 64 * 1024;

@@ -21,12 +21,37 @@ pub struct Seen {
     pub registers: Vec<RegisterRequest>,
     pub heartbeats: Vec<HeartbeatRequest>,
     pub corrupt: Vec<ReportCorruptRequest>,
+    /// Chunkserver RPCs answered with `NotLeader`.
+    pub redirected: Vec<&'static str>,
 }
 
 #[derive(Clone, Default)]
 pub struct FakeMaster {
     pub seen: Arc<Mutex<Seen>>,
     pub epoch: u64,
+    /// When set, Register, Heartbeat and ReportCorrupt answer
+    /// `NotLeader { leader }` with this (a follower master).
+    pub not_leader: Arc<Mutex<Option<Option<String>>>>,
+    /// Answer `reregister` to heartbeats of servers that did not register
+    /// here (as a new leader master does).
+    pub known_only: bool,
+}
+
+impl FakeMaster {
+    /// Makes this master a follower pointing at `leader`, or the leader (None).
+    pub fn set_not_leader(&self, leader: Option<Option<String>>) {
+        *self.not_leader.lock().unwrap() = leader;
+    }
+
+    fn redirect(&self, rpc: &'static str) -> Result<(), Status> {
+        match self.not_leader.lock().unwrap().clone() {
+            Some(leader) => {
+                self.seen.lock().unwrap().redirected.push(rpc);
+                Err(Error::NotLeader { leader }.into())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn unimpl<T>() -> Result<Response<T>, Status> {
@@ -96,16 +121,23 @@ impl MasterService for FakeMaster {
         &self,
         r: Request<ReportCorruptRequest>,
     ) -> Result<Response<ReportCorruptResponse>, Status> {
+        self.redirect("report_corrupt")?;
         self.seen.lock().unwrap().corrupt.push(r.into_inner());
         Ok(Response::new(ReportCorruptResponse {}))
     }
     async fn register(&self, r: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        self.redirect("register")?;
         self.seen.lock().unwrap().registers.push(r.into_inner());
         Ok(Response::new(RegisterResponse { heartbeat_ms: 100, epoch: self.epoch, ..Default::default() }))
     }
     async fn heartbeat(&self, r: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        self.seen.lock().unwrap().heartbeats.push(r.into_inner());
-        Ok(Response::new(HeartbeatResponse { epoch: self.epoch, ..Default::default() }))
+        self.redirect("heartbeat")?;
+        let r = r.into_inner();
+        let mut seen = self.seen.lock().unwrap();
+        let reregister =
+            self.known_only && !seen.registers.iter().any(|g| g.server.as_ref().is_some_and(|s| s.id == r.server_id));
+        seen.heartbeats.push(r);
+        Ok(Response::new(HeartbeatResponse { epoch: self.epoch, reregister, ..Default::default() }))
     }
     async fn cluster_status(
         &self,

@@ -12,9 +12,9 @@ use super::output;
 use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
 use crate::{Client, ClientConfig, FileType};
 
-/// Runs a file or admin command against `master`.
-pub async fn run(master: &str, command: Command) -> anyhow::Result<()> {
-    let client = Client::new(ClientConfig::new(master))?;
+/// Runs a file or admin command with a client built from `config`.
+pub async fn run(config: ClientConfig, command: Command) -> anyhow::Result<()> {
+    let client = Client::new(config)?;
     match command {
         Command::Put { force, local, remote } => put(&client, force, &local, &remote).await,
         Command::Get { remote, local } => get(&client, &remote, &local).await,
@@ -81,6 +81,14 @@ pub async fn run(master: &str, command: Command) -> anyhow::Result<()> {
 async fn admin(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
     let (st, note) = match command {
         AdminCommand::Status { .. } => unreachable!("handled above"),
+        AdminCommand::AddMaster { id, address } => {
+            let members = client.add_master(id, &address).await?;
+            return print_stdout(&format!("added master {id} ({address})\n{}", output::masters_text(&members, 0)));
+        }
+        AdminCommand::RemoveMaster { id } => {
+            let members = client.remove_master(id).await?;
+            return print_stdout(&format!("removed master {id}\n{}", output::masters_text(&members, 0)));
+        }
         AdminCommand::Decommission { server } => (client.decommission(&server).await?, String::new()),
         AdminCommand::Recommission { server } => (client.recommission(&server).await?, String::new()),
         AdminCommand::MarkLost { server } => {

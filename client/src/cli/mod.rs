@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gfs_common::telemetry::{self, LogFormat};
 
+use crate::ClientConfig;
+
 /// Master address used when neither `--master` nor `GFS_MASTER` is set.
 pub const DEFAULT_MASTER: &str = "127.0.0.1:9700";
 
@@ -25,9 +27,15 @@ pub(crate) const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 #[derive(Debug, Parser)]
 #[command(name = "gfs", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Master address host:port [default: 127.0.0.1:9700]
-    #[arg(long, global = true, env = "GFS_MASTER", value_name = "ADDR")]
+    /// Master address(es): host:port, a list h1:p1,h2:p2,h3:p3 (the master
+    /// group; calls follow the leader), or one name:port whose DNS name
+    /// resolves to every master [default: 127.0.0.1:9700]
+    #[arg(long, global = true, env = "GFS_MASTER", value_name = "ADDRS")]
     pub master: Option<String>,
+    /// Allow possibly stale metadata reads from follower masters (stat, ls,
+    /// chunk locations of get/cat).
+    #[arg(long, global = true, env = "GFS_STALE")]
+    pub stale: bool,
     /// Log format on stderr: text or json.
     #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
     pub log_format: LogFormat,
@@ -118,12 +126,35 @@ pub enum AdminCommand {
     /// Declare SERVER lost: re-replicate its chunks now, without waiting
     /// for the heartbeat timeout.
     MarkLost { server: String },
+    /// Add a master to the master group (it catches up as a learner, then
+    /// votes); prints the members.
+    AddMaster {
+        /// Raft id of the new master.
+        #[arg(long, value_name = "N")]
+        id: u64,
+        /// Its gRPC address, host:port.
+        #[arg(long, value_name = "ADDR")]
+        address: String,
+    },
+    /// Remove a master from the master group; prints the members.
+    RemoveMaster {
+        /// Raft id of the master to remove.
+        #[arg(long, value_name = "N")]
+        id: u64,
+    },
 }
 
 impl Cli {
-    /// The master address to use.
+    /// The master address(es) to use.
     pub fn master_addr(&self) -> String {
         self.master.clone().unwrap_or_else(|| DEFAULT_MASTER.to_string())
+    }
+
+    /// The client configuration for file and admin commands.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.master_addr());
+        cfg.allow_stale_reads = self.stale;
+        cfg
     }
 }
 
@@ -152,11 +183,11 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let master = cli.master_addr();
+    let config = cli.client_config();
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::Bench(args) => bench::run(args, cli.master).await,
-        other => commands::run(&master, other).await,
+        other => commands::run(config, other).await,
     }
 }
 
@@ -189,5 +220,29 @@ mod tests {
         assert!(matches!(c.command, Command::Admin { command: AdminCommand::MarkLost { .. } }));
         let c = Cli::try_parse_from(["gfs", "ls", "--all", "/x"]).unwrap();
         assert!(matches!(c.command, Command::Ls { all: true, .. }));
+    }
+
+    #[test]
+    fn master_groups_and_stale_reads() {
+        let c = Cli::try_parse_from(["gfs", "--master", "a:1,b:2,c:3", "--stale", "stat", "/x"]).unwrap();
+        let cfg = c.client_config();
+        assert_eq!(cfg.master, "a:1,b:2,c:3");
+        assert!(cfg.allow_stale_reads);
+        assert!(crate::Client::new(cfg).is_ok());
+        // Global: also after the subcommand.
+        let c = Cli::try_parse_from(["gfs", "ls", "/", "--stale"]).unwrap();
+        assert!(c.client_config().allow_stale_reads);
+        let c = Cli::try_parse_from(["gfs", "ls", "/"]).unwrap();
+        assert!(!c.client_config().allow_stale_reads);
+        let c = Cli::try_parse_from(["gfs", "admin", "add-master", "--id", "4", "--address", "m4:9700"]).unwrap();
+        match c.command {
+            Command::Admin { command: AdminCommand::AddMaster { id, address } } => {
+                assert_eq!((id, address.as_str()), (4, "m4:9700"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["gfs", "admin", "remove-master", "--id", "2"]).unwrap();
+        assert!(matches!(c.command, Command::Admin { command: AdminCommand::RemoveMaster { id: 2 } }));
+        assert!(Cli::try_parse_from(["gfs", "admin", "remove-master"]).is_err());
     }
 }

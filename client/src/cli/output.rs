@@ -1,6 +1,6 @@
 //! Output formatting: JSON shapes, tables and times.
 
-use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType, ServerState};
+use gfs_proto::{ChunkLocation, ClusterStatusResponse, FileInfo, FileType, MasterInfo, MasterRole, ServerState};
 use serde_json::{Value, json};
 
 use crate::size::format_size;
@@ -142,7 +142,54 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
         "oldest_pending_repair_ms": st.oldest_pending_repair_ms,
         "capacity_bytes": st.capacity_bytes,
         "used_bytes": st.used_bytes,
+        "masters": st.masters.iter().map(master_json).collect::<Vec<_>>(),
+        "leader_id": st.leader_id,
     })
+}
+
+/// One master group member, as in `admin status --json`.
+pub fn master_json(m: &MasterInfo) -> Value {
+    json!({
+        "id": m.id,
+        "address": m.address,
+        "role": role_name(m.role()),
+        "term": m.term,
+        "voter": m.voter,
+        "last_applied": m.last_applied,
+        "reachable": m.reachable,
+    })
+}
+
+/// Lowercase name of a master's Raft role.
+pub fn role_name(r: MasterRole) -> &'static str {
+    match r {
+        MasterRole::Leader => "leader",
+        MasterRole::Follower => "follower",
+        MasterRole::Candidate => "candidate",
+        MasterRole::Learner => "learner",
+        MasterRole::Shutdown => "shutdown",
+        MasterRole::Unspecified => "unknown",
+    }
+}
+
+/// The master group table; `leader_id` (0 = unknown) is starred.
+pub fn masters_text(masters: &[MasterInfo], leader_id: u64) -> String {
+    let rows: Vec<[String; 7]> = masters
+        .iter()
+        .map(|m| {
+            let id = if leader_id != 0 && m.id == leader_id { format!("{}*", m.id) } else { m.id.to_string() };
+            [
+                id,
+                m.address.clone(),
+                role_name(m.role()).into(),
+                if m.voter { "yes" } else { "no" }.into(),
+                m.term.to_string(),
+                m.last_applied.to_string(),
+                if m.reachable { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST APPLIED", "REACHABLE"], &rows)
 }
 
 /// Lowercase name of a server state, as in `admin status --json`.
@@ -201,6 +248,15 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
         st.active_clones,
         st.oldest_pending_repair_ms,
     ));
+    if !st.masters.is_empty() {
+        let leader = match st.masters.iter().find(|m| m.id == st.leader_id && st.leader_id != 0) {
+            Some(m) => format!("{} ({})", m.id, m.address),
+            None if st.leader_id != 0 => st.leader_id.to_string(),
+            None => "unknown".to_string(),
+        };
+        s.push_str(&format!("\nmasters: {}  leader: {leader}\n", st.masters.len()));
+        s.push_str(&masters_text(&st.masters, st.leader_id));
+    }
     s
 }
 
@@ -281,6 +337,52 @@ mod tests {
         assert_eq!(v["type"], "file");
         assert_eq!(v["chunks"][0]["replicas"][0], "h:1");
         assert_eq!(entry_json(&info)["name"], "b");
+    }
+
+    fn masters() -> Vec<MasterInfo> {
+        vec![
+            MasterInfo {
+                id: 1,
+                address: "m1:9700".into(),
+                role: MasterRole::Leader as i32,
+                term: 4,
+                voter: true,
+                last_applied: 120,
+                reachable: true,
+            },
+            MasterInfo {
+                id: 2,
+                address: "m2:9700".into(),
+                role: MasterRole::Follower as i32,
+                term: 4,
+                voter: true,
+                last_applied: 118,
+                reachable: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn status_shows_the_master_group() {
+        let st = ClusterStatusResponse { masters: masters(), leader_id: 1, ..Default::default() };
+        let v = status_json(&st);
+        assert_eq!(v["leader_id"], 1);
+        assert_eq!(v["masters"][0]["role"], "leader");
+        assert_eq!(v["masters"][0]["address"], "m1:9700");
+        assert_eq!(v["masters"][0]["last_applied"], 120);
+        assert_eq!(v["masters"][1]["role"], "follower");
+        assert_eq!(v["masters"][1]["reachable"], false);
+        assert_eq!(v["masters"][1]["voter"], true);
+        assert_eq!(v["masters"][1]["term"], 4);
+        let t = status_text(&st);
+        assert!(t.contains("masters: 2  leader: 1 (m1:9700)"), "{t}");
+        assert!(t.contains("ID  ADDRESS  ROLE      VOTER  TERM  LAST APPLIED  REACHABLE\n"), "{t}");
+        assert!(t.contains("1*  m1:9700  leader    yes    4     120           yes\n"), "{t}");
+        assert!(t.contains("2   m2:9700  follower  yes    4     118           no\n"), "{t}");
+        // A master without a group (older master) prints no master table.
+        let t = status_text(&ClusterStatusResponse::default());
+        assert!(!t.contains("masters:"), "{t}");
+        assert_eq!(status_json(&ClusterStatusResponse::default())["masters"], json!([]));
     }
 
     #[test]
