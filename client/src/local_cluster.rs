@@ -112,7 +112,11 @@ impl LocalCluster {
         }
         let mut masters = Vec::with_capacity(opts.masters);
         for (i, listen) in listens.iter().enumerate() {
-            let dir = if opts.masters == 1 { opts.data_dir.join("master") } else { opts.data_dir.join(format!("master-{}", i + 1)) };
+            let dir = if opts.masters == 1 {
+                opts.data_dir.join("master")
+            } else {
+                opts.data_dir.join(format!("master-{}", i + 1))
+            };
             std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
             let metrics = if i == 0 { master_metrics.clone() } else { gfs_master::Metrics::default() };
             let cfg = gfs_master::Config {

@@ -80,7 +80,8 @@ impl Group {
             else {
                 continue;
             };
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), c.master_status(MasterStatusRequest {})).await
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(500), c.master_status(MasterStatusRequest {})).await
             {
                 let s = s.into_inner();
                 let me = s.this.unwrap_or_default();

@@ -147,6 +147,9 @@ async fn writer(master: String, id: u32, acked: Acked, stop: Arc<std::sync::atom
     let mut cfg = ClientConfig::new(master);
     cfg.max_attempts = 1;
     cfg.rpc_timeout = Duration::from_secs(3);
+    // The only master dies for good: fail at once instead of waiting out a
+    // leader election that cannot happen.
+    cfg.failover_timeout = Duration::ZERO;
     let client = Client::new(cfg).unwrap();
     let mut rng = StdRng::seed_from_u64(id as u64);
     let mut n = 0;

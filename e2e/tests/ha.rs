@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use gfs_client::{Client, ClientConfig};
 use gfs_common::Error;
 use gfs_e2e::{Proc, bin, free_addr};
+use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::raft_service_client::RaftServiceClient;
 use gfs_proto::{
-    CreateRequest, MasterRole, MasterStatusRequest, MasterStatusResponse, MkdirRequest, PartitionRequest, StatRequest,
+    CreateRequest, GrantLeaseRequest, MasterRole, MasterStatusRequest, MasterStatusResponse, MkdirRequest,
+    PartitionRequest, StatRequest,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -93,6 +95,21 @@ impl Group {
 
     fn master_log(&self, id: u64) -> String {
         std::fs::read_to_string(self.dir.join(format!("master-{id}.log.cur"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for id in 1..=self.addrs.len() as u64 {
+                let log = self.master_log(id);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- master {id} log (last 40 lines) ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
     }
 }
 
@@ -191,6 +208,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let new_leader = wait_leader(&g, &others, Duration::from_secs(30)).await;
         assert_ne!(new_leader, leader);
         let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
+        c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true }).await.unwrap();
         for i in 0..20 {
             c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true })
                 .await
@@ -264,7 +282,12 @@ fn corrupt_log_tail_on_one_master_is_cut_and_it_catches_up() {
         }
         rt.block_on(async {
             // More acknowledged writes while it is down.
-            let leader = wait_leader(&g, &[1, 2, 3].into_iter().filter(|i| *i != follower).collect::<Vec<_>>(), Duration::from_secs(30)).await;
+            let leader = wait_leader(
+                &g,
+                &[1, 2, 3].into_iter().filter(|i| *i != follower).collect::<Vec<_>>(),
+                Duration::from_secs(30),
+            )
+            .await;
             let mut c = raw(&g.addrs[leader as usize - 1]).await;
             for i in 0..10 {
                 c.mkdir(MkdirRequest { path: format!("/{damage}/{i}"), parents: true }).await.unwrap();
@@ -322,7 +345,14 @@ fn restarting_every_master_returns_the_acknowledged_state() {
 /// appenders.
 type Acked = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
-async fn writer(spec: String, id: u32, acked: Acked, after_kill: Arc<Mutex<usize>>, stop: Arc<AtomicBool>, killed: Arc<AtomicBool>) {
+async fn writer(
+    spec: String,
+    id: u32,
+    acked: Acked,
+    after_kill: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+    killed: Arc<AtomicBool>,
+) {
     let client = Client::new(ClientConfig::new(spec)).unwrap();
     let mut rng = StdRng::seed_from_u64(id as u64);
     let mut n = 0;
@@ -384,6 +414,7 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(acked.lock().unwrap().len() >= 30, "writers did not get going");
+    let old_term = rt.block_on(status(&g.addrs[leader as usize - 1])).unwrap().this.unwrap().term;
     g.kill9(leader);
     killed.store(true, Ordering::Relaxed);
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
@@ -420,5 +451,103 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
             );
         }
         wait_converged(&g, &others, Duration::from_secs(30)).await;
+
+        // Fencing: every chunkserver has seen the new leader's term, so a
+        // grant stamped with the dead leader's term is refused.
+        let st = client.cluster_status().await.unwrap();
+        assert_eq!(st.servers.iter().filter(|s| s.alive).count(), 3);
+        for s in &st.servers {
+            let addr = &s.server.as_ref().unwrap().address;
+            let mut cs = ChunkServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            let req = GrantLeaseRequest { handle: 1, version: 1, lease_ms: 60_000, create: false, epoch: old_term };
+            let err = Error::from(cs.grant_lease(req).await.unwrap_err());
+            assert!(
+                matches!(err, Error::StaleEpoch { have, seen } if have == old_term && seen > old_term),
+                "{addr}: {err:?}"
+            );
+        }
     });
+}
+
+#[test]
+fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<String> = (0..5).map(|_| free_addr().to_string()).collect();
+    let mut g =
+        Group { dir: dir.path().to_path_buf(), addrs: addrs.clone(), masters: Vec::new(), chunkservers: Vec::new() };
+    let spawn = |g: &Group, id: u64, join: bool| {
+        let addr = &g.addrs[id as usize - 1];
+        let mut cmd = Command::new(bin("gfs-master"));
+        cmd.args(["--id", &id.to_string(), "--listen", addr, "--peers", &format!("{id}={addr}")])
+            .args(["--chunk-size", "1MiB", "--data-dir"])
+            .arg(g.master_dir(id));
+        if join {
+            cmd.arg("--join");
+        }
+        Proc::spawn(&mut cmd, &g.dir.join(format!("master-{id}.log.cur")))
+    };
+    // Start with a group of one; the others start empty and wait to be added.
+    g.masters.push(Some(spawn(&g, 1, false)));
+    for id in 2..=5 {
+        let p = spawn(&g, id, true);
+        g.masters.push(Some(p));
+    }
+    let rt = rt();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<Mutex<Vec<String>>> = Arc::default();
+    let spec = g.spec();
+    let writer = {
+        let (stop, done, spec) = (stop.clone(), done.clone(), spec.clone());
+        rt.spawn(async move {
+            let client = Client::new(ClientConfig::new(spec)).unwrap();
+            client.mkdir("/m", true).await.unwrap();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let p = format!("/m/f{i}");
+                i += 1;
+                // Every create must succeed (after retries): no downtime.
+                client.create(&p, None).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+                done.lock().unwrap().push(p);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    rt.block_on(async {
+        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        let voters = |members: &[gfs_proto::MasterInfo]| {
+            let mut v: Vec<u64> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            v.sort();
+            v
+        };
+        for id in 2..=5u64 {
+            let members = client.add_master(id, &addrs[id as usize - 1]).await.unwrap();
+            assert_eq!(voters(&members), (1..=id).collect::<Vec<_>>());
+        }
+        let n = done.lock().unwrap().len();
+        wait_converged(&g, &[1, 2, 3, 4, 5], Duration::from_secs(30)).await;
+        assert!(n > 0);
+        // An existing voter cannot be added twice.
+        assert!(client.add_master(3, &addrs[2]).await.is_err());
+        for id in [5u64, 4, 3, 2] {
+            let members = client.remove_master(id).await.unwrap();
+            assert!(!voters(&members).contains(&id), "{id} still a voter: {members:?}");
+        }
+        let st = client.cluster_status().await.unwrap();
+        assert_eq!(voters(&st.masters), vec![1]);
+        // The last voter cannot be removed.
+        assert!(client.remove_master(1).await.is_err());
+        // The writer kept going through every change.
+        let before = done.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(done.lock().unwrap().len() > before, "creates stopped after the membership changes");
+    });
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(writer).unwrap();
+    rt.block_on(async {
+        let client = Client::new(ClientConfig::new(addrs[0].clone())).unwrap();
+        for p in done.lock().unwrap().iter() {
+            client.stat(p).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+    });
+    drop(g);
 }

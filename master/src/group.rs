@@ -62,6 +62,13 @@ impl Shared {
         self.leadership.since.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
     }
 
+    /// True during the acting leader's warm-up (`leader_warmup_ms` after it
+    /// became leader): chunkservers may not all have reported yet.
+    pub fn warming_up(&self) -> bool {
+        let warm = Duration::from_millis(self.cfg.leader_warmup_ms);
+        self.leader_for().is_some_and(|t| t < warm)
+    }
+
     /// Address of master `id` in the current membership.
     pub fn master_addr(&self, id: NodeId) -> Option<String> {
         self.meta().membership.membership().get_node(&id).map(|n| n.addr.clone())
@@ -79,8 +86,8 @@ impl Shared {
         let term = self.epoch();
         let m = self.raft.metrics().borrow().clone();
         let voters = m.membership_config.membership().voter_ids().count();
-        let fresh = voters <= 1
-            || m.millis_since_quorum_ack.is_some_and(|ms| ms < self.cfg.raft.election_timeout_min_ms);
+        let fresh =
+            voters <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms < self.cfg.raft.election_timeout_min_ms);
         if term != 0 && m.state == ServerState::Leader && m.current_term == term && fresh {
             return Ok(term);
         }
@@ -316,7 +323,13 @@ mod tests {
         let p = parse_peers("1=a:1, 2=b:2,3=127.0.0.1:9700").unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p[&3], "127.0.0.1:9700");
-        for (bad, why) in [("1a:1", "missing '='"), ("x=a:1", "not a number"), ("1=a", "missing port"), ("1=a:1,1=b:2", "duplicate"), ("0=a:1", "start at 1")] {
+        for (bad, why) in [
+            ("1a:1", "missing '='"),
+            ("x=a:1", "not a number"),
+            ("1=a", "missing port"),
+            ("1=a:1,1=b:2", "duplicate"),
+            ("0=a:1", "start at 1"),
+        ] {
             let e = parse_peers(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }

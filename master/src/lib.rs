@@ -160,7 +160,10 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         Some(m) => m.voter_ids().collect(),
         None => meta.membership.membership().voter_ids().collect(),
     };
-    if voters == [id] {
+    // The group as last known (log, then checkpoint), else the initial one.
+    let voters = if voters.is_empty() { peers.keys().copied().collect() } else { voters };
+    let single = voters == [id] && !config.join;
+    if single {
         log.advance_term(id).await?;
     }
     let meta = Arc::new(std::sync::Mutex::new(meta));
@@ -193,8 +196,7 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
             warn!(error = %e, "raft initialize");
         }
     }
-    let single = meta.lock().unwrap_or_else(|p| p.into_inner()).membership.membership().voter_ids().count() <= 1;
-    if single || peers.len() == 1 {
+    if single {
         // A group of one need not wait for an election timeout.
         let _ = raft.trigger().elect().await;
     }

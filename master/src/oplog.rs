@@ -75,9 +75,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 pub fn load_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let path = dir.join("checkpoint");
     match std::fs::read(&path) {
-        Ok(b) => Checkpoint::decode(b.as_slice()).map(Some).map_err(|e| {
-            Error::Internal(format!("checkpoint {} is corrupt: {e}; refusing to start", path.display()))
-        }),
+        Ok(b) => Checkpoint::decode(b.as_slice())
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("checkpoint {} is corrupt: {e}; refusing to start", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
     }

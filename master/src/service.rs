@@ -33,6 +33,13 @@ fn note_reads(meta: &mut Meta, locs: &[ChunkLocation]) {
     }
 }
 
+/// Sizes come from chunkserver reports: a new leader answers for a file
+/// only once a replica of each of its chunks reported (or its warm-up
+/// ended), never with a size that is short for lack of reports.
+fn warming_up(path: &str) -> Error {
+    Error::Unavailable(format!("{path}: this master just became leader and is collecting chunk reports; retry shortly"))
+}
+
 /// The gRPC service over the shared master state.
 #[derive(Clone)]
 pub struct Service {
@@ -101,8 +108,15 @@ impl Service {
     async fn do_list(&self, req: ListRequest) -> Result<ListResponse> {
         let path = normalize(&req.path)?;
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
+        let warming = self.shared.warming_up();
         let meta = self.shared.meta();
         let node = meta.ns.lookup(&path)?;
+        if warming
+            && (!meta.reported(node)
+                || meta.ns.children(&path).iter().any(|c| meta.ns.get(c).is_some_and(|n| !meta.reported(n))))
+        {
+            return Err(warming_up(&path));
+        }
         let entries = match node {
             Node::File(_) => vec![meta.file_info(&path, node)],
             Node::Dir { .. } => {
@@ -125,8 +139,12 @@ impl Service {
     ) -> Result<(FileInfo, Vec<ChunkLocation>)> {
         let path = normalize(path)?;
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
+        let warming = self.shared.warming_up();
         let mut meta = self.shared.meta();
         let node = meta.ns.lookup(&path)?;
+        if warming && !meta.reported(node) {
+            return Err(warming_up(&path));
+        }
         let info = meta.file_info(&path, node);
         let locs = match node {
             Node::File(f) => {

@@ -147,12 +147,14 @@ impl Meta {
     }
 
     /// CRC32C of the replicated metadata (namespace, chunks and versions,
-    /// admin states, applied position): equal on masters with equal state.
+    /// admin states, membership): equal on masters with equal state.
     pub fn digest(&self) -> u32 {
         let mut cp = self.snapshot();
-        // The leader raises next_handle past its term's range on election;
-        // that is not replicated state.
+        // Not part of the namespace: the Raft position (a new leader adds
+        // a blank entry) and next_handle (raised past the term's range on
+        // election).
         cp.next_handle = 0;
+        (cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last) = (0, 0, 0, false);
         crc32c::crc32c(&prost::Message::encode_to_vec(&cp))
     }
 
@@ -222,6 +224,15 @@ impl Meta {
             None => (0, 0, vec![]),
         };
         ChunkLocation { index, handle, version, length, replicas }
+    }
+
+    /// True when every chunk of `node` (a file) has a reported replica;
+    /// always for directories.
+    pub fn reported(&self, node: &Node) -> bool {
+        match node {
+            Node::File(f) => f.chunks.iter().all(|h| self.chunks.get(*h).is_none_or(|c| !c.replicas.is_empty())),
+            Node::Dir { .. } => true,
+        }
     }
 
     /// `FileInfo` for the node at `path`.

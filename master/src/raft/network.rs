@@ -183,8 +183,8 @@ impl Peer {
             }
             unreachable(format!("{} ({}): {}", self.addr, s.code(), s.message()))
         })?;
-        let res: Result<Resp, E> = postcard::from_bytes(&reply.get_ref().payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, E> =
+            postcard::from_bytes(&reply.get_ref().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -251,12 +251,11 @@ mod tests {
         let vr: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
             Ok(VoteResponse { vote, vote_granted: true, last_log_id: None });
         round_trip(&vr);
-        let fwd: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>> = RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(ForwardToLeader {
+        let fwd: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>> =
+            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(ForwardToLeader {
                 leader_id: Some(1),
                 leader_node: Some(BasicNode { addr: "a:1".into() }),
-            }),
-        );
+            }));
         round_trip(&fwd);
     }
 }

@@ -155,7 +155,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Ok(b) => b,
                         Err(err) => {
                             error!(index = e.log_id.index, error = %err, "undecodable log batch; skipped");
-                            out.push(Response { error: Some(Error::Internal("undecodable log batch".into()).to_detail_bytes()) });
+                            out.push(Response {
+                                error: Some(Error::Internal("undecodable log batch".into()).to_detail_bytes()),
+                            });
                             continue;
                         }
                     };
@@ -212,7 +214,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> std::result::Result<Option<Snapshot<TypeConfig>>, StoreError> {
         let dir = self.m.dir.clone();
-        let cp = tokio::task::spawn_blocking(move || oplog::load_checkpoint(&dir)).await.map_err(sm_err)?.map_err(sm_err)?;
+        let cp =
+            tokio::task::spawn_blocking(move || oplog::load_checkpoint(&dir)).await.map_err(sm_err)?.map_err(sm_err)?;
         match cp {
             None => Ok(None),
             Some(cp) => {
