@@ -179,6 +179,12 @@ impl MasterService for Fake {
         self.enter("cluster_status", false)?;
         Ok(Response::new(ClusterStatusResponse { masters: members(), leader_id: 1, ..Default::default() }))
     }
+    async fn chunk_locations(
+        &self,
+        _: Request<ChunkLocationsRequest>,
+    ) -> Result<Response<ChunkLocationsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` on a free port until `token` is cancelled.

@@ -250,3 +250,33 @@ fn separate_binaries_form_a_cluster() {
     let zones_used = st["chunks"][0]["replicas"].as_array().unwrap().len();
     assert_eq!(zones_used, 3);
 }
+
+#[test]
+fn all_in_one_server_runs_a_three_master_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let log = dir.path().join("server.log");
+    let mut server = Proc::spawn(
+        Command::new(bin("gfs"))
+            .args(["server", "--masters", "3", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--ready-file")
+            .arg(&ready),
+        &log,
+    );
+    let spec = wait_ready(&ready, &log);
+    assert_eq!(spec.split(',').count(), 3, "ready file lists every master: {spec}");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    ok(&gfs(&spec, &["put", "-", "/x"], Some(&data)));
+    assert_eq!(gfs(&spec, &["cat", "/x"], None).stdout, data);
+    let st: serde_json::Value = serde_json::from_str(&ok(&gfs(&spec, &["admin", "status", "--json"], None))).unwrap();
+    let masters = st["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 3);
+    assert_eq!(masters.iter().filter(|m| m["role"] == "leader").count(), 1, "{masters:?}");
+    assert!(masters.iter().all(|m| m["voter"] == true && m["reachable"] == true && m["term"].as_u64() > Some(0)));
+    // Every master is in the data dir, and the data dirs survive a restart.
+    for i in 1..=3 {
+        assert!(dir.path().join(format!("data/master-{i}/raft-vote")).exists());
+    }
+    assert!(server.sigterm().success());
+}

@@ -338,6 +338,35 @@ fn restarting_every_master_returns_the_acknowledged_state() {
             let got = client.read_all(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(got == *data, "{path}: content differs after restart");
         }
+
+        // Shadow reads: a client that talks only to a follower reads the
+        // files too (sizes and locations the follower pulled from the
+        // leader).
+        let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+        let follower = [1u64, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+        let mut cfg = ClientConfig::new(g.addrs[follower as usize - 1].clone());
+        cfg.allow_stale_reads = true;
+        let shadow = Client::new(cfg).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (path, data) in &files {
+            loop {
+                match shadow.read_all(path).await {
+                    Ok(got) if got == *data => break,
+                    other => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "{path}: shadow read never matched: {:?}",
+                            other.map(|g| g.len())
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+        // Without allow_stale the follower refuses and names the leader.
+        let mut c = raw(&g.addrs[follower as usize - 1]).await;
+        let e = Error::from(c.stat(StatRequest { path: "/data/f0".into(), allow_stale: false }).await.unwrap_err());
+        assert_eq!(e, Error::NotLeader { leader: Some(g.addrs[leader as usize - 1].clone()) });
     });
 }
 
@@ -545,9 +574,51 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     rt.block_on(writer).unwrap();
     rt.block_on(async {
         let client = Client::new(ClientConfig::new(addrs[0].clone())).unwrap();
-        for p in done.lock().unwrap().iter() {
+        let done = done.lock().unwrap().clone();
+        for p in &done {
             client.stat(p).await.unwrap_or_else(|e| panic!("{p}: {e}"));
         }
     });
     drop(g);
+}
+
+#[test]
+fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
+    let mut g = Group { dir: dir.path().to_path_buf(), addrs, masters: Vec::new(), chunkservers: Vec::new() };
+    // Snapshot (checkpoint) every 20 entries, keeping only 20 after it.
+    let spawn = |g: &Group, id: u64| {
+        Proc::spawn(
+            Command::new(bin("gfs-master"))
+                .args(["--id", &id.to_string(), "--listen", &g.addrs[id as usize - 1], "--peers", &g.peers()])
+                .args(["--checkpoint-every", "20", "--data-dir"])
+                .arg(g.master_dir(id)),
+            &g.dir.join(format!("master-{id}.log.cur")),
+        )
+    };
+    for id in 1..=3 {
+        let p = spawn(&g, id);
+        g.masters.push(Some(p));
+    }
+    let rt = rt();
+    let leader = rt.block_on(wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)));
+    let behind = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    g.kill9(behind);
+    rt.block_on(async {
+        let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != behind).collect();
+        let leader = wait_leader(&g, &others, Duration::from_secs(30)).await;
+        let mut c = raw(&g.addrs[leader as usize - 1]).await;
+        // openraft purges in batches of 256 entries: write well past that.
+        for i in 0..700 {
+            c.mkdir(MkdirRequest { path: format!("/s/{i}"), parents: true }).await.unwrap();
+        }
+    });
+    let p = spawn(&g, behind);
+    g.masters[behind as usize - 1] = Some(p);
+    rt.block_on(wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)));
+    let log = g.master_log(behind);
+    assert!(log.contains("installed snapshot from the leader"), "no snapshot install in the log:\n{log}");
+    // Its checkpoint file is the snapshot it installed.
+    assert!(g.master_dir(behind).join("checkpoint").exists());
 }

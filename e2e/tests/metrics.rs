@@ -69,6 +69,10 @@ const MASTER_FAMILIES: &[&str] = &[
     "gfs_master_replication_backlog_chunks",
     "gfs_master_active_clones",
     "gfs_master_chunkserver_heartbeat_age_seconds",
+    "gfs_master_raft_term",
+    "gfs_master_raft_is_leader",
+    "gfs_master_raft_leader_changes",
+    "gfs_master_raft_applied_index",
 ];
 
 const CHUNKSERVER_FAMILIES: &[&str] = &[
@@ -142,6 +146,11 @@ async fn separate_processes_serve_metrics_and_readiness() {
     assert_eq!(value(&body, "gfs_master_chunks", &[]), 8.0);
     assert!(value(&body, "gfs_master_lease_grants_total", &[]) >= 8.0);
     assert!(value(&body, "gfs_master_oplog_fsync_seconds_count", &[]) > 0.0);
+    // A group of one: this master leads, in a term >= 1, and applied entries.
+    assert_eq!(value(&body, "gfs_master_raft_is_leader", &[]), 1.0);
+    assert!(value(&body, "gfs_master_raft_term", &[]) >= 1.0);
+    assert!(value(&body, "gfs_master_raft_applied_index", &[]) >= 8.0);
+    assert_eq!(value(&body, "gfs_master_raft_leader_changes_total", &[]), 1.0);
     assert!(value(&body, "gfs_master_rpc_requests_total", &["method=\"Create\"", "code=\"OK\""]) >= 1.0);
     assert!(value(&body, "gfs_master_rpc_duration_seconds_count", &["method=\"Create\""]) >= 1.0);
     assert_eq!(value(&body, "gfs_master_under_replicated_chunks", &[]), 0.0);

@@ -239,8 +239,10 @@ impl Shared {
         out
     }
 
-    /// Adds master `id` at `address`: as a learner first (it catches up,
-    /// by snapshot if far behind), then as a voter.
+    /// Adds master `id` at `address`: as a learner first, then, once it
+    /// has caught up (by snapshot if it is far behind), as a voter. Waits
+    /// at most `rpc_timeout_ms` for the catch-up; a learner still behind
+    /// then gives `Unavailable` and the call is simply retried.
     pub async fn add_master(&self, id: NodeId, address: &str) -> Result<()> {
         self.require_leader()?;
         if address.trim().is_empty() || !address.contains(':') {
@@ -250,11 +252,28 @@ impl Shared {
         if mem.voter_ids().any(|v| v == id) {
             return Err(Error::AlreadyExists { path: format!("master {id}") });
         }
-        info!(id, address, "adding master as learner");
-        self.raft.add_learner(id, BasicNode { addr: address.to_string() }, true).await.map_err(|e| match e {
-            RaftError::APIError(e) => Error::Unavailable(format!("add learner {id}: {e}")),
-            RaftError::Fatal(f) => Error::Unavailable(format!("raft stopped: {f}")),
-        })?;
+        if mem.get_node(&id).is_none_or(|n| n.addr != address) {
+            info!(id, address, "adding master as learner");
+            self.raft.add_learner(id, BasicNode { addr: address.to_string() }, false).await.map_err(|e| match e {
+                RaftError::APIError(e) => Error::Unavailable(format!("add learner {id}: {e}")),
+                RaftError::Fatal(f) => Error::Unavailable(format!("raft stopped: {f}")),
+            })?;
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.rpc_timeout_ms);
+        loop {
+            let m = self.raft.metrics().borrow().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+            if matched.is_some_and(|i| i + 1 >= last) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "master {id} at {address} is a learner still catching up (at {matched:?} of {last}); retry"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         info!(id, "learner caught up; promoting to voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -299,9 +318,6 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>> {
         let bad = |why: &str| Error::InvalidArgument(format!("--peers entry {part:?}: {why} (want ID=HOST:PORT)"));
         let (id, addr) = part.split_once('=').ok_or_else(|| bad("missing '='"))?;
         let id: NodeId = id.trim().parse().map_err(|_| bad("id is not a number"))?;
-        if id == 0 {
-            return Err(bad("ids start at 1"));
-        }
         let addr = addr.trim();
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
@@ -323,13 +339,11 @@ mod tests {
         let p = parse_peers("1=a:1, 2=b:2,3=127.0.0.1:9700").unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p[&3], "127.0.0.1:9700");
-        for (bad, why) in [
-            ("1a:1", "missing '='"),
-            ("x=a:1", "not a number"),
-            ("1=a", "missing port"),
-            ("1=a:1,1=b:2", "duplicate"),
-            ("0=a:1", "start at 1"),
-        ] {
+        // Pod ordinals start at 0.
+        assert_eq!(parse_peers("0=m-0.m.ns.svc:9700").unwrap()[&0], "m-0.m.ns.svc:9700");
+        for (bad, why) in
+            [("1a:1", "missing '='"), ("x=a:1", "not a number"), ("1=a", "missing port"), ("1=a:1,1=b:2", "duplicate")]
+        {
             let e = parse_peers(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }

@@ -25,6 +25,7 @@ pub mod report;
 pub mod rpc;
 pub mod servers;
 pub mod service;
+pub mod shadow;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -156,13 +157,15 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     if peers.is_empty() {
         peers.insert(id, addr.to_string());
     }
+    // A member missing from the initial group waits to be added.
+    let join = config.join || !peers.contains_key(&id);
     let voters: Vec<u64> = match log.last_membership() {
         Some(m) => m.voter_ids().collect(),
         None => meta.membership.membership().voter_ids().collect(),
     };
     // The group as last known (log, then checkpoint), else the initial one.
     let voters = if voters.is_empty() { peers.keys().copied().collect() } else { voters };
-    let single = voters == [id] && !config.join;
+    let single = voters == [id] && !join;
     if single {
         log.advance_term(id).await?;
     }
@@ -176,7 +179,9 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         election_timeout_max: r.election_timeout_max_ms,
         install_snapshot_timeout: config.rpc_timeout_ms.max(r.election_timeout_min_ms),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.checkpoint_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Entries kept after a snapshot for followers that are slightly
+        // behind; one further behind installs the snapshot.
+        max_in_snapshot_log_to_keep: config.checkpoint_every.min(1_000),
         ..Default::default()
     }
     .validate()
@@ -187,7 +192,11 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         .await
         .map_err(|e| Error::Internal(format!("start raft: {e}")))?;
     let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(format!("raft: {e}")))?;
-    if !initialized && !config.join {
+    // Only the lowest id of the initial group initializes it (the others
+    // get the membership from it), so members that start later, or whose
+    // data is gone, never found a second group.
+    let founder = peers.keys().next() == Some(&id) && peers.contains_key(&id);
+    if !initialized && !join && founder {
         let members: BTreeMap<u64, BasicNode> =
             peers.iter().map(|(i, a)| (*i, BasicNode { addr: a.clone() })).collect();
         info!(id, members = ?peers, "initializing a new master group");
@@ -208,6 +217,7 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     tokio::spawn(LivenessWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(RepairWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(GcWorker::new(shared.clone()).run(worker_stop.clone()));
+    tokio::spawn(crate::shadow::ShadowSync::new(shared.clone()).run(worker_stop.clone()));
     let svc = MasterServiceServer::new(Service::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

@@ -26,9 +26,10 @@ struct Args {
     /// Raft heartbeat between masters, in milliseconds.
     #[arg(long, env = "GFS_RAFT_HEARTBEAT_MS", default_value_t = 1_000)]
     raft_heartbeat_ms: u64,
-    /// A follower that hears no leader for this long (randomized up to 1.5x)
-    /// starts an election, in milliseconds.
-    #[arg(long, env = "GFS_ELECTION_TIMEOUT_MS", default_value_t = 3_000)]
+    /// Raft election timeout in milliseconds (randomized up to 1.2x). A
+    /// follower suspects the leader after the leader lease (1.2x this) plus
+    /// the election timeout without a heartbeat: 3.3-3.6 s by default.
+    #[arg(long, env = "GFS_ELECTION_TIMEOUT_MS", default_value_t = 1_500)]
     election_timeout_ms: u64,
     /// Accept the SetPartition fault-injection RPC (tests only).
     #[arg(long, env = "GFS_FAULT_INJECTION", hide = true)]
@@ -110,7 +111,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::abort_on_panic();
-    telemetry::init(args.log_format, "info");
+    // openraft traces every vote and append at info; keep its warnings.
+    telemetry::init(args.log_format, "info,openraft=warn");
     let config = gfs_master::Config {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -128,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         raft: gfs_master::config::RaftConfig {
             heartbeat_ms: args.raft_heartbeat_ms,
             election_timeout_min_ms: args.election_timeout_ms,
-            election_timeout_max_ms: args.election_timeout_ms * 3 / 2,
+            election_timeout_max_ms: args.election_timeout_ms * 6 / 5,
         },
         fault_injection: args.fault_injection,
         leader_warmup_ms: args.dead_after_ms,

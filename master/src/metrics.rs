@@ -148,10 +148,13 @@ impl Metrics {
     }
 
     /// Sets the gauges derived from the master state.
+    /// Only the acting leader knows chunkservers and replicas: a follower
+    /// reports the cluster gauges as 0, so `sum()` over every master is
+    /// right.
     pub fn refresh(&self, shared: &Shared) {
-        let st = shared.cluster_status();
         let applied = shared.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
         self.raft_applied_index.set(applied as i64);
+        let st = if shared.is_leader() { shared.cluster_status() } else { Default::default() };
         self.chunks.set(st.chunk_count as i64);
         self.backlog_bytes.set(st.replication_backlog_bytes as i64);
         self.backlog_chunks.set(st.replication_backlog_chunks as i64);

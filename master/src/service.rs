@@ -404,4 +404,14 @@ impl MasterService for Service {
         let members = self.shared.masters().await;
         t.reply(r.map(|()| RemoveMasterResponse { members }))
     }
+
+    #[instrument(skip_all)]
+    async fn chunk_locations(&self, req: Request<ChunkLocationsRequest>) -> Reply<ChunkLocationsResponse> {
+        let t = self.shared.metrics.rpc("ChunkLocations");
+        if let Err(e) = self.shared.require_leader() {
+            return t.reply(Err(e));
+        }
+        let q = req.into_inner();
+        t.reply(Ok(self.shared.meta().location_page(q.after_handle, q.limit)))
+    }
 }

@@ -6,14 +6,16 @@ use std::time::Duration;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
-    ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, MarkLostRequest, MarkLostResponse,
-    RecommissionRequest, ServerStatus,
+    AddMasterRequest, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, MarkLostRequest,
+    MarkLostResponse, MasterInfo, RecommissionRequest, RemoveMasterRequest, ServerStatus,
 };
 
 use crate::error::{Error, Result};
 
 /// Deadline of every admin RPC.
 const DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline of a membership change (a learner may need to catch up).
+const MEMBER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Talks to masters; one lazily connected channel per address.
 #[derive(Clone)]
@@ -77,5 +79,42 @@ impl MasterAdmin {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| self.fail(addr, s))
+    }
+
+    /// Adds master `id` at `address` to the group (through the leader:
+    /// a follower's `NotLeader` hint is followed once).
+    pub async fn add_master(&self, addr: &str, id: u64, address: &str) -> Result<Vec<MasterInfo>> {
+        let req = AddMasterRequest { id, address: address.into() };
+        self.to_leader(addr, |mut c| {
+            let req = req.clone();
+            async move { c.add_master(with_deadline(req, MEMBER_DEADLINE)).await.map(|r| r.into_inner().members) }
+        })
+        .await
+    }
+
+    /// Removes master `id` from the group (through the leader).
+    pub async fn remove_master(&self, addr: &str, id: u64) -> Result<Vec<MasterInfo>> {
+        self.to_leader(addr, |mut c| async move {
+            c.remove_master(with_deadline(RemoveMasterRequest { id }, MEMBER_DEADLINE))
+                .await
+                .map(|r| r.into_inner().members)
+        })
+        .await
+    }
+
+    async fn to_leader<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
+    where
+        F: Fn(MasterServiceClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        match call(self.client(addr)?).await {
+            Ok(v) => Ok(v),
+            Err(s) => match gfs_common::Error::from(s.clone()) {
+                gfs_common::Error::NotLeader { leader: Some(l) } if l != addr => {
+                    call(self.client(&l)?).await.map_err(|s| self.fail(&l, s))
+                }
+                _ => Err(self.fail(addr, s)),
+            },
+        }
     }
 }

@@ -41,6 +41,10 @@ pub struct ControllerConfig {
     /// Master address for every cluster (tests and local runs); also turns
     /// on the positional ordinal -> server mapping.
     pub master_override: Option<String>,
+    /// Addresses of master pods by ordinal, for out-of-cluster runs and
+    /// tests (in a cluster: the pods' DNS names). With `master_override`
+    /// set and this unset, master membership is left alone.
+    pub master_pod_addresses: Option<std::collections::BTreeMap<u64, String>>,
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
     /// Requeue period of a healthy cluster (node-loss and autoscaler clocks).
@@ -53,6 +57,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             master_override: None,
+            master_pod_addresses: None,
             namespace: None,
             requeue: Duration::from_secs(10),
             instance: "gfs-operator".into(),
@@ -239,7 +244,7 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
 
     let m_ready = ready_of(cur_master.as_ref());
     let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
-    let m_replicas = scaling::master_step(gc.spec.masters.replicas, m_cur, m_ready);
+    let m_replicas = master_members(&gc, &ctx, master.as_ref(), &addr, positional, m_cur, m_ready, &mut notes).await;
     if m_cur.is_some_and(|c| c != m_replicas) {
         notes.progress.push(format!(
             "master membership {} -> {m_replicas} (target {})",
@@ -318,6 +323,55 @@ pub fn status_patch(st: &GfsClusterStatus) -> serde_json::Value {
         }
     }
     v
+}
+
+/// Drives the master group toward `spec.masters.replicas`, one member at a
+/// time (see `scaling::member_step`); returns the master StatefulSet's
+/// replica count for this pass.
+#[allow(clippy::too_many_arguments)]
+async fn master_members(
+    gc: &GfsCluster,
+    ctx: &Context,
+    master: Option<&gfs_proto::ClusterStatusResponse>,
+    addr: &str,
+    positional: bool,
+    current: Option<i32>,
+    ready: i32,
+    notes: &mut status::Notes,
+) -> i32 {
+    let desired = gc.spec.masters.replicas;
+    let pods = &ctx.config.master_pod_addresses;
+    let manage = !positional || pods.is_some();
+    let voters: Option<Vec<u64>> = master
+        .filter(|m| manage && !m.masters.is_empty())
+        .map(|m| m.masters.iter().filter(|x| x.voter).map(|x| x.id).collect());
+    let (replicas, change) = scaling::member_step(desired, current, ready, voters.as_deref());
+    let Some(change) = change else { return replicas };
+    let n = Names::of(gc);
+    let pod_addr = |o: u64| match pods {
+        Some(p) => p.get(&o).cloned(),
+        None => Some(n.pod_address(Component::Master, o as i32)),
+    };
+    let (res, what) = match change {
+        scaling::MemberChange::Add(o) => match pod_addr(o) {
+            Some(a) => (ctx.admin.add_master(addr, o, &a).await.map(|_| ()), format!("add master {o} ({a})")),
+            None => return replicas,
+        },
+        scaling::MemberChange::Remove(o) => {
+            (ctx.admin.remove_master(addr, o).await.map(|_| ()), format!("remove master {o}"))
+        }
+    };
+    match res {
+        Ok(()) => {
+            info!(cluster = %gc.name_any(), change = %what, "master membership changed");
+            ctx.event(gc, EventType::Normal, "MasterMembership", "Scale", what.clone()).await;
+        }
+        Err(e) => {
+            warn!(cluster = %gc.name_any(), change = %what, error = %e, "master membership change not done yet");
+        }
+    }
+    notes.progress.push(format!("master membership: {what} (target {desired})"));
+    replicas
 }
 
 fn ready_of(s: Option<&StatefulSet>) -> i32 {

@@ -30,6 +30,11 @@ struct RunArgs {
     /// Talk to this master address for every cluster (local runs and tests).
     #[arg(long, env = "GFS_OPERATOR_MASTER_OVERRIDE")]
     master_override: Option<String>,
+    /// Master pod addresses by ordinal, ORDINAL=HOST:PORT,... (with
+    /// --master-override: lets the operator change master membership
+    /// outside a cluster; in a cluster the pods' DNS names are used).
+    #[arg(long, env = "GFS_OPERATOR_MASTER_POD_ADDRESSES")]
+    master_pod_addresses: Option<String>,
     /// Watch only this namespace (default: all).
     #[arg(long, env = "GFS_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
@@ -74,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
             let mut cfg = RunConfig::new(&a.lease_namespace, &identity);
             cfg.lease.name = a.lease_name;
             cfg.controller.master_override = a.master_override;
+            if let Some(p) = &a.master_pod_addresses {
+                cfg.controller.master_pod_addresses = Some(gfs_master_peers(p)?);
+            }
             cfg.controller.namespace = a.namespace;
             cfg.controller.requeue = Duration::from_secs(a.requeue_seconds.max(1));
             let mut registry = prometheus_client::registry::Registry::default();
@@ -86,4 +94,18 @@ async fn main() -> anyhow::Result<()> {
             gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }
     }
+}
+
+/// Parses ORDINAL=HOST:PORT,... .
+fn gfs_master_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (o, a) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--master-pod-addresses entry {part:?}: want ORDINAL=HOST:PORT"))?;
+        let o: u64 =
+            o.trim().parse().map_err(|_| anyhow::anyhow!("--master-pod-addresses entry {part:?}: bad ordinal"))?;
+        out.insert(o, a.trim().to_string());
+    }
+    Ok(out)
 }

@@ -160,7 +160,7 @@ pub fn config_map(gc: &GfsCluster) -> ConfigMap {
 pub fn config_toml(gc: &GfsCluster) -> String {
     let n = Names::of(gc);
     let s = &gc.spec;
-    let peers = master_peers(&n, s.masters.replicas);
+    let peers = master_peers(&n);
     format!(
         "# Rendered by gfs-operator; edits are overwritten.\nreplication = {}\nchunk-size = \"{}\"\nmaster = \"{}\"\nmaster-peers = \"{}\"\n",
         s.replication,
@@ -179,9 +179,13 @@ fn config_hash(gc: &GfsCluster) -> String {
     format!("{h:016x}")
 }
 
-/// `--peers` value: `0=<pod-0 address>,1=...` (ids are pod ordinals).
-pub fn master_peers(n: &Names, replicas: i32) -> String {
-    (0..replicas).map(|i| format!("{i}={}", n.pod_address(Component::Master, i))).collect::<Vec<_>>().join(",")
+/// `--peers` value: pod 0 only (ids are pod ordinals). Pod 0 founds a
+/// group of one on first start; every other pod starts empty and waits
+/// until the operator adds it (`AddMaster`), one member at a time. The
+/// value never depends on the replica count, so scaling does not change
+/// the pod template.
+pub fn master_peers(n: &Names) -> String {
+    format!("0={}", n.pod_address(Component::Master, 0))
 }
 
 /// Returns the ServiceAccount the gfs pods run as.
@@ -310,7 +314,7 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             "--listen".into(),
             format!("0.0.0.0:{MASTER_PORT}"),
             "--peers".into(),
-            master_peers(&n, s.masters.replicas),
+            master_peers(&n),
             "--data-dir".into(),
             "/data".into(),
             "--replication".into(),
@@ -509,12 +513,9 @@ mod tests {
     }
 
     #[test]
-    fn master_peers_name_every_pod_by_ordinal() {
+    fn master_peers_name_the_founding_pod() {
         let gc = cluster();
-        assert_eq!(
-            master_peers(&Names::of(&gc), 3),
-            "0=demo-master-0.demo-master.prod.svc:9700,1=demo-master-1.demo-master.prod.svc:9700,2=demo-master-2.demo-master.prod.svc:9700"
-        );
+        assert_eq!(master_peers(&Names::of(&gc)), "0=demo-master-0.demo-master.prod.svc:9700");
     }
 
     #[test]

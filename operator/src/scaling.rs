@@ -230,6 +230,49 @@ pub fn master_step(desired: i32, current: Option<i32>, ready: i32) -> i32 {
     if desired > cur { cur + 1 } else { cur - 1 }
 }
 
+/// A change of the master group the operator makes through the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// `AddMaster(ordinal)`: its pod is ready.
+    Add(u64),
+    /// `RemoveMaster(ordinal)`, before its pod goes away.
+    Remove(u64),
+}
+
+/// Next step of the master group toward `desired` members, one member at
+/// a time: the StatefulSet replica count and the membership change to make
+/// now. `voters` are the master group's voter ids (= pod ordinals) as the
+/// leader reports them; `None` when unknown (master unreachable).
+///
+/// Growing: the pod comes first (`master_step`), then the member, once the
+/// pod is ready. Shrinking: the member goes first (highest ordinal), then
+/// its pod.
+pub fn member_step(
+    desired: i32,
+    current: Option<i32>,
+    ready: i32,
+    voters: Option<&[u64]>,
+) -> (i32, Option<MemberChange>) {
+    let Some(voters) = voters else { return (master_step(desired, current, ready), None) };
+    let Some(cur) = current else { return (desired, None) };
+    let n = voters.len() as i32;
+    if n > desired {
+        let victim = voters.iter().copied().filter(|v| *v >= desired as u64).max().or(voters.iter().copied().max());
+        return (cur, victim.map(MemberChange::Remove));
+    }
+    if n < desired {
+        // Pods are ordered: ordinals below `ready` are ready.
+        if let Some(o) = (0..desired as u64).find(|o| !voters.contains(o))
+            && (o as i32) < ready.min(cur)
+        {
+            return (cur, Some(MemberChange::Add(o)));
+        }
+        return (master_step(desired, Some(cur), ready).max(cur.min(desired)), None);
+    }
+    // The group has the right size; bring the pods in line.
+    (master_step(desired, Some(cur), ready), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +373,29 @@ mod tests {
         assert_eq!(rollout(obs, false, Some(0)), (0, Rollout::Step));
         let obs = StsObserved { replicas: 3, partition: 0, updated: 3, ready: 3, observed: true };
         assert_eq!(rollout(obs, false, Some(0)), (0, Rollout::Idle));
+    }
+
+    #[test]
+    fn member_changes_follow_pods_one_at_a_time() {
+        use MemberChange::*;
+        // Creation: all pods at once; members are added as pods get ready.
+        assert_eq!(member_step(3, None, 0, Some(&[])), (3, None));
+        assert_eq!(member_step(3, Some(3), 1, Some(&[0])), (3, None), "pod 1 not ready");
+        assert_eq!(member_step(3, Some(3), 2, Some(&[0])), (3, Some(Add(1))));
+        assert_eq!(member_step(3, Some(3), 3, Some(&[0, 1])), (3, Some(Add(2))));
+        assert_eq!(member_step(3, Some(3), 3, Some(&[0, 1, 2])), (3, None));
+        // 3 -> 5: one more pod, then its member, then the next pod.
+        assert_eq!(member_step(5, Some(3), 3, Some(&[0, 1, 2])), (4, None));
+        assert_eq!(member_step(5, Some(4), 3, Some(&[0, 1, 2])), (4, None), "waits for pod 3");
+        assert_eq!(member_step(5, Some(4), 4, Some(&[0, 1, 2])), (4, Some(Add(3))));
+        assert_eq!(member_step(5, Some(4), 4, Some(&[0, 1, 2, 3])), (5, None));
+        // 5 -> 3: the member goes first, then its pod.
+        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2, 3, 4])), (5, Some(Remove(4))));
+        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2, 3])), (5, Some(Remove(3))));
+        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2])), (4, None));
+        assert_eq!(member_step(3, Some(4), 4, Some(&[0, 1, 2])), (3, None));
+        // Unknown group: pods only.
+        assert_eq!(member_step(5, Some(3), 3, None), (4, None));
     }
 
     #[test]

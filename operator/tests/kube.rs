@@ -152,7 +152,8 @@ async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
     assert_eq!(mc.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
     let margs = mc.args.as_ref().unwrap().join(" ");
     assert!(
-        margs.contains(&format!("--peers 0=alpha-master-0.alpha-master.{ns}.svc:9700,1=alpha-master-1")),
+        // Pod 0 founds the group; the others are added one by one.
+        margs.contains(&format!("--peers 0=alpha-master-0.alpha-master.{ns}.svc:9700 ")),
         "{margs}"
     );
     assert!(margs.contains("--chunk-size 32Mi"), "{margs}");
@@ -616,5 +617,60 @@ async fn image_change_rolls_one_pod_at_a_time_gated_on_under_replication() {
         Some(1),
         "held while chunks are under-replicated"
     );
+    op.shutdown().await;
+}
+
+/// Changing `masters` changes the master group one member at a time: pods
+/// first then members when growing, members first then pods when
+/// shrinking. Real master processes play the pods.
+#[tokio::test]
+async fn master_count_changes_drive_membership_one_member_at_a_time() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "members").await;
+    let pods = MasterPods::start(3);
+    wait("founder leads", || async { (pods.voters().await? == vec![0]).then_some(()) }).await;
+    let op = Operator::start_with_master_pods(op_client, &ns, &pods.addrs[&0], pods.addrs.clone(), "op-m");
+    let spec = json!({
+        "apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster", "metadata": {"name": "mm"},
+        "spec": {"masters": {"replicas": 1, "storage": {"size": "1Gi"}}, "chunkservers": {"replicas": 3, "storage": {"size": "1Gi"}}},
+    });
+    create_cluster(&admin, &ns, spec).await;
+    wait("master sts", || async { get_sts(&admin, &ns, "mm-master").await }).await;
+    set_sts_status(&admin, &ns, "mm-master", 1, 1).await;
+
+    // 1 -> 3: the pod count grows one at a time, and each member is added
+    // only once its pod is ready.
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    api.patch("mm", &PatchParams::default(), &Patch::Merge(json!({"spec": {"masters": {"replicas": 3}}})))
+        .await
+        .unwrap();
+    for want in [2, 3] {
+        let sts = wait("master sts grows", || async {
+            get_sts(&admin, &ns, "mm-master").await.filter(|s| s.spec.replicas == Some(want))
+        })
+        .await;
+        assert_eq!(sts.spec.replicas, Some(want));
+        assert_eq!(pods.voters().await.unwrap().len() as i32, want - 1, "member added before its pod was ready");
+        set_sts_status(&admin, &ns, "mm-master", want, want).await;
+        wait("member added", || async { (pods.voters().await?.len() as i32 == want).then_some(()) }).await;
+    }
+    assert_eq!(pods.voters().await.unwrap(), vec![0, 1, 2]);
+
+    // 3 -> 1: the member goes first, then its pod.
+    api.patch("mm", &PatchParams::default(), &Patch::Merge(json!({"spec": {"masters": {"replicas": 1}}})))
+        .await
+        .unwrap();
+    for want in [2, 1] {
+        wait("member removed", || async { (pods.voters().await?.len() as i32 <= want).then_some(()) }).await;
+        let sts = wait("master sts shrinks", || async {
+            get_sts(&admin, &ns, "mm-master").await.filter(|s| s.spec.replicas == Some(want))
+        })
+        .await;
+        assert_eq!(sts.spec.replicas, Some(want));
+        set_sts_status(&admin, &ns, "mm-master", want, want).await;
+    }
+    assert_eq!(pods.voters().await.unwrap(), vec![0]);
+    // Two adds and two removes, each recorded once.
+    assert_eq!(count_events(&admin, &ns, "mm", "MasterMembership").await, 4);
     op.shutdown().await;
 }

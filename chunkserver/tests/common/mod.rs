@@ -117,6 +117,12 @@ impl MasterService for FakeMaster {
     async fn remove_master(&self, _: Request<RemoveMasterRequest>) -> Result<Response<RemoveMasterResponse>, Status> {
         unimpl()
     }
+    async fn chunk_locations(
+        &self,
+        _: Request<ChunkLocationsRequest>,
+    ) -> Result<Response<ChunkLocationsResponse>, Status> {
+        unimpl()
+    }
     async fn report_corrupt(
         &self,
         r: Request<ReportCorruptRequest>,

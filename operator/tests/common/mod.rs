@@ -175,6 +175,27 @@ impl Operator {
         Self { stop, task }
     }
 
+    /// As `start`, also telling the operator where master pods listen, so
+    /// it drives master membership against real master processes.
+    pub fn start_with_master_pods(
+        client: Client,
+        ns: &str,
+        master: &str,
+        pods: std::collections::BTreeMap<u64, String>,
+        identity: &str,
+    ) -> Self {
+        let mut cfg = RunConfig::new(ns, identity);
+        cfg.controller.namespace = Some(ns.into());
+        cfg.controller.master_override = Some(master.into());
+        cfg.controller.master_pod_addresses = Some(pods);
+        cfg.controller.requeue = Duration::from_secs(1);
+        cfg.lease.duration = Duration::from_secs(4);
+        cfg.lease.renew_every = Duration::from_secs(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gfs_operator::run(client, cfg, Metrics::default(), stop.clone()));
+        Self { stop, task }
+    }
+
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
@@ -385,4 +406,51 @@ pub async fn sa_client(admin: &Client, ns: &str, name: &str) -> Client {
     let mut cfg = config().await;
     cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
     Client::try_from(cfg).unwrap()
+}
+
+/// Master processes as the master StatefulSet's pods would run them: pod 0
+/// founds the group (`--peers 0=<pod 0>`), the others wait to be added.
+pub struct MasterPods {
+    pub dir: tempfile::TempDir,
+    pub addrs: std::collections::BTreeMap<u64, String>,
+    procs: Vec<Child>,
+}
+
+impl MasterPods {
+    pub fn start(n: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: std::collections::BTreeMap<u64, String> = (0..n).map(|o| (o, free_addr())).collect();
+        let mut procs = Vec::new();
+        for (o, a) in &addrs {
+            let log = std::fs::File::create(dir.path().join(format!("master-{o}.log"))).unwrap();
+            procs.push(
+                Command::new(bin("gfs-master"))
+                    .args(["--id", &o.to_string(), "--listen", a, "--peers", &format!("0={}", addrs[&0])])
+                    .args(["--chunk-size", "1MiB", "--data-dir"])
+                    .arg(dir.path().join(format!("m{o}")))
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        Self { dir, addrs, procs }
+    }
+
+    /// The voter ids the group reports (asked at pod 0).
+    pub async fn voters(&self) -> Option<Vec<u64>> {
+        let st = MasterAdmin::default().status(&self.addrs[&0]).await.ok()?;
+        let mut v: Vec<u64> = st.masters.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        v.sort();
+        Some(v)
+    }
+}
+
+impl Drop for MasterPods {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
 }
