@@ -136,10 +136,12 @@ impl Service {
         start: u64,
         count: u64,
         file_only: bool,
+        stale_ok: bool,
     ) -> Result<(FileInfo, Vec<ChunkLocation>)> {
         let path = normalize(path)?;
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
-        let warming = self.shared.warming_up();
+        // A shadow read accepts sizes and locations not reported yet.
+        let warming = !stale_ok && self.shared.warming_up();
         let mut meta = self.shared.meta();
         let node = meta.ns.lookup(&path)?;
         if warming && !meta.reported(node) {
@@ -250,7 +252,7 @@ impl MasterService for Service {
         {
             return t.reply(Err(e));
         }
-        let r = self.chunks(&req.get_ref().path, 0, 0, false).await;
+        let r = self.chunks(&req.get_ref().path, 0, 0, false, req.get_ref().allow_stale).await;
         t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
 
@@ -263,7 +265,7 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = self.chunks(&q.path, q.start_index, q.count, true).await;
+        let r = self.chunks(&q.path, q.start_index, q.count, true, q.allow_stale).await;
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 
