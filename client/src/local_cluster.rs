@@ -160,9 +160,10 @@ impl LocalCluster {
         }
         let admin_addr = admin.map(|(listener, addr)| {
             let probes: Vec<_> = chunkservers.iter().map(|c| c.readiness()).collect();
+            let master_probes: Vec<_> = masters.iter().map(|m| m.readiness()).collect();
             let token = shutdown.clone();
             let admin = Admin::new(Arc::new(std::mem::take(&mut registry)))
-                .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()))
+                .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()) && master_probes.iter().all(|p| p()))
                 .refresh(masters[0].metrics_refresher())
                 .profiling(opts.profiling);
             tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));

@@ -79,6 +79,18 @@ impl MasterHandle {
         }
     }
 
+    /// A probe for `/readyz`: true once the group has a leader (this master
+    /// or another), or while this master waits to be added to a group.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let weak = Arc::downgrade(&self.shared);
+        move || {
+            weak.upgrade().is_some_and(|s| {
+                let m = s.raft.metrics().borrow().clone();
+                m.current_leader.is_some() || !m.membership_config.membership().nodes().any(|(id, _)| *id == s.id)
+            })
+        }
+    }
+
     /// Waits until this master is the acting leader.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -123,8 +135,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
     let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
     if let Some((listener, addr)) = admin {
         let token = shutdown.clone();
+        let ready = handle.readiness();
         let admin = Admin::new(Arc::new(registry))
-            .ready(move || !token.is_cancelled())
+            .ready(move || !token.is_cancelled() && ready())
             .refresh(handle.metrics_refresher())
             .profiling(profiling);
         tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));

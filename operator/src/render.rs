@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
-    Probe, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, TopologySpreadConstraint, Volume,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
     VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -25,6 +25,9 @@ use crate::crd::{GfsCluster, WhenUnsatisfiable};
 pub const MASTER_PORT: i32 = 9700;
 /// Port of the chunkserver's gRPC service.
 pub const CHUNK_PORT: i32 = 9800;
+/// Admin HTTP port (`/metrics`, `/healthz`, `/readyz`) of masters and
+/// chunkservers.
+pub const ADMIN_PORT: i32 = 9090;
 /// Name of the data volume (and PVC template) in both StatefulSets.
 pub const DATA_VOLUME: &str = "data";
 /// Annotation holding the hash of the rendered config, so pods roll on change.
@@ -321,16 +324,15 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             s.replication.to_string(),
             "--chunk-size".into(),
             s.chunk_size.clone(),
+            "--admin-listen".into(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
         ]),
         env: Some(vec![env_field("GFS_POD_INDEX", "metadata.labels['apps.kubernetes.io/pod-index']")]),
-        ports: Some(vec![ContainerPort {
-            name: Some("grpc".into()),
-            container_port: MASTER_PORT,
-            ..Default::default()
-        }]),
+        ports: Some(container_ports(MASTER_PORT)),
         resources: s.masters.resources.clone(),
         volume_mounts: Some(mounts()),
-        readiness_probe: Some(tcp_probe(MASTER_PORT)),
+        readiness_probe: Some(http_probe("/readyz")),
+        liveness_probe: Some(Probe { failure_threshold: Some(6), ..http_probe("/healthz") }),
         ..Default::default()
     };
     let pod = PodSpec {
@@ -364,6 +366,8 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             "/data".into(),
             "--zone".into(),
             "$(GFS_ZONE)".into(),
+            "--admin-listen".into(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
         ]),
         env: Some(vec![
             env_field("GFS_POD_NAME", "metadata.name"),
@@ -372,14 +376,11 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             env_field("GFS_ZONE", &format!("metadata.labels['{}']", t.zone_label_key)),
             env("GFS_REPLICATION", s.replication.to_string()),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("grpc".into()),
-            container_port: CHUNK_PORT,
-            ..Default::default()
-        }]),
+        ports: Some(container_ports(CHUNK_PORT)),
         resources: s.chunkservers.resources.clone(),
         volume_mounts: Some(mounts()),
-        readiness_probe: Some(tcp_probe(CHUNK_PORT)),
+        readiness_probe: Some(http_probe("/readyz")),
+        liveness_probe: Some(Probe { failure_threshold: Some(6), ..http_probe("/healthz") }),
         ..Default::default()
     };
     let selector = LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() };
@@ -467,9 +468,23 @@ fn config_volume(n: &Names) -> Volume {
     }
 }
 
-fn tcp_probe(port: i32) -> Probe {
+/// The gRPC port plus the admin port `metrics` (scraped by a PodMonitor).
+fn container_ports(grpc: i32) -> Vec<ContainerPort> {
+    vec![
+        ContainerPort { name: Some("grpc".into()), container_port: grpc, ..Default::default() },
+        ContainerPort { name: Some("metrics".into()), container_port: ADMIN_PORT, ..Default::default() },
+    ]
+}
+
+/// `/readyz` is true for a master once its group has a leader (or while it
+/// waits to be added), for a chunkserver once registered.
+fn http_probe(path: &str) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), ..Default::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
         period_seconds: Some(5),
         ..Default::default()
     }

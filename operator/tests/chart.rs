@@ -140,10 +140,11 @@ async fn apply_all(admin: &Client, objs: &[Value], ns: &str) {
     }
 }
 
-/// The test-only CRDs of the optional kinds (ServiceMonitor, ScaledObject).
+/// The test-only CRDs of the optional kinds (ServiceMonitor, PodMonitor,
+/// ScaledObject).
 async fn fixture_crds(admin: &Client) {
     let mut objs = Vec::new();
-    for f in ["servicemonitor-crd.yaml", "scaledobject-crd.yaml"] {
+    for f in ["servicemonitor-crd.yaml", "podmonitor-crd.yaml", "scaledobject-crd.yaml"] {
         let text = std::fs::read_to_string(repo_root().join("operator/tests/fixtures").join(f)).unwrap();
         objs.extend(docs(&text));
     }

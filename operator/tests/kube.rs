@@ -151,6 +151,17 @@ async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
     assert_eq!(mc.image.as_deref(), Some("example.com/gfs-master:v2"));
     assert_eq!(mc.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
     let margs = mc.args.as_ref().unwrap().join(" ");
+    assert!(margs.contains("--admin-listen 0.0.0.0:9090"), "{margs}");
+    // Metrics and probes on the admin port, for both components.
+    for c in [mc, c] {
+        let ports: Vec<_> =
+            c.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+        assert!(ports.contains(&("metrics".to_string(), 9090)), "{ports:?}");
+        let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        assert!(c.liveness_probe.as_ref().unwrap().http_get.is_some());
+    }
+    assert!(c.args.as_ref().unwrap().join(" ").contains("--admin-listen 0.0.0.0:9090"));
     assert!(
         // Pod 0 founds the group; the others are added one by one.
         margs.contains(&format!("--peers 0=alpha-master-0.alpha-master.{ns}.svc:9700 ")),
@@ -549,6 +560,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     wait("sts", || async { get_sts(&admin, &ns, "zeta-chunkserver").await }).await;
     let lease = leases.get("gfs-operator").await.unwrap().spec.unwrap();
     assert_eq!(lease.holder_identity.as_deref(), Some("op-a"), "b must not take a held lease");
+    // The Event follows the StatefulSet; wait for it, then make sure no
+    // second reconciler adds another.
+    wait("Created event", || async { (count_events(&admin, &ns, "zeta", "Created").await >= 1).then_some(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(count_events(&admin, &ns, "zeta", "Created").await, 1, "only the leader reconciles");
 
     a.shutdown().await;
