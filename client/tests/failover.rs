@@ -221,6 +221,13 @@ fn dead_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// `n` distinct unused addresses (all bound at once, so the OS cannot hand
+/// out the same free port twice).
+fn dead_addrs(n: usize) -> Vec<String> {
+    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
 fn client(spec: &str, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut cfg = ClientConfig::new(spec);
     cfg.rpc_timeout = Duration::from_secs(3);
@@ -335,7 +342,7 @@ async fn election_longer_than_the_failover_timeout_fails_naming_the_masters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_masters_unreachable_error_names_every_one() {
-    let dead: Vec<String> = (0..3).map(|_| dead_addr()).collect();
+    let dead = dead_addrs(3);
     // Never reached: no waiting for the (default) failover timeout.
     let c = client(&dead.join(","), |_| {});
     let started = Instant::now();
