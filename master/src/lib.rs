@@ -181,6 +181,8 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     let single = voters == [id] && !join;
     if single {
         log.advance_term(id).await?;
+    } else {
+        log.forget_own_leadership(id).await?;
     }
     let meta = Arc::new(std::sync::Mutex::new(meta));
     let machine = Machine::new(meta.clone(), config.data_dir.clone(), id);

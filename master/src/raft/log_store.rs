@@ -61,6 +61,7 @@ struct Mem {
 
 struct Inner {
     mem: Mutex<Mem>,
+    cut: bool,
     tx: mpsc::Sender<Cmd>,
     fsync_seconds: prometheus_client::metrics::histogram::Histogram,
 }
@@ -103,6 +104,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// What recovery found on disk.
 struct Recovered {
     mem: Mem,
+    /// Recovery cut a torn or corrupt tail.
+    cut: bool,
     /// Index -> (segment first index, byte offset) of every entry on disk.
     offsets: BTreeMap<u64, (u64, u64)>,
     segments: BTreeMap<u64, PathBuf>,
@@ -172,7 +175,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
         }
         segments.insert(first, path);
     }
-    Ok(Recovered { mem, offsets, segments })
+    Ok(Recovered { mem, cut, offsets, segments })
 }
 
 struct Writer {
@@ -321,7 +324,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl LogStore {
     /// Recovers the log in `dir` and starts its writer.
     pub fn open(dir: &Path, fsync_seconds: prometheus_client::metrics::histogram::Histogram) -> Result<LogStore> {
-        let Recovered { mem, offsets, mut segments } = recover(dir)?;
+        let Recovered { mem, cut, offsets, mut segments } = recover(dir)?;
         let next = mem.entries.keys().next_back().map(|i| i + 1).or(mem.purged.map(|p| p.index + 1)).unwrap_or(0);
         info!(
             entries = mem.entries.len(),
@@ -350,7 +353,7 @@ impl LogStore {
             .name("gfs-raft-log".into())
             .spawn(move || w.run(rx))
             .map_err(|e| Error::io("spawn log writer", e))?;
-        Ok(LogStore { inner: Arc::new(Inner { mem: Mutex::new(mem), tx, fsync_seconds }) })
+        Ok(LogStore { inner: Arc::new(Inner { mem: Mutex::new(mem), cut, tx, fsync_seconds }) })
     }
 
     fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
@@ -391,6 +394,20 @@ impl LogStore {
         let Some(v) = self.mem().vote else { return Ok(()) };
         let next = Vote::new(v.leader_id.term + 1, me);
         RaftLogStorage::save_vote(self, &next).await.map_err(|e| Error::Internal(format!("save vote: {e}")))
+    }
+
+    /// When recovery cut the log tail and the vote says this node was the
+    /// leader, turns it back into a plain vote for itself in the same term,
+    /// so that openraft does not resume leadership at startup with a log
+    /// shorter than what it replicated: the group elects a leader as usual.
+    /// Safe: the node still voted for itself in that term and nobody else.
+    pub async fn forget_own_leadership(&mut self, me: NodeId) -> Result<()> {
+        let Some(v) = self.mem().vote else { return Ok(()) };
+        if !(self.inner.cut && v.is_committed() && v.leader_id.node_id == me) {
+            return Ok(());
+        }
+        let plain = Vote::new(v.leader_id.term, me);
+        RaftLogStorage::save_vote(self, &plain).await.map_err(|e| Error::Internal(format!("save vote: {e}")))
     }
 
     /// The fsync histogram (shared with metrics).
@@ -525,9 +542,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = write_segment(dir.path(), 1, 1..=5);
         assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4, 5]);
+        assert!(!recover(dir.path()).unwrap().cut, "a clean log is not cut");
         // Torn tail: cut the last frame short.
         let len = std::fs::metadata(&seg).unwrap().len();
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        assert!(recover(dir.path()).unwrap().cut, "a torn tail is reported as cut");
         assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4]);
         let len4 = std::fs::metadata(&seg).unwrap().len();
         // Garbage tail: the file is truncated back to the last valid frame.
