@@ -558,13 +558,18 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
             v.sort();
             v
         };
+        // Let the writer get going first.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.lock().unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "the writer made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = done.lock().unwrap().len();
         for id in 2..=5u64 {
             let members = client.add_master(id, &addrs[id as usize - 1]).await.unwrap();
             assert_eq!(voters(&members), (1..=id).collect::<Vec<_>>());
         }
-        let n = done.lock().unwrap().len();
         wait_converged(&g, &[1, 2, 3, 4, 5], Duration::from_secs(30)).await;
-        assert!(n > 0);
         // An existing voter cannot be added twice.
         assert!(client.add_master(3, &addrs[2]).await.is_err());
         for id in [5u64, 4, 3, 2] {
@@ -573,6 +578,7 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
         }
         let st = client.cluster_status().await.unwrap();
         assert_eq!(voters(&st.masters), vec![1]);
+        assert!(done.lock().unwrap().len() > n, "no create succeeded while the group changed");
         // The last voter cannot be removed.
         assert!(client.remove_master(1).await.is_err());
         // The writer kept going through every change.
