@@ -636,3 +636,71 @@ fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
     // Its checkpoint file is the snapshot it installed.
     assert!(g.master_dir(behind).join("checkpoint").exists());
 }
+
+/// Pods as the operator runs them (`--peers 0=<pod 0>`, `--discover` the
+/// group): pod 0 recreated with an empty volume rejoins its group instead
+/// of founding a second one (split brain).
+#[test]
+fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
+    let mut g =
+        Group { dir: dir.path().to_path_buf(), addrs: addrs.clone(), masters: Vec::new(), chunkservers: Vec::new() };
+    let spec = addrs.join(",");
+    // Ids are pod ordinals 0..3; Group's helpers count from 1, so keep the
+    // processes here.
+    let spawn = |ordinal: usize| {
+        Proc::spawn(
+            Command::new(bin("gfs-master"))
+                .args([
+                    "--id",
+                    &ordinal.to_string(),
+                    "--listen",
+                    &addrs[ordinal],
+                    "--peers",
+                    &format!("0={}", addrs[0]),
+                ])
+                .args(["--discover", &spec, "--data-dir"])
+                .arg(dir.path().join(format!("pod-{ordinal}"))),
+            &dir.path().join(format!("master-{}.log.cur", ordinal + 1)),
+        )
+    };
+    for o in 0..3 {
+        g.masters.push(Some(spawn(o)));
+    }
+    let rt = rt();
+    rt.block_on(async {
+        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        client.add_master(1, &addrs[1]).await.unwrap();
+        let members = client.add_master(2, &addrs[2]).await.unwrap();
+        assert_eq!(members.iter().filter(|m| m.voter).count(), 3);
+        for i in 0..20 {
+            client.mkdir(&format!("/keep/{i}"), true).await.unwrap();
+        }
+        wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
+    });
+    // Pod 0 comes back on a fresh volume.
+    g.kill9(1);
+    std::fs::remove_dir_all(dir.path().join("pod-0")).unwrap();
+    g.masters[0] = Some(spawn(0));
+    rt.block_on(async {
+        // It never leads a group of its own (that would acknowledge writes
+        // the real group never sees).
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Some(st) = status(&addrs[0]).await {
+                let role = st.this.as_ref().unwrap().role;
+                assert_ne!(role, MasterRole::Leader as i32, "the wiped founder leads a group of its own: {st:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)).await;
+        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        for i in 0..20 {
+            client.stat(&format!("/keep/{i}")).await.unwrap();
+        }
+        assert_ne!(digest, 0);
+    });
+    let log = g.master_log(1);
+    assert!(log.contains("waiting for the leader instead of founding a group"), "{log}");
+}

@@ -49,6 +49,10 @@ pub struct Config {
     /// Join an existing group (added later with `AddMaster`) instead of
     /// initializing one from `peers`.
     pub join: bool,
+    /// Addresses (a list or a DNS name) where members of this master's
+    /// group may already run: a founder with an empty data dir that finds
+    /// an initialized group there waits for it instead of founding one.
+    pub discover: Option<String>,
     /// Raft timing.
     pub raft: RaftConfig,
     /// A new leader grants no lease on a chunk from an earlier term for
@@ -146,6 +150,7 @@ impl Default for Config {
             peers: Default::default(),
             join: false,
             raft: RaftConfig::default(),
+            discover: None,
             leader_warmup_ms: 3_000,
             fault_injection: false,
         }

@@ -311,6 +311,38 @@ impl Shared {
     }
 }
 
+/// True when some master at `spec` (a list or a DNS name, as clients take
+/// it) belongs to an initialized group. Lets a founder whose data is gone
+/// (a recreated pod 0 with a fresh volume) wait for the group's leader
+/// instead of founding a second group.
+pub async fn group_exists(spec: &str, me: &str) -> bool {
+    let Ok(set) = gfs_common::MasterSet::parse(spec) else { return false };
+    set.refresh().await;
+    let timeout = Duration::from_secs(2);
+    for addr in set.all().into_iter().filter(|a| a != me) {
+        let asked = async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect_timeout(timeout)
+                .connect()
+                .await
+                .ok()?;
+            let r = MasterServiceClient::new(ch)
+                .master_status(gfs_common::net::with_deadline(MasterStatusRequest {}, timeout))
+                .await
+                .ok()?;
+            Some(r.into_inner())
+        };
+        if let Ok(Some(st)) = tokio::time::timeout(timeout, asked).await
+            && !st.members.is_empty()
+        {
+            info!(addr, leader = st.leader_address, "an initialized master group answered");
+            return true;
+        }
+    }
+    false
+}
+
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>> {
     let mut out = BTreeMap::new();

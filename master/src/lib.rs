@@ -211,7 +211,14 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     // get the membership from it), so members that start later, or whose
     // data is gone, never found a second group.
     let founder = peers.keys().next() == Some(&id) && peers.contains_key(&id);
-    if !initialized && !join && founder {
+    let existing = match &config.discover {
+        Some(d) if !initialized && !join && founder => group::group_exists(d, &addr.to_string()).await,
+        _ => false,
+    };
+    if existing {
+        warn!(id, "this founder has no log but its group exists: waiting for the leader instead of founding a group");
+    }
+    if !initialized && !join && founder && !existing {
         let members: BTreeMap<u64, BasicNode> =
             peers.iter().map(|(i, a)| (*i, BasicNode { addr: a.clone() })).collect();
         info!(id, members = ?peers, "initializing a new master group");

@@ -23,6 +23,11 @@ struct Args {
     /// add-master`) instead of initializing a new one from --peers.
     #[arg(long, env = "GFS_JOIN")]
     join: bool,
+    /// Where members of this group may already run (HOST:PORT list or a DNS
+    /// name): a founder whose data dir is empty joins an initialized group
+    /// found there instead of founding a new one (a recreated pod 0).
+    #[arg(long, env = "GFS_DISCOVER")]
+    discover: Option<String>,
     /// Raft heartbeat between masters, in milliseconds.
     #[arg(long, env = "GFS_RAFT_HEARTBEAT_MS", default_value_t = 1_000)]
     raft_heartbeat_ms: u64,
@@ -127,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         id: args.id,
         peers: gfs_master::group::parse_peers(&args.peers)?,
         join: args.join,
+        discover: args.discover,
         raft: gfs_master::config::RaftConfig {
             heartbeat_ms: args.raft_heartbeat_ms,
             election_timeout_min_ms: args.election_timeout_ms,

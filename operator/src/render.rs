@@ -318,6 +318,9 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             format!("0.0.0.0:{MASTER_PORT}"),
             "--peers".into(),
             master_peers(&n),
+            // A recreated pod 0 with a fresh volume must rejoin, not found.
+            "--discover".into(),
+            n.master_address(),
             "--data-dir".into(),
             "/data".into(),
             "--replication".into(),
