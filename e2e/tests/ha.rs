@@ -179,6 +179,20 @@ async fn wait_converged(g: &Group, ids: &[u64], timeout: Duration) -> (u64, u32)
     }
 }
 
+/// Waits until the leader sees `n` live chunkservers.
+async fn wait_chunkservers(client: &Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(st) = client.cluster_status().await
+            && st.servers.iter().filter(|s| s.alive).count() >= n
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} chunkservers did not register with the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn raw(addr: &str) -> MasterServiceClient<tonic::transport::Channel> {
     MasterServiceClient::connect(format!("http://{addr}")).await.unwrap()
 }
@@ -321,6 +335,7 @@ fn restarting_every_master_returns_the_acknowledged_state() {
     let before = rt.block_on(async {
         wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
         let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        wait_chunkservers(&client, 3).await;
         client.mkdir("/data", true).await.unwrap();
         let mut rng = StdRng::seed_from_u64(7);
         for i in 0..6 {
@@ -432,6 +447,7 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
     let leader = rt.block_on(async {
         let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
         let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        wait_chunkservers(&client, 3).await;
         client.mkdir("/load", true).await.unwrap();
         client.create("/load/log", None).await.unwrap();
         leader
