@@ -283,9 +283,7 @@ async fn unreachable_master_is_skipped() {
     let dead = dead_addr();
 
     let c = client(&format!("{dead},{b_addr}"), |_| {});
-    let started = Instant::now();
     c.mkdir("/d", false).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(b.count("mkdir"), 1);
     assert_eq!(c.masters().current(), b_addr);
     token.cancel();
@@ -310,8 +308,8 @@ async fn calls_wait_out_an_election() {
     let started = Instant::now();
     c.mkdir("/d", false).await.unwrap();
     let elapsed = started.elapsed();
+    // It cannot succeed before b leads: the call waited the election out.
     assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
     assert!(a.count("mkdir") >= 1 && b.count("mkdir") >= 2, "both asked: {:?} {:?}", a.calls(), b.calls());
     assert_eq!(c.masters().leader().as_deref(), Some(b_addr.as_str()));
     token.cancel();
@@ -328,7 +326,7 @@ async fn election_longer_than_the_failover_timeout_fails_naming_the_masters() {
     let started = Instant::now();
     let e = c.mkdir("/d", false).await.unwrap_err();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(6), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(1), "gave up before the failover timeout: {elapsed:?}");
     match &e {
         Error::Unavailable(m) => {
             assert!(m.starts_with("cannot reach a leader master (tried "), "{m}");
@@ -343,11 +341,13 @@ async fn election_longer_than_the_failover_timeout_fails_naming_the_masters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_masters_unreachable_error_names_every_one() {
     let dead = dead_addrs(3);
-    // Never reached: no waiting for the (default) failover timeout.
-    let c = client(&dead.join(","), |_| {});
-    let started = Instant::now();
-    let e = c.stat("/x").await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Never reached: no waiting for the failover timeout (an hour here; the
+    // guard is only there so a regression fails instead of hanging).
+    let c = client(&dead.join(","), |cfg| cfg.failover_timeout = Duration::from_secs(3600));
+    let e = tokio::time::timeout(Duration::from_secs(600), c.stat("/x"))
+        .await
+        .expect("waited for the failover timeout although no master ever answered")
+        .unwrap_err();
     match &e {
         Error::Unavailable(m) => {
             let want = format!("cannot reach a leader master (tried {}, {}, {}): ", dead[0], dead[1], dead[2]);
@@ -426,7 +426,7 @@ async fn leader_death_is_waited_out() {
     let started = Instant::now();
     c.mkdir("/e", false).await.unwrap();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(8), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(900), "succeeded before b led: {elapsed:?}");
     assert_eq!(a.count("mkdir"), 1);
     assert!(b.count("mkdir") >= 2, "{:?}", b.calls());
     assert_eq!(c.masters().leader().as_deref(), Some(b_addr.as_str()));
@@ -446,7 +446,7 @@ async fn masters_gone_after_contact_are_retried_for_the_failover_timeout() {
     let started = Instant::now();
     let e = c.stat("/d").await.unwrap_err();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(8), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(1500), "gave up before the failover timeout: {elapsed:?}");
     match &e {
         Error::Unavailable(m) => {
             let want = format!("cannot reach a leader master (tried {a_addr}, {dead}): ");

@@ -16,20 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gfs_client::{Client, ClientConfig};
+use gfs_e2e::{bin, free_addr};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{MasterRole, MasterStatusRequest};
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/examples/ha_bench -> target/<profile>/<name>
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(p.exists(), "{} not built (cargo build --release --bins)", p.display());
-    p
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
-}
 
 struct Group {
     dir: PathBuf,
@@ -39,7 +28,7 @@ struct Group {
 
 impl Group {
     fn start(dir: &Path, n: usize) -> Group {
-        let addrs: Vec<String> = (0..n).map(|_| free_addr()).collect();
+        let addrs: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let mut g = Group { dir: dir.to_path_buf(), addrs, procs: Vec::new() };
         for id in 1..=n as u64 {
             let c = g.spawn(id);

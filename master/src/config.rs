@@ -203,6 +203,9 @@ impl Config {
         if self.peers.len() > 1 && self.peers.len().is_multiple_of(2) {
             return bad(format!("{} masters: a group needs an odd number (1, 3 or 5)", self.peers.len()));
         }
+        if let Some(d) = &self.discover {
+            gfs_common::MasterSet::parse(d).map_err(|e| Error::InvalidArgument(format!("discover {d:?}: {e}")))?;
+        }
         let r = self.raft;
         if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
             return bad(format!(
@@ -235,5 +238,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("dead_after_ms"));
         let c = Config { lease_ms: 0, ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("lease_ms"));
+        let c = Config { discover: Some("no-port".into()), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("discover"));
     }
 }

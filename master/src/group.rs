@@ -22,12 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, Result};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{MasterInfo, MasterRole, MasterStatusRequest, MasterStatusResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::HANDLE_EPOCH_SHIFT;
@@ -214,19 +216,9 @@ impl Shared {
             }
             let addr = member.address.clone();
             let timeout = Duration::from_millis(self.cfg.rpc_timeout_ms.min(2_000));
-            let asked = async {
-                let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?
-                    .connect_timeout(timeout)
-                    .connect()
-                    .await?;
-                let r = MasterServiceClient::new(ch)
-                    .master_status(gfs_common::net::with_deadline(MasterStatusRequest {}, timeout))
-                    .await?;
-                Ok::<_, Error>(r.into_inner())
-            };
-            match tokio::time::timeout(timeout, asked).await {
-                Ok(Ok(r)) => {
+            let asked = master_status_of(&self.peers, &addr, timeout);
+            match asked.await {
+                Some(r) => {
                     let mut info = r.this.unwrap_or_default();
                     info.voter = member.voter;
                     info.address = addr;
@@ -319,21 +311,9 @@ pub async fn group_exists(spec: &str, me: &str) -> bool {
     let Ok(set) = gfs_common::MasterSet::parse(spec) else { return false };
     set.refresh().await;
     let timeout = Duration::from_secs(2);
+    let pool = ChannelPool::new(8, timeout);
     for addr in set.all().into_iter().filter(|a| a != me) {
-        let asked = async {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .ok()?
-                .connect_timeout(timeout)
-                .connect()
-                .await
-                .ok()?;
-            let r = MasterServiceClient::new(ch)
-                .master_status(gfs_common::net::with_deadline(MasterStatusRequest {}, timeout))
-                .await
-                .ok()?;
-            Some(r.into_inner())
-        };
-        if let Ok(Some(st)) = tokio::time::timeout(timeout, asked).await
+        if let Some(st) = master_status_of(&pool, &addr, timeout).await
             && !st.members.is_empty()
         {
             info!(addr, leader = st.leader_address, "an initialized master group answered");
@@ -341,6 +321,25 @@ pub async fn group_exists(spec: &str, me: &str) -> bool {
         }
     }
     false
+}
+
+/// A `MasterService` client to another master through `pool` (channels
+/// are reused; connects are lazy and bounded by the pool's timeout).
+pub(crate) fn master_client(pool: &ChannelPool, addr: &str) -> Result<MasterServiceClient<Channel>> {
+    Ok(MasterServiceClient::new(pool.get(addr)?).max_decoding_message_size(gfs_common::MAX_MESSAGE_SIZE))
+}
+
+/// `MasterStatus` of the master at `addr` within `timeout`; `None` (and
+/// the channel forgotten) when it does not answer.
+async fn master_status_of(pool: &ChannelPool, addr: &str, timeout: Duration) -> Option<MasterStatusResponse> {
+    let mut c = master_client(pool, addr).ok()?;
+    match c.master_status(with_deadline(MasterStatusRequest {}, timeout)).await {
+        Ok(r) => Some(r.into_inner()),
+        Err(_) => {
+            pool.forget(addr);
+            None
+        }
+    }
 }
 
 /// Parses `1=host:port,2=host:port`.

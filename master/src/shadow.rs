@@ -14,10 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_common::shutdown::CancellationToken;
-use gfs_common::{Error, Result};
-use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{ChunkLocation, ChunkLocationsRequest, ChunkLocationsResponse, ServerInfo};
 use tokio::time::Instant;
 use tracing::debug;
@@ -95,17 +94,18 @@ impl ShadowSync {
 
     async fn pull(&self, leader: &str) -> Result<()> {
         let timeout = Duration::from_millis(self.shared.cfg.rpc_timeout_ms);
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?
-            .connect_timeout(timeout)
-            .connect()
-            .await?;
-        let mut c = MasterServiceClient::new(ch).max_decoding_message_size(gfs_common::MAX_MESSAGE_SIZE);
+        let mut c = crate::group::master_client(&self.shared.peers, leader)?;
         let mut all = Vec::new();
         let mut after = 0;
         loop {
             let req = ChunkLocationsRequest { after_handle: after, limit: PAGE };
-            let page = c.chunk_locations(with_deadline(req, timeout)).await?.into_inner();
+            let page = match c.chunk_locations(with_deadline(req, timeout)).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    self.shared.peers.forget(leader);
+                    return Err(e.into());
+                }
+            };
             if let Some(last) = page.chunks.last() {
                 after = last.handle;
             }

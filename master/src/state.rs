@@ -291,6 +291,8 @@ pub struct Shared {
     pub locks: LockManager,
     /// Calls to chunkservers.
     pub rpc: ChunkRpc,
+    /// Channels to the other masters (status, shadow sync).
+    pub peers: gfs_common::net::ChannelPool,
     /// Prometheus families.
     pub metrics: crate::metrics::Metrics,
     chunk_locks: Vec<tokio::sync::Mutex<()>>,
@@ -310,6 +312,7 @@ impl Shared {
         metrics: crate::metrics::Metrics,
     ) -> Self {
         let rpc = ChunkRpc::new(Duration::from_millis(cfg.rpc_timeout_ms));
+        let cfg_timeout = cfg.rpc_timeout_ms;
         // Request ids only need to be unique within this process life and
         // distinct from a previous life's still-unapplied batches.
         let seed = (gfs_common::now_ms() as u64) << 20;
@@ -324,6 +327,7 @@ impl Shared {
             next_request: AtomicU64::new(seed),
             locks: LockManager::new(),
             rpc,
+            peers: gfs_common::net::ChannelPool::new(16, Duration::from_millis(cfg_timeout.min(2_000))),
             metrics,
             chunk_locks: (0..CHUNK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }

@@ -164,15 +164,7 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, ns: &str, master: &str, identity: &str) -> Self {
-        let mut cfg = RunConfig::new(ns, identity);
-        cfg.controller.namespace = Some(ns.into());
-        cfg.controller.master_override = Some(master.into());
-        cfg.controller.requeue = Duration::from_secs(1);
-        cfg.lease.duration = Duration::from_secs(4);
-        cfg.lease.renew_every = Duration::from_secs(1);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(gfs_operator::run(client, cfg, Metrics::default(), stop.clone()));
-        Self { stop, task }
+        Self::start_with(client, ns, master, None, identity)
     }
 
     /// As `start`, also telling the operator where master pods listen, so
@@ -184,10 +176,20 @@ impl Operator {
         pods: std::collections::BTreeMap<u64, String>,
         identity: &str,
     ) -> Self {
+        Self::start_with(client, ns, master, Some(pods), identity)
+    }
+
+    fn start_with(
+        client: Client,
+        ns: &str,
+        master: &str,
+        pods: Option<std::collections::BTreeMap<u64, String>>,
+        identity: &str,
+    ) -> Self {
         let mut cfg = RunConfig::new(ns, identity);
         cfg.controller.namespace = Some(ns.into());
         cfg.controller.master_override = Some(master.into());
-        cfg.controller.master_pod_addresses = Some(pods);
+        cfg.controller.master_pod_addresses = pods;
         cfg.controller.requeue = Duration::from_secs(1);
         cfg.lease.duration = Duration::from_secs(4);
         cfg.lease.renew_every = Duration::from_secs(1);
