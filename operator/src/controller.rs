@@ -242,9 +242,9 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let chunk_sts =
         ssa(client, &ns, &render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan })).await?;
 
-    let m_ready = ready_of(cur_master.as_ref());
+    let m_pods = pods_of(cur_master.as_ref());
     let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
-    let m_replicas = master_members(&gc, &ctx, master.as_ref(), &addr, positional, m_cur, m_ready, &mut notes).await;
+    let m_replicas = master_members(&gc, &ctx, master.as_ref(), &addr, positional, m_cur, m_pods, &mut notes).await;
     if m_cur.is_some_and(|c| c != m_replicas) {
         notes.progress.push(format!(
             "master membership {} -> {m_replicas} (target {})",
@@ -336,7 +336,7 @@ async fn master_members(
     addr: &str,
     positional: bool,
     current: Option<i32>,
-    ready: i32,
+    pods_now: scaling::PodCounts,
     notes: &mut status::Notes,
 ) -> i32 {
     let desired = gc.spec.masters.replicas;
@@ -345,7 +345,7 @@ async fn master_members(
     let voters: Option<Vec<u64>> = master
         .filter(|m| manage && !m.masters.is_empty())
         .map(|m| m.masters.iter().filter(|x| x.voter).map(|x| x.id).collect());
-    let (replicas, change) = scaling::member_step(desired, current, ready, voters.as_deref());
+    let (replicas, change) = scaling::member_step(desired, current, pods_now, voters.as_deref());
     let Some(change) = change else { return replicas };
     let n = Names::of(gc);
     let pod_addr = |o: u64| match pods {
@@ -376,6 +376,12 @@ async fn master_members(
 
 fn ready_of(s: Option<&StatefulSet>) -> i32 {
     s.and_then(|s| s.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
+}
+
+/// Ready and existing pods of a StatefulSet, from its status.
+fn pods_of(s: Option<&StatefulSet>) -> scaling::PodCounts {
+    let existing = s.and_then(|s| s.status.as_ref()).map(|s| s.replicas).unwrap_or(0);
+    scaling::PodCounts::new(ready_of(s), existing)
 }
 
 #[allow(clippy::too_many_arguments)]

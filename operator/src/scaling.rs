@@ -220,14 +220,36 @@ pub fn rollout(obs: StsObserved, template_changed: bool, under_replicated: Optio
     }
 }
 
-/// Returns the next master replica count: one member at a time, and only
-/// when every current master is ready.
-pub fn master_step(desired: i32, current: Option<i32>, ready: i32) -> i32 {
+/// Pods of a StatefulSet as its status reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodCounts {
+    /// `status.readyReplicas`.
+    pub ready: i32,
+    /// `status.replicas`: pods that exist, terminating ones included.
+    pub existing: i32,
+}
+
+impl PodCounts {
+    pub fn new(ready: i32, existing: i32) -> Self {
+        Self { ready, existing }
+    }
+}
+
+/// Returns the next master replica count: one member at a time. Growing
+/// waits until every current master is ready; shrinking waits until the
+/// pod removed by the previous step is gone.
+pub fn master_step(desired: i32, current: Option<i32>, pods: PodCounts) -> i32 {
     let Some(cur) = current else { return desired };
-    if desired == cur || ready < cur.min(desired) {
+    if desired == cur || pods.ready < cur.min(desired) {
         return cur;
     }
-    if desired > cur { cur + 1 } else { cur - 1 }
+    if desired > cur {
+        cur + 1
+    } else if pods.existing > cur {
+        cur
+    } else {
+        cur - 1
+    }
 }
 
 /// A change of the master group the operator makes through the leader.
@@ -250,10 +272,10 @@ pub enum MemberChange {
 pub fn member_step(
     desired: i32,
     current: Option<i32>,
-    ready: i32,
+    pods: PodCounts,
     voters: Option<&[u64]>,
 ) -> (i32, Option<MemberChange>) {
-    let Some(voters) = voters else { return (master_step(desired, current, ready), None) };
+    let Some(voters) = voters else { return (master_step(desired, current, pods), None) };
     let Some(cur) = current else { return (desired, None) };
     let n = voters.len() as i32;
     if n > desired {
@@ -263,14 +285,14 @@ pub fn member_step(
     if n < desired {
         // Pods are ordered: ordinals below `ready` are ready.
         if let Some(o) = (0..desired as u64).find(|o| !voters.contains(o))
-            && (o as i32) < ready.min(cur)
+            && (o as i32) < pods.ready.min(cur)
         {
             return (cur, Some(MemberChange::Add(o)));
         }
-        return (master_step(desired, Some(cur), ready).max(cur.min(desired)), None);
+        return (master_step(desired, Some(cur), pods).max(cur.min(desired)), None);
     }
     // The group has the right size; bring the pods in line.
-    (master_step(desired, Some(cur), ready), None)
+    (master_step(desired, Some(cur), pods), None)
 }
 
 #[cfg(test)]
@@ -375,35 +397,45 @@ mod tests {
         assert_eq!(rollout(obs, false, Some(0)), (0, Rollout::Idle));
     }
 
+    /// Pod counts of a settled StatefulSet: every existing pod ready.
+    fn p(ready: i32) -> PodCounts {
+        PodCounts::new(ready, ready)
+    }
+
     #[test]
     fn member_changes_follow_pods_one_at_a_time() {
         use MemberChange::*;
         // Creation: all pods at once; members are added as pods get ready.
-        assert_eq!(member_step(3, None, 0, Some(&[])), (3, None));
-        assert_eq!(member_step(3, Some(3), 1, Some(&[0])), (3, None), "pod 1 not ready");
-        assert_eq!(member_step(3, Some(3), 2, Some(&[0])), (3, Some(Add(1))));
-        assert_eq!(member_step(3, Some(3), 3, Some(&[0, 1])), (3, Some(Add(2))));
-        assert_eq!(member_step(3, Some(3), 3, Some(&[0, 1, 2])), (3, None));
+        assert_eq!(member_step(3, None, p(0), Some(&[])), (3, None));
+        assert_eq!(member_step(3, Some(3), p(1), Some(&[0])), (3, None), "pod 1 not ready");
+        assert_eq!(member_step(3, Some(3), p(2), Some(&[0])), (3, Some(Add(1))));
+        assert_eq!(member_step(3, Some(3), p(3), Some(&[0, 1])), (3, Some(Add(2))));
+        assert_eq!(member_step(3, Some(3), p(3), Some(&[0, 1, 2])), (3, None));
         // 3 -> 5: one more pod, then its member, then the next pod.
-        assert_eq!(member_step(5, Some(3), 3, Some(&[0, 1, 2])), (4, None));
-        assert_eq!(member_step(5, Some(4), 3, Some(&[0, 1, 2])), (4, None), "waits for pod 3");
-        assert_eq!(member_step(5, Some(4), 4, Some(&[0, 1, 2])), (4, Some(Add(3))));
-        assert_eq!(member_step(5, Some(4), 4, Some(&[0, 1, 2, 3])), (5, None));
+        assert_eq!(member_step(5, Some(3), p(3), Some(&[0, 1, 2])), (4, None));
+        assert_eq!(member_step(5, Some(4), p(3), Some(&[0, 1, 2])), (4, None), "waits for pod 3");
+        assert_eq!(member_step(5, Some(4), p(4), Some(&[0, 1, 2])), (4, Some(Add(3))));
+        assert_eq!(member_step(5, Some(4), p(4), Some(&[0, 1, 2, 3])), (5, None));
         // 5 -> 3: the member goes first, then its pod.
-        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2, 3, 4])), (5, Some(Remove(4))));
-        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2, 3])), (5, Some(Remove(3))));
-        assert_eq!(member_step(3, Some(5), 5, Some(&[0, 1, 2])), (4, None));
-        assert_eq!(member_step(3, Some(4), 4, Some(&[0, 1, 2])), (3, None));
+        assert_eq!(member_step(3, Some(5), p(5), Some(&[0, 1, 2, 3, 4])), (5, Some(Remove(4))));
+        assert_eq!(member_step(3, Some(5), p(5), Some(&[0, 1, 2, 3])), (5, Some(Remove(3))));
+        assert_eq!(member_step(3, Some(5), p(5), Some(&[0, 1, 2])), (4, None));
+        assert_eq!(member_step(3, Some(4), p(4), Some(&[0, 1, 2])), (3, None));
+        // 3 -> 1: the next pod goes only once the previous one is gone.
+        assert_eq!(member_step(1, Some(3), p(3), Some(&[0])), (2, None));
+        assert_eq!(member_step(1, Some(2), PodCounts::new(3, 3), Some(&[0])), (2, None), "pod 2 still there");
+        assert_eq!(member_step(1, Some(2), PodCounts::new(2, 2), Some(&[0])), (1, None));
         // Unknown group: pods only.
-        assert_eq!(member_step(5, Some(3), 3, None), (4, None));
+        assert_eq!(member_step(5, Some(3), p(3), None), (4, None));
     }
 
     #[test]
     fn masters_change_one_member_at_a_time() {
-        assert_eq!(master_step(3, None, 0), 3);
-        assert_eq!(master_step(5, Some(3), 3), 4);
-        assert_eq!(master_step(5, Some(4), 3), 4, "waits for the new member");
-        assert_eq!(master_step(1, Some(3), 3), 2);
-        assert_eq!(master_step(3, Some(3), 0), 3);
+        assert_eq!(master_step(3, None, p(0)), 3);
+        assert_eq!(master_step(5, Some(3), p(3)), 4);
+        assert_eq!(master_step(5, Some(4), p(3)), 4, "waits for the new member");
+        assert_eq!(master_step(1, Some(3), p(3)), 2);
+        assert_eq!(master_step(3, Some(3), p(0)), 3);
+        assert_eq!(master_step(1, Some(2), PodCounts::new(2, 3)), 2, "waits until the removed pod is gone");
     }
 }
