@@ -61,9 +61,57 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+async fn client_for(kc: &Path) -> anyhow::Result<Client> {
+    let cfg = Config::from_custom_kubeconfig(Kubeconfig::read_from(kc)?, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(cfg)?)
+}
+
+/// The RSS baseline, run as a child process of this bench: the watch
+/// caches the operator holds (GfsClusters, labelled StatefulSets and Pods
+/// of the namespace, all Nodes) on the same kube-rs stack, with no
+/// reconciler. The operator's RSS over this one is its own cost.
+async fn bare_watch(kc: &Path, ns: &str) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let client = client_for(kc).await?;
+    let cfg = watcher::Config::default().any_semantic();
+    let (gcs, gw) = reflector::store::<GfsCluster>();
+    let (stss, sw) = reflector::store::<StatefulSet>();
+    let (pods, pw) = reflector::store::<Pod>();
+    let (nodes, nw) = reflector::store::<Node>();
+    let g = reflector(gw, watcher(Api::<GfsCluster>::namespaced(client.clone(), ns), cfg.clone())).default_backoff();
+    let s = reflector(
+        sw,
+        watcher(
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            cfg.clone().labels("app.kubernetes.io/managed-by=gfs-operator"),
+        ),
+    )
+    .default_backoff();
+    let p = reflector(
+        pw,
+        watcher(Api::<Pod>::namespaced(client.clone(), ns), cfg.clone().labels("app.kubernetes.io/name=gfs")),
+    )
+    .default_backoff();
+    let n = reflector(nw, watcher(Api::<Node>::all(client), cfg)).default_backoff();
+    futures::join!(
+        g.for_each(|_| async {}),
+        s.for_each(|_| async {}),
+        p.for_each(|_| async {}),
+        n.for_each(|_| async {})
+    );
+    drop((gcs, stss, pods, nodes));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(50);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bare-watch") {
+        return bare_watch(Path::new(&args[2]), &args[3]).await;
+    }
+    let n: usize = args.get(1).map(|s| s.parse().unwrap()).unwrap_or(50);
     let kc = match std::env::var("GFS_E2E_KUBECONFIG") {
         Ok(p) => PathBuf::from(p),
         Err(_) => {
@@ -71,8 +119,7 @@ async fn main() -> anyhow::Result<()> {
             PathBuf::from(String::from_utf8(out.stdout)?.lines().last().unwrap().trim())
         }
     };
-    let cfg = Config::from_custom_kubeconfig(Kubeconfig::read_from(&kc)?, &KubeConfigOptions::default()).await?;
-    let admin = Client::try_from(cfg)?;
+    let admin = client_for(&kc).await?;
     let pp = PatchParams::apply("gfs-bench").force();
     let crd: CustomResourceDefinition =
         serde_saphyr::from_str(&std::fs::read_to_string(root().join("crds/gfscluster.yaml"))?)?;
@@ -112,8 +159,19 @@ async fn main() -> anyhow::Result<()> {
             .spawn()?,
     );
     let pid = op.0.id();
+    let bare = Kill(
+        Command::new(std::env::current_exe()?)
+            .arg("--bare-watch")
+            .arg(&kc)
+            .arg(&ns)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let bare_pid = bare.0.id();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = rss_kib(pid);
+    let bare_idle = rss_kib(bare_pid);
 
     let clusters: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
     let spec = |name: &str| -> GfsCluster {
@@ -155,6 +213,11 @@ async fn main() -> anyhow::Result<()> {
     // watch latency and its reads of the master and the cluster.
     let direct_children = direct_apply(&admin, &ns, &spec("direct")).await?;
 
+    // Baseline for the N-cluster rows, same run: this client does the same
+    // API writes per cluster (create, 9 server-side applies, status patch)
+    // for N clusters at once, in a namespace the operator does not watch.
+    let mut direct_lat = direct_clusters(&admin, &ns, n, &spec).await?;
+
     // 2. N clusters created at once: create -> status.observedGeneration=1.
     let mut created = Vec::new();
     let t0 = Instant::now();
@@ -163,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         created.push(t0.elapsed());
     }
     let mut rss_peak = rss_kib(pid);
+    let mut bare_peak = rss_kib(bare_pid);
     let mut done: Vec<Option<Duration>> = vec![None; n];
     let wait_gen = |gen_: i64, done: &mut Vec<Option<Duration>>, list: &[GfsCluster], now: Duration| {
         for g in list {
@@ -178,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
         let list = clusters.list(&ListParams::default()).await?.items;
         wait_gen(1, &mut done, &list, t0.elapsed());
         rss_peak = rss_peak.max(rss_kib(pid));
+        bare_peak = bare_peak.max(rss_kib(bare_pid));
         assert!(t0.elapsed() < Duration::from_secs(300), "clusters not reconciled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -203,6 +268,7 @@ async fn main() -> anyhow::Result<()> {
         let list = clusters.list(&ListParams::default()).await?.items;
         wait_gen(2, &mut done2, &list, t1.elapsed());
         rss_peak = rss_peak.max(rss_kib(pid));
+        bare_peak = bare_peak.max(rss_kib(bare_pid));
         assert!(t1.elapsed() < Duration::from_secs(300), "updates not reconciled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -211,6 +277,8 @@ async fn main() -> anyhow::Result<()> {
     // Steady state with N clusters requeued every 10 s.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let rss_loaded = rss_kib(pid);
+    let bare_loaded = rss_kib(bare_pid);
+    let direct_p50 = pct(&mut direct_lat, 0.5);
 
     println!("| measure | value |");
     println!("|---|---|");
@@ -228,15 +296,96 @@ async fn main() -> anyhow::Result<()> {
         all_created.as_secs_f64()
     );
     println!(
+        "| baseline: the same writes per cluster (create, 9 applies, status patch) for {n} clusters at once by one client, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms (operator p50 / baseline p50 = {:.1}) |",
+        direct_p50,
+        pct(&mut direct_lat, 0.95),
+        pct(&mut direct_lat, 1.0),
+        pct(&mut create_lat, 0.5) / direct_p50.max(1e-9)
+    );
+    println!(
         "| spec change on all {n}: patch -> status observed, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms |",
         pct(&mut update_lat, 0.5),
         pct(&mut update_lat, 0.95),
         pct(&mut update_lat, 1.0)
     );
-    println!("| operator RSS idle (no clusters) | {:.1} MiB |", rss_idle as f64 / 1024.0);
-    println!("| operator RSS peak during the {n}-cluster load | {:.1} MiB |", rss_peak as f64 / 1024.0);
-    println!("| operator RSS with {} clusters, steady | {:.1} MiB |", n + 1, rss_loaded as f64 / 1024.0);
+    let mib = |k: u64| k as f64 / 1024.0;
+    let row = |what: &str, op: u64, base: u64| {
+        println!(
+            "| operator RSS {what}; baseline: bare kube-rs watch of the same objects | {:.1} MiB vs {:.1} MiB (ratio {:.2}) |",
+            mib(op),
+            mib(base),
+            op as f64 / base.max(1) as f64
+        )
+    };
+    row("idle (no clusters)", rss_idle, bare_idle);
+    row(&format!("peak during the {n}-cluster load"), rss_peak, bare_peak);
+    row(&format!("with {} clusters, steady", n + 1), rss_loaded, bare_loaded);
     Api::<Namespace>::all(admin).delete(&ns, &Default::default()).await.ok();
+    Ok(())
+}
+
+/// The baseline of the N-cluster rows: in a namespace of its own, `n`
+/// concurrent tasks each create a cluster, server-side apply its 9
+/// rendered children and patch its status, as the operator's first
+/// reconcile does; returns each task's latency in ms.
+async fn direct_clusters(
+    admin: &Client,
+    ns: &str,
+    n: usize,
+    spec: &dyn Fn(&str) -> GfsCluster,
+) -> anyhow::Result<Vec<f64>> {
+    let ns2 = format!("{ns}-direct-n");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns2}}))?)
+        .await?;
+    let one = |gc: GfsCluster| {
+        let (admin, ns2) = (admin.clone(), ns2.clone());
+        async move {
+            let t = Instant::now();
+            let gc = Api::<GfsCluster>::namespaced(admin.clone(), &ns2).create(&PostParams::default(), &gc).await?;
+            apply_children(&admin, &ns2, &gc).await?;
+            Api::<GfsCluster>::namespaced(admin, &ns2)
+                .patch_status(
+                    &gc.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"observedGeneration": gc.metadata.generation}})),
+                )
+                .await?;
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
+        }
+    };
+    let lat = futures::future::try_join_all((0..n).map(|i| one(spec(&format!("d{i:03}"))))).await?;
+    Api::<Namespace>::all(admin.clone()).delete(&ns2, &Default::default()).await.ok();
+    Ok(lat)
+}
+
+/// Server-side applies the 9 children the operator renders for `gc`.
+async fn apply_children(admin: &Client, ns: &str, gc: &GfsCluster) -> anyhow::Result<()> {
+    let pp = PatchParams::apply("gfs-bench-direct").force();
+    let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    let svc: Api<Service> = Api::namespaced(admin.clone(), ns);
+    let pdb: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), ns);
+    let cm = render::config_map(gc);
+    Api::<ConfigMap>::namespaced(admin.clone(), ns).patch(&cm.name_any(), &pp, &Patch::Apply(&cm)).await?;
+    let sa = render::service_account(gc);
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns).patch(&sa.name_any(), &pp, &Patch::Apply(&sa)).await?;
+    for s in [
+        render::headless_service(gc, Component::Master),
+        render::headless_service(gc, Component::Chunkserver),
+        render::client_service(gc),
+    ] {
+        svc.patch(&s.name_any(), &pp, &Patch::Apply(&s)).await?;
+    }
+    for p in [render::pdb(gc, Component::Master), render::pdb(gc, Component::Chunkserver)] {
+        pdb.patch(&p.name_any(), &pp, &Patch::Apply(&p)).await?;
+    }
+    let plan = StsPlan { replicas: gc.spec.chunkservers.replicas, partition: 0 };
+    for s in [
+        render::master_sts(gc, StsPlan { replicas: gc.spec.masters.replicas, partition: 0 }),
+        render::chunkserver_sts(gc, plan),
+    ] {
+        sts.patch(&s.name_any(), &pp, &Patch::Apply(&s)).await?;
+    }
     Ok(())
 }
 
@@ -249,29 +398,8 @@ async fn direct_apply(admin: &Client, ns: &str, gc: &GfsCluster) -> anyhow::Resu
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns2}}))?)
         .await?;
     let gc = Api::<GfsCluster>::namespaced(admin.clone(), &ns2).create(&PostParams::default(), gc).await?;
-    let pp = PatchParams::apply("gfs-bench-direct").force();
-    let plan = StsPlan { replicas: 4, partition: 0 };
     let t = Instant::now();
-    let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns2);
-    let svc: Api<Service> = Api::namespaced(admin.clone(), &ns2);
-    let pdb: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns2);
-    let cm = render::config_map(&gc);
-    Api::<ConfigMap>::namespaced(admin.clone(), &ns2).patch(&cm.name_any(), &pp, &Patch::Apply(&cm)).await?;
-    let sa = render::service_account(&gc);
-    Api::<ServiceAccount>::namespaced(admin.clone(), &ns2).patch(&sa.name_any(), &pp, &Patch::Apply(&sa)).await?;
-    for s in [
-        render::headless_service(&gc, Component::Master),
-        render::headless_service(&gc, Component::Chunkserver),
-        render::client_service(&gc),
-    ] {
-        svc.patch(&s.name_any(), &pp, &Patch::Apply(&s)).await?;
-    }
-    for p in [render::pdb(&gc, Component::Master), render::pdb(&gc, Component::Chunkserver)] {
-        pdb.patch(&p.name_any(), &pp, &Patch::Apply(&p)).await?;
-    }
-    for s in [render::master_sts(&gc, StsPlan { replicas: 3, partition: 0 }), render::chunkserver_sts(&gc, plan)] {
-        sts.patch(&s.name_any(), &pp, &Patch::Apply(&s)).await?;
-    }
+    apply_children(admin, &ns2, &gc).await?;
     let took = t.elapsed();
     Api::<Namespace>::all(admin.clone()).delete(&ns2, &Default::default()).await.ok();
     Ok(took)

@@ -7,14 +7,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use gfs_proto::{ClusterStatusResponse, ServerState};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,17 +111,39 @@ pub async fn run_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (clusters, sts): (Api<GfsCluster>, Api<StatefulSet>) = match &ctx.config.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let (clusters, sts, pods): (Api<GfsCluster>, Api<StatefulSet>, Api<Pod>) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Node loss is noticed from a Node watch, not only on the periodic
+    // requeue: a Node event reconciles the clusters with pods on that node,
+    // found in a store of gfs pods.
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pod_watch = tokio::spawn(
+        reflector(pod_writer, watcher(pods, watcher::Config::default().labels(nodeloss::GFS_PODS).any_semantic()))
+            .default_backoff()
+            .for_each(|_| futures::future::ready(())),
+    );
+    let nodes: Api<Node> = Api::all(client);
+    let on_node = move |node: Node| {
+        let state = pod_store.state();
+        nodeloss::clusters_on_node(&state, &node.name_any())
+            .into_iter()
+            .map(|(ns, name)| ObjectRef::<GfsCluster>::new(&name).within(&ns))
     };
     Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(sts, watcher::Config::default().labels("app.kubernetes.io/managed-by=gfs-operator").any_semantic())
+        .watches(nodes, watcher::Config::default().any_semantic(), on_node)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .filter_map(|x| async move { x.ok() })
         .for_each(|_| futures::future::ready(()))
         .await;
+    pod_watch.abort();
 }
 
 /// Reconciles one GfsCluster.
@@ -219,7 +242,7 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let mut notes = status::Notes::default();
 
     let lost = nodeloss::handle(&gc, &ctx, master.as_ref(), &addr, positional).await?;
-    notes.lost_pods = lost;
+    notes.lost_pods = lost.removed;
 
     // Chunkservers: scale-up at once, scale-down only after the drain.
     let desired = gc.spec.chunkservers.replicas;
@@ -309,7 +332,12 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     .await?;
 
     let busy = new.drain.is_some() || !notes.progress.is_empty();
-    Ok(Action::requeue(if busy { ctx.config.requeue.min(Duration::from_secs(2)) } else { ctx.config.requeue }))
+    let mut next = if busy { ctx.config.requeue.min(Duration::from_secs(2)) } else { ctx.config.requeue };
+    // A NotReady node's grace ends before the next periodic pass: come back then.
+    if let Some(r) = lost.recheck_in {
+        next = next.min(r);
+    }
+    Ok(Action::requeue(next))
 }
 
 /// The status as a merge patch: optional fields that are now absent are

@@ -19,47 +19,80 @@ use crate::error::Result;
 use crate::render::{Component, Names};
 use crate::scaling;
 
-/// Why a node counts as lost, or `None` if it does not.
-pub fn node_lost(node: Option<&Node>, grace: SignedDuration, now: Timestamp) -> Option<String> {
-    let Some(node) = node else { return Some("node deleted".into()) };
+/// What a node's state means for the pods on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    /// Ready, or no Ready condition reported yet.
+    Fine,
+    /// NotReady, but the grace period has this much left.
+    Suspect(SignedDuration),
+    /// Lost, and why.
+    Lost(String),
+}
+
+/// Classifies a node (`None`: deleted) against the grace period.
+pub fn node_state(node: Option<&Node>, grace: SignedDuration, now: Timestamp) -> NodeState {
+    let Some(node) = node else { return NodeState::Lost("node deleted".into()) };
     let ready =
         node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
-    let c = ready?;
+    let Some(c) = ready else { return NodeState::Fine };
     if c.status == "True" {
-        return None;
+        return NodeState::Fine;
     }
-    let since = c.last_transition_time.as_ref().map(|t| t.0)?;
+    let Some(since) = c.last_transition_time.as_ref().map(|t| t.0) else { return NodeState::Fine };
     let down = now.duration_since(since);
-    (down >= grace).then(|| format!("node NotReady for {}s", down.as_secs()))
+    if down >= grace {
+        NodeState::Lost(format!("node NotReady for {}s", down.as_secs()))
+    } else {
+        NodeState::Suspect(grace - down)
+    }
+}
+
+/// Result of one node-loss pass over a cluster's pods.
+#[derive(Debug, Default)]
+pub struct NodeLossPass {
+    /// Pods force-deleted in this pass.
+    pub removed: Vec<String>,
+    /// The soonest a NotReady node holding pods runs out of grace: the
+    /// reconcile comes back then rather than at the periodic requeue.
+    pub recheck_in: Option<std::time::Duration>,
 }
 
 fn ordinal(pod: &str, sts: &str) -> Option<i32> {
     pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
 }
 
-/// Handles pods of `gc` on lost nodes; returns the pods it removed.
+/// Handles pods of `gc` on lost nodes.
 pub async fn handle(
     gc: &GfsCluster,
     ctx: &Context,
     master: Option<&ClusterStatusResponse>,
     addr: &str,
     positional: bool,
-) -> Result<Vec<String>> {
+) -> Result<NodeLossPass> {
     let n = Names::of(gc);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.namespace);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let lp =
-        ListParams::default().labels(&format!("app.kubernetes.io/name=gfs,app.kubernetes.io/instance={}", n.cluster));
+    let lp = ListParams::default().labels(&format!("{GFS_PODS},{INSTANCE_LABEL}={}", n.cluster));
     let grace = SignedDuration::from_secs(i64::from(gc.spec.node_loss.grace_period_seconds));
     let now = Timestamp::now();
     let mut seen: HashMap<String, Option<Node>> = HashMap::new();
-    let mut removed = Vec::new();
+    let mut pass = NodeLossPass::default();
     for pod in pods.list(&lp).await? {
         let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
         if !seen.contains_key(&node_name) {
             seen.insert(node_name.clone(), nodes.get_opt(&node_name).await?);
         }
-        let Some(why) = node_lost(seen[&node_name].as_ref(), grace, now) else { continue };
+        let why = match node_state(seen[&node_name].as_ref(), grace, now) {
+            NodeState::Fine => continue,
+            NodeState::Suspect(left) => {
+                // Rounded up so the recheck lands after the grace ends.
+                let left = std::time::Duration::from_millis(left.as_millis().max(0) as u64 + 500);
+                pass.recheck_in = Some(pass.recheck_in.map_or(left, |r| r.min(left)));
+                continue;
+            }
+            NodeState::Lost(why) => why,
+        };
         let name = pod.name_any();
         let chunk_sts = n.sts(Component::Chunkserver);
         if let Some(ord) = ordinal(&name, &chunk_sts) {
@@ -101,7 +134,77 @@ pub async fn handle(
             format!("force-deleted {name} from {node_name} ({why}) so the StatefulSet recreates it elsewhere"),
         )
         .await;
-        removed.push(name);
+        pass.removed.push(name);
     }
-    Ok(removed)
+    Ok(pass)
+}
+
+/// Names of the GfsClusters (namespace, name) with a pod on `node`, from a
+/// store of gfs pods: the Node watch reconciles only those.
+pub fn clusters_on_node(pods: &[std::sync::Arc<Pod>], node: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = pods
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter_map(|p| {
+            let cluster = p.labels().get(INSTANCE_LABEL)?.clone();
+            Some((p.namespace()?, cluster))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Pod label naming the GfsCluster a pod belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Selector of every pod the operator manages.
+pub const GFS_PODS: &str = "app.kubernetes.io/name=gfs";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(ready: &str, since: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn nodes_are_fine_suspect_or_lost() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let grace = SignedDuration::from_secs(30);
+        assert_eq!(node_state(Some(&node("True", "2026-01-01T00:00:00Z")), grace, now), NodeState::Fine);
+        assert_eq!(
+            node_state(Some(&node("False", "2026-01-01T00:00:50Z")), grace, now),
+            NodeState::Suspect(SignedDuration::from_secs(20))
+        );
+        assert_eq!(
+            node_state(Some(&node("Unknown", "2026-01-01T00:00:00Z")), grace, now),
+            NodeState::Lost("node NotReady for 60s".into())
+        );
+        assert_eq!(node_state(None, grace, now), NodeState::Lost("node deleted".into()));
+        let fresh: Node = serde_json::from_value(json!({"metadata": {"name": "n2"}})).unwrap();
+        assert_eq!(node_state(Some(&fresh), grace, now), NodeState::Fine, "no Ready condition yet");
+    }
+
+    #[test]
+    fn a_node_maps_to_the_clusters_with_pods_on_it() {
+        let pod = |ns: &str, cluster: &str, node: &str| {
+            std::sync::Arc::new(
+                serde_json::from_value::<Pod>(json!({
+                    "metadata": {"name": "p", "namespace": ns, "labels": {INSTANCE_LABEL: cluster}},
+                    "spec": {"nodeName": node, "containers": []},
+                }))
+                .unwrap(),
+            )
+        };
+        let pods = vec![pod("a", "x", "n1"), pod("a", "x", "n1"), pod("b", "y", "n1"), pod("a", "z", "n2")];
+        assert_eq!(clusters_on_node(&pods, "n1"), vec![("a".into(), "x".into()), ("b".into(), "y".into())]);
+        assert_eq!(clusters_on_node(&pods, "n2"), vec![("a".into(), "z".into())]);
+        assert!(clusters_on_node(&pods, "n3").is_empty());
+    }
 }

@@ -231,7 +231,7 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     // Every option on, watching only the release namespace: namespaced Roles.
     let ns2 = namespace(&admin, "chart-all").await;
     let all = render("gfs", &ns2, &["-f", ALL_ON, "--set", &format!("watchNamespace={ns2}")]);
-    for k in ["ServiceMonitor", "ScaledObject", "NetworkPolicy", "GfsCluster", "ConfigMap"] {
+    for k in ["ServiceMonitor", "ScaledObject", "NetworkPolicy", "GfsCluster", "ConfigMap", "PodDisruptionBudget"] {
         assert_eq!(find(&all, k).len(), 1, "{k} missing from the all-on render");
     }
     // The Grafana dashboard ConfigMap carries the sidecar label and valid
@@ -249,6 +249,15 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     assert_eq!(dep["spec"]["replicas"], 2);
     let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains(&format!("--namespace={ns2}")), "{args}");
+    // Two replicas: a PDB that lets one go at a time, selecting exactly the
+    // operator's pods.
+    let pdb = find(&all, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let sel = pdb["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    assert!(!sel.is_empty());
+    for (k, v) in sel {
+        assert_eq!(&dep["spec"]["template"]["metadata"]["labels"][k], v, "PDB selector {k} is not a pod label");
+    }
     // KEDA owns spec.chunkservers.replicas: the example's own autoscaler is off.
     let example = find(&all, "GfsCluster")[0];
     assert_eq!(example["spec"]["autoscaling"]["enabled"], false);

@@ -14,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 fn cond(gc: &GfsCluster, t: &str) -> Option<(String, String)> {
     let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)?;
@@ -456,15 +457,20 @@ async fn lag_above_target_scales_up_one_step_at_a_time() {
     op.shutdown().await;
 }
 
+/// Creates the Node if needed and sets its Ready condition; a NotReady node
+/// turned NotReady 120 s ago (past any grace the tests use).
 async fn node(admin: &Client, name: &str, ready: bool) {
+    node_since(admin, name, ready, if ready { 0 } else { 120 }).await
+}
+
+async fn node_since(admin: &Client, name: &str, ready: bool, secs_ago: i64) {
     let api: Api<Node> = Api::all(admin.clone());
     if api.get_opt(name).await.unwrap().is_none() {
         api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
             .await
             .unwrap();
     }
-    let since =
-        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(if ready { 0 } else { 120 });
+    let since = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(secs_ago);
     api.patch_status(
         name,
         &PatchParams::default(),
@@ -543,6 +549,58 @@ async fn node_loss_marks_lost_and_recovers_pods_without_duplicates_after_restart
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(count_events(&admin, &ns, "eps", "MarkedLost").await, 2, "no duplicate mark-lost after restart");
     assert_eq!(count_events(&admin, &ns, "eps", "PodForceDeleted").await, 2);
+    op.shutdown().await;
+}
+
+/// Node loss comes from the Node watch and the grace-period timer: the
+/// periodic requeue is 10 minutes here, far beyond any wait below.
+#[tokio::test]
+async fn node_watch_and_grace_timer_act_without_the_periodic_requeue() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "nodewatch").await;
+    let mut gfs = Gfs::start(3).await;
+    let mut v = cluster_json("iota", 3);
+    v["spec"]["nodeLoss"] = json!({"gracePeriodSeconds": 5, "pvcPolicy": "Retain"});
+    create_cluster(&admin, &ns, v).await;
+    let nodes: Vec<String> = (0..3).map(|i| format!("{ns}-n{i}")).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        node(&admin, n, true).await;
+        pod_on(&admin, &ns, &format!("iota-chunkserver-{i}"), "iota", n).await;
+    }
+    let op = Operator::start_with_requeue(op_client, &ns, &gfs.master, "op-a", Duration::from_secs(600));
+    wait("sts", || async { get_sts(&admin, &ns, "iota-chunkserver").await }).await;
+    set_sts_status(&admin, &ns, "iota-master", 1, 1).await;
+    set_sts_status(&admin, &ns, "iota-chunkserver", 3, 3).await;
+    let api: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    wait("available", || async {
+        let gc = api.get("iota").await.ok()?;
+        let c = gc.status?.conditions.into_iter().find(|c| c.type_ == "Available")?;
+        (c.status == "True").then_some(())
+    })
+    .await;
+
+    // Node 1 turns NotReady now: nothing happens inside the 5 s grace, and
+    // the pod goes once it ends, with no other trigger than the timer the
+    // Node event started.
+    gfs.kill_chunkserver(1);
+    let down = Instant::now();
+    node_since(&admin, &nodes[1], false, 0).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pods.get_opt("iota-chunkserver-1").await.unwrap().is_some(), "deleted inside the grace period");
+    wait("pod 1 force-deleted", || async { pods.get_opt("iota-chunkserver-1").await.unwrap().is_none().then_some(()) })
+        .await;
+    // The API stores lastTransitionTime in whole seconds, so the grace may
+    // start up to 1 s before `down`.
+    assert!(down.elapsed() >= Duration::from_secs(4), "deleted after {:?}, before the grace ended", down.elapsed());
+    assert_eq!(gfs.state(1).await, "LOST");
+    assert_eq!(count_events(&admin, &ns, "iota", "MarkedLost").await, 1);
+
+    // Node 2 is deleted: its pod goes on the watch event.
+    Api::<Node>::all(admin.clone()).delete(&nodes[2], &DeleteParams::default()).await.unwrap();
+    wait("pod 2 force-deleted", || async { pods.get_opt("iota-chunkserver-2").await.unwrap().is_none().then_some(()) })
+        .await;
+    assert!(pods.get_opt("iota-chunkserver-0").await.unwrap().is_some(), "the pod on the ready node stays");
     op.shutdown().await;
 }
 

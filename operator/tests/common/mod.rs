@@ -164,7 +164,14 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, ns: &str, master: &str, identity: &str) -> Self {
-        Self::start_with(client, ns, master, None, identity)
+        Self::start_with(client, ns, master, None, identity, Duration::from_secs(1))
+    }
+
+    /// As `start`, with a periodic requeue of `requeue`: a test that sets
+    /// it far beyond its own wait proves that something other than the
+    /// periodic pass (a watch, a timer) made the operator act.
+    pub fn start_with_requeue(client: Client, ns: &str, master: &str, identity: &str, requeue: Duration) -> Self {
+        Self::start_with(client, ns, master, None, identity, requeue)
     }
 
     /// As `start`, also telling the operator where master pods listen, so
@@ -176,7 +183,7 @@ impl Operator {
         pods: std::collections::BTreeMap<u64, String>,
         identity: &str,
     ) -> Self {
-        Self::start_with(client, ns, master, Some(pods), identity)
+        Self::start_with(client, ns, master, Some(pods), identity, Duration::from_secs(1))
     }
 
     fn start_with(
@@ -185,12 +192,13 @@ impl Operator {
         master: &str,
         pods: Option<std::collections::BTreeMap<u64, String>>,
         identity: &str,
+        requeue: Duration,
     ) -> Self {
         let mut cfg = RunConfig::new(ns, identity);
         cfg.controller.namespace = Some(ns.into());
         cfg.controller.master_override = Some(master.into());
         cfg.controller.master_pod_addresses = pods;
-        cfg.controller.requeue = Duration::from_secs(1);
+        cfg.controller.requeue = requeue;
         cfg.lease.duration = Duration::from_secs(4);
         cfg.lease.renew_every = Duration::from_secs(1);
         let stop = CancellationToken::new();
