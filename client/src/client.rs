@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream};
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
-use gfs_common::path::{is_within, normalize};
+use gfs_common::path::normalize;
 use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZE, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
@@ -19,11 +19,11 @@ use gfs_proto::{
     PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo, StatRequest,
     WriteRequest,
 };
-use moka::sync::Cache;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
 use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
+use crate::path_cache::PathCache;
 use crate::pieces::{Piece, next_piece_len, split};
 use crate::replicas::LatencyTracker;
 use crate::retry::{BACKOFF_BASE, Backoff};
@@ -58,11 +58,11 @@ struct Inner {
     masters: MasterSet,
     pool: ChannelPool,
     /// (path, chunk index) -> location.
-    locations: Cache<(String, u64), ChunkLocation>,
+    locations: PathCache<(String, u64), ChunkLocation>,
     /// path -> chunk size.
-    chunk_sizes: Cache<String, u64>,
+    chunk_sizes: PathCache<String, u64>,
     /// (path, chunk index or APPEND_KEY) -> lease.
-    leases: Cache<(String, u64), Lease>,
+    leases: PathCache<(String, u64), Lease>,
     latency: LatencyTracker,
     bufs: BufPool,
 }
@@ -202,15 +202,9 @@ impl Client {
         config.io_parallelism = config.io_parallelism.max(1);
         let cache_size = config.cache_entries.max(1);
         let ttl = if config.cache_ttl.is_zero() { Duration::from_millis(1) } else { config.cache_ttl };
-        let locations =
-            Cache::builder().max_capacity(cache_size).time_to_live(ttl).support_invalidation_closures().build();
-        let chunk_sizes =
-            Cache::builder().max_capacity(cache_size).time_to_live(ttl).support_invalidation_closures().build();
-        let leases = Cache::builder()
-            .max_capacity(cache_size)
-            .time_to_live(Duration::from_secs(120))
-            .support_invalidation_closures()
-            .build();
+        let locations = PathCache::new(cache_size, ttl);
+        let chunk_sizes = PathCache::new(cache_size, ttl);
+        let leases = PathCache::new(cache_size, Duration::from_secs(120));
         let bufs = BufPool::new(MAX_IO_SIZE as usize, config.io_parallelism + 1);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -725,16 +719,9 @@ impl Client {
 
     /// Drops every cached entry of `path` and anything below it.
     fn forget_path(&self, path: &str) {
-        let p = path.to_string();
-        let _ = self.inner.locations.invalidate_entries_if({
-            let p = p.clone();
-            move |k, _| is_within(&k.0, &p)
-        });
-        let _ = self.inner.leases.invalidate_entries_if({
-            let p = p.clone();
-            move |k, _| is_within(&k.0, &p)
-        });
-        let _ = self.inner.chunk_sizes.invalidate_entries_if(move |k, _| is_within(k, &p));
+        self.inner.locations.invalidate_under(path);
+        self.inner.leases.invalidate_under(path);
+        self.inner.chunk_sizes.invalidate_under(path);
     }
 
     /// `GetChunks` for `[start, start + count)`; fills the caches.

@@ -21,6 +21,7 @@ pub mod cli;
 mod client;
 mod config;
 pub mod local_cluster;
+mod path_cache;
 pub mod pieces;
 pub mod replicas;
 pub mod retry;

@@ -104,15 +104,7 @@ impl Shared {
 
     /// Maps an openraft write failure to the wire error.
     pub(crate) fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                Error::NotLeader { leader: f.leader_node.map(|n| n.addr).filter(|_| f.leader_id != Some(self.id)) }
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-                Error::InvalidArgument(format!("membership change refused: {c}"))
-            }
-            RaftError::Fatal(f) => Error::Unavailable(format!("raft stopped: {f}")),
-        }
+        write_error(self.id, e)
     }
 
     fn become_leader(&self, term: u64) {
@@ -359,6 +351,19 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>> {
         }
     }
     Ok(out)
+}
+
+/// Maps an openraft write failure of master `me` to the wire error.
+pub(crate) fn write_error(me: NodeId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Error::NotLeader { leader: f.leader_node.map(|n| n.addr).filter(|_| f.leader_id != Some(me)) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Error::InvalidArgument(format!("membership change refused: {c}"))
+        }
+        RaftError::Fatal(f) => Error::Unavailable(format!("raft stopped: {f}")),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use gfs_proto::{
     Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, LogBatch, LogRecord, ServerState,
     ServerStateOp,
 };
-use prost::Message;
 
 use crate::chunks::ChunkTable;
 use crate::config::Config;
@@ -20,8 +19,9 @@ use crate::heal::HealState;
 use crate::locks::LockManager;
 use crate::namespace::{FileMeta, Namespace, Node};
 use crate::raft::log_store::LogStore;
+use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::Machine;
-use crate::raft::{NodeId, Raft, Request};
+use crate::raft::{NodeId, Raft};
 use crate::rpc::ChunkRpc;
 use crate::servers::ServerRegistry;
 
@@ -287,6 +287,8 @@ pub struct Shared {
     /// its term's first entry, else 0; and since when.
     pub(crate) leadership: crate::group::Leadership,
     next_request: AtomicU64,
+    /// Groups concurrent callers' batches into one Raft entry.
+    proposer: Proposer,
     /// Per-path locks.
     pub locks: LockManager,
     /// Calls to chunkservers.
@@ -316,6 +318,9 @@ impl Shared {
         // Request ids only need to be unique within this process life and
         // distinct from a previous life's still-unapplied batches.
         let seed = (gfs_common::now_ms() as u64) << 20;
+        let proposer = Proposer::start(raft.clone(), machine.clone(), Duration::from_millis(cfg.rpc_timeout_ms), {
+            move |e| crate::group::write_error(id, e)
+        });
         Shared {
             cfg,
             id,
@@ -325,6 +330,7 @@ impl Shared {
             log,
             leadership: Default::default(),
             next_request: AtomicU64::new(seed),
+            proposer,
             locks: LockManager::new(),
             rpc,
             peers: gfs_common::net::ChannelPool::new(16, Duration::from_millis(cfg_timeout.min(2_000))),
@@ -354,6 +360,10 @@ impl Shared {
     /// state in between. Fails with `NotLeader` on a follower and
     /// `Unavailable` when no quorum acknowledges within the RPC timeout (a
     /// partitioned leader); the ops may still commit later, without `then`.
+    ///
+    /// The batch goes through the proposer (`raft::proposer`), which puts
+    /// the batches of concurrent callers into one Raft entry. The caller is
+    /// answered by its continuation the moment its batch is applied.
     pub async fn commit_then<R: Send + 'static>(
         self: &Arc<Self>,
         ops: Vec<Op>,
@@ -361,32 +371,31 @@ impl Shared {
     ) -> Result<R> {
         self.require_leader()?;
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, applied) = tokio::sync::oneshot::channel();
         self.machine.expect(
             request_id,
-            Box::new(move |meta: &mut Meta| {
-                let _ = tx.send(then(meta));
+            Box::new(move |meta: Result<&mut Meta>| {
+                let _ = tx.send(meta.map(then));
             }),
         );
         let time_ms = gfs_common::now_ms();
         let ops = ops.into_iter().map(|op| LogRecord { seq: 0, time_ms, op: Some(op) }).collect();
         let batch = LogBatch { time_ms, ops, proposer: self.id, request_id };
         let wait = Duration::from_millis(self.cfg.rpc_timeout_ms);
-        let res = tokio::time::timeout(wait, self.raft.client_write(Request { batch: batch.encode_to_vec() })).await;
-        let failed = |e: Error| {
-            self.machine.forget(request_id);
-            Err(e)
-        };
-        match res {
-            Err(_) => failed(Error::Unavailable(format!(
+        let outcome = tokio::time::timeout(wait, async {
+            self.proposer.propose(batch).await?;
+            applied.await.unwrap_or_else(|_| Err(Error::Internal("applied batch lost its continuation".into())))
+        })
+        .await;
+        let res = outcome.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
                 "no quorum of masters acknowledged the change within {wait:?} (this master may be partitioned)"
-            ))),
-            Ok(Err(e)) => failed(self.write_error(e)),
-            Ok(Ok(resp)) => match resp.data.error {
-                Some(detail) => failed(Error::from_detail_bytes(&detail)),
-                None => rx.await.map_err(|_| Error::Internal("applied batch lost its continuation".into())),
-            },
+            )))
+        });
+        if res.is_err() {
+            self.machine.forget(request_id);
         }
+        res
     }
 }
 

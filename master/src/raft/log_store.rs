@@ -524,7 +524,7 @@ mod tests {
     fn write_segment(dir: &Path, first: u64, range: std::ops::RangeInclusive<u64>) -> PathBuf {
         let mut buf = Vec::new();
         for i in range {
-            let e = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Request { batch: vec![] }) };
+            let e = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Request { group: vec![] }) };
             encode_frame(&entry_to_proto(&e).encode_to_vec(), &mut buf);
         }
         let p = segment_path(dir, first);

@@ -14,12 +14,13 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod state_machine;
 
 use std::io::Cursor;
 
 use gfs_common::{Error, Result};
-use gfs_proto::{LogBatch, RaftBlank, RaftEntry, raft_entry};
+use gfs_proto::{LogBatch, LogGroup, RaftBlank, RaftEntry, raft_entry};
 use openraft::{BasicNode, EntryPayload, LeaderId, LogId};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -27,23 +28,33 @@ use serde::{Deserialize, Serialize};
 /// A master's Raft id.
 pub type NodeId = u64;
 
-/// A proposed metadata change: an encoded [`LogBatch`].
+/// A proposed metadata change: an encoded [`LogGroup`], the batches of
+/// one or more callers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Request {
-    /// `LogBatch` protobuf.
-    pub batch: Vec<u8>,
+    /// `LogGroup` protobuf.
+    pub group: Vec<u8>,
+}
+
+impl Request {
+    /// A request carrying `batches`.
+    pub fn of(batches: Vec<LogBatch>) -> Request {
+        Request { group: LogGroup { batches }.encode_to_vec() }
+    }
 }
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LogBatch({} bytes)", self.batch.len())
+        write!(f, "LogGroup({} bytes)", self.group.len())
     }
 }
 
-/// The outcome of applying one entry: `None` or the encoded error.
+/// The outcome of applying one entry. Callers learn their own batch's
+/// outcome from their continuation (`Machine::expect`); this only reports
+/// an entry that could not be decoded at all.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Response {
-    /// `ErrorDetail` protobuf when the batch failed to apply.
+    /// `ErrorDetail` protobuf when the entry could not be decoded.
     pub error: Option<Vec<u8>>,
 }
 
@@ -75,10 +86,10 @@ pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId<NodeId> {
 pub fn entry_to_proto(e: &Entry) -> RaftEntry {
     let payload = match &e.payload {
         EntryPayload::Blank => raft_entry::Payload::Blank(RaftBlank {}),
-        EntryPayload::Normal(r) => raft_entry::Payload::Batch(
-            // The batch was validated when it was proposed; an undecodable
-            // one is stored as an empty batch rather than lost.
-            LogBatch::decode(r.batch.as_slice()).unwrap_or_default(),
+        EntryPayload::Normal(r) => raft_entry::Payload::Group(
+            // The group was built by this process when it was proposed; an
+            // undecodable one is stored as an empty group rather than lost.
+            LogGroup::decode(r.group.as_slice()).unwrap_or_default(),
         ),
         EntryPayload::Membership(m) => {
             raft_entry::Payload::MembershipJson(serde_json::to_vec(m).expect("membership serializes").into())
@@ -96,7 +107,8 @@ pub fn entry_to_proto(e: &Entry) -> RaftEntry {
 pub fn entry_from_proto(p: RaftEntry) -> Result<Entry> {
     let payload = match p.payload {
         Some(raft_entry::Payload::Blank(_)) => EntryPayload::Blank,
-        Some(raft_entry::Payload::Batch(b)) => EntryPayload::Normal(Request { batch: b.encode_to_vec() }),
+        Some(raft_entry::Payload::Batch(b)) => EntryPayload::Normal(Request::of(vec![b])),
+        Some(raft_entry::Payload::Group(g)) => EntryPayload::Normal(Request { group: g.encode_to_vec() }),
         Some(raft_entry::Payload::MembershipJson(j)) => EntryPayload::Membership(
             serde_json::from_slice(&j)
                 .map_err(|e| Error::Internal(format!("raft entry {}: bad membership: {e}", p.index)))?,
@@ -124,7 +136,7 @@ mod tests {
         let members = openraft::Membership::new(vec![BTreeSet::from([1])], nodes);
         for payload in [
             EntryPayload::Blank,
-            EntryPayload::Normal(Request { batch: batch.encode_to_vec() }),
+            EntryPayload::Normal(Request::of(vec![batch.clone(), batch.clone()])),
             EntryPayload::Membership(members),
         ] {
             let e = Entry { log_id: log_id(3, 1, 17), payload };
@@ -132,5 +144,17 @@ mod tests {
             assert_eq!(back.log_id, e.log_id);
             assert_eq!(format!("{:?}", back.payload), format!("{:?}", e.payload));
         }
+    }
+
+    #[test]
+    fn an_older_single_batch_entry_reads_as_a_group_of_one() {
+        let batch = LogBatch { time_ms: 5, ops: vec![], proposer: 2, request_id: 9 };
+        let old =
+            RaftEntry { term: 3, leader_id: 1, index: 17, payload: Some(raft_entry::Payload::Batch(batch.clone())) };
+        let e = entry_from_proto(old).unwrap();
+        assert_eq!(
+            format!("{:?}", e.payload),
+            format!("{:?}", EntryPayload::<TypeConfig>::Normal(Request::of(vec![batch])))
+        );
     }
 }

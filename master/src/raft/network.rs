@@ -234,7 +234,7 @@ mod tests {
         let vote = Vote::new(4, 2);
         let entries = vec![
             Entry { log_id: log_id(4, 2, 10), payload: EntryPayload::Blank },
-            Entry { log_id: log_id(4, 2, 11), payload: EntryPayload::Normal(Req { batch: vec![1, 2, 3] }) },
+            Entry { log_id: log_id(4, 2, 11), payload: EntryPayload::Normal(Req { group: vec![1, 2, 3] }) },
         ];
         round_trip(&AppendEntriesRequest::<TypeConfig> {
             vote,

@@ -1,10 +1,12 @@
-//! The replicated state machine: committed `LogBatch`es applied to
-//! [`Meta`], snapshots in the checkpoint format.
+//! The replicated state machine: committed entries (each a `LogGroup` of
+//! callers' `LogBatch`es, see `raft::proposer`) applied to [`Meta`],
+//! snapshots in the checkpoint format.
 //!
 //! A batch's operations are applied in order; the first one that fails
-//! stops the batch and its error is the batch's response. Every replica
-//! applies the same entries in the same order, so every replica reaches the
-//! same state, including for a failed batch.
+//! stops that batch (not the rest of its group) and its error goes to the
+//! batch's caller. Every replica applies the same entries in the same
+//! order, so every replica reaches the same state, including for a failed
+//! batch.
 //!
 //! The leader may attach a continuation to a batch it proposes (see
 //! `Shared::commit_then`): it runs on the metadata right after the batch is
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use gfs_common::{Error, Result};
-use gfs_proto::{Checkpoint, LogBatch};
+use gfs_proto::{Checkpoint, LogBatch, LogGroup};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
@@ -31,8 +33,9 @@ use crate::state::Meta;
 
 type StoreError = StorageError<NodeId>;
 
-/// A continuation run on the metadata right after its batch applied.
-pub type Then = Box<dyn FnOnce(&mut Meta) + Send>;
+/// A continuation run right after its batch applied: on the metadata, or
+/// with the error that stopped the batch (the same on every master).
+pub type Then = Box<dyn FnOnce(std::result::Result<&mut Meta, Error>) + Send>;
 
 /// State shared by the state machine and the request handlers.
 pub struct Machine {
@@ -61,6 +64,28 @@ impl Machine {
     /// Drops the continuation of a batch that failed or timed out.
     pub fn forget(&self, request_id: u64) {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id);
+    }
+
+    /// Applies one caller's batch and runs its continuation, if this
+    /// master proposed it and the caller still waits.
+    fn apply_one(&self, meta: &mut Meta, batch: &LogBatch) {
+        let res = self.apply_batch(meta, batch);
+        let then = (batch.proposer == self.my_id).then(|| self.take(batch.request_id)).flatten();
+        if let Some(then) = then {
+            then(res.map(|()| meta));
+        }
+    }
+
+    fn take(&self, request_id: u64) -> Option<Then> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id)
+    }
+
+    /// Fails the waiting caller of `request_id` (its batch was not
+    /// committed by this master: leadership lost, Raft stopped).
+    pub fn fail(&self, request_id: u64, e: Error) {
+        if let Some(then) = self.take(request_id) {
+            then(Err(e));
+        }
     }
 
     fn apply_batch(&self, meta: &mut Meta, batch: &LogBatch) -> Result<()> {
@@ -151,29 +176,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     out.push(Response::default());
                 }
                 EntryPayload::Normal(req) => {
-                    let batch = match LogBatch::decode(req.batch.as_slice()) {
-                        Ok(b) => b,
+                    let group = match LogGroup::decode(req.group.as_slice()) {
+                        Ok(g) => g,
                         Err(err) => {
-                            error!(index = e.log_id.index, error = %err, "undecodable log batch; skipped");
+                            error!(index = e.log_id.index, error = %err, "undecodable log entry; skipped");
                             out.push(Response {
-                                error: Some(Error::Internal("undecodable log batch".into()).to_detail_bytes()),
+                                error: Some(Error::Internal("undecodable log entry".into()).to_detail_bytes()),
                             });
                             continue;
                         }
                     };
-                    let res = self.m.apply_batch(&mut meta, &batch);
-                    let then = (batch.proposer == self.m.my_id)
-                        .then(|| self.m.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&batch.request_id))
-                        .flatten();
-                    match res {
-                        Ok(()) => {
-                            if let Some(then) = then {
-                                then(&mut meta);
-                            }
-                            out.push(Response::default());
-                        }
-                        Err(err) => out.push(Response { error: Some(err.to_detail_bytes()) }),
+                    for batch in &group.batches {
+                        self.m.apply_one(&mut meta, batch);
                     }
+                    out.push(Response::default());
                 }
             }
         }
