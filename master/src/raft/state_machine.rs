@@ -241,3 +241,67 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Request, log_id};
+    use gfs_proto::{LogRecord, MkdirOp, RenameOp, log_record::Op};
+
+    fn batch(request_id: u64, ops: Vec<Op>) -> LogBatch {
+        let ops = ops.into_iter().map(|op| LogRecord { seq: 0, time_ms: 1, op: Some(op) }).collect();
+        LogBatch { time_ms: 1, ops, proposer: 1, request_id }
+    }
+
+    fn mkdir(p: &str) -> Op {
+        Op::Mkdir(MkdirOp { path: p.into() })
+    }
+
+    /// One entry carries several callers' batches: each applies on its own,
+    /// a failing one stops only itself, and each caller hears its own
+    /// outcome; a caller that gave up is skipped.
+    #[tokio::test]
+    async fn a_group_applies_each_batch_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = Machine::new(Arc::new(Mutex::new(Meta::new())), dir.path().to_path_buf(), 1);
+        let mut outcomes = Vec::new();
+        for id in [10, 11, 12] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            machine.expect(
+                id,
+                Box::new(move |r: Result<&mut Meta>| {
+                    let _ = tx.send(r.map(|m| m.ns.lookup("/a").is_ok()));
+                }),
+            );
+            outcomes.push(rx);
+        }
+        machine.forget(13);
+        let group = vec![
+            batch(10, vec![mkdir("/a")]),
+            // Fails at its second op (no such source): its first op stays
+            // applied, the same on every master.
+            batch(
+                11,
+                vec![mkdir("/b"), Op::Rename(RenameOp { src: "/missing".into(), dst: "/c".into() }), mkdir("/f")],
+            ),
+            batch(12, vec![mkdir("/d")]),
+            batch(13, vec![mkdir("/e")]),
+        ];
+        let entry = Entry { log_id: log_id(1, 1, 1), payload: openraft::EntryPayload::Normal(Request::of(group)) };
+        let out = machine.state_machine().apply(vec![entry]).await.unwrap();
+        assert_eq!(out, vec![Response::default()]);
+        let mut results = Vec::new();
+        for rx in outcomes {
+            results.push(rx.await.unwrap());
+        }
+        assert_eq!(results[0], Ok(true));
+        assert!(matches!(&results[1], Err(Error::Internal(m)) if m.contains("/missing")), "{:?}", results[1]);
+        assert_eq!(results[2], Ok(true));
+        let meta = machine.meta();
+        for p in ["/a", "/b", "/d", "/e"] {
+            assert!(meta.ns.lookup(p).is_ok(), "{p} applied");
+        }
+        assert!(meta.ns.lookup("/c").is_err() && meta.ns.lookup("/f").is_err(), "the failed batch stopped");
+        assert_eq!(meta.applied, Some(log_id(1, 1, 1)));
+    }
+}
