@@ -318,9 +318,7 @@ impl Shared {
         // Request ids only need to be unique within this process life and
         // distinct from a previous life's still-unapplied batches.
         let seed = (gfs_common::now_ms() as u64) << 20;
-        let proposer = Proposer::start(raft.clone(), machine.clone(), Duration::from_millis(cfg.rpc_timeout_ms), {
-            move |e| crate::group::write_error(id, e)
-        });
+        let proposer = Proposer::start(id, raft.clone(), machine.clone(), Duration::from_millis(cfg.rpc_timeout_ms));
         Shared {
             cfg,
             id,

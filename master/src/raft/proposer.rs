@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::debug;
 
 use super::state_machine::Machine;
-use super::{Raft, Request};
+use super::{NodeId, Raft, Request};
 
 /// Entries proposed and not yet answered by openraft.
 pub const IN_FLIGHT: usize = 2;
@@ -43,22 +43,12 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer task of `raft`. A failed entry fails its callers
-    /// through `machine` with `map_err` of openraft's error; `timeout`
-    /// bounds how long one entry may hold an in-flight slot.
-    pub fn start(
-        raft: Raft,
-        machine: Arc<Machine>,
-        timeout: Duration,
-        map_err: impl Fn(
-            RaftError<super::NodeId, openraft::error::ClientWriteError<super::NodeId, openraft::BasicNode>>,
-        ) -> Error
-        + Send
-        + Sync
-        + 'static,
-    ) -> Proposer {
+    /// Starts the proposer task of master `me`. A failed entry fails its
+    /// callers through `machine`; `timeout` bounds how long one entry may
+    /// hold an in-flight slot.
+    pub fn start(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, machine, timeout, Arc::new(map_err), rx));
+        tokio::spawn(run(me, raft, machine, timeout, rx));
         Proposer { tx }
     }
 
@@ -69,13 +59,7 @@ impl Proposer {
     }
 }
 
-type MapErr = Arc<
-    dyn Fn(RaftError<super::NodeId, openraft::error::ClientWriteError<super::NodeId, openraft::BasicNode>>) -> Error
-        + Send
-        + Sync,
->;
-
-async fn run(raft: Raft, machine: Arc<Machine>, timeout: Duration, map_err: MapErr, mut rx: mpsc::Receiver<LogBatch>) {
+async fn run(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration, mut rx: mpsc::Receiver<LogBatch>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carry: Option<LogBatch> = None;
     loop {
@@ -113,7 +97,7 @@ async fn run(raft: Raft, machine: Arc<Machine>, timeout: Duration, map_err: MapE
                 continue;
             }
         };
-        let (machine, map_err) = (machine.clone(), map_err.clone());
+        let machine = machine.clone();
         // The slot is held until openraft answers (applied, or refused), or
         // for `timeout`: a leader without a quorum never answers, and its
         // callers time out on their own.
@@ -122,7 +106,7 @@ async fn run(raft: Raft, machine: Arc<Machine>, timeout: Duration, map_err: MapE
             drop(slot);
             let err = match res {
                 Ok(Ok(Ok(_))) | Err(_) => return,
-                Ok(Ok(Err(e))) => map_err(RaftError::APIError(e)),
+                Ok(Ok(Err(e))) => crate::group::write_error(me, RaftError::APIError(e)),
                 Ok(Err(_)) => Error::Unavailable("raft dropped the write (shutting down)".into()),
             };
             for id in ids {
