@@ -14,10 +14,10 @@ use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZ
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
-    AppendRequest, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, FileInfo,
-    FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo, ListRequest, MkdirRequest,
-    PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo, StatRequest,
-    WriteRequest,
+    AppendRequest, CallId, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
+    FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo, ListRequest,
+    MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo,
+    StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -54,6 +54,11 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
+    /// Random id of this client instance and the sequence of its mutating
+    /// calls: a retry repeats its call's id, so a master answers a call
+    /// that already took effect with its outcome (retry cache).
+    client_id: u64,
+    call_seq: std::sync::atomic::AtomicU64,
     /// The master group's addresses, following the leader.
     masters: MasterSet,
     pool: ChannelPool,
@@ -208,6 +213,8 @@ impl Client {
         let bufs = BufPool::new(MAX_IO_SIZE as usize, config.io_parallelism + 1);
         Ok(Client {
             inner: Arc::new(Inner {
+                client_id: rand::random::<u64>().max(1),
+                call_seq: std::sync::atomic::AtomicU64::new(1),
                 pool: ChannelPool::new(MAX_CHANNELS, CONNECT_TIMEOUT),
                 masters,
                 config,
@@ -239,8 +246,9 @@ impl Client {
     /// succeeds if it exists.
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<()> {
         let path = normalize(path)?;
+        let call = self.next_call();
         self.master_call(|mut m, t| {
-            let req = MkdirRequest { path: path.clone(), parents };
+            let req = MkdirRequest { path: path.clone(), parents, call: Some(call) };
             async move { m.mkdir(with_deadline(req, t)).await }
         })
         .await?;
@@ -261,9 +269,15 @@ impl Client {
 
     async fn create_file(&self, path: &str, replication: Option<u32>, exclusive: bool) -> Result<FileInfo> {
         let path = normalize(path)?;
+        let call = self.next_call();
         let resp = self
             .master_call(|mut m, t| {
-                let req = CreateRequest { path: path.clone(), replication: replication.unwrap_or(0), exclusive };
+                let req = CreateRequest {
+                    path: path.clone(),
+                    replication: replication.unwrap_or(0),
+                    exclusive,
+                    call: Some(call),
+                };
                 async move { m.create(with_deadline(req, t)).await }
             })
             .await?;
@@ -278,9 +292,10 @@ impl Client {
     /// Deletes a file or an empty directory (any directory with `recursive`).
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
         let path = normalize(path)?;
+        let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = DeleteRequest { path: path.clone(), recursive };
+                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call) };
                 async move { m.delete(with_deadline(req, t)).await }
             })
             .await;
@@ -292,9 +307,10 @@ impl Client {
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
         let src = normalize(src)?;
         let dst = normalize(dst)?;
+        let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = RenameRequest { src: src.clone(), dst: dst.clone() };
+                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call) };
                 async move { m.rename(with_deadline(req, t)).await }
             })
             .await;
@@ -714,6 +730,14 @@ impl Client {
                 }
                 Err(Error::from(status))
             }
+        }
+    }
+
+    /// A fresh id for one mutating call, kept across its retries.
+    fn next_call(&self) -> CallId {
+        CallId {
+            client: self.inner.client_id,
+            seq: self.inner.call_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

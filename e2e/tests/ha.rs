@@ -210,7 +210,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let l_addr = g.addrs[leader as usize - 1].clone();
         let mut c = raw(&l_addr).await;
         for i in 0..20 {
-            c.mkdir(MkdirRequest { path: format!("/before/{i}"), parents: true }).await.unwrap();
+            c.mkdir(MkdirRequest { path: format!("/before/{i}"), parents: true, call: None }).await.unwrap();
         }
         let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
         // Cut the leader off from the other two, both directions.
@@ -223,7 +223,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         // The minority side acknowledges nothing: every mutation fails.
         let mut refused = 0;
         for i in 0..3 {
-            let r = c.mkdir(MkdirRequest { path: format!("/minority/{i}"), parents: true }).await;
+            let r = c.mkdir(MkdirRequest { path: format!("/minority/{i}"), parents: true, call: None }).await;
             let e = Error::from(r.expect_err("a partitioned leader acknowledged a mutation"));
             assert!(matches!(e, Error::Unavailable(_) | Error::NotLeader { .. }), "{e}");
             refused += 1;
@@ -233,9 +233,9 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let new_leader = wait_leader(&g, &others, Duration::from_secs(30)).await;
         assert_ne!(new_leader, leader);
         let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
-        c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true }).await.unwrap();
+        c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true, call: None }).await.unwrap();
         for i in 0..20 {
-            c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true })
+            c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true, call: None })
                 .await
                 .unwrap();
         }
@@ -423,8 +423,13 @@ async fn writer(
         n += 1;
         let mut data = vec![0u8; rng.random_range(0..300_000)];
         rng.fill_bytes(&mut data);
-        if client.create(&path, None).await.is_err() {
-            continue;
+        match client.create(&path, None).await {
+            Ok(_) => {}
+            // Every path is new: only a create that ran twice (a retry
+            // after a lost reply) could say this. The retry cache answers
+            // such a retry with the first run's outcome.
+            Err(e @ gfs_client::Error::AlreadyExists { .. }) => panic!("{path}: a retried create ran twice: {e}"),
+            Err(_) => continue,
         }
         let ok = client.write_at(&path, 0, &data).await.is_ok();
         acked.lock().unwrap().insert(path, if ok { data } else { Vec::new() });

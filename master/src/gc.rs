@@ -12,7 +12,7 @@ use std::time::Duration;
 use gfs_common::Result;
 use gfs_common::shutdown::CancellationToken;
 use gfs_proto::log_record::Op;
-use gfs_proto::{DeleteOp, RenameOp};
+use gfs_proto::{CallId, DeleteOp, RenameOp};
 use tracing::{info, warn};
 
 use crate::hidden::{deleted_at, hidden_path, is_hidden_name, is_within_hidden};
@@ -23,8 +23,14 @@ impl Shared {
     /// Hides `path` (a deleted entry), or removes it at once when it is
     /// already hidden.
     pub async fn delete_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<()> {
+        self.delete_path_call(path, recursive, None).await
+    }
+
+    /// [`Shared::delete_path`] for a client call: a retry of a call that
+    /// already took effect gets its outcome (`crate::retry`).
+    pub async fn delete_path_call(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<()> {
         if is_within_hidden(path) {
-            return self.purge(path).await.map(|_| ());
+            return self.purge(path, call).await.map(|_| ());
         }
         let mut ms = gfs_common::now_ms();
         let dst = loop {
@@ -37,22 +43,28 @@ impl Shared {
         let (mut reads, _) = for_mutation(path);
         reads.extend(for_mutation(&dst).0);
         let _g = self.locks.lock(&reads, &[path.to_string(), dst.clone()]).await;
+        if let Some(done) = self.meta().retries.outcome(call) {
+            return done;
+        }
         self.meta().ns.check_delete(path, recursive)?;
         self.meta().ns.check_rename(path, &dst)?;
-        self.commit(vec![Op::Rename(RenameOp { src: path.to_string(), dst: dst.clone() })]).await?;
+        self.commit_call(call, vec![Op::Rename(RenameOp { src: path.to_string(), dst: dst.clone() })]).await?;
         info!(path, hidden = %dst, "deleted; hidden until garbage collection");
         Ok(())
     }
 
     /// Deletes `path` for good. Returns false when it no longer exists.
-    async fn purge(self: &Arc<Self>, path: &str) -> Result<bool> {
+    async fn purge(self: &Arc<Self>, path: &str, call: Option<&CallId>) -> Result<bool> {
         let (r, w) = for_mutation(path);
         let _g = self.locks.lock(&r, &w).await;
+        if let Some(done) = self.meta().retries.outcome(call) {
+            return done.map(|()| true);
+        }
         if self.meta().ns.get(path).is_none() {
             return Ok(false);
         }
         self.meta().ns.check_delete(path, true)?;
-        self.commit(vec![Op::Delete(DeleteOp { path: path.to_string() })]).await?;
+        self.commit_call(call, vec![Op::Delete(DeleteOp { path: path.to_string() })]).await?;
         Ok(true)
     }
 
@@ -101,7 +113,7 @@ impl GcWorker {
         let delay = Duration::from_millis(self.shared.cfg.heal.gc_delay_ms);
         let mut n = 0;
         for path in self.shared.expired(gfs_common::now_ms(), delay) {
-            if self.shared.purge(&path).await? {
+            if self.shared.purge(&path, None).await? {
                 info!(path = %path, "garbage collected deleted entry");
                 n += 1;
             }

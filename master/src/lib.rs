@@ -22,6 +22,7 @@ pub mod placement;
 pub mod raft;
 pub mod repair;
 pub mod report;
+pub mod retry;
 pub mod rpc;
 pub mod servers;
 pub mod service;

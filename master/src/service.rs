@@ -59,8 +59,12 @@ impl Service {
         check_user_path(&path)?;
         let (r, w) = for_mutation(&path);
         let _g = self.shared.locks.lock(&r, &w).await;
+        // A retry of a call that already took effect gets its outcome.
+        if let Some(done) = self.shared.meta().retries.outcome(req.call.as_ref()) {
+            return done.map(|()| MkdirResponse {});
+        }
         if self.shared.meta().ns.check_mkdir(&path, req.parents)? {
-            self.shared.commit(vec![Op::Mkdir(MkdirOp { path })]).await?;
+            self.shared.commit_call(req.call.as_ref(), vec![Op::Mkdir(MkdirOp { path })]).await?;
         }
         Ok(MkdirResponse {})
     }
@@ -77,10 +81,17 @@ impl Service {
         let replication = if req.replication == 0 { self.shared.cfg.replication } else { req.replication };
         let (r, w) = for_mutation(&path);
         let _g = self.shared.locks.lock(&r, &w).await;
-        let exists = self.shared.meta().ns.check_create(&path, req.exclusive)?.is_some();
-        if !exists {
-            let op = CreateOp { path: path.clone(), replication, chunk_size: self.shared.cfg.chunk_size };
-            self.shared.commit(vec![Op::Create(op)]).await?;
+        let replay = self.shared.meta().retries.outcome(req.call.as_ref());
+        match replay {
+            // The call already created the file: answer with it.
+            Some(done) => done?,
+            None => {
+                let exists = self.shared.meta().ns.check_create(&path, req.exclusive)?.is_some();
+                if !exists {
+                    let op = CreateOp { path: path.clone(), replication, chunk_size: self.shared.cfg.chunk_size };
+                    self.shared.commit_call(req.call.as_ref(), vec![Op::Create(op)]).await?;
+                }
+            }
         }
         let meta = self.shared.meta();
         let node = meta.ns.lookup(&path)?;
@@ -89,7 +100,7 @@ impl Service {
 
     async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         let path = normalize(&req.path)?;
-        self.shared.delete_path(&path, req.recursive).await?;
+        self.shared.delete_path_call(&path, req.recursive, req.call.as_ref()).await?;
         Ok(DeleteResponse {})
     }
 
@@ -100,8 +111,11 @@ impl Service {
         let (mut reads, _) = for_mutation(&src);
         reads.extend(for_mutation(&dst).0);
         let _g = self.shared.locks.lock(&reads, &[src.clone(), dst.clone()]).await;
+        if let Some(done) = self.shared.meta().retries.outcome(req.call.as_ref()) {
+            return done.map(|()| RenameResponse {});
+        }
         self.shared.meta().ns.check_rename(&src, &dst)?;
-        self.shared.commit(vec![Op::Rename(RenameOp { src, dst })]).await?;
+        self.shared.commit_call(req.call.as_ref(), vec![Op::Rename(RenameOp { src, dst })]).await?;
         Ok(RenameResponse {})
     }
 

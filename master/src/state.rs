@@ -9,8 +9,8 @@ use std::time::Duration;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
-    Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, LogBatch, LogRecord, ServerState,
-    ServerStateOp,
+    CallId, Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, LogBatch, LogRecord,
+    ServerState, ServerStateOp,
 };
 
 use crate::chunks::ChunkTable;
@@ -48,6 +48,8 @@ pub struct Meta {
     pub applied: Option<openraft::LogId<crate::raft::NodeId>>,
     /// Raft: the membership in force at `applied` (replicated state).
     pub membership: crate::raft::StoredMembership,
+    /// Outcomes of recent client calls (replicated state).
+    pub retries: crate::retry::RetryCache,
 }
 
 impl Meta {
@@ -143,6 +145,7 @@ impl Meta {
             next_handle: self.chunks.next_handle(),
             entries,
             server_states,
+            retries: self.retries.to_proto(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Meta {
         self.ns = fresh.ns;
         self.chunks = fresh.chunks;
         self.admin = fresh.admin;
+        self.retries = fresh.retries;
         let held: Vec<(String, u64)> =
             self.servers.iter().flat_map(|s| s.chunks.iter().map(|h| (s.info.id.clone(), *h))).collect();
         for (server, h) in held {
@@ -214,6 +218,7 @@ impl Meta {
             m.membership = serde_json::from_slice(&cp.membership_json)
                 .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}; refusing to start")))?;
         }
+        m.retries = crate::retry::RetryCache::from_proto(&cp.retries);
         Ok(m)
     }
 
@@ -367,6 +372,21 @@ impl Shared {
         ops: Vec<Op>,
         then: impl FnOnce(&mut Meta) -> R + Send + 'static,
     ) -> Result<R> {
+        self.propose(None, ops, then).await
+    }
+
+    /// Like [`Shared::commit`], for a client call: the applied batch
+    /// records the call's outcome in the retry cache (`crate::retry`).
+    pub async fn commit_call(self: &Arc<Self>, call: Option<&CallId>, ops: Vec<Op>) -> Result<()> {
+        self.propose(call.filter(|c| c.client != 0).cloned(), ops, |_| {}).await
+    }
+
+    async fn propose<R: Send + 'static>(
+        self: &Arc<Self>,
+        call: Option<CallId>,
+        ops: Vec<Op>,
+        then: impl FnOnce(&mut Meta) -> R + Send + 'static,
+    ) -> Result<R> {
         self.require_leader()?;
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, applied) = tokio::sync::oneshot::channel();
@@ -378,7 +398,7 @@ impl Shared {
         );
         let time_ms = gfs_common::now_ms();
         let ops = ops.into_iter().map(|op| LogRecord { seq: 0, time_ms, op: Some(op) }).collect();
-        let batch = LogBatch { time_ms, ops, proposer: self.id, request_id };
+        let batch = LogBatch { time_ms, ops, proposer: self.id, request_id, call };
         let wait = Duration::from_millis(self.cfg.rpc_timeout_ms);
         let outcome = tokio::time::timeout(wait, async {
             self.proposer.propose(batch).await?;

@@ -43,11 +43,15 @@ fn kind<T: std::fmt::Debug>(r: Result<T, Status>) -> ErrorKind {
 }
 
 async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
-    c.mkdir(MkdirRequest { path: p.into(), parents }).await.map(|_| ())
+    c.mkdir(MkdirRequest { path: p.into(), parents, call: None }).await.map(|_| ())
 }
 
 async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
-    Ok(c.create(CreateRequest { path: p.into(), replication: 0, exclusive: true }).await?.into_inner().info.unwrap())
+    Ok(c.create(CreateRequest { path: p.into(), replication: 0, exclusive: true, call: None })
+        .await?
+        .into_inner()
+        .info
+        .unwrap())
 }
 
 /// Recursive listing: (path, type, replication, chunk_count), sorted.
@@ -83,7 +87,8 @@ async fn namespace_survives_restart() {
     let f = create(&mut c, "/a/b/f").await.unwrap();
     assert_eq!((f.replication, f.chunk_size, f.size), (3, 1 << 20, 0));
     assert_eq!(kind(create(&mut c, "/a/b/f").await), ErrorKind::AlreadyExists);
-    let again = c.create(CreateRequest { path: "/a/b/f".into(), replication: 2, exclusive: false }).await.unwrap();
+    let again =
+        c.create(CreateRequest { path: "/a/b/f".into(), replication: 2, exclusive: false, call: None }).await.unwrap();
     assert_eq!(again.into_inner().info.unwrap().replication, 3, "non-exclusive create returns the existing file");
     assert_eq!(kind(mkdir(&mut c, "/a/b/f", true).await), ErrorKind::NotADirectory);
     assert_eq!(kind(mkdir(&mut c, "/a/b/f/g", true).await), ErrorKind::NotADirectory);
@@ -92,24 +97,30 @@ async fn namespace_survives_restart() {
     assert_eq!(kind(create(&mut c, "/a/../f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "/a//f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "relative").await), ErrorKind::InvalidPath);
-    let big = c.create(CreateRequest { path: "/r".into(), replication: 17, exclusive: true }).await;
+    let big = c.create(CreateRequest { path: "/r".into(), replication: 17, exclusive: true, call: None }).await;
     assert_eq!(kind(big), ErrorKind::InvalidArgument);
-    let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false }).await;
+    let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false, call: None }).await;
     assert_eq!(kind(del), ErrorKind::DirectoryNotEmpty);
-    assert_eq!(kind(c.delete(DeleteRequest { path: "/missing".into(), recursive: false }).await), ErrorKind::NotFound);
-    assert_eq!(kind(c.delete(DeleteRequest { path: "/".into(), recursive: true }).await), ErrorKind::InvalidArgument);
-    let bad = c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into() }).await;
+    assert_eq!(
+        kind(c.delete(DeleteRequest { path: "/missing".into(), recursive: false, call: None }).await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(c.delete(DeleteRequest { path: "/".into(), recursive: true, call: None }).await),
+        ErrorKind::InvalidArgument
+    );
+    let bad = c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into(), call: None }).await;
     assert_eq!(kind(bad), ErrorKind::InvalidArgument);
     assert_eq!(kind(c.stat(StatRequest { path: "/zz".into(), allow_stale: false }).await), ErrorKind::NotFound);
 
-    c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into() }).await.unwrap();
+    c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into(), call: None }).await.unwrap();
     for i in 0..10 {
         create(&mut c, &format!("/moved/file{i}")).await.unwrap();
     }
-    c.delete(DeleteRequest { path: "/moved/c".into(), recursive: false }).await.unwrap();
-    c.delete(DeleteRequest { path: "/moved/file3".into(), recursive: false }).await.unwrap();
+    c.delete(DeleteRequest { path: "/moved/c".into(), recursive: false, call: None }).await.unwrap();
+    c.delete(DeleteRequest { path: "/moved/file3".into(), recursive: false, call: None }).await.unwrap();
     mkdir(&mut c, "/gone/deep/er", true).await.unwrap();
-    c.delete(DeleteRequest { path: "/gone".into(), recursive: true }).await.unwrap();
+    c.delete(DeleteRequest { path: "/gone".into(), recursive: true, call: None }).await.unwrap();
 
     let listed = c
         .list(ListRequest { path: "/moved".into(), include_hidden: false, allow_stale: false })
@@ -322,7 +333,7 @@ async fn leases_versions_and_restart() {
 
     // Deleting the file hides it; its chunks stay until the GC delay (3
     // days by default) passes, so no replica is told to delete them yet.
-    c.delete(DeleteRequest { path: "/f".into(), recursive: false }).await.unwrap();
+    c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None }).await.unwrap();
     let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
     assert!(hb.into_inner().delete_chunks.is_empty());
     stop(h, token).await;
@@ -401,5 +412,48 @@ async fn concurrent_creates_share_raft_entries_and_survive_restart() {
         .map(|e| e.path)
         .collect();
     assert_eq!(names, (0..N).map(|i| format!("/many/f{i:03}")).collect());
+    stop(h, token).await;
+}
+
+/// A retried call (same `CallId`) that already took effect gets its
+/// outcome instead of running again, also after a restart; a new call on
+/// the same path runs normally.
+#[tokio::test]
+async fn retried_calls_get_their_outcome_not_a_second_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    let call = |seq| Some(CallId { client: 77, seq });
+    let create =
+        |path: &str, seq| CreateRequest { path: path.into(), replication: 0, exclusive: true, call: call(seq) };
+    let first = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
+    // The reply was "lost": the same call again answers with the file.
+    let again = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
+    assert_eq!((again.path.as_str(), again.mtime_ms), (first.path.as_str(), first.mtime_ms));
+    // A new call on the same path is a new create: refused.
+    assert_eq!(kind(c.create(create("/f", 2)).await), ErrorKind::AlreadyExists);
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
+    assert_eq!(kind(mkdir(&mut c, "/d", false).await), ErrorKind::AlreadyExists);
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
+    assert_eq!(
+        kind(c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(6) }).await),
+        ErrorKind::NotFound
+    );
+    // Another client's call with the same seq is its own call.
+    let other =
+        CreateRequest { path: "/d".into(), replication: 0, exclusive: true, call: Some(CallId { client: 78, seq: 3 }) };
+    assert_eq!(kind(c.create(other).await), ErrorKind::AlreadyExists);
+
+    // The outcomes are replicated state: they survive a restart (the
+    // config checkpoints every 7 entries, so both the checkpoint and the
+    // log tail carry them).
+    stop(h, token).await;
+    let (h, token, mut c) = start(config(dir.path())).await;
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
     stop(h, token).await;
 }

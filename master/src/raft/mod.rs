@@ -131,6 +131,7 @@ mod tests {
             ops: vec![LogRecord { seq: 0, time_ms: 5, op: Some(Op::Mkdir(MkdirOp { path: "/a".into() })) }],
             proposer: 2,
             request_id: 9,
+            call: Some(gfs_proto::CallId { client: 4, seq: 6 }),
         };
         let nodes: BTreeMap<u64, BasicNode> = [(1, BasicNode { addr: "h:1".into() })].into();
         let members = openraft::Membership::new(vec![BTreeSet::from([1])], nodes);
@@ -148,7 +149,7 @@ mod tests {
 
     #[test]
     fn an_older_single_batch_entry_reads_as_a_group_of_one() {
-        let batch = LogBatch { time_ms: 5, ops: vec![], proposer: 2, request_id: 9 };
+        let batch = LogBatch { time_ms: 5, ops: vec![], proposer: 2, request_id: 9, call: None };
         let old =
             RaftEntry { term: 3, leader_id: 1, index: 17, payload: Some(raft_entry::Payload::Batch(batch.clone())) };
         let e = entry_from_proto(old).unwrap();

@@ -69,7 +69,20 @@ impl Machine {
     /// Applies one caller's batch and runs its continuation, if this
     /// master proposed it and the caller still waits.
     fn apply_one(&self, meta: &mut Meta, batch: &LogBatch) {
-        let res = self.apply_batch(meta, batch);
+        // A client call is applied once: a second batch for a call already
+        // carried out (a retry proposed while the first was still in
+        // flight) gets the first one's outcome and changes nothing.
+        let res = match meta.retries.outcome(batch.call.as_ref()) {
+            Some(done) => done,
+            None => {
+                let res = self.apply_batch(meta, batch);
+                if let Some(call) = &batch.call {
+                    let err = res.as_ref().err().map(Error::to_detail_bytes).unwrap_or_default();
+                    meta.retries.record(call, batch.time_ms, err);
+                }
+                res
+            }
+        };
         let then = (batch.proposer == self.my_id).then(|| self.take(batch.request_id)).flatten();
         if let Some(then) = then {
             then(res.map(|()| meta));
@@ -250,7 +263,7 @@ mod tests {
 
     fn batch(request_id: u64, ops: Vec<Op>) -> LogBatch {
         let ops = ops.into_iter().map(|op| LogRecord { seq: 0, time_ms: 1, op: Some(op) }).collect();
-        LogBatch { time_ms: 1, ops, proposer: 1, request_id }
+        LogBatch { time_ms: 1, ops, proposer: 1, request_id, call: None }
     }
 
     fn mkdir(p: &str) -> Op {
@@ -303,5 +316,36 @@ mod tests {
         }
         assert!(meta.ns.lookup("/c").is_err() && meta.ns.lookup("/f").is_err(), "the failed batch stopped");
         assert_eq!(meta.applied, Some(log_id(1, 1, 1)));
+    }
+
+    /// A second batch for a call already carried out changes nothing and
+    /// gets the first batch's outcome, on every master alike.
+    #[tokio::test]
+    async fn a_call_applies_once_even_if_proposed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = Machine::new(Arc::new(Mutex::new(Meta::new())), dir.path().to_path_buf(), 1);
+        let call = Some(gfs_proto::CallId { client: 5, seq: 1 });
+        let create = |request_id| LogBatch {
+            call,
+            ..batch(
+                request_id,
+                vec![Op::Create(gfs_proto::CreateOp { path: "/f".into(), replication: 3, chunk_size: 1 })],
+            )
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        machine.expect(
+            21,
+            Box::new(move |r: Result<&mut Meta>| {
+                let _ = tx.send(r.map(|_| ()));
+            }),
+        );
+        let entries = vec![
+            Entry { log_id: log_id(1, 1, 1), payload: openraft::EntryPayload::Normal(Request::of(vec![create(20)])) },
+            Entry { log_id: log_id(1, 1, 2), payload: openraft::EntryPayload::Normal(Request::of(vec![create(21)])) },
+        ];
+        machine.state_machine().apply(entries).await.unwrap();
+        assert_eq!(rx.await.unwrap(), Ok(()), "the second run answers with the first one's outcome");
+        assert_eq!(machine.meta().retries.len(), 1);
+        assert!(machine.meta().ns.lookup("/f").is_ok());
     }
 }
