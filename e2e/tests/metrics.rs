@@ -73,6 +73,7 @@ const MASTER_FAMILIES: &[&str] = &[
     "gfs_master_raft_is_leader",
     "gfs_master_raft_leader_changes",
     "gfs_master_raft_applied_index",
+    "gfs_master_raft_entry_batches",
 ];
 
 const CHUNKSERVER_FAMILIES: &[&str] = &[
@@ -151,6 +152,10 @@ async fn separate_processes_serve_metrics_and_readiness() {
     assert!(value(&body, "gfs_master_raft_term", &[]) >= 1.0);
     assert!(value(&body, "gfs_master_raft_applied_index", &[]) >= 8.0);
     assert_eq!(value(&body, "gfs_master_raft_leader_changes_total", &[]), 1.0);
+    // Every proposed entry carries at least one caller's batch.
+    let entries = value(&body, "gfs_master_raft_entry_batches_count", &[]);
+    assert!(entries >= 8.0, "{entries} proposed entries");
+    assert!(value(&body, "gfs_master_raft_entry_batches_sum", &[]) >= entries);
     assert!(value(&body, "gfs_master_rpc_requests_total", &["method=\"Create\"", "code=\"OK\""]) >= 1.0);
     assert!(value(&body, "gfs_master_rpc_duration_seconds_count", &["method=\"Create\""]) >= 1.0);
     assert_eq!(value(&body, "gfs_master_under_replicated_chunks", &[]), 0.0);

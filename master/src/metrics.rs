@@ -85,6 +85,8 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// Last Raft index applied to the metadata.
     pub raft_applied_index: Gauge,
+    /// Callers' batches per proposed Raft entry (proposal grouping).
+    pub raft_entry_batches: Histogram,
     /// Deficit sizes reported so far (kept at 0 once repaired).
     seen_missing: Arc<Mutex<BTreeSet<u32>>>,
 }
@@ -107,6 +109,7 @@ impl Default for Metrics {
             raft_is_leader: Gauge::default(),
             leader_changes: Counter::default(),
             raft_applied_index: Gauge::default(),
+            raft_entry_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             seen_missing: Arc::new(Mutex::new(BTreeSet::from([1]))),
         }
     }
@@ -134,6 +137,11 @@ impl Metrics {
         r.register("raft_is_leader", "1 while this master is the acting leader", self.raft_is_leader.clone());
         r.register("raft_leader_changes", "Times this master became the leader", self.leader_changes.clone());
         r.register("raft_applied_index", "Last Raft log index applied", self.raft_applied_index.clone());
+        r.register(
+            "raft_entry_batches",
+            "Callers' metadata batches grouped into each proposed Raft entry",
+            self.raft_entry_batches.clone(),
+        );
         r.register(
             "chunkserver_heartbeat_age_seconds",
             "Seconds since the chunkserver's last heartbeat",

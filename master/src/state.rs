@@ -323,7 +323,13 @@ impl Shared {
         // Request ids only need to be unique within this process life and
         // distinct from a previous life's still-unapplied batches.
         let seed = (gfs_common::now_ms() as u64) << 20;
-        let proposer = Proposer::start(id, raft.clone(), machine.clone(), Duration::from_millis(cfg.rpc_timeout_ms));
+        let proposer = Proposer::start(
+            id,
+            raft.clone(),
+            machine.clone(),
+            Duration::from_millis(cfg.rpc_timeout_ms),
+            metrics.raft_entry_batches.clone(),
+        );
         Shared {
             cfg,
             id,

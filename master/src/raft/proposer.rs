@@ -20,6 +20,7 @@ use std::time::Duration;
 use gfs_common::Error;
 use gfs_proto::LogBatch;
 use openraft::error::RaftError;
+use prometheus_client::metrics::histogram::Histogram;
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::debug;
@@ -45,10 +46,10 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposer task of master `me`. A failed entry fails its
     /// callers through `machine`; `timeout` bounds how long one entry may
-    /// hold an in-flight slot.
-    pub fn start(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration) -> Proposer {
+    /// hold an in-flight slot; `sizes` records the batches per entry.
+    pub fn start(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration, sizes: Histogram) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(me, raft, machine, timeout, rx));
+        tokio::spawn(run(me, raft, machine, timeout, sizes, rx));
         Proposer { tx }
     }
 
@@ -59,7 +60,14 @@ impl Proposer {
     }
 }
 
-async fn run(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration, mut rx: mpsc::Receiver<LogBatch>) {
+async fn run(
+    me: NodeId,
+    raft: Raft,
+    machine: Arc<Machine>,
+    timeout: Duration,
+    sizes: Histogram,
+    mut rx: mpsc::Receiver<LogBatch>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carry: Option<LogBatch> = None;
     loop {
@@ -87,6 +95,7 @@ async fn run(me: NodeId, raft: Raft, machine: Arc<Machine>, timeout: Duration, m
             }
         }
         let ids: Vec<u64> = group.iter().map(|b| b.request_id).collect();
+        sizes.observe(ids.len() as f64);
         debug!(batches = ids.len(), bytes, "proposing");
         let responder = match raft.client_write_ff(Request::of(group)).await {
             Ok(r) => r,
