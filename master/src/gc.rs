@@ -21,14 +21,9 @@ use crate::state::Shared;
 
 impl Shared {
     /// Hides `path` (a deleted entry), or removes it at once when it is
-    /// already hidden.
-    pub async fn delete_path(self: &Arc<Self>, path: &str, recursive: bool) -> Result<()> {
-        self.delete_path_call(path, recursive, None).await
-    }
-
-    /// [`Shared::delete_path`] for a client call: a retry of a call that
-    /// already took effect gets its outcome (`crate::retry`).
-    pub async fn delete_path_call(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<()> {
+    /// already hidden. A retry of a client `call` that already took effect
+    /// gets its outcome (`crate::retry`).
+    pub async fn delete_path(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<()> {
         if is_within_hidden(path) {
             return self.purge(path, call).await.map(|_| ());
         }

@@ -100,7 +100,7 @@ impl Service {
 
     async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         let path = normalize(&req.path)?;
-        self.shared.delete_path_call(&path, req.recursive, req.call.as_ref()).await?;
+        self.shared.delete_path(&path, req.recursive, req.call.as_ref()).await?;
         Ok(DeleteResponse {})
     }
 

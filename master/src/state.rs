@@ -384,7 +384,7 @@ impl Shared {
     /// Like [`Shared::commit`], for a client call: the applied batch
     /// records the call's outcome in the retry cache (`crate::retry`).
     pub async fn commit_call(self: &Arc<Self>, call: Option<&CallId>, ops: Vec<Op>) -> Result<()> {
-        self.propose(call.filter(|c| c.client != 0).cloned(), ops, |_| {}).await
+        self.propose(call.cloned(), ops, |_| {}).await
     }
 
     async fn propose<R: Send + 'static>(

@@ -76,10 +76,10 @@ async fn bare_watch(kc: &Path, ns: &str) -> anyhow::Result<()> {
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let client = client_for(kc).await?;
     let cfg = watcher::Config::default().any_semantic();
-    let (gcs, gw) = reflector::store::<GfsCluster>();
-    let (stss, sw) = reflector::store::<StatefulSet>();
-    let (pods, pw) = reflector::store::<Pod>();
-    let (nodes, nw) = reflector::store::<Node>();
+    let (_gcs, gw) = reflector::store::<GfsCluster>();
+    let (_stss, sw) = reflector::store::<StatefulSet>();
+    let (_pods, pw) = reflector::store::<Pod>();
+    let (_nodes, nw) = reflector::store::<Node>();
     let g = reflector(gw, watcher(Api::<GfsCluster>::namespaced(client.clone(), ns), cfg.clone())).default_backoff();
     let s = reflector(
         sw,
@@ -101,7 +101,6 @@ async fn bare_watch(kc: &Path, ns: &str) -> anyhow::Result<()> {
         p.for_each(|_| async {}),
         n.for_each(|_| async {})
     );
-    drop((gcs, stss, pods, nodes));
     Ok(())
 }
 
