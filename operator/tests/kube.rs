@@ -700,7 +700,7 @@ async fn image_change_rolls_one_pod_at_a_time_gated_on_under_replication() {
 async fn master_count_changes_drive_membership_one_member_at_a_time() {
     let (admin, op_client) = setup().await;
     let ns = namespace(&admin, "members").await;
-    let pods = MasterPods::start(3);
+    let pods = MasterPods::start(3).await;
     wait("founder leads", || async { (pods.voters().await? == vec![0]).then_some(()) }).await;
     let op = Operator::start_with_master_pods(op_client, &ns, &pods.addrs[&0], pods.addrs.clone(), "op-m");
     let spec = json!({

@@ -232,48 +232,128 @@ pub struct Gfs {
     /// Chunkserver addresses indexed by the operator's positional ordinal
     /// (sorted by address, as `scaling::server_for_ordinal` maps them).
     pub chunkservers: Vec<String>,
+    /// The process name (`cs{i}`, zone `z{i}`, log `cs{i}.log`) of each
+    /// ordinal in `chunkservers`.
+    names: Vec<String>,
+    /// (name, process).
     procs: Vec<(String, Child)>,
 }
 
+/// Attempts at starting a master on a port that was free a moment ago.
+const MASTER_START_ATTEMPTS: usize = 5;
+
 impl Gfs {
+    /// Starts a master and `n` chunkservers and waits until all `n` are
+    /// registered and alive. The chunkservers listen on port 0 and are
+    /// found by their zone in the master's status, so only the master's
+    /// port can be raced for; a master that exits at once (its port was
+    /// taken after `free_addr` let go of it) is started again on another.
     pub async fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let master = free_addr();
-        let log = |name: &str| std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-        let mut procs = Vec::new();
-        let m = Command::new(bin("gfs-master"))
-            .args(["--listen", &master, "--chunk-size", "1MiB", "--dead-after-ms", "2000", "--data-dir"])
-            .arg(dir.path().join("master"))
-            .stdout(log("master"))
-            .stderr(log("master-err"))
-            .spawn()
-            .unwrap();
-        procs.push(("master".to_string(), m));
-        let mut chunkservers = Vec::new();
+        let mut g = Self { dir, master: String::new(), chunkservers: Vec::new(), names: Vec::new(), procs: Vec::new() };
+        g.start_master().await;
         for i in 0..n {
-            let addr = free_addr();
+            let name = format!("cs{i}");
             let c = Command::new(bin("gfs-chunkserver"))
-                .args(["--master", &master, "--listen", &addr, "--zone", &format!("z{i}"), "--no-sync", "--data-dir"])
-                .arg(dir.path().join(format!("cs{i}")))
-                .stdout(log(&format!("cs{i}")))
-                .stderr(log(&format!("cs{i}-err")))
+                .args(["--master", &g.master, "--listen", "127.0.0.1:0", "--zone", &format!("z{i}"), "--no-sync"])
+                .arg("--data-dir")
+                .arg(g.dir.path().join(&name))
+                .stdout(Stdio::null())
+                .stderr(g.log(&name))
                 .spawn()
                 .unwrap();
-            procs.push((addr.clone(), c));
-            chunkservers.push(addr);
+            g.procs.push((name, c));
         }
-        chunkservers.sort();
-        let g = Self { dir, master, chunkservers, procs };
         let admin = MasterAdmin::default();
-        wait("chunkservers registered", || {
-            let admin = admin.clone();
-            let m = g.master.clone();
-            async move {
-                admin.status(&m).await.ok().filter(|s| s.servers.iter().filter(|s| s.alive).count() == n).map(|_| ())
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last;
+        let servers = loop {
+            g.assert_running();
+            match admin.status(&g.master).await {
+                Ok(st) => {
+                    let alive: Vec<_> =
+                        st.servers.iter().filter(|s| s.alive).filter_map(|s| s.server.clone()).collect();
+                    if alive.len() == n {
+                        break alive;
+                    }
+                    last = format!("{} of {n} alive: {:?}", alive.len(), st.servers);
+                }
+                Err(e) => last = format!("master status: {e}"),
             }
-        })
-        .await;
+            assert!(Instant::now() < deadline, "timed out waiting for chunkservers registered ({last})\n{}", g.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // The ordinal order is the address order; names follow zones.
+        let mut by_addr: Vec<(String, String)> =
+            servers.into_iter().map(|s| (s.address, s.zone.replacen('z', "cs", 1))).collect();
+        by_addr.sort();
+        (g.chunkservers, g.names) = by_addr.into_iter().unzip();
         g
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap()
+    }
+
+    async fn start_master(&mut self) {
+        let admin = MasterAdmin::default();
+        for attempt in 1..=MASTER_START_ATTEMPTS {
+            let addr = free_addr();
+            let mut m = Command::new(bin("gfs-master"))
+                .args(["--listen", &addr, "--chunk-size", "1MiB", "--dead-after-ms", "2000", "--data-dir"])
+                .arg(self.dir.path().join("master"))
+                .stdout(Stdio::null())
+                .stderr(self.log("master"))
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = m.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default();
+                    assert!(
+                        attempt < MASTER_START_ATTEMPTS,
+                        "gfs-master exited ({status}) {attempt} times; last log:\n{log}"
+                    );
+                    eprintln!("gfs-master on {addr} exited ({status}); starting it on another port\n{log}");
+                    break;
+                }
+                if admin.status(&addr).await.is_ok() {
+                    self.master = addr;
+                    self.procs.push(("master".to_string(), m));
+                    return;
+                }
+                assert!(Instant::now() < deadline, "gfs-master on {addr} never answered\n{}", self.logs());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Panics, with the logs, if a process exited that the test did not stop.
+    fn assert_running(&mut self) {
+        let mut exited = Vec::new();
+        for (name, c) in &mut self.procs {
+            if let Some(status) = c.try_wait().unwrap() {
+                exited.push(format!("{name} exited ({status})"));
+            }
+        }
+        assert!(exited.is_empty(), "{}\n{}", exited.join(", "), self.logs());
+    }
+
+    /// The last lines of every process's log.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap().flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} (last 30 lines)\n", p.display()));
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Writes `bytes` of data to PATH with the CLI.
@@ -294,8 +374,8 @@ impl Gfs {
 
     /// SIGKILLs the chunkserver of ordinal `i`.
     pub fn kill_chunkserver(&mut self, ordinal: usize) {
-        let addr = self.chunkservers[ordinal].clone();
-        let (_, c) = self.procs.iter_mut().find(|(a, _)| *a == addr).unwrap();
+        let name = &self.names[ordinal];
+        let (_, c) = self.procs.iter_mut().find(|(n, _)| n == name).unwrap();
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -427,7 +507,24 @@ pub struct MasterPods {
 }
 
 impl MasterPods {
-    pub fn start(n: u64) -> Self {
+    /// Starts `n` masters and waits until each answers. The addresses are
+    /// ports that were free a moment ago; if one was taken in between (a
+    /// master exits at once), all are started again on other ports.
+    pub async fn start(n: u64) -> Self {
+        for attempt in 1..=MASTER_START_ATTEMPTS {
+            let mut pods = Self::spawn(n);
+            match pods.answering().await {
+                Ok(()) => return pods,
+                Err(e) => {
+                    assert!(attempt < MASTER_START_ATTEMPTS, "master pods did not start {attempt} times: {e}");
+                    eprintln!("master pods did not start ({e}); again on other ports");
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(n: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addrs: std::collections::BTreeMap<u64, String> = (0..n).map(|o| (o, free_addr())).collect();
         let mut procs = Vec::new();
@@ -445,6 +542,30 @@ impl MasterPods {
             );
         }
         Self { dir, addrs, procs }
+    }
+
+    /// Waits until every master is listening (a master not yet added to
+    /// the group does not answer status calls, so its log is read); an
+    /// error names the first that exited, with its log.
+    async fn answering(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut listening = 0;
+            for (o, p) in self.addrs.keys().zip(&mut self.procs) {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("master-{o}.log"))).unwrap_or_default();
+                if let Some(status) = p.try_wait().unwrap() {
+                    return Err(format!("master {o} exited ({status}): {log}"));
+                }
+                listening += usize::from(log.contains("master listening"));
+            }
+            if listening == self.procs.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{listening} of {} masters listening after 30 s", self.procs.len()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The voter ids the group reports (asked at pod 0).
