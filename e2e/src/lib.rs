@@ -48,7 +48,4 @@ impl Drop for Proc {
     }
 }
 
-/// Returns a loopback address with a port that was free a moment ago.
-pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
+pub use gfs_testkit::free_addr;

@@ -212,8 +212,7 @@ fn kill9_all_in_one_server_keeps_every_acknowledged_operation() {
 fn separate_binaries_form_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     // Pick a free port for the master; chunkservers need it up front.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let master = format!("127.0.0.1:{port}");
+    let master = gfs_e2e::free_addr().to_string();
     let _m = Proc::spawn(
         Command::new(bin("gfs-master"))
             .args(["--listen", &master, "--chunk-size", "1MiB", "--data-dir"])

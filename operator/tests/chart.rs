@@ -325,8 +325,7 @@ fn metric_of(query: &str) -> String {
 }
 
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    gfs_testkit::free_addr().to_string()
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {

@@ -297,3 +297,56 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Lowest port `free_addr` hands out.
+const FREE_PORT_FLOOR: u32 = 10_000;
+/// Most ports `free_addr` cycles through.
+const FREE_PORT_SPAN: u32 = 12_000;
+
+/// Returns a loopback address whose port was free a moment ago, for a
+/// process the test starts and must know the address of beforehand.
+///
+/// The port is taken from just below the kernel's ephemeral range, so an
+/// outgoing connection (which gets its local port from that range) can
+/// never take it between this call and the process's bind, and ports are
+/// handed out in turn from a per-process random start, so two calls in one
+/// test binary do not get the same one.
+pub fn free_addr() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static RANGE: std::sync::OnceLock<Option<(u32, u32, u32)>> = std::sync::OnceLock::new();
+    let range = RANGE.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let ephemeral_low: u32 = text.split_whitespace().next()?.parse().ok()?;
+        let span = ephemeral_low.checked_sub(FREE_PORT_FLOOR)?.min(FREE_PORT_SPAN);
+        let seed = std::process::id()
+            .wrapping_mul(7919)
+            .wrapping_add(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.subsec_nanos());
+        (span >= 1_000).then_some((ephemeral_low - span, span, seed % span))
+    });
+    if let Some((low, span, seed)) = *range {
+        for _ in 0..span {
+            let port = low + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+                return l.local_addr().expect("local addr");
+            }
+        }
+    }
+    // No room below the ephemeral range (or none free): any free port.
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_addr;
+
+    #[test]
+    fn free_addrs_differ_and_are_bindable() {
+        let addrs: Vec<_> = (0..200).map(|_| free_addr()).collect();
+        let distinct: std::collections::BTreeSet<_> = addrs.iter().collect();
+        assert_eq!(distinct.len(), addrs.len(), "a port handed out twice");
+        for a in &addrs[..10] {
+            std::net::TcpListener::bind(a).expect("handed out a port that cannot be bound");
+        }
+    }
+}

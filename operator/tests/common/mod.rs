@@ -221,8 +221,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    gfs_testkit::free_addr().to_string()
 }
 
 /// A gfs master and chunkservers as processes on loopback.
