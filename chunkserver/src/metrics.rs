@@ -57,6 +57,8 @@ pub struct Metrics {
     pub chunks: Family<ServerLabel, Gauge>,
     /// 1 while registered with the master.
     pub registered: Family<ServerLabel, Gauge>,
+    /// Records per group-committed append mutation (as primary).
+    pub append_group_records: Family<ServerLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -68,6 +70,9 @@ impl Default for Metrics {
             written_bytes: Family::default(),
             chunks: Family::default(),
             registered: Family::default(),
+            append_group_records: Family::new_with_constructor(|| {
+                Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+            }),
         }
     }
 }
@@ -82,6 +87,11 @@ impl Metrics {
         r.register("written_bytes", "Chunk bytes written", self.written_bytes.clone());
         r.register("chunks", "Chunks held", self.chunks.clone());
         r.register("registered", "1 while registered with the master", self.registered.clone());
+        r.register(
+            "append_group_records",
+            "Records per group-committed append mutation (as primary)",
+            self.append_group_records.clone(),
+        );
         self
     }
 
@@ -93,6 +103,7 @@ impl Metrics {
             written_bytes: self.written_bytes.get_or_create(&label).clone(),
             chunks: self.chunks.get_or_create(&label).clone(),
             registered: self.registered.get_or_create(&label).clone(),
+            append_group_records: self.append_group_records.get_or_create(&label).clone(),
             families: self.clone(),
             server: server.into(),
         }
@@ -112,6 +123,8 @@ pub struct ServerMetrics {
     pub chunks: Gauge,
     /// 1 while registered.
     pub registered: Gauge,
+    /// Records per group-committed append mutation.
+    pub append_group_records: Histogram,
 }
 
 impl ServerMetrics {

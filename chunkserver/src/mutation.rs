@@ -1,15 +1,53 @@
 //! Mutations: primary ordering (write, record append), secondary apply,
 //! and the master's lease grants and deletions.
+//!
+//! Record appends are group-committed: appends to one chunk queue on it,
+//! and whoever takes the chunk's mutation lock next orders every queued
+//! record back to back as one mutation (one write and one sync per
+//! replica) and answers each with its own offset.
 
 use bytes::Bytes;
 use gfs_common::{Error, Result};
 use gfs_proto::*;
+use tokio::sync::oneshot;
 
 use crate::service::Shared;
 use crate::store::ChunkState;
 
 /// Sanity bound on `offset + length` of any mutation.
 const MAX_CHUNK_END: u64 = 1 << 30;
+/// Most records in one group-committed append mutation.
+pub(crate) const MAX_GROUP_RECORDS: usize = 256;
+/// Most bytes in one group-committed append mutation (a larger single
+/// record still goes alone).
+const MAX_GROUP_BYTES: u64 = 16 << 20;
+
+/// An append waiting on its chunk for the next group.
+pub(crate) struct QueuedAppend {
+    req: AppendRequest,
+    reply: oneshot::Sender<Result<AppendResponse>>,
+}
+
+impl QueuedAppend {
+    fn answer(self, r: Result<AppendResponse>) {
+        // The caller may have gone; its record was still ordered.
+        let _ = self.reply.send(r);
+    }
+}
+
+/// What the primary applies locally.
+enum Local {
+    /// Pushed bytes written back to back from the mutation's offset.
+    Data(Vec<Bytes>),
+    /// Zero padding up to the mutation's offset.
+    Pad,
+}
+
+/// True when `b` can join a group led by `a`: the same replica set and
+/// version (so the same preconditions) and the same chunk size.
+fn same_group(a: &AppendRequest, b: &AppendRequest) -> bool {
+    a.version == b.version && a.chunk_size == b.chunk_size && a.secondaries == b.secondaries
+}
 
 fn check_range(offset: u64, length: u64) -> Result<()> {
     let end = offset.saturating_add(length);
@@ -40,7 +78,9 @@ impl Shared {
 
     /// Sends a mutation to every secondary in parallel; fails if any fails.
     async fn replicate(&self, secondaries: &[String], req: ApplyMutationRequest) -> Result<()> {
-        let calls = secondaries.iter().map(|addr| async move { (addr, self.rpc.apply_mutation(addr, req).await) });
+        let req = &req;
+        let calls =
+            secondaries.iter().map(|addr| async move { (addr, self.rpc.apply_mutation(addr, req.clone()).await) });
         for (addr, res) in futures::future::join_all(calls).await {
             if let Err(e) = res {
                 tracing::warn!(handle = req.handle, serial = req.serial, secondary = %addr, error = %e,
@@ -57,7 +97,7 @@ impl Shared {
         &self,
         chunk: &ChunkState,
         mut m: ApplyMutationRequest,
-        data: Option<Bytes>,
+        local: Local,
         secondaries: &[String],
     ) -> Result<u64> {
         let serial = chunk.last_serial() + 1;
@@ -65,12 +105,12 @@ impl Shared {
         m.epoch = self.epoch.seen();
         let (handle, offset) = (m.handle, m.offset);
         let local = async {
-            match data {
-                Some(d) => {
-                    self.metrics.written_bytes.inc_by(d.len() as u64);
-                    self.store.write(handle, offset, d).await
+            match local {
+                Local::Data(d) => {
+                    self.metrics.written_bytes.inc_by(d.iter().map(|b| b.len() as u64).sum());
+                    self.store.write_records(handle, offset, d).await
                 }
-                None => self.store.pad(handle, offset).await,
+                Local::Pad => self.store.pad(handle, offset).await,
             }
         };
         // The local apply and the secondaries' applies run at the same time
@@ -105,13 +145,17 @@ impl Shared {
             length: req.length,
             ..Default::default()
         };
-        let chunk_length = self.primary_apply(&chunk, m, Some(data), &req.secondaries).await?;
+        let chunk_length = self.primary_apply(&chunk, m, Local::Data(vec![data]), &req.secondaries).await?;
         tracing::debug!(handle = req.handle, offset = req.offset, length = req.length, "write applied");
         Ok(WriteResponse { chunk_length })
     }
 
     /// Client -> primary: record append at the end of the chunk, or pad the
     /// chunk and answer `ChunkFull` when the record does not fit.
+    ///
+    /// The append queues on its chunk; the next holder of the chunk's
+    /// mutation lock (this call, unless an earlier one took it first)
+    /// orders it with every other queued append.
     pub(crate) async fn append(&self, req: AppendRequest) -> Result<AppendResponse> {
         self.epoch.check(req.epoch)?;
         if req.chunk_size == 0 || req.chunk_size > MAX_CHUNK_END {
@@ -122,30 +166,112 @@ impl Shared {
             return Err(Error::TooLarge { what: "record".into(), size: req.length, limit });
         }
         let chunk = self.store.get(req.handle)?;
-        let _m = chunk.mutation.lock().await;
-        self.check_primary(&chunk, req.version)?;
-        let offset = chunk.length();
-        let mut m = ApplyMutationRequest {
-            handle: req.handle,
-            version: req.version,
-            data_id: req.data_id,
-            length: req.length,
-            ..Default::default()
-        };
-        if offset + req.length > req.chunk_size {
-            self.pushbuf.discard(req.data_id);
-            m.kind = MutationKind::Pad as i32;
-            m.offset = req.chunk_size;
-            m.length = 0;
-            self.primary_apply(&chunk, m, None, &req.secondaries).await?;
-            tracing::debug!(handle = req.handle, chunk_size = req.chunk_size, "chunk padded for append");
-            return Err(Error::ChunkFull { handle: req.handle });
+        let (reply, answer) = oneshot::channel();
+        chunk.appends.lock().expect("append queue lock").push(QueuedAppend { req, reply });
+        {
+            let _m = chunk.mutation.lock().await;
+            let queued = std::mem::take(&mut *chunk.appends.lock().expect("append queue lock"));
+            self.append_queued(&chunk, queued).await;
         }
-        let data = self.take_data(req.data_id, req.length)?;
-        m.kind = MutationKind::Write as i32;
-        m.offset = offset;
-        let chunk_length = self.primary_apply(&chunk, m, Some(data), &req.secondaries).await?;
-        Ok(AppendResponse { offset, chunk_length })
+        answer.await.map_err(|_| Error::Unavailable("append abandoned by the primary".into()))?
+    }
+
+    /// Orders queued appends (under the mutation lock) as groups of
+    /// compatible neighbours, in queue order.
+    async fn append_queued(&self, chunk: &ChunkState, queued: Vec<QueuedAppend>) {
+        let mut rest = queued.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let mut bytes = first.req.length;
+            let mut group = vec![first];
+            while let Some(next) = rest.peek() {
+                if group.len() >= MAX_GROUP_RECORDS
+                    || bytes + next.req.length > MAX_GROUP_BYTES
+                    || !same_group(&group[0].req, &next.req)
+                {
+                    break;
+                }
+                bytes += next.req.length;
+                group.extend(rest.next());
+            }
+            self.append_group(chunk, group).await;
+        }
+    }
+
+    /// One group: the records that fit go back to back at the chunk's end
+    /// as one mutation; if one does not fit, the chunk is then padded and
+    /// it and every later record get `ChunkFull`.
+    async fn append_group(&self, chunk: &ChunkState, group: Vec<QueuedAppend>) {
+        let (handle, version) = (group[0].req.handle, group[0].req.version);
+        let (chunk_size, secondaries) = (group[0].req.chunk_size, group[0].req.secondaries.clone());
+        let mut offset = chunk.length();
+        let mut fits: Vec<(QueuedAppend, u64)> = Vec::new();
+        let mut data = Vec::new();
+        let mut full = Vec::new();
+        for q in group {
+            if let Err(e) = self.check_primary(chunk, q.req.version) {
+                self.pushbuf.discard(q.req.data_id);
+                q.answer(Err(e));
+            } else if !full.is_empty() || offset + q.req.length > chunk_size {
+                self.pushbuf.discard(q.req.data_id);
+                full.push(q);
+            } else {
+                match self.take_data(q.req.data_id, q.req.length) {
+                    Ok(d) => {
+                        let len = q.req.length;
+                        data.push(d);
+                        fits.push((q, offset));
+                        offset += len;
+                    }
+                    Err(e) => q.answer(Err(e)),
+                }
+            }
+        }
+        let mut failed = None;
+        if let Some((_, start)) = fits.first() {
+            let mut m =
+                ApplyMutationRequest { handle, version, offset: *start, length: offset - start, ..Default::default() };
+            if let [(only, _)] = &fits[..] {
+                m.kind = MutationKind::Write as i32;
+                m.data_id = only.req.data_id;
+            } else {
+                m.kind = MutationKind::Records as i32;
+                m.records =
+                    fits.iter().map(|(q, _)| PushedRecord { data_id: q.req.data_id, length: q.req.length }).collect();
+            }
+            self.metrics.append_group_records.observe(fits.len() as f64);
+            let res = self.primary_apply(chunk, m, Local::Data(data), &secondaries).await;
+            for (q, at) in fits {
+                q.answer(res.clone().map(|chunk_length| AppendResponse { offset: at, chunk_length }));
+            }
+            failed = res.err();
+        }
+        if full.is_empty() {
+            return;
+        }
+        // When the records that fit failed, the chunk is not padded: the
+        // rest fail the same way and their clients retry.
+        let res = match failed {
+            Some(e) => Err(e),
+            None => {
+                // The secondaries drop the records' pushed data.
+                let records = full.iter().map(|q| PushedRecord { data_id: q.req.data_id, length: 0 }).collect();
+                let m = ApplyMutationRequest {
+                    handle,
+                    version,
+                    kind: MutationKind::Pad as i32,
+                    offset: chunk_size,
+                    records,
+                    ..Default::default()
+                };
+                self.primary_apply(chunk, m, Local::Pad, &secondaries).await
+            }
+        };
+        if res.is_ok() {
+            tracing::debug!(handle, chunk_size, "chunk padded for append");
+        }
+        for q in full {
+            q.answer(Err(res.clone().err().unwrap_or(Error::ChunkFull { handle })));
+        }
     }
 
     /// Primary -> secondary: apply one mutation in serial order.
@@ -165,9 +291,32 @@ impl Shared {
                 self.metrics.written_bytes.inc_by(data.len() as u64);
                 self.store.write(req.handle, req.offset, data).await?
             }
+            Ok(MutationKind::Records) => {
+                if req.records.len() > MAX_GROUP_RECORDS {
+                    return Err(Error::TooLarge {
+                        what: "records in a mutation".into(),
+                        size: req.records.len() as u64,
+                        limit: MAX_GROUP_RECORDS as u64,
+                    });
+                }
+                let total = req.records.iter().try_fold(0u64, |sum, r| sum.checked_add(r.length));
+                let Some(total) = total.filter(|t| *t == req.length) else {
+                    return Err(Error::InvalidArgument(format!(
+                        "records mutation: the records' lengths do not sum to its length {}",
+                        req.length
+                    )));
+                };
+                let data =
+                    req.records.iter().map(|r| self.take_data(r.data_id, r.length)).collect::<Result<Vec<_>>>()?;
+                self.metrics.written_bytes.inc_by(total);
+                self.store.write_records(req.handle, req.offset, data).await?
+            }
             Ok(MutationKind::Pad) => {
                 if req.data_id != 0 {
                     self.pushbuf.discard(req.data_id);
+                }
+                for r in req.records.iter().take(MAX_GROUP_RECORDS) {
+                    self.pushbuf.discard(r.data_id);
                 }
                 self.store.pad(req.handle, req.offset).await?
             }

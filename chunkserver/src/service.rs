@@ -90,6 +90,23 @@ pub struct ChunkServer {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl ChunkServer {
+    /// Runs a state-changing handler as a task of its own. When a caller
+    /// goes away (its deadline passed, the stream was reset) tonic drops
+    /// the handler's future; a mutation cut off between its write and its
+    /// bookkeeping (chunk length and checksums in memory, the serial) would
+    /// leave the replica inconsistent, and a later mutation could reuse a
+    /// serial that the secondaries already applied.
+    async fn detached<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(f(self.shared.clone())).await.map_err(|e| Error::Internal(format!("handler task: {e}")))?
+    }
+}
+
 #[tonic::async_trait]
 impl ChunkService for ChunkServer {
     async fn push_data(
@@ -104,13 +121,15 @@ impl ChunkService for ChunkServer {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let t = self.shared.metrics.rpc("Write");
         let _f = InFlight::new(&self.shared.load);
-        t.reply(self.shared.write(request.into_inner()).await)
+        let req = request.into_inner();
+        t.reply(self.detached(|s| async move { s.write(req).await }).await)
     }
 
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let t = self.shared.metrics.rpc("Append");
         let _f = InFlight::new(&self.shared.load);
-        t.reply(self.shared.append(request.into_inner()).await)
+        let req = request.into_inner();
+        t.reply(self.detached(|s| async move { s.append(req).await }).await)
     }
 
     async fn apply_mutation(
@@ -119,7 +138,8 @@ impl ChunkService for ChunkServer {
     ) -> Result<Response<ApplyMutationResponse>, Status> {
         let t = self.shared.metrics.rpc("ApplyMutation");
         let _f = InFlight::new(&self.shared.load);
-        t.reply(self.shared.apply_mutation(request.into_inner()).await)
+        let req = request.into_inner();
+        t.reply(self.detached(|s| async move { s.apply_mutation(req).await }).await)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
@@ -131,7 +151,8 @@ impl ChunkService for ChunkServer {
     async fn grant_lease(&self, request: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
         let t = self.shared.metrics.rpc("GrantLease");
         let _f = InFlight::new(&self.shared.load);
-        t.reply(self.shared.grant_lease(request.into_inner()).await)
+        let req = request.into_inner();
+        t.reply(self.detached(|s| async move { s.grant_lease(req).await }).await)
     }
 
     async fn clone_chunk(&self, request: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {

@@ -33,6 +33,8 @@ pub struct ChunkState {
     /// Serializes mutations on this chunk; the primary holds it across the
     /// whole replicated mutation, a secondary while applying one.
     pub mutation: tokio::sync::Mutex<()>,
+    /// Record appends waiting for the next group (primary only).
+    pub(crate) appends: std::sync::Mutex<Vec<crate::mutation::QueuedAppend>>,
 }
 
 struct MetaState {
@@ -52,6 +54,7 @@ impl ChunkState {
             state: Mutex::new(MetaState { meta, last_serial: 0, deleted: false, published: true, last_mutation: None }),
             io: tokio::sync::RwLock::new(()),
             mutation: tokio::sync::Mutex::new(()),
+            appends: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -258,6 +261,12 @@ impl Store {
     /// Writes `data` at `offset`, zero-filling any gap past the current
     /// length. Returns the new chunk length.
     pub async fn write(&self, handle: u64, offset: u64, data: Bytes) -> Result<u64> {
+        self.write_records(handle, offset, vec![data]).await
+    }
+
+    /// Writes `records` back to back from `offset` with one sync (a group
+    /// of record appends). Returns the new chunk length.
+    pub async fn write_records(&self, handle: u64, offset: u64, records: Vec<Bytes>) -> Result<u64> {
         let sync = self.sync;
         self.mutate(handle, move |paths, meta| {
             let file = open_rw(&paths.data)?;
@@ -265,8 +274,10 @@ impl Store {
             if offset > new.length {
                 zero_fill(handle, &file, &mut new, offset)?;
             }
-            if !data.is_empty() {
-                write_data(handle, &file, &mut new, offset, &data)?;
+            let mut at = offset;
+            for data in records.iter().filter(|d| !d.is_empty()) {
+                write_data(handle, &file, &mut new, at, data)?;
+                at += data.len() as u64;
             }
             finish(paths, &file, &new, sync)?;
             Ok(new)

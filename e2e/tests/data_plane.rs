@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use gfs_client::{Client, ClientConfig};
 use gfs_common::Error;
-use gfs_proto::ReadRequest;
 use gfs_proto::chunk_service_client::ChunkServiceClient;
+use gfs_proto::{ApplyMutationRequest, MutationKind, PushedRecord, ReadRequest};
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
@@ -208,6 +208,32 @@ async fn eight_concurrent_appenders_every_record_intact() {
     for (_, _, off, rec) in &acked {
         assert_eq!(off / MIB, (off + rec.len() as u64 - 1) / MIB, "record at {off} crosses a chunk");
     }
+    // Every replica of every chunk holds the same bytes: the primary's
+    // groups of records were applied alike on the secondaries.
+    let stat = setup.stat("/log").await.unwrap();
+    assert!(stat.chunks.len() > 1, "the log spans chunks (padding was exercised)");
+    for c in &stat.chunks {
+        assert_eq!(c.replicas.len(), 3);
+        let mut copies = Vec::new();
+        for r in &c.replicas {
+            copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
+        }
+        assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
+    }
+    // Appends that queued behind a mutation went out together: some
+    // mutation carried more than one record (records > mutations).
+    let metrics = cluster.chunkserver_metrics();
+    let total = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (records, mutations) =
+        (total("gfs_chunkserver_append_group_records_sum"), total("gfs_chunkserver_append_group_records_count"));
+    assert!(records >= 4000.0, "{records} records in append mutations");
+    assert!(records > mutations, "{records} records in {mutations} mutations: no group formed");
     cluster.shutdown().await.unwrap();
 }
 
@@ -308,6 +334,37 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(matches!(e, Error::IsADirectory { .. }), "{e:?}");
 
     assert_eq!(tree(&client).await, before, "bad input changed the namespace");
+    assert_eq!(client.read_all("/d/e/f").await.unwrap(), b"hello");
+
+    // Malformed mutations sent straight to a replica are refused and
+    // leave it as it was.
+    let chunk = client.stat("/d/e/f").await.unwrap().chunks[0].clone();
+    let addr = chunk.replicas[0].address.clone();
+    let mut cs = ChunkServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let records = |lengths: &[u64]| -> Vec<PushedRecord> {
+        lengths.iter().enumerate().map(|(i, &length)| PushedRecord { data_id: 1000 + i as u64, length }).collect()
+    };
+    let bad = [
+        (MutationKind::Records, records(&[1; 257]), 257, "too many records"),
+        (MutationKind::Records, records(&[3, 4]), 8, "lengths not summing to the length"),
+        (MutationKind::Records, records(&[u64::MAX, 2]), 1, "lengths overflowing"),
+        (MutationKind::Unspecified, Vec::new(), 0, "no kind"),
+    ];
+    for (kind, records, length, what) in bad {
+        let req = ApplyMutationRequest {
+            handle: chunk.handle,
+            version: chunk.version,
+            serial: 1 << 40,
+            kind: kind as i32,
+            offset: chunk.length,
+            length,
+            records,
+            ..Default::default()
+        };
+        let e = Error::from(cs.apply_mutation(req).await.unwrap_err());
+        assert!(matches!(e, Error::TooLarge { .. } | Error::InvalidArgument(_)), "{what}: {e:?}");
+    }
+    assert_eq!(read_replica(&addr, chunk.handle, chunk.version, 5).await, b"hello");
     assert_eq!(client.read_all("/d/e/f").await.unwrap(), b"hello");
 
     // An unreachable master: a clear error naming it.

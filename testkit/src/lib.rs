@@ -80,13 +80,26 @@ pub struct Cluster {
     master: Option<Running<gfs_master::MasterHandle>>,
     master_addr: String,
     chunkservers: Vec<ChunkserverSlot>,
+    /// Every chunkserver records here (series labelled by address).
+    chunkserver_metrics: gfs_chunkserver::Metrics,
+    registry: prometheus_client::registry::Registry,
 }
 
 impl Cluster {
     /// Starts a cluster and waits until every chunkserver has registered.
     pub async fn start(opts: ClusterOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("gfs-testkit-").tempdir()?;
-        let mut cluster = Cluster { opts, dir, master: None, master_addr: String::new(), chunkservers: Vec::new() };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let chunkserver_metrics = gfs_chunkserver::Metrics::default().register(&mut registry);
+        let mut cluster = Cluster {
+            opts,
+            dir,
+            master: None,
+            master_addr: String::new(),
+            chunkservers: Vec::new(),
+            chunkserver_metrics,
+            registry,
+        };
         cluster.start_master().await?;
         for i in 0..cluster.opts.chunkservers {
             let data_dir = cluster.dir.path().join(format!("chunkserver-{i}"));
@@ -179,7 +192,9 @@ impl Cluster {
         };
         let mut last_err = None;
         for _ in 0..50 {
-            match gfs_chunkserver::start(cfg.clone(), token.clone()).await {
+            match gfs_chunkserver::start_with_metrics(cfg.clone(), token.clone(), self.chunkserver_metrics.clone())
+                .await
+            {
                 Ok(handle) => {
                     let slot = &mut self.chunkservers[i];
                     slot.last_addr = Some(handle.addr.to_string());
@@ -201,6 +216,13 @@ impl Cluster {
         self.chunkservers.push(ChunkserverSlot { data_dir, zone: format!("zone-{i}"), running: None, last_addr: None });
         self.start_chunkserver(i).await?;
         Ok(i)
+    }
+
+    /// The chunkservers' metrics in the Prometheus text format.
+    pub fn chunkserver_metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode metrics");
+        out
     }
 
     /// Returns the stable id of chunkserver `i` while it runs.
