@@ -201,15 +201,16 @@ impl Store {
         }
         let paths = self.paths(handle);
         let sync = self.sync;
-        let meta = Meta { version, length: 0, crcs: Vec::new() };
-        let m = meta.clone();
-        blocking(move || {
+        let mut meta = Meta::new(version);
+        let mut m = meta.clone();
+        meta = blocking(move || {
             let f = OpenOptions::new().create(true).write(true).truncate(true).open(&paths.data);
             let f = f.map_err(|e| Error::io("create chunk file", e))?;
             if sync {
                 f.sync_all().map_err(|e| Error::io("sync chunk file", e))?;
             }
-            write_meta(&paths, &m, sync)
+            create_meta(&paths, &mut m, sync)?;
+            Ok(m)
         })
         .await?;
         let state = Arc::new(ChunkState::new(handle, meta));
@@ -251,7 +252,7 @@ impl Store {
         let sync = self.sync;
         self.mutate(handle, move |paths, mut meta| {
             meta.version = version;
-            write_meta(paths, &meta, sync)?;
+            write_meta(paths, &mut meta, sync)?;
             Ok(meta)
         })
         .await?;
@@ -279,7 +280,7 @@ impl Store {
                 write_data(handle, &file, &mut new, at, data)?;
                 at += data.len() as u64;
             }
-            finish(paths, &file, &new, sync)?;
+            finish(paths, &file, &mut new, sync)?;
             Ok(new)
         })
         .await
@@ -296,7 +297,7 @@ impl Store {
             let file = open_rw(&paths.data)?;
             let mut new = meta.clone();
             zero_fill(handle, &file, &mut new, to_len)?;
-            finish(paths, &file, &new, sync)?;
+            finish(paths, &file, &mut new, sync)?;
             Ok(new)
         })
         .await
@@ -539,29 +540,44 @@ fn write_data(handle: u64, file: &File, meta: &mut Meta, offset: u64, data: &[u8
     Ok(())
 }
 
-fn finish(paths: &ChunkPaths, file: &File, meta: &Meta, sync: bool) -> Result<()> {
+fn finish(paths: &ChunkPaths, file: &File, meta: &mut Meta, sync: bool) -> Result<()> {
     if sync {
         file.sync_data().map_err(|e| Error::io("sync chunk file", e))?;
     }
     write_meta(paths, meta, sync)
 }
 
-/// Writes the metadata file atomically (temp file + rename).
-fn write_meta(paths: &ChunkPaths, meta: &Meta, sync: bool) -> Result<()> {
-    let tmp = paths.meta.with_extension("meta.tmp");
-    let bytes = meta::encode(meta);
+/// Records `meta` in the slot of its next sequence number (see `meta.rs`):
+/// one positional write and one `fdatasync`, leaving the newest state
+/// before it intact in the other slot until this one is complete.
+fn write_meta(paths: &ChunkPaths, meta: &mut Meta, sync: bool) -> Result<()> {
+    let mut next = meta.clone();
+    next.seq += 1;
+    let bytes = meta::encode_slot(&next);
     let res = (|| {
-        let f = File::create(&tmp)?;
-        f.write_all_at(&bytes, 0)?;
+        let f = OpenOptions::new().write(true).open(&paths.meta)?;
+        f.write_all_at(&bytes, meta::slot_offset(next.seq))?;
         if sync {
             f.sync_data()?;
         }
-        std::fs::rename(&tmp, &paths.meta)
+        Ok(())
     })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io("write chunk meta", e));
-    }
+    res.map_err(|e: std::io::Error| Error::io("write chunk meta", e))?;
+    *meta = next;
+    Ok(())
+}
+
+/// Creates (or empties) the metadata file of a new replica and records
+/// `meta` in it; the directory is synced so the new entries survive a
+/// crash.
+fn create_meta(paths: &ChunkPaths, meta: &mut Meta, sync: bool) -> Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&paths.meta)
+        .map_err(|e| Error::io("create chunk meta", e))?;
+    write_meta(paths, meta, sync)?;
     if sync {
         sync_dir(&paths.dir)?;
     }
@@ -609,9 +625,9 @@ fn load_all(dir: &Path) -> Result<HashMap<u64, Meta>> {
 
 fn load_one(dir: &Path, handle: u64, meta_path: &Path) -> Option<Meta> {
     let data_path = dir.join(format!("{handle:016x}.chunk"));
-    let problem = match std::fs::read(meta_path) {
-        Err(e) => format!("cannot read metadata: {e}"),
-        Ok(bytes) => match meta::decode(&bytes) {
+    let problem = match File::open(meta_path) {
+        Err(e) => format!("cannot open metadata: {e}"),
+        Ok(file) => match meta::load(&file) {
             Err(e) => e,
             Ok(m) => match std::fs::metadata(&data_path) {
                 Err(e) => format!("data file: {e}"),
