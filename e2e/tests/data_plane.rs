@@ -8,7 +8,10 @@ use std::time::Duration;
 use gfs_client::{Client, ClientConfig};
 use gfs_common::Error;
 use gfs_proto::chunk_service_client::ChunkServiceClient;
-use gfs_proto::{ApplyMutationRequest, MutationKind, PushedRecord, ReadRequest};
+use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_proto::{
+    ApplyMutationRequest, GetWriteLeaseRequest, MutationKind, PushDataFrame, PushedRecord, ReadRequest, WriteRequest,
+};
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
@@ -417,5 +420,64 @@ async fn master_restart_recovers_namespace_and_data() {
         let st = client.stat(p).await.unwrap();
         assert_eq!(st.info.replication, *replication, "{p}");
     }
+    cluster.shutdown().await.unwrap();
+}
+
+/// A write whose caller's deadline passes mid-mutation must still finish
+/// (or not start) as a whole on the primary: a mutation cut off between its
+/// write and its bookkeeping would leave the primary's chunk state behind
+/// its file, or reuse a serial the secondaries already applied, so that
+/// they skip the next mutation as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_cut_off_by_their_deadline_leave_replicas_identical() {
+    let cluster = Cluster::start(ClusterOptions { lease_ms: 60_000, ..Default::default() }).await.unwrap();
+    let client = cluster.client();
+    client.create("/cut", None).await.unwrap();
+    client.write_at("/cut", 0, &[9u8; 1000]).await.unwrap();
+    let mut master = MasterServiceClient::connect(format!("http://{}", cluster.master_addr())).await.unwrap();
+    let req = GetWriteLeaseRequest { path: "/cut".into(), index: 0, create_missing: false };
+    let lease = master.get_write_lease(req).await.unwrap().into_inner().lease.unwrap();
+    let chunk = lease.chunk.unwrap();
+    let primary = lease.primary.unwrap().address;
+    let secondaries: Vec<String> = lease.secondaries.iter().map(|s| s.address.clone()).collect();
+    let mut cs = ChunkServiceClient::connect(format!("http://{primary}")).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut cut = 0;
+    for i in 0..60u64 {
+        let data = random_bytes(&mut rng, 64 * 1024);
+        let data_id = 10_000 + i;
+        let frame = PushDataFrame {
+            data_id,
+            chain: secondaries.clone(),
+            total_len: data.len() as u64,
+            data: data.clone().into(),
+        };
+        cs.push_data(futures::stream::iter(vec![frame])).await.unwrap();
+        let mut req = tonic::Request::new(WriteRequest {
+            handle: chunk.handle,
+            version: chunk.version,
+            offset: (i % 8) * 64 * 1024,
+            data_id,
+            length: data.len() as u64,
+            secondaries: secondaries.clone(),
+            epoch: lease.epoch,
+        });
+        // From far below to around one replicated mutation's time.
+        req.set_timeout(Duration::from_micros(rng.random_range(50..3000)));
+        cut += usize::from(cs.write(req).await.is_err());
+    }
+    assert!(cut > 0, "no write was cut off; the test proves nothing");
+    // Whatever was cut has finished by now; a normal write goes through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.write_at("/cut", 8 * 64 * 1024, b"tail").await.unwrap();
+    let stat = client.stat("/cut").await.unwrap();
+    let c = &stat.chunks[0];
+    let mut copies = Vec::new();
+    for r in &c.replicas {
+        copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
+    }
+    assert_eq!(copies.len(), 3);
+    assert!(copies.windows(2).all(|w| w[0] == w[1]), "replicas differ after {cut} cut-off writes");
+    assert_eq!(client.read_all("/cut").await.unwrap(), copies[0], "every block still verifies");
     cluster.shutdown().await.unwrap();
 }
