@@ -227,18 +227,25 @@ impl Store {
         F: FnOnce(&ChunkPaths, Meta) -> Result<Meta> + Send + 'static,
     {
         let chunk = self.get(handle)?;
-        let _io = chunk.io.write().await;
-        let meta = chunk.snapshot()?;
         let paths = self.paths(handle);
-        let new = blocking(move || f(&paths, meta)).await?;
-        let len = new.length;
-        let mut s = chunk.lock();
-        if s.meta.version != new.version {
-            s.last_serial = 0;
-        }
-        s.meta = new;
-        s.last_mutation = Some(std::time::Instant::now());
-        drop(s);
+        // The files and the in-memory state change together in a task of
+        // their own: a caller that goes away mid-way (its future dropped)
+        // cannot leave the state (length, checksums) behind the files.
+        let len = tokio::spawn(async move {
+            let _io = chunk.io.write().await;
+            let meta = chunk.snapshot()?;
+            let new = blocking(move || f(&paths, meta)).await?;
+            let len = new.length;
+            let mut s = chunk.lock();
+            if s.meta.version != new.version {
+                s.last_serial = 0;
+            }
+            s.meta = new;
+            s.last_mutation = Some(std::time::Instant::now());
+            Ok::<_, Error>(len)
+        })
+        .await
+        .map_err(join_err)??;
         self.mark_changed(handle);
         Ok(len)
     }

@@ -1,5 +1,6 @@
 use super::*;
 use rand::{Rng, SeedableRng};
+use std::time::Duration;
 
 fn rng() -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(42)
@@ -183,6 +184,32 @@ async fn metadata_from_before_slots_loads_and_keeps_working() {
     let store = open(tmp.path()).await;
     let (got, len) = store.read(11, 7, 99_999, 10).await.unwrap();
     assert_eq!((len, &got[..]), (100_002, &b"\x04ab"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_dropped_mid_way_keep_state_and_files_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path()).await;
+    store.create(12, 1).await.unwrap();
+    let mut dropped = 0;
+    for i in 0..60u64 {
+        let data = Bytes::from(vec![i as u8 + 1; 1000]);
+        // The caller polls the write once and goes away: the write is then
+        // waiting on its file I/O.
+        use futures::FutureExt;
+        dropped += usize::from(store.write(12, i * 900, data).now_or_never().is_none());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(dropped > 0, "no write was dropped; the test proves nothing");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every block verifies against the in-memory checksums, and the state
+    // on disk is the same.
+    let (live, len) = store.read(12, 1, 0, 1 << 20).await.unwrap();
+    assert_eq!(live.len() as u64, len);
+    drop(store);
+    let store = open(tmp.path()).await;
+    let (disk, _) = store.read(12, 1, 0, 1 << 20).await.unwrap();
+    assert_eq!(live, disk);
 }
 
 #[test]
