@@ -10,7 +10,8 @@ use gfs_common::Error;
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
-    ApplyMutationRequest, GetWriteLeaseRequest, MutationKind, PushDataFrame, PushedRecord, ReadRequest, WriteRequest,
+    ApplyMutationRequest, ChunkLocation, GetWriteLeaseRequest, MutationKind, PushDataFrame, PushedRecord, ReadRequest,
+    WriteRequest,
 };
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
@@ -39,6 +40,18 @@ async fn read_replica(addr: &str, handle: u64, version: u64, len: u64) -> Vec<u8
         out.extend_from_slice(&resp.data);
     }
     out
+}
+
+/// Reads every replica of `c` whole and checks there are three and that
+/// they hold the same bytes; returns one copy.
+async fn identical_replicas(c: &ChunkLocation) -> Vec<u8> {
+    assert_eq!(c.replicas.len(), 3, "chunk {} replicas", c.index);
+    let mut copies = Vec::new();
+    for r in &c.replicas {
+        copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
+    }
+    assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
+    copies.swap_remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -115,14 +128,9 @@ async fn concurrent_overwrites_leave_replicas_identical() {
     let stat = setup.stat("/shared").await.unwrap();
     let whole = setup.read_all("/shared").await.unwrap();
     for c in &stat.chunks {
-        assert_eq!(c.replicas.len(), 3);
-        let mut copies = Vec::new();
-        for r in &c.replicas {
-            copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
-        }
-        assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
+        let copy = identical_replicas(c).await;
         let start = (c.index * MIB) as usize;
-        assert_eq!(&whole[start..start + copies[0].len()], &copies[0][..]);
+        assert_eq!(&whole[start..start + copy.len()], &copy[..]);
     }
     cluster.shutdown().await.unwrap();
 }
@@ -216,12 +224,7 @@ async fn eight_concurrent_appenders_every_record_intact() {
     let stat = setup.stat("/log").await.unwrap();
     assert!(stat.chunks.len() > 1, "the log spans chunks (padding was exercised)");
     for c in &stat.chunks {
-        assert_eq!(c.replicas.len(), 3);
-        let mut copies = Vec::new();
-        for r in &c.replicas {
-            copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
-        }
-        assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
+        identical_replicas(c).await;
     }
     // Appends that queued behind a mutation went out together: some
     // mutation carried more than one record (records > mutations).
@@ -471,13 +474,7 @@ async fn writes_cut_off_by_their_deadline_leave_replicas_identical() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     client.write_at("/cut", 8 * 64 * 1024, b"tail").await.unwrap();
     let stat = client.stat("/cut").await.unwrap();
-    let c = &stat.chunks[0];
-    let mut copies = Vec::new();
-    for r in &c.replicas {
-        copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
-    }
-    assert_eq!(copies.len(), 3);
-    assert!(copies.windows(2).all(|w| w[0] == w[1]), "replicas differ after {cut} cut-off writes");
-    assert_eq!(client.read_all("/cut").await.unwrap(), copies[0], "every block still verifies");
+    let copy = identical_replicas(&stat.chunks[0]).await;
+    assert_eq!(client.read_all("/cut").await.unwrap(), copy, "every block still verifies after {cut} cut-off writes");
     cluster.shutdown().await.unwrap();
 }
