@@ -201,9 +201,8 @@ impl Store {
         }
         let paths = self.paths(handle);
         let sync = self.sync;
-        let mut meta = Meta::new(version);
-        let mut m = meta.clone();
-        meta = blocking(move || {
+        let mut m = Meta::new(version);
+        let meta = blocking(move || {
             let f = OpenOptions::new().create(true).write(true).truncate(true).open(&paths.data);
             let f = f.map_err(|e| Error::io("create chunk file", e))?;
             if sync {
