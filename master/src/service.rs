@@ -49,6 +49,22 @@ pub struct Service {
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl Service {
+    /// Runs a handler as a task of its own. tonic drops a handler's future
+    /// when its caller's deadline passes; a lease grant cut off between
+    /// telling the chunkservers and logging the version would leave the
+    /// chunk mid-bump (`bumping_from` set), which keeps repair away from it
+    /// until the next grant.
+    async fn detached<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(f(self.shared.clone())).await.map_err(|e| Error::Internal(format!("handler task: {e}")))?
+    }
+}
+
+impl Service {
     /// Wraps the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
         Service { shared }
@@ -290,11 +306,13 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = async {
-            let path = normalize(&q.path)?;
-            self.shared.lease_at(&path, |c| write_target(c, q.index, q.create_missing)).await
-        };
-        t.reply(r.await.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
+        let r = self
+            .detached(move |shared| async move {
+                let path = normalize(&q.path)?;
+                shared.lease_at(&path, |c| write_target(c, q.index, q.create_missing)).await
+            })
+            .await;
+        t.reply(r.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
@@ -304,11 +322,13 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = async {
-            let path = normalize(&q.path)?;
-            self.shared.lease_at(&path, |c| append_target(c, q.after_index)).await
-        };
-        t.reply(r.await.map(|(lease, chunk_size)| GetAppendLeaseResponse { lease: Some(lease), chunk_size }))
+        let r = self
+            .detached(move |shared| async move {
+                let path = normalize(&q.path)?;
+                shared.lease_at(&path, |c| append_target(c, q.after_index)).await
+            })
+            .await;
+        t.reply(r.map(|(lease, chunk_size)| GetAppendLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]

@@ -155,10 +155,12 @@ async fn namespace_survives_restart() {
     stop(h, token).await;
 }
 
-/// A chunkserver that accepts every GrantLease and records it.
+/// A chunkserver that accepts every GrantLease (after `grant_delay_ms`)
+/// and records it.
 #[derive(Clone, Default)]
 struct FakeChunkServer {
     grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
+    grant_delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -182,6 +184,8 @@ impl ChunkService for FakeChunkServer {
         Err(Status::unimplemented("fake"))
     }
     async fn grant_lease(&self, req: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
+        let delay = self.grant_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.grants.lock().unwrap().push(req.into_inner());
         Ok(Response::new(GrantLeaseResponse { chunk_length: 0, report_seq: 0 }))
     }
@@ -336,6 +340,53 @@ async fn leases_versions_and_restart() {
     c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None }).await.unwrap();
     let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
     assert!(hb.into_inner().delete_chunks.is_empty());
+    stop(h, token).await;
+}
+
+/// A lease request whose caller gives up while the master waits on the
+/// chunkservers still finishes its version bump: the new version is logged
+/// and the lease recorded, instead of the chunk being left mid-bump (which
+/// keeps repair away from it).
+#[tokio::test]
+async fn a_lease_request_cut_off_by_its_deadline_still_finishes_the_bump() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { lease_ms: 300, rpc_timeout_ms: 3000, ..config(dir.path()) };
+    let (h, token, mut c) = start(cfg).await;
+    let mut fakes = vec![];
+    for id in ["s1", "s2", "s3"] {
+        let (fake, addr) = fake_server().await;
+        register(&mut c, id, &addr, vec![]).await;
+        fakes.push(fake);
+    }
+    create(&mut c, "/f").await.unwrap();
+    let l1 = write_lease(&mut c, "/f", 0).await.unwrap();
+    assert_eq!(l1.chunk.as_ref().unwrap().version, 1);
+    // The lease runs out; the next grant round takes 500 ms per server,
+    // and its caller gives up after 100 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for f in &fakes {
+        f.grant_delay_ms.store(500, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut req = Request::new(GetWriteLeaseRequest { path: "/f".into(), index: 0, create_missing: false });
+    req.set_timeout(Duration::from_millis(100));
+    let e = c.get_write_lease(req).await.unwrap_err();
+    assert!(matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{e:?}");
+    for f in &fakes {
+        f.grant_delay_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    // The round the caller left finishes: version 2 is logged.
+    let mut version = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
+        version = st.chunks[0].version;
+        if version == 2 {
+            break;
+        }
+    }
+    assert_eq!(version, 2, "the abandoned grant round did not finish its bump");
+    let grants: usize = fakes.iter().map(|f| f.grants.lock().unwrap().len()).sum();
+    assert_eq!(grants, 6, "two rounds of three grants");
     stop(h, token).await;
 }
 
