@@ -478,3 +478,101 @@ async fn writes_cut_off_by_their_deadline_leave_replicas_identical() {
     assert_eq!(client.read_all("/cut").await.unwrap(), copy, "every block still verifies after {cut} cut-off writes");
     cluster.shutdown().await.unwrap();
 }
+
+/// Appends to one file from 8 writers while a chunkserver stops: groups
+/// that lose a replica fail as a whole and their records are appended
+/// again. Every acknowledged record must be, on every replica of its
+/// chunk, at the offset its append returned (the GFS guarantee; failed
+/// attempts may leave duplicates or padding between records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_survive_a_chunkserver_stopping_mid_way() {
+    // One chunk holds the whole run, so the stopped server is in its
+    // replica set for sure.
+    const CHUNK: u64 = 64 * MIB;
+    let opts = ClusterOptions { chunkservers: 4, chunk_size: CHUNK, lease_ms: 1_000, ..Default::default() };
+    let mut cluster = Cluster::start(opts).await.unwrap();
+    let setup = cluster.client();
+    setup.create("/log", None).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let retries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        // One attempt per call, so that every failure reaches the loop below.
+        let mut cfg = ClientConfig::new(cluster.master_addr());
+        cfg.rpc_timeout = Duration::from_secs(5);
+        cfg.max_attempts = 1;
+        let client = Client::new(cfg).unwrap();
+        let (stop, retries) = (stop.clone(), retries.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(500 + w as u64);
+            let mut acked = Vec::new();
+            let mut seq = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = rng.random_range(16..4000);
+                let rec = encode_record(w, seq, &random_bytes(&mut rng, n));
+                // The application retries what the client library gave up
+                // on, as a GFS producer does.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let off = loop {
+                    match client.append("/log", &rec).await {
+                        Ok(off) => break off,
+                        Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("append {w}/{seq}: {e}"),
+                    }
+                };
+                acked.push((off, rec));
+                seq += 1;
+            }
+            acked
+        }));
+    }
+    // Stop a secondary of the chunk: the primary's next groups fail as a
+    // whole, until the master grants a lease without it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut master = MasterServiceClient::connect(format!("http://{}", cluster.master_addr())).await.unwrap();
+    let req = gfs_proto::GetAppendLeaseRequest { path: "/log".into(), after_index: None };
+    let lease = master.get_append_lease(req).await.unwrap().into_inner().lease.unwrap();
+    assert_eq!(lease.chunk.as_ref().unwrap().index, 0);
+    let victim = cluster.chunkserver_index(&lease.secondaries[0].address).unwrap();
+    cluster.stop_chunkserver(victim).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(acked.len() > 100, "only {} appends acknowledged", acked.len());
+    let retried = retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(retried > 0, "no append failed; the stop was not exercised");
+
+    // Repair brings every chunk back to 3 replicas on the 3 servers left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stat = loop {
+        let stat = setup.stat("/log").await.unwrap();
+        if stat.chunks.iter().all(|c| c.replicas.len() == 3) {
+            break stat;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "chunks not repaired: {:?}", stat.chunks);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut replicas = HashMap::new();
+    for c in &stat.chunks {
+        for r in &c.replicas {
+            let mut cs = ChunkServiceClient::connect(format!("http://{}", r.address)).await.unwrap();
+            cs = cs.max_decoding_message_size(gfs_common::MAX_MESSAGE_SIZE);
+            replicas.entry(c.index).or_insert_with(Vec::new).push((cs, c.handle, c.version));
+        }
+    }
+    for (off, rec) in &acked {
+        let (index, at) = (off / CHUNK, off % CHUNK);
+        for (cs, handle, version) in replicas.get_mut(&index).unwrap() {
+            let req = ReadRequest { handle: *handle, version: *version, offset: at, length: rec.len() as u64 };
+            let got = cs.read(req).await.unwrap().into_inner().data;
+            assert_eq!(&got[..], &rec[..], "acknowledged record at {off} differs on a replica of chunk {index}");
+        }
+    }
+    cluster.shutdown().await.unwrap();
+}
