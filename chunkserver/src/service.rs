@@ -91,19 +91,16 @@ pub struct ChunkServer {
 }
 
 impl ChunkServer {
-    /// Runs a state-changing handler as a task of its own. When a caller
-    /// goes away (its deadline passed, the stream was reset) tonic drops
-    /// the handler's future; a mutation cut off between its write and its
-    /// bookkeeping (chunk length and checksums in memory, the serial) would
-    /// leave the replica inconsistent, and a later mutation could reuse a
-    /// serial that the secondaries already applied.
-    async fn detached<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs a state-changing handler as a task of its own
+    /// ([`gfs_common::net::detached`]): a mutation cut off when its caller
+    /// goes away would leave the replica inconsistent, and a later mutation
+    /// could reuse a serial that the secondaries already applied.
+    async fn detached<T, Fut>(&self, f: impl FnOnce(Arc<Shared>) -> Fut) -> Result<T>
     where
-        F: FnOnce(Arc<Shared>) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        tokio::spawn(f(self.shared.clone())).await.map_err(|e| Error::Internal(format!("handler task: {e}")))?
+        gfs_common::net::detached(f(self.shared.clone())).await
     }
 }
 

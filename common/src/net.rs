@@ -194,3 +194,38 @@ pub fn with_deadline<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
     req.set_timeout(deadline);
     req
 }
+
+/// Runs a handler's work as a task of its own and waits for it. tonic drops
+/// a handler's future when its caller goes away (the caller's deadline
+/// passed, the stream was reset). Work that must not stop half-way runs
+/// this way: a chunk mutation between its write and its bookkeeping (the
+/// in-memory length and checksums, the serial), or a lease grant between
+/// telling the chunkservers and logging the new version.
+pub async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = crate::Result<T>> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::spawn(work).await.map_err(|e| crate::Error::Internal(format!("handler task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn detached_work_finishes_after_its_caller_went_away() {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let work = super::detached(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            d.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        // The caller gives up long before the work is done.
+        assert!(tokio::time::timeout(Duration::from_millis(5), work).await.is_err());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(done.load(Ordering::SeqCst), "the work stopped with its caller");
+        assert_eq!(super::detached(async { Ok(7) }).await, Ok(7));
+    }
+}

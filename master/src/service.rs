@@ -49,18 +49,16 @@ pub struct Service {
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl Service {
-    /// Runs a handler as a task of its own. tonic drops a handler's future
-    /// when its caller's deadline passes; a lease grant cut off between
-    /// telling the chunkservers and logging the version would leave the
-    /// chunk mid-bump (`bumping_from` set), which keeps repair away from it
-    /// until the next grant.
-    async fn detached<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs a handler as a task of its own ([`gfs_common::net::detached`]):
+    /// a lease grant cut off between telling the chunkservers and logging
+    /// the version would leave the chunk mid-bump (`bumping_from` set),
+    /// which keeps repair away from it until its next grant.
+    async fn detached<T, Fut>(&self, f: impl FnOnce(Arc<Shared>) -> Fut) -> Result<T>
     where
-        F: FnOnce(Arc<Shared>) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        tokio::spawn(f(self.shared.clone())).await.map_err(|e| Error::Internal(format!("handler task: {e}")))?
+        gfs_common::net::detached(f(self.shared.clone())).await
     }
 }
 
