@@ -17,7 +17,7 @@ use crate::store::ChunkState;
 /// Sanity bound on `offset + length` of any mutation.
 const MAX_CHUNK_END: u64 = 1 << 30;
 /// Most records in one group-committed append mutation.
-pub(crate) const MAX_GROUP_RECORDS: usize = 256;
+const MAX_GROUP_RECORDS: usize = 256;
 /// Most bytes in one group-committed append mutation (a larger single
 /// record still goes alone).
 const MAX_GROUP_BYTES: u64 = 16 << 20;
@@ -266,11 +266,15 @@ impl Shared {
                 self.primary_apply(chunk, m, Local::Pad, &secondaries).await
             }
         };
-        if res.is_ok() {
-            tracing::debug!(handle, chunk_size, "chunk padded for append");
-        }
+        let e = match res {
+            Ok(_) => {
+                tracing::debug!(handle, chunk_size, "chunk padded for append");
+                Error::ChunkFull { handle }
+            }
+            Err(e) => e,
+        };
         for q in full {
-            q.answer(Err(res.clone().err().unwrap_or(Error::ChunkFull { handle })));
+            q.answer(Err(e.clone()));
         }
     }
 

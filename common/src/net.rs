@@ -213,7 +213,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn detached_work_finishes_after_its_caller_went_away() {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
@@ -224,7 +224,8 @@ mod tests {
         });
         // The caller gives up long before the work is done.
         assert!(tokio::time::timeout(Duration::from_millis(5), work).await.is_err());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // (Paused clock: this sleep lets the work's 50 ms pass, in order.)
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(done.load(Ordering::SeqCst), "the work stopped with its caller");
         assert_eq!(super::detached(async { Ok(7) }).await, Ok(7));
     }

@@ -495,6 +495,7 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
     setup.create("/log", None).await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let retries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..8u32 {
         // One attempt per call, so that every failure reaches the loop below.
@@ -502,7 +503,7 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
         cfg.rpc_timeout = Duration::from_secs(5);
         cfg.max_attempts = 1;
         let client = Client::new(cfg).unwrap();
-        let (stop, retries) = (stop.clone(), retries.clone());
+        let (stop, retries, count) = (stop.clone(), retries.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(500 + w as u64);
             let mut acked = Vec::new();
@@ -524,27 +525,40 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
                     }
                 };
                 acked.push((off, rec));
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 seq += 1;
             }
             acked
         }));
     }
-    // Stop a secondary of the chunk: the primary's next groups fail as a
-    // whole, until the master grants a lease without it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Waits until `n` appends are acknowledged in all.
+    let acked_at_least = |n: usize| {
+        let count = count.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while count.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(tokio::time::Instant::now() < deadline, "fewer than {n} appends acknowledged in 60 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Stop a secondary of the chunk once appends flow: the primary's next
+    // groups fail as a whole, until the master grants a lease without it.
+    acked_at_least(100).await;
     let mut master = MasterServiceClient::connect(format!("http://{}", cluster.master_addr())).await.unwrap();
     let req = gfs_proto::GetAppendLeaseRequest { path: "/log".into(), after_index: None };
     let lease = master.get_append_lease(req).await.unwrap().into_inner().lease.unwrap();
     assert_eq!(lease.chunk.as_ref().unwrap().index, 0);
     let victim = cluster.chunkserver_index(&lease.secondaries[0].address).unwrap();
     cluster.stop_chunkserver(victim).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Appends go on without it.
+    let before = count.load(std::sync::atomic::Ordering::Relaxed);
+    acked_at_least(before + 100).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 100, "only {} appends acknowledged", acked.len());
     let retried = retries.load(std::sync::atomic::Ordering::Relaxed);
     assert!(retried > 0, "no append failed; the stop was not exercised");
 

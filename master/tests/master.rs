@@ -350,7 +350,7 @@ async fn leases_versions_and_restart() {
 #[tokio::test]
 async fn a_lease_request_cut_off_by_its_deadline_still_finishes_the_bump() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { lease_ms: 300, rpc_timeout_ms: 3000, ..config(dir.path()) };
+    let cfg = Config { lease_ms: 300, rpc_timeout_ms: 10_000, ..config(dir.path()) };
     let (h, token, mut c) = start(cfg).await;
     let mut fakes = vec![];
     for id in ["s1", "s2", "s3"] {
@@ -361,11 +361,11 @@ async fn a_lease_request_cut_off_by_its_deadline_still_finishes_the_bump() {
     create(&mut c, "/f").await.unwrap();
     let l1 = write_lease(&mut c, "/f", 0).await.unwrap();
     assert_eq!(l1.chunk.as_ref().unwrap().version, 1);
-    // The lease runs out; the next grant round takes 500 ms per server,
-    // and its caller gives up after 100 ms.
+    // The lease runs out; the next grant round takes 3 s per server, and
+    // its caller gives up after 100 ms.
     tokio::time::sleep(Duration::from_millis(400)).await;
     for f in &fakes {
-        f.grant_delay_ms.store(500, std::sync::atomic::Ordering::Relaxed);
+        f.grant_delay_ms.store(3000, std::sync::atomic::Ordering::Relaxed);
     }
     let mut req = Request::new(GetWriteLeaseRequest { path: "/f".into(), index: 0, create_missing: false });
     req.set_timeout(Duration::from_millis(100));
@@ -376,7 +376,7 @@ async fn a_lease_request_cut_off_by_its_deadline_still_finishes_the_bump() {
     }
     // The round the caller left finishes: version 2 is logged.
     let mut version = 0;
-    for _ in 0..50 {
+    for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
         version = st.chunks[0].version;
