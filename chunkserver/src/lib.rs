@@ -253,6 +253,7 @@ pub async fn start_with_metrics(
         corrupt_tx,
         load: AtomicU32::new(0),
         clones: tokio::sync::Semaphore::new(config.max_clones),
+        cloning: Default::default(),
         metrics: metrics.for_server(&advertise),
         registered: std::sync::atomic::AtomicBool::new(false),
     });

@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub load: AtomicU32,
     /// Bounds concurrent clones on this server.
     pub clones: tokio::sync::Semaphore,
+    /// Chunks with a clone running here, or its cleanup (one at a time per
+    /// chunk: a cleanup must never delete a later clone's copy).
+    pub cloning: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// This server's metric series.
     pub metrics: crate::metrics::ServerMetrics,
     /// True while registered with the master (`/readyz`).
@@ -155,7 +158,7 @@ impl ChunkService for ChunkServer {
     async fn clone_chunk(&self, request: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
         let t = self.shared.metrics.rpc("CloneChunk");
         let _f = InFlight::new(&self.shared.load);
-        t.reply(self.shared.clone_chunk(request.into_inner()).await)
+        t.reply(Shared::clone_chunk(&self.shared, request.into_inner()).await)
     }
 
     async fn delete_chunks(

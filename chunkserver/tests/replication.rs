@@ -217,3 +217,48 @@ async fn restart_keeps_chunks_and_id() {
     token.cancel();
     h.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_cut_off_by_its_deadline_leaves_no_copy() {
+    let c = TestCluster::start(2, |_, _| {}).await;
+    // A 4 MiB chunk on server 0 alone.
+    let grant = GrantLeaseRequest { handle: 9, version: 3, lease_ms: 60_000, create: true, epoch: 1 };
+    c.client(0).await.grant_lease(grant).await.unwrap();
+    let data = random_bytes(4 * MIB, 9);
+    let mut a = c.client(0).await;
+    push(&mut a, 1, vec![], &data).await.unwrap();
+    let len = data.len() as u64;
+    let write =
+        WriteRequest { handle: 9, version: 3, offset: 0, data_id: 1, length: len, secondaries: vec![], epoch: 1 };
+    a.write(write).await.unwrap();
+
+    // Server 1 copies it at 1 MiB/s (one 8 MiB read, then the throttle
+    // waits 4 s); its caller gives up after 300 ms.
+    let clone =
+        CloneChunkRequest { handle: 9, version: 3, sources: vec![c.addr(0)], epoch: 1, bytes_per_sec: MIB as u64 };
+    let mut b = c.client(1).await;
+    let mut cut = tonic::Request::new(clone.clone());
+    cut.set_timeout(std::time::Duration::from_millis(300));
+    let status = b.clone_chunk(cut).await.unwrap_err();
+    assert!(matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded), "not cut off: {status:?}");
+    let copy = gfs_chunkserver::store::Store::chunk_path(c.dirs[1].path(), 9);
+    let meta = copy.with_extension("meta");
+    assert!(eventually(|| !copy.exists() && !meta.exists()).await, "the cut-off copy stayed on disk: {copy:?}");
+
+    // Cloning again (refused while the cleanup runs) gives a whole replica.
+    let clone = CloneChunkRequest { bytes_per_sec: 0, ..clone };
+    let mut refused = 0;
+    let resp = loop {
+        match b.clone_chunk(clone.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && refused < 100 => {
+                refused += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("clone after the cut-off one: {s:?}"),
+        }
+    };
+    assert_eq!(resp.length, len);
+    assert_eq!(read(&mut b, 9, 3, 0, 8 * MIB as u64).await.unwrap(), data);
+    assert!(copy.exists());
+}
