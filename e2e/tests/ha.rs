@@ -380,22 +380,44 @@ fn restarting_every_master_returns_the_acknowledged_state() {
         let mut cfg = ClientConfig::new(g.addrs[follower as usize - 1].clone());
         cfg.allow_stale_reads = true;
         let shadow = Client::new(cfg).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for (path, data) in &files {
-            loop {
-                match shadow.read_all(path).await {
-                    Ok(got) if got == *data => break,
-                    other => {
-                        assert!(
-                            Instant::now() < deadline,
-                            "{path}: shadow read never matched: {:?}",
-                            other.map(|g| g.len())
-                        );
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+        let shadow_reads_match = |files: BTreeMap<String, Vec<u8>>| {
+            let shadow = &shadow;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for (path, data) in &files {
+                    loop {
+                        match shadow.read_all(path).await {
+                            Ok(got) if got == *data => break,
+                            other => {
+                                assert!(
+                                    Instant::now() < deadline,
+                                    "{path}: shadow read never matched: {:?}",
+                                    other.map(|g| g.len())
+                                );
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
                     }
                 }
             }
-        }
+        };
+        shadow_reads_match(files.clone()).await;
+        // Changes after the follower caught up reach it too: its later
+        // pulls carry only the chunks changed since its cursor. The first
+        // file grows inside its last 1 MiB chunk, so only that chunk's
+        // length changes (and with it the file's size).
+        let mut changed = BTreeMap::new();
+        let (path, old) = files.iter().next().unwrap();
+        let room = (1 << 20) - old.len() % (1 << 20);
+        let mut grown = old.clone();
+        grown.extend((0..(room / 2).max(1) as u32).map(|i| (i % 253) as u8));
+        client.write_at(path, old.len() as u64, &grown[old.len()..]).await.unwrap();
+        changed.insert(path.clone(), grown);
+        let late: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+        client.create("/data/late", None).await.unwrap();
+        client.write_at("/data/late", 0, &late).await.unwrap();
+        changed.insert("/data/late".to_string(), late);
+        shadow_reads_match(changed).await;
         // Without allow_stale the follower refuses and names the leader.
         let mut c = raw(&g.addrs[follower as usize - 1]).await;
         let e = Error::from(c.stat(StatRequest { path: "/data/f0".into(), allow_stale: false }).await.unwrap_err());

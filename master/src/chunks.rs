@@ -1,8 +1,15 @@
 //! The chunk table: handle -> version, known length, up-to-date replicas and
 //! lease. Versions and handles are persisted (log + checkpoint); replica
 //! locations and lengths are rebuilt from chunkserver reports.
+//!
+//! The table also keeps a *change stream* for followers' shadow state
+//! (`shadow.rs`): every access for update (`get_mut`, `insert`) gives the
+//! chunk the next sequence number, so the chunks changed after a cursor are
+//! a range of an ordered index. The entries are private, so no change can
+//! bypass it. A stream has a random id; forgetting the soft state starts a
+//! new one, which makes followers pull everything again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::lease::Lease;
 
@@ -28,19 +35,52 @@ pub struct ChunkEntry {
     /// Set while a version bump is being pushed to the replicas: reports of
     /// this (old) version are neither stale nor up to date yet.
     pub bumping_from: Option<u64>,
+    /// Sequence number of this chunk's last change in the table's stream.
+    changed: u64,
 }
 
 /// All chunks plus the handle counter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChunkTable {
     chunks: HashMap<u64, ChunkEntry>,
     next_handle: u64,
+    /// Change stream: sequence number -> handle, one entry per chunk.
+    changes: BTreeMap<u64, u64>,
+    /// Last sequence number handed out.
+    change_seq: u64,
+    /// Id of the change stream (never 0).
+    stream: u64,
+}
+
+impl Default for ChunkTable {
+    fn default() -> Self {
+        ChunkTable {
+            chunks: HashMap::new(),
+            next_handle: 0,
+            changes: BTreeMap::new(),
+            change_seq: 0,
+            stream: new_stream(),
+        }
+    }
+}
+
+/// A fresh, non-zero change stream id.
+fn new_stream() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 impl ChunkTable {
     /// An empty table whose first handle is 1.
     pub fn new() -> Self {
-        ChunkTable { chunks: HashMap::new(), next_handle: 1 }
+        ChunkTable { next_handle: 1, ..Default::default() }
+    }
+
+    /// Gives `handle` the next sequence number of the change stream.
+    fn touch(changes: &mut BTreeMap<u64, u64>, seq: &mut u64, entry: &mut ChunkEntry, handle: u64) {
+        changes.remove(&entry.changed);
+        *seq += 1;
+        entry.changed = *seq;
+        changes.insert(*seq, handle);
     }
 
     /// Returns a fresh handle (persisted through the `AddChunk` record that
@@ -64,19 +104,22 @@ impl ChunkTable {
     /// Adds a chunk with no known replicas.
     pub fn insert(&mut self, handle: u64, version: u64, replication: u32, chunk_size: u64) {
         self.bump_next_handle(handle + 1);
-        self.chunks.insert(
-            handle,
-            ChunkEntry {
-                version,
-                length: 0,
-                replicas: BTreeSet::new(),
-                lease: None,
-                lease_holders: BTreeSet::new(),
-                replication,
-                chunk_size,
-                bumping_from: None,
-            },
-        );
+        let mut entry = ChunkEntry {
+            version,
+            length: 0,
+            replicas: BTreeSet::new(),
+            lease: None,
+            lease_holders: BTreeSet::new(),
+            replication,
+            chunk_size,
+            bumping_from: None,
+            changed: 0,
+        };
+        if let Some(old) = self.chunks.get(&handle) {
+            entry.changed = old.changed;
+        }
+        Self::touch(&mut self.changes, &mut self.change_seq, &mut entry, handle);
+        self.chunks.insert(handle, entry);
     }
 
     /// Returns a chunk.
@@ -84,14 +127,28 @@ impl ChunkTable {
         self.chunks.get(&handle)
     }
 
-    /// Returns a chunk for update.
+    /// Returns a chunk for update; it counts as changed.
     pub fn get_mut(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
-        self.chunks.get_mut(&handle)
+        let entry = self.chunks.get_mut(&handle)?;
+        Self::touch(&mut self.changes, &mut self.change_seq, entry, handle);
+        Some(entry)
     }
 
     /// Removes a chunk (its file was deleted).
     pub fn remove(&mut self, handle: u64) -> Option<ChunkEntry> {
-        self.chunks.remove(&handle)
+        let entry = self.chunks.remove(&handle)?;
+        self.changes.remove(&entry.changed);
+        Some(entry)
+    }
+
+    /// The change stream's id.
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Chunks whose last change is after `seq`, in change order.
+    pub fn changed_after(&self, seq: u64) -> impl Iterator<Item = (u64, u64, &ChunkEntry)> {
+        self.changes.range(seq + 1..).filter_map(|(s, h)| self.chunks.get(h).map(|c| (*s, *h, c)))
     }
 
     /// Number of chunks.
@@ -107,6 +164,7 @@ impl ChunkTable {
     /// Forgets everything learned from chunkservers and grants (replicas,
     /// lengths, leases), keeping the replicated handle/version table.
     pub fn clear_soft_state(&mut self) {
+        self.stream = new_stream();
         for c in self.chunks.values_mut() {
             c.replicas.clear();
             c.lease = None;

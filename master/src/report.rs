@@ -36,7 +36,9 @@ impl Meta {
             {
                 continue;
             }
-            let Some(c) = self.chunks.get_mut(r.handle) else {
+            // Read first: a report that changes nothing (most of a periodic
+            // full report) must not count as a change for shadow pulls.
+            let Some(c) = self.chunks.get(r.handle) else {
                 out.delete.push(r.handle);
                 if let Some(s) = self.servers.get_mut(server) {
                     s.chunks.remove(&r.handle);
@@ -52,7 +54,12 @@ impl Meta {
             } else if r.version > c.version {
                 out.adopt.push((r.handle, r.version, r.length));
             } else {
-                c.length = c.length.max(r.length.min(c.chunk_size));
+                let length = r.length.min(c.chunk_size);
+                if length > c.length
+                    && let Some(c) = self.chunks.get_mut(r.handle)
+                {
+                    c.length = length;
+                }
                 self.add_replica(r.handle, server);
             }
         }
@@ -230,6 +237,23 @@ mod tests {
         m.replace_reports("s", 0, &[], &mut out);
         assert!(m.chunks.get(1).unwrap().replicas.is_empty());
         assert!(m.servers.get("s").unwrap().chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_report_that_changes_nothing_is_no_change_for_shadow_pulls() {
+        let mut m = meta_with_chunk();
+        let mut out = ReportOutcome::default();
+        m.replace_reports("s", 0, &[rep(1, 3, 50)], &mut out);
+        let last = |m: &Meta| m.chunks.changed_after(0).last().map(|(seq, _, _)| seq);
+        let seq = last(&m);
+        // The periodic full report repeats it: nothing changed.
+        m.replace_reports("s", 1, &[rep(1, 3, 50)], &mut out);
+        m.replace_reports("s", 2, &[rep(1, 3, 20)], &mut out);
+        assert_eq!(last(&m), seq);
+        // A longer length is a change.
+        m.replace_reports("s", 3, &[rep(1, 3, 60)], &mut out);
+        assert!(last(&m) > seq);
+        assert_eq!(m.chunks.get(1).unwrap().length, 60);
     }
 
     #[tokio::test]

@@ -91,6 +91,23 @@ impl ServerRegistry {
         self.servers.get_mut(&id).expect("just inserted")
     }
 
+    /// Marks a server heard from now, keeping what it holds (a follower
+    /// refreshing the leader's live list). Returns false if it was unknown
+    /// or dead here, so it starts out holding nothing.
+    pub fn refresh(&mut self, info: ServerInfo, now: Instant) -> bool {
+        match self.servers.get_mut(&info.id) {
+            Some(e) if e.alive => {
+                e.info = info;
+                e.last_heartbeat = now;
+                true
+            }
+            _ => {
+                self.register(info, 0, 0, now);
+                false
+            }
+        }
+    }
+
     /// Returns a server.
     pub fn get(&self, id: &str) -> Option<&ServerEntry> {
         self.servers.get(id)

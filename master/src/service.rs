@@ -198,14 +198,19 @@ impl Service {
 
     async fn do_report_length(&self, req: ReportLengthRequest) -> Result<ReportLengthResponse> {
         let mut meta = self.shared.meta();
-        let c = meta.chunks.get_mut(req.handle).ok_or(Error::ChunkNotFound { handle: req.handle })?;
+        let c = meta.chunks.get(req.handle).ok_or(Error::ChunkNotFound { handle: req.handle })?;
         if req.length > c.chunk_size {
             return Err(Error::InvalidArgument(format!(
                 "length {} of chunk {} is above the chunk size {}",
                 req.length, req.handle, c.chunk_size
             )));
         }
-        c.length = c.length.max(req.length);
+        // Only a longer length is a change (for shadow pulls too).
+        if req.length > c.length
+            && let Some(c) = meta.chunks.get_mut(req.handle)
+        {
+            c.length = req.length;
+        }
         Ok(ReportLengthResponse {})
     }
 
@@ -446,6 +451,6 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        t.reply(Ok(self.shared.meta().location_page(q.after_handle, q.limit)))
+        t.reply(Ok(self.shared.meta().shadow_page(q.stream, q.after_seq, q.limit)))
     }
 }

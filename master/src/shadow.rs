@@ -3,21 +3,30 @@
 //! and locations, possibly a little stale, like GFS's shadow masters.
 //!
 //! Chunkservers talk only to the leader. Every `heartbeat_ms * 2` a
-//! follower pages through the leader's `ChunkLocations` and records what it
-//! got as its soft state: servers seen are registered as alive (and expire
-//! after `dead_after_ms` when the leader stops listing them), replica sets
-//! and lengths are replaced. A master drops all soft state when it becomes
-//! leader (chunkservers re-register), so none of this leaks into leader
-//! decisions.
+//! follower asks the leader's `ChunkLocations` for the chunks changed since
+//! its cursor (the chunk table's change stream, `chunks.rs`), a page at a
+//! time, and applies them: lengths and replica sets are replaced, the
+//! leader's live servers are marked alive (and expire after `dead_after_ms`
+//! when the leader stops listing them). A steady pull costs the leader
+//! O(changes), not O(chunks).
+//!
+//! The follower pulls everything again (a *full* pull, which replaces its
+//! shadow state) when it has no cursor, when the leader's stream is not the
+//! cursor's (a new leader, or the leader forgot its soft state), when its
+//! own chunk table was replaced or reset (snapshot install, a term as
+//! leader), and when its last pull is older than `dead_after_ms` (its own
+//! liveness sweep may then have dropped replicas the leader still lists).
+//! A master drops all soft state when it becomes leader (chunkservers
+//! re-register), so none of this leaks into leader decisions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_common::shutdown::CancellationToken;
-use gfs_proto::{ChunkLocation, ChunkLocationsRequest, ChunkLocationsResponse, ServerInfo};
+use gfs_proto::{ChunkLocationsRequest, ChunkLocationsResponse, ServerInfo, ShadowChunk};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -26,56 +35,181 @@ use crate::state::{Meta, Shared};
 /// Chunks per `ChunkLocations` page.
 pub const PAGE: u32 = 10_000;
 
+/// What a follower took from one pull.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Sequence number of the last change applied (the next cursor), if any.
+    pub last_seq: Option<u64>,
+    /// Stopped at a chunk this follower's log does not have yet.
+    pub stalled: bool,
+}
+
 impl Meta {
-    /// One page of chunk locations after `after` (leader side).
-    pub fn location_page(&self, after: u64, limit: u32) -> ChunkLocationsResponse {
+    /// One page of the chunks changed after `after_seq` in change stream
+    /// `stream` (leader side); from the start of the current stream if
+    /// `stream` is not it.
+    pub fn shadow_page(&self, stream: u64, after_seq: u64, limit: u32) -> ChunkLocationsResponse {
         let limit = limit.clamp(1, PAGE) as usize;
-        let mut handles: Vec<u64> = self.chunks.iter().map(|(h, _)| *h).filter(|h| *h > after).collect();
-        let done = handles.len() <= limit;
-        if !done {
-            handles.select_nth_unstable(limit - 1);
-            handles.truncate(limit);
+        let from = if stream == self.chunks.stream() { after_seq } else { 0 };
+        let mut changes = self.chunks.changed_after(from);
+        let chunks: Vec<ShadowChunk> = changes
+            .by_ref()
+            .take(limit)
+            .map(|(seq, handle, c)| ShadowChunk {
+                seq,
+                handle,
+                length: c.length,
+                replicas: c.replicas.iter().cloned().collect(),
+            })
+            .collect();
+        ChunkLocationsResponse {
+            stream: self.chunks.stream(),
+            done: changes.next().is_none(),
+            chunks,
+            servers: self.servers.iter().filter(|s| s.alive).map(|s| s.info.clone()).collect(),
+            applied_index: self.applied.map_or(0, |l| l.index),
         }
-        handles.sort_unstable();
-        ChunkLocationsResponse { chunks: handles.into_iter().map(|h| self.location(0, h)).collect(), done }
     }
 
-    /// Replaces this follower's soft state with what the leader listed.
-    pub fn apply_shadow(&mut self, chunks: Vec<ChunkLocation>, now: Instant) {
-        let mut servers: BTreeMap<String, ServerInfo> = BTreeMap::new();
-        let mut held: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-        for c in &chunks {
-            for r in &c.replicas {
-                servers.insert(r.id.clone(), r.clone());
-                held.entry(r.id.clone()).or_default().insert(c.handle);
+    /// Applies what a follower pulled: `changes` in sequence order, taken
+    /// when the leader had applied `leader_applied`. A `full` pull replaces
+    /// all shadow state.
+    pub fn apply_shadow(
+        &mut self,
+        full: bool,
+        changes: Vec<ShadowChunk>,
+        servers: Vec<ServerInfo>,
+        leader_applied: u64,
+        now: Instant,
+    ) -> Applied {
+        if full {
+            self.servers = Default::default();
+            self.chunks.clear_soft_state();
+        }
+        for info in servers {
+            self.servers.refresh(info, now);
+        }
+        let behind = self.applied.map_or(0, |l| l.index) < leader_applied;
+        let mut applied = Applied { last_seq: None, stalled: false };
+        for sc in changes {
+            let Some(c) = self.chunks.get_mut(sc.handle) else {
+                if behind {
+                    // Created in an entry this follower has not applied yet.
+                    applied.stalled = true;
+                    break;
+                }
+                // Deleted here already.
+                applied.last_seq = Some(sc.seq);
+                continue;
+            };
+            c.length = sc.length;
+            let new: BTreeSet<String> = sc.replicas.into_iter().collect();
+            let old = std::mem::replace(&mut c.replicas, new.clone());
+            for id in old.difference(&new) {
+                if let Some(s) = self.servers.get_mut(id) {
+                    s.chunks.remove(&sc.handle);
+                }
             }
-        }
-        for (id, info) in servers {
-            let e = self.servers.register(info, 0, 0, now);
-            e.chunks = held.remove(&id).unwrap_or_default().into_iter().collect();
-        }
-        for c in chunks {
-            if let Some(e) = self.chunks.get_mut(c.handle) {
-                e.length = c.length;
-                e.replicas = c.replicas.into_iter().map(|r| r.id).collect();
+            for id in new.difference(&old) {
+                if let Some(s) = self.servers.get_mut(id) {
+                    s.chunks.insert(sc.handle);
+                }
             }
+            applied.last_seq = Some(sc.seq);
         }
+        applied
     }
 }
 
-/// Pulls the leader's chunk locations while this master is a follower.
+/// One pull in progress: the pages taken so far, from a cursor.
+#[derive(Debug)]
+pub struct Pull {
+    /// The cursor the pull started from, `(0, 0)` for none.
+    pub start: (u64, u64),
+    /// The leader's stream and the last change taken.
+    pub stream: u64,
+    pub after: u64,
+    /// The pull restarted the stream: it replaces the shadow state.
+    pub full: bool,
+    pub changes: Vec<ShadowChunk>,
+    /// The leader's live servers, from the last page.
+    pub servers: Vec<ServerInfo>,
+    pub leader_applied: u64,
+}
+
+impl Pull {
+    /// A pull from cursor `(stream, seq)`.
+    pub fn new(start: (u64, u64)) -> Self {
+        Pull {
+            start,
+            stream: start.0,
+            after: start.1,
+            full: false,
+            changes: Vec::new(),
+            servers: Vec::new(),
+            leader_applied: 0,
+        }
+    }
+
+    /// The request for the next page.
+    pub fn request(&self, limit: u32) -> ChunkLocationsRequest {
+        ChunkLocationsRequest { limit, stream: self.stream, after_seq: self.after }
+    }
+
+    /// Takes a page; returns true once the last page is in.
+    pub fn take(&mut self, page: ChunkLocationsResponse) -> bool {
+        if page.stream != self.stream {
+            // The stream started over (or this is the first pull): the page
+            // is its beginning, and every chunk follows.
+            (self.full, self.stream, self.after) = (true, page.stream, 0);
+            self.changes.clear();
+        }
+        if let Some(last) = page.chunks.last() {
+            self.after = last.seq;
+        }
+        self.changes.extend(page.chunks);
+        self.servers = page.servers;
+        self.leader_applied = self.leader_applied.max(page.applied_index);
+        page.done
+    }
+
+    /// Applies the pull to a follower's state; returns what was applied and
+    /// the cursor to continue from.
+    pub fn apply(self, meta: &mut Meta, now: Instant) -> (Applied, (u64, u64)) {
+        let base = if self.full { 0 } else { self.start.1 };
+        let applied = meta.apply_shadow(self.full, self.changes, self.servers, self.leader_applied, now);
+        let seq = applied.last_seq.unwrap_or(base);
+        (applied, (self.stream, seq))
+    }
+}
+
+/// Where a follower is in the leader's change stream.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The leader's stream and the last change applied from it.
+    stream: u64,
+    seq: u64,
+    /// This follower's own table stream when the cursor was taken: a new
+    /// one means the table was replaced or reset.
+    local_stream: u64,
+    /// When the pull was applied.
+    at: Instant,
+}
+
+/// Pulls the leader's chunk location changes while this master is a follower.
 pub struct ShadowSync {
     shared: Arc<Shared>,
+    cursor: Option<Cursor>,
 }
 
 impl ShadowSync {
     /// A sync task over the master state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        ShadowSync { shared }
+        ShadowSync { shared, cursor: None }
     }
 
     /// Runs until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let period = Duration::from_millis(self.shared.cfg.heartbeat_ms * 2);
         loop {
             tokio::select! {
@@ -83,6 +217,7 @@ impl ShadowSync {
                 _ = tokio::time::sleep(period) => {}
             }
             if self.shared.is_leader() {
+                self.cursor = None;
                 continue;
             }
             let Some(leader) = self.shared.leader_hint() else { continue };
@@ -92,13 +227,23 @@ impl ShadowSync {
         }
     }
 
-    async fn pull(&self, leader: &str) -> Result<()> {
+    /// The cursor to continue from, or none for a full pull.
+    fn usable_cursor(&self, meta: &Meta, now: Instant) -> Option<Cursor> {
+        let dead_after = Duration::from_millis(self.shared.cfg.dead_after_ms);
+        self.cursor
+            .filter(|c| c.local_stream == meta.chunks.stream() && now.saturating_duration_since(c.at) < dead_after)
+    }
+
+    async fn pull(&mut self, leader: &str) -> Result<()> {
         let timeout = Duration::from_millis(self.shared.cfg.rpc_timeout_ms);
         let mut c = crate::group::master_client(&self.shared.peers, leader)?;
-        let mut all = Vec::new();
-        let mut after = 0;
+        let start = {
+            let meta = self.shared.meta();
+            self.usable_cursor(&meta, Instant::now()).map_or((0, 0), |c| (c.stream, c.seq))
+        };
+        let mut pull = Pull::new(start);
         loop {
-            let req = ChunkLocationsRequest { after_handle: after, limit: PAGE };
+            let req = pull.request(PAGE);
             let page = match c.chunk_locations(with_deadline(req, timeout)).await {
                 Ok(r) => r.into_inner(),
                 Err(e) => {
@@ -106,17 +251,23 @@ impl ShadowSync {
                     return Err(e.into());
                 }
             };
-            if let Some(last) = page.chunks.last() {
-                after = last.handle;
-            }
-            all.extend(page.chunks);
-            if page.done {
+            if pull.take(page) {
                 break;
             }
         }
-        if !self.shared.is_leader() {
-            self.shared.meta().apply_shadow(all, Instant::now());
+        if self.shared.is_leader() {
+            return Ok(());
         }
+        let now = Instant::now();
+        let mut meta = self.shared.meta();
+        // Checked again under the lock the liveness sweep also takes: a
+        // cursor that no longer describes this follower's state still gets
+        // the stream's latest changes, and everything is pulled next time.
+        let keep = pull.full || self.usable_cursor(&meta, now).is_some();
+        let (full, n) = (pull.full, pull.changes.len());
+        let (applied, (stream, seq)) = pull.apply(&mut meta, now);
+        self.cursor = keep.then_some(Cursor { stream, seq, local_stream: meta.chunks.stream(), at: now });
+        debug!(full, changes = n, stalled = applied.stalled, seq, keep, "shadow state pulled");
         Ok(())
     }
 }
@@ -126,46 +277,152 @@ mod tests {
     use super::*;
     use gfs_proto::{AddChunkOp, CreateOp, log_record::Op};
 
-    #[test]
-    fn pages_cover_every_chunk_once_and_shadow_state_is_applied() {
-        let mut leader = Meta::new();
-        leader.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 2, chunk_size: 1 << 20 }), 1).unwrap();
-        for h in 1..=25u64 {
-            let op = Op::AddChunk(AddChunkOp { path: "/f".into(), index: h - 1, handle: h * 7, version: 1 });
-            leader.apply(&op, 1).unwrap();
+    const CHUNK: u64 = 1 << 20;
+
+    /// A master that applied `/f` with chunks `handles` at log index `index`.
+    fn master(handles: &[u64], index: u64) -> Meta {
+        let mut m = Meta::new();
+        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 2, chunk_size: CHUNK }), 1).unwrap();
+        for (i, h) in handles.iter().enumerate() {
+            let op = Op::AddChunk(AddChunkOp { path: "/f".into(), index: i as u64, handle: *h, version: 1 });
+            m.apply(&op, 1).unwrap();
         }
+        m.applied = Some(crate::raft::log_id(1, 1, index));
+        m
+    }
+
+    /// One pull in pages of 10, as `ShadowSync` does it over the wire.
+    fn pull(leader: &Meta, follower: &mut Meta, cursor: &mut (u64, u64)) -> (bool, usize, Applied) {
+        let mut p = Pull::new(*cursor);
+        loop {
+            let page = leader.shadow_page(p.stream, p.after, 10);
+            assert!(page.chunks.len() <= 10);
+            if p.take(page) {
+                break;
+            }
+        }
+        let (full, n) = (p.full, p.changes.len());
+        let (applied, next) = p.apply(follower, Instant::now());
+        *cursor = next;
+        (full, n, applied)
+    }
+
+    fn held(m: &Meta, id: &str) -> BTreeSet<u64> {
+        m.servers.get(id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_full_pull_then_only_changes_and_a_new_stream_starts_over() {
+        let handles: Vec<u64> = (1..=25u64).map(|h| h * 7).collect();
+        let mut leader = master(&handles, 30);
         let now = Instant::now();
         for id in ["a", "b"] {
             let info = ServerInfo { id: id.into(), address: format!("{id}:1"), zone: "z".into() };
             leader.servers.register(info, 10, 0, now);
         }
-        for h in 1..=25u64 {
-            leader.add_replica(h * 7, "a");
-            leader.chunks.get_mut(h * 7).unwrap().length = h;
+        for (i, h) in handles.iter().enumerate() {
+            leader.add_replica(*h, "a");
+            leader.chunks.get_mut(*h).unwrap().length = i as u64 + 1;
         }
         leader.add_replica(7, "b");
-        let (mut seen, mut after) = (Vec::new(), 0);
-        loop {
-            let p = leader.location_page(after, 10);
-            assert!(p.chunks.len() <= 10);
-            after = p.chunks.last().map_or(after, |c| c.handle);
-            seen.extend(p.chunks);
-            if p.done {
-                break;
-            }
-        }
-        assert_eq!(seen.iter().map(|c| c.handle).collect::<Vec<_>>(), (1..=25).map(|h| h * 7).collect::<Vec<_>>());
-        let mut follower = Meta::new();
-        follower.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 2, chunk_size: 1 << 20 }), 1).unwrap();
-        for h in 1..=25u64 {
-            let op = Op::AddChunk(AddChunkOp { path: "/f".into(), index: h - 1, handle: h * 7, version: 1 });
-            follower.apply(&op, 1).unwrap();
-        }
-        follower.apply_shadow(seen, now);
+
+        let mut follower = master(&handles, 30);
+        let mut cursor = (0, 0);
+        let (full, n, applied) = pull(&leader, &mut follower, &mut cursor);
+        assert!(full && !applied.stalled);
+        assert_eq!(n, 25, "a full pull lists every chunk once");
         assert_eq!(follower.location(0, 7).replicas.len(), 2);
         assert_eq!(follower.location(24, 175).replicas.len(), 1);
         assert_eq!(follower.chunks.get(175).unwrap().length, 25);
         let f = follower.ns.lookup("/f").unwrap();
-        assert_eq!(follower.file_info("/f", f).size, 24 * (1 << 20) + 25);
+        assert_eq!(follower.file_info("/f", f).size, 24 * CHUNK + 25);
+        assert_eq!(held(&follower, "a").len(), 25);
+        assert_eq!(held(&follower, "b"), BTreeSet::from([7]));
+
+        // Nothing changed: nothing travels.
+        assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
+
+        // Three chunks change on the leader: exactly those travel.
+        leader.add_replica(14, "b");
+        leader.chunks.get_mut(21).unwrap().length = 99;
+        leader.remove_replica(7, "b");
+        let (full, n, _) = pull(&leader, &mut follower, &mut cursor);
+        assert!(!full);
+        assert_eq!(n, 3);
+        assert_eq!(follower.location(1, 14).replicas.len(), 2);
+        assert_eq!(follower.location(0, 7).replicas.len(), 1);
+        assert_eq!(follower.chunks.get(21).unwrap().length, 99);
+        assert_eq!(held(&follower, "b"), BTreeSet::from([14]));
+        assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
+
+        // A server the leader no longer lists is not refreshed here.
+        let before = follower.servers.get("b").unwrap().last_heartbeat;
+        leader.servers.get_mut("b").unwrap().alive = false;
+        pull(&leader, &mut follower, &mut cursor);
+        assert_eq!(follower.servers.get("b").unwrap().last_heartbeat, before);
+
+        // The leader forgets its soft state (a new term): a full pull
+        // replaces the follower's.
+        leader.chunks.clear_soft_state();
+        leader.add_replica(28, "a");
+        let (full, n, _) = pull(&leader, &mut follower, &mut cursor);
+        assert!(full);
+        assert_eq!(n, 25);
+        assert_eq!(follower.location(3, 28).replicas.len(), 1);
+        assert!(follower.location(0, 7).replicas.is_empty());
+        assert_eq!(held(&follower, "a"), BTreeSet::from([28]));
+    }
+
+    #[test]
+    fn a_chunk_missing_from_a_lagging_follower_waits_for_its_log() {
+        let mut leader = master(&[1, 2], 10);
+        let mut follower = master(&[1, 2], 10);
+        let mut cursor = (0, 0);
+        pull(&leader, &mut follower, &mut cursor);
+
+        // The leader applied chunk 3 (index 11); the follower has not yet.
+        let add3 = Op::AddChunk(AddChunkOp { path: "/f".into(), index: 2, handle: 3, version: 1 });
+        leader.apply(&add3, 1).unwrap();
+        leader.applied = Some(crate::raft::log_id(1, 1, 11));
+        leader.chunks.get_mut(3).unwrap().length = 5;
+        leader.chunks.get_mut(2).unwrap().length = 6;
+        let (_, n, applied) = pull(&leader, &mut follower, &mut cursor);
+        assert_eq!(n, 2);
+        assert!(applied.stalled, "chunk 3 taken for deleted: {applied:?}");
+        // Chunk 3 changed before chunk 2, so the pull stopped before both.
+        assert_eq!(follower.chunks.get(2).unwrap().length, 0);
+
+        // Once the follower applied the entry, the same changes go through.
+        follower.apply(&add3, 1).unwrap();
+        follower.applied = Some(crate::raft::log_id(1, 1, 11));
+        let (_, n, applied) = pull(&leader, &mut follower, &mut cursor);
+        assert_eq!(n, 2);
+        assert!(!applied.stalled);
+        assert_eq!(follower.chunks.get(3).unwrap().length, 5);
+        assert_eq!(follower.chunks.get(2).unwrap().length, 6);
+
+        // A chunk this follower (caught up) no longer has is skipped.
+        follower.chunks.remove(1);
+        leader.chunks.get_mut(1).unwrap().length = 7;
+        let (_, n, applied) = pull(&leader, &mut follower, &mut cursor);
+        assert_eq!((n, applied.stalled), (1, false));
+        assert_eq!(applied.last_seq, Some(cursor.1));
+        assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
+    }
+
+    #[test]
+    fn the_change_stream_has_each_chunk_once_in_change_order() {
+        let mut m = master(&[1, 2, 3], 1);
+        let stream = m.chunks.stream();
+        m.chunks.get_mut(1).unwrap();
+        let order: Vec<u64> = m.chunks.changed_after(0).map(|(_, h, _)| h).collect();
+        assert_eq!(order, [2, 3, 1]);
+        let (s2, _, _) = m.chunks.changed_after(0).nth(1).unwrap();
+        assert_eq!(m.chunks.changed_after(s2).map(|(_, h, _)| h).collect::<Vec<_>>(), [1]);
+        m.chunks.remove(3);
+        assert_eq!(m.chunks.changed_after(0).count(), 2);
+        assert_eq!(m.chunks.stream(), stream);
+        m.chunks.clear_soft_state();
+        assert_ne!(m.chunks.stream(), stream);
     }
 }
