@@ -8,6 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Data fields decode into `bytes::Bytes`, which shares the receive buffer
     // instead of copying each payload into a fresh Vec.
     config.bytes(["."]);
-    tonic_prost_build::configure().compile_with_config(config, &["proto/gfs.proto"], &["proto"])?;
+    // Every service encodes through `codec::GfsCodec` (sized encode buffers).
+    tonic_prost_build::configure().codec_path("crate::codec::GfsCodec").compile_with_config(
+        config,
+        &["proto/gfs.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

@@ -124,12 +124,16 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
+/// Largest HTTP/2 frame a peer may send us (the protocol's default is 16 KiB).
+const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
+
 /// Returns a tonic server builder with the given limits applied.
 pub fn server_builder(limits: &ServerLimits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .concurrency_limit_per_connection(limits.max_concurrent_per_connection)
         .timeout(limits.request_timeout)
         .tcp_nodelay(true)
+        .max_frame_size(Some(HTTP2_MAX_FRAME))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
@@ -170,7 +174,8 @@ impl ChannelPool {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .initial_stream_window_size(Some(4 * 1024 * 1024))
-            .initial_connection_window_size(Some(16 * 1024 * 1024));
+            .initial_connection_window_size(Some(16 * 1024 * 1024))
+            .max_frame_size(Some(HTTP2_MAX_FRAME));
         let channel = endpoint.connect_lazy();
         if map.len() >= self.max_entries {
             // Evict an arbitrary entry; channels are cheap to rebuild.

@@ -5,6 +5,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// The `gfs.v1` protobuf package.
 pub mod v1 {
     tonic::include_proto!("gfs.v1");
