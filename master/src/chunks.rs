@@ -6,7 +6,7 @@
 //! (`shadow.rs`): every access for update (`get_mut`, `insert`) gives the
 //! chunk the next sequence number, so the chunks changed after a cursor are
 //! a range of an ordered index. The entries are private, so no change can
-//! bypass it. A stream has a random id; forgetting the soft state starts a
+//! bypass it (except a follower's shadow state, `get_mut_untracked`). A stream has a random id; forgetting the soft state starts a
 //! new one, which makes followers pull everything again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -132,6 +132,14 @@ impl ChunkTable {
         let entry = self.chunks.get_mut(&handle)?;
         Self::touch(&mut self.changes, &mut self.change_seq, entry, handle);
         Some(entry)
+    }
+
+    /// Returns a chunk for update *without* counting it as changed. Only
+    /// for a follower's shadow state (`shadow.rs`): a follower serves no
+    /// change stream, and the one it starts as leader begins with every
+    /// chunk anyway.
+    pub(crate) fn get_mut_untracked(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
+        self.chunks.get_mut(&handle)
     }
 
     /// Removes a chunk (its file was deleted).

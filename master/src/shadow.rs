@@ -92,7 +92,7 @@ impl Meta {
         let behind = self.applied.map_or(0, |l| l.index) < leader_applied;
         let mut applied = Applied { last_seq: None, stalled: false };
         for sc in changes {
-            let Some(c) = self.chunks.get_mut(sc.handle) else {
+            let Some(c) = self.chunks.get_mut_untracked(sc.handle) else {
                 if behind {
                     // Created in an entry this follower has not applied yet.
                     applied.stalled = true;
