@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use gfs_client::{Client, ClientConfig};
 use gfs_common::Error;
+use gfs_common::admin_http::{get, sample_sum};
 use gfs_e2e::{Proc, bin, free_addr};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
@@ -28,6 +29,8 @@ use rand::{Rng, RngCore, SeedableRng};
 struct Group {
     dir: PathBuf,
     addrs: Vec<String>,
+    /// Each master's admin port (`/metrics`).
+    admin: Vec<std::net::SocketAddr>,
     masters: Vec<Option<Proc>>,
     chunkservers: Vec<Proc>,
 }
@@ -35,12 +38,18 @@ struct Group {
 impl Group {
     fn new(dir: &Path, n: usize) -> Group {
         let addrs: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
-        let mut g = Group { dir: dir.to_path_buf(), addrs, masters: Vec::new(), chunkservers: Vec::new() };
+        let mut g = Group::unstarted(dir, addrs);
         for id in 1..=n as u64 {
             let p = g.spawn_master(id);
             g.masters.push(Some(p));
         }
         g
+    }
+
+    /// A group of masters at `addrs`, none started yet.
+    fn unstarted(dir: &Path, addrs: Vec<String>) -> Group {
+        let admin = addrs.iter().map(|_| free_addr()).collect();
+        Group { dir: dir.to_path_buf(), addrs, admin, masters: Vec::new(), chunkservers: Vec::new() }
     }
 
     fn peers(&self) -> String {
@@ -62,6 +71,7 @@ impl Group {
         Proc::spawn(
             Command::new(bin("gfs-master"))
                 .args(["--id", &id.to_string(), "--listen", addr, "--peers", &self.peers()])
+                .args(["--admin-listen", &self.admin[id as usize - 1].to_string()])
                 .args(["--chunk-size", "1MiB", "--fault-injection", "--data-dir"])
                 .arg(self.master_dir(id))
                 .env("RUST_LOG", "info"),
@@ -418,6 +428,14 @@ fn restarting_every_master_returns_the_acknowledged_state() {
         client.write_at("/data/late", 0, &late).await.unwrap();
         changed.insert("/data/late".to_string(), late);
         shadow_reads_match(changed).await;
+        // The follower's metrics show it: a full pull after the restart,
+        // then pulls of changes.
+        let (code, body) = get(g.admin[follower as usize - 1], "/metrics").await.expect("scrape the follower");
+        assert_eq!(code, 200);
+        let pulls = |kind: &str| sample_sum(&body, "gfs_master_shadow_pulls_total", &[kind]).unwrap_or(0.0);
+        assert!(pulls("kind=\"full\"") >= 1.0, "no full pull:\n{body}");
+        assert!(pulls("kind=\"changes\"") >= 1.0, "no pull of changes:\n{body}");
+        assert!(sample_sum(&body, "gfs_master_shadow_pulled_chunks_total", &[]).unwrap_or(0.0) > 0.0);
         // Without allow_stale the follower refuses and names the leader.
         let mut c = raw(&g.addrs[follower as usize - 1]).await;
         let e = Error::from(c.stat(StatRequest { path: "/data/f0".into(), allow_stale: false }).await.unwrap_err());
@@ -563,8 +581,7 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
 fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     let dir = tempfile::tempdir().unwrap();
     let addrs: Vec<String> = (0..5).map(|_| free_addr().to_string()).collect();
-    let mut g =
-        Group { dir: dir.path().to_path_buf(), addrs: addrs.clone(), masters: Vec::new(), chunkservers: Vec::new() };
+    let mut g = Group::unstarted(dir.path(), addrs.clone());
     let spawn = |g: &Group, id: u64, join: bool| {
         let addr = &g.addrs[id as usize - 1];
         let mut cmd = Command::new(bin("gfs-master"));
@@ -653,7 +670,7 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
 fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let addrs: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
-    let mut g = Group { dir: dir.path().to_path_buf(), addrs, masters: Vec::new(), chunkservers: Vec::new() };
+    let mut g = Group::unstarted(dir.path(), addrs);
     // Snapshot (checkpoint) every 20 entries, keeping only 20 after it.
     let spawn = |g: &Group, id: u64| {
         Proc::spawn(
@@ -695,8 +712,7 @@ fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
 fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
     let dir = tempfile::tempdir().unwrap();
     let addrs: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
-    let mut g =
-        Group { dir: dir.path().to_path_buf(), addrs: addrs.clone(), masters: Vec::new(), chunkservers: Vec::new() };
+    let mut g = Group::unstarted(dir.path(), addrs.clone());
     let spec = addrs.join(",");
     // Ids are pod ordinals 0..3; Group's helpers count from 1, so keep the
     // processes here.

@@ -74,6 +74,8 @@ const MASTER_FAMILIES: &[&str] = &[
     "gfs_master_raft_leader_changes",
     "gfs_master_raft_applied_index",
     "gfs_master_raft_entry_batches",
+    "gfs_master_shadow_pulls",
+    "gfs_master_shadow_pulled_chunks",
 ];
 
 const CHUNKSERVER_FAMILIES: &[&str] = &[

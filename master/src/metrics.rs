@@ -52,6 +52,20 @@ pub struct ServerLabel {
     pub server: String,
 }
 
+/// Label of the shadow-pull counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PullLabel {
+    /// `full` (the follower's shadow state replaced) or `changes`.
+    pub kind: String,
+}
+
+impl PullLabel {
+    /// The label of a full pull (`true`) or a pull of changes.
+    pub fn of(full: bool) -> Self {
+        PullLabel { kind: if full { "full" } else { "changes" }.into() }
+    }
+}
+
 /// Families of the master. Cheap to clone (every family is an `Arc`).
 #[derive(Clone)]
 pub struct Metrics {
@@ -87,6 +101,10 @@ pub struct Metrics {
     pub raft_applied_index: Gauge,
     /// Callers' batches per proposed Raft entry (proposal grouping).
     pub raft_entry_batches: Histogram,
+    /// Shadow pulls this follower applied, full or of changes.
+    pub shadow_pulls: Family<PullLabel, Counter>,
+    /// Chunk entries this follower took from shadow pulls.
+    pub shadow_pulled_chunks: Counter,
     /// Deficit sizes reported so far (kept at 0 once repaired).
     seen_missing: Arc<Mutex<BTreeSet<u32>>>,
 }
@@ -110,6 +128,8 @@ impl Default for Metrics {
             leader_changes: Counter::default(),
             raft_applied_index: Gauge::default(),
             raft_entry_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            shadow_pulls: Family::default(),
+            shadow_pulled_chunks: Counter::default(),
             seen_missing: Arc::new(Mutex::new(BTreeSet::from([1]))),
         }
     }
@@ -141,6 +161,16 @@ impl Metrics {
             "raft_entry_batches",
             "Callers' metadata batches grouped into each proposed Raft entry",
             self.raft_entry_batches.clone(),
+        );
+        // Both kinds are listed from the start (at 0).
+        for full in [true, false] {
+            self.shadow_pulls.get_or_create(&PullLabel::of(full)).inc_by(0);
+        }
+        r.register("shadow_pulls", "Shadow pulls applied by this follower, by kind", self.shadow_pulls.clone());
+        r.register(
+            "shadow_pulled_chunks",
+            "Chunk entries this follower took from shadow pulls",
+            self.shadow_pulled_chunks.clone(),
         );
         r.register(
             "chunkserver_heartbeat_age_seconds",

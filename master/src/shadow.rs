@@ -266,6 +266,9 @@ impl ShadowSync {
         let keep = pull.full || self.usable_cursor(&meta, now).is_some();
         let (full, n) = (pull.full, pull.changes.len());
         let (applied, (stream, seq)) = pull.apply(&mut meta, now);
+        let metrics = &self.shared.metrics;
+        metrics.shadow_pulls.get_or_create(&crate::metrics::PullLabel::of(full)).inc();
+        metrics.shadow_pulled_chunks.inc_by(n as u64);
         self.cursor = keep.then_some(Cursor { stream, seq, local_stream: meta.chunks.stream(), at: now });
         debug!(full, changes = n, stalled = applied.stalled, seq, keep, "shadow state pulled");
         Ok(())
