@@ -6,8 +6,10 @@
 //! (`shadow.rs`): every access for update (`get_mut`, `insert`) gives the
 //! chunk the next sequence number, so the chunks changed after a cursor are
 //! a range of an ordered index. The entries are private, so no change can
-//! bypass it (except a follower's shadow state, `get_mut_untracked`). A stream has a random id; forgetting the soft state starts a
-//! new one, which makes followers pull everything again.
+//! bypass it (except a follower's shadow state, `get_mut_untracked`). An
+//! update that may change nothing goes through `get_mut_if`, so it is not
+//! sent to followers for nothing. A stream has a random id; forgetting the
+//! soft state starts a new one, which makes followers pull everything again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -132,6 +134,19 @@ impl ChunkTable {
         let entry = self.chunks.get_mut(&handle)?;
         Self::touch(&mut self.changes, &mut self.change_seq, entry, handle);
         Some(entry)
+    }
+
+    /// Returns a chunk for update only if `would_change` says the update
+    /// changes it; only then does it count as changed.
+    pub fn get_mut_if(
+        &mut self,
+        handle: u64,
+        would_change: impl FnOnce(&ChunkEntry) -> bool,
+    ) -> Option<&mut ChunkEntry> {
+        if !self.chunks.get(&handle).is_some_and(would_change) {
+            return None;
+        }
+        self.get_mut(handle)
     }
 
     /// Returns a chunk for update *without* counting it as changed. Only

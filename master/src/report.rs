@@ -55,9 +55,7 @@ impl Meta {
                 out.adopt.push((r.handle, r.version, r.length));
             } else {
                 let length = r.length.min(c.chunk_size);
-                if length > c.length
-                    && let Some(c) = self.chunks.get_mut(r.handle)
-                {
+                if let Some(c) = self.chunks.get_mut_if(r.handle, |c| length > c.length) {
                     c.length = length;
                 }
                 self.add_replica(r.handle, server);

@@ -92,18 +92,16 @@ impl ServerRegistry {
     }
 
     /// Marks a server heard from now, keeping what it holds (a follower
-    /// refreshing the leader's live list). Returns false if it was unknown
-    /// or dead here, so it starts out holding nothing.
-    pub fn refresh(&mut self, info: ServerInfo, now: Instant) -> bool {
+    /// refreshing the leader's live list). One unknown or dead here is
+    /// registered anew, holding nothing.
+    pub fn refresh(&mut self, info: ServerInfo, now: Instant) {
         match self.servers.get_mut(&info.id) {
             Some(e) if e.alive => {
                 e.info = info;
                 e.last_heartbeat = now;
-                true
             }
             _ => {
                 self.register(info, 0, 0, now);
-                false
             }
         }
     }

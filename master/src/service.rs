@@ -206,9 +206,7 @@ impl Service {
             )));
         }
         // Only a longer length is a change (for shadow pulls too).
-        if req.length > c.length
-            && let Some(c) = meta.chunks.get_mut(req.handle)
-        {
+        if let Some(c) = meta.chunks.get_mut_if(req.handle, |c| req.length > c.length) {
             c.length = req.length;
         }
         Ok(ReportLengthResponse {})

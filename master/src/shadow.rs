@@ -36,7 +36,7 @@ use crate::state::{Meta, Shared};
 pub const PAGE: u32 = 10_000;
 
 /// What a follower took from one pull.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Applied {
     /// Sequence number of the last change applied (the next cursor), if any.
     pub last_seq: Option<u64>,

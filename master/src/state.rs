@@ -91,9 +91,7 @@ impl Meta {
     /// Adds `server` as an up-to-date replica of `handle`.
     pub fn add_replica(&mut self, handle: u64, server: &str) {
         // Only a real change counts as one for shadow pulls.
-        if self.chunks.get(handle).is_some_and(|c| !c.replicas.contains(server))
-            && let Some(c) = self.chunks.get_mut(handle)
-        {
+        if let Some(c) = self.chunks.get_mut_if(handle, |c| !c.replicas.contains(server)) {
             c.replicas.insert(server.to_string());
         }
         if let Some(s) = self.servers.get_mut(server) {
@@ -104,9 +102,7 @@ impl Meta {
 
     /// Removes `server` from the replicas of `handle`.
     pub fn remove_replica(&mut self, handle: u64, server: &str) {
-        if self.chunks.get(handle).is_some_and(|c| c.replicas.contains(server))
-            && let Some(c) = self.chunks.get_mut(handle)
-        {
+        if let Some(c) = self.chunks.get_mut_if(handle, |c| c.replicas.contains(server)) {
             c.replicas.remove(server);
         }
         if let Some(s) = self.servers.get_mut(server) {
