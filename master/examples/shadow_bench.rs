@@ -52,7 +52,7 @@ fn pull(leader: &Meta, follower: &mut Meta, cursor: &mut (u64, u64)) -> (Duratio
         let d = t.elapsed();
         total += d;
         longest = longest.max(d);
-        if p.take(page) {
+        if p.take(page).expect("page") {
             break;
         }
     }

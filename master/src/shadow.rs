@@ -23,9 +23,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::{Error, Result};
 use gfs_proto::{ChunkLocationsRequest, ChunkLocationsResponse, ServerInfo, ShadowChunk};
 use tokio::time::Instant;
 use tracing::debug;
@@ -156,8 +156,13 @@ impl Pull {
         ChunkLocationsRequest { limit, stream: self.stream, after_seq: self.after }
     }
 
-    /// Takes a page; returns true once the last page is in.
-    pub fn take(&mut self, page: ChunkLocationsResponse) -> bool {
+    /// Takes a page; returns true once the last page is in. A page that
+    /// is empty but not the last would make the pull ask for it forever,
+    /// so it is refused.
+    pub fn take(&mut self, page: ChunkLocationsResponse) -> Result<bool> {
+        if page.chunks.is_empty() && !page.done {
+            return Err(Error::Internal("the leader sent an empty shadow page that is not the last".into()));
+        }
         if page.stream != self.stream {
             // The stream started over (or this is the first pull): the page
             // is its beginning, and every chunk follows.
@@ -170,7 +175,7 @@ impl Pull {
         self.changes.extend(page.chunks);
         self.servers = page.servers;
         self.leader_applied = self.leader_applied.max(page.applied_index);
-        page.done
+        Ok(page.done)
     }
 
     /// Applies the pull to a follower's state; returns what was applied and
@@ -251,7 +256,7 @@ impl ShadowSync {
                     return Err(e.into());
                 }
             };
-            if pull.take(page) {
+            if pull.take(page)? {
                 break;
             }
         }
@@ -300,7 +305,7 @@ mod tests {
         loop {
             let page = leader.shadow_page(p.stream, p.after, 10);
             assert!(page.chunks.len() <= 10);
-            if p.take(page) {
+            if p.take(page).unwrap() {
                 break;
             }
         }
@@ -411,6 +416,15 @@ mod tests {
         assert_eq!((n, applied.stalled), (1, false));
         assert_eq!(applied.last_seq, Some(cursor.1));
         assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
+    }
+
+    #[test]
+    fn an_empty_page_that_is_not_the_last_is_refused() {
+        let page = ChunkLocationsResponse { stream: 5, done: false, ..Default::default() };
+        let err = Pull::new((0, 0)).take(page).unwrap_err();
+        assert!(matches!(err, Error::Internal(ref m) if m.contains("empty shadow page")), "{err}");
+        let last = ChunkLocationsResponse { stream: 5, done: true, ..Default::default() };
+        assert!(Pull::new((0, 0)).take(last).unwrap());
     }
 
     #[test]
