@@ -53,6 +53,10 @@ pub enum Error {
     StaleEpoch { have: u64, seen: u64 },
     #[error("{}", not_leader_text(leader))]
     NotLeader { leader: Option<String> },
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,6 +90,8 @@ impl Error {
             Error::Busy(_) => ErrorKind::Busy,
             Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
             Error::NotLeader { .. } => ErrorKind::NotLeader,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -197,6 +203,8 @@ impl Error {
             ErrorKind::Busy => Error::Busy(tail(&msg)),
             ErrorKind::StaleEpoch => Error::StaleEpoch { have: d.have_version, seen: d.want_version },
             ErrorKind::NotLeader => Error::NotLeader { leader: (!d.leader.is_empty()).then_some(d.leader) },
+            ErrorKind::PermissionDenied => Error::PermissionDenied(tail(&msg)),
+            ErrorKind::Unauthenticated => Error::Unauthenticated(tail(&msg)),
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(tail(&msg)),
         }
     }
@@ -218,6 +226,8 @@ impl Error {
             ErrorKind::NoSpace | ErrorKind::Busy => Code::ResourceExhausted,
             ErrorKind::Corrupt => Code::DataLoss,
             ErrorKind::Unavailable | ErrorKind::NotLeader => Code::Unavailable,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
             ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
         }
     }
@@ -247,6 +257,8 @@ impl From<tonic::Status> for Error {
             Code::ResourceExhausted => Error::Busy(s.message().to_string()),
             Code::OutOfRange => Error::TooLarge { what: s.message().to_string(), size: 0, limit: 0 },
             Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+            Code::PermissionDenied => Error::PermissionDenied(s.message().to_string()),
+            Code::Unauthenticated => Error::Unauthenticated(s.message().to_string()),
             _ => Error::Internal(format!("{}: {}", s.code(), s.message())),
         }
     }
@@ -281,6 +293,8 @@ mod tests {
             Error::StaleEpoch { have: 1, seen: 2 },
             Error::NotLeader { leader: Some("10.0.0.2:7000".into()) },
             Error::NotLeader { leader: None },
+            Error::PermissionDenied("role client may not call Heartbeat".into()),
+            Error::Unauthenticated("no chunk token".into()),
             Error::Internal("boom".into()),
         ];
         for e in cases {

@@ -1,5 +1,6 @@
 //! Shared building blocks for every gfs component.
 //!
+//! - [`auth`]: roles and identities of callers (certificates or claims).
 //! - [`error`]: the one error type that crosses the wire, and its mapping to
 //!   and from `tonic::Status`.
 //! - [`path`]: the namespace path rules (absolute, no `.`/`..`, no empty parts).
@@ -13,6 +14,7 @@
 //! - [`throttle`]: byte-rate pacing for background copies.
 
 pub mod admin_http;
+pub mod auth;
 pub mod bufpool;
 pub mod error;
 pub mod masters;
