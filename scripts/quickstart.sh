@@ -26,7 +26,10 @@ else
   [ -s "$data/ready" ] || { echo "server did not start; see $data/server.log"; exit 1; }
 fi
 export GFS_MASTER="$(cat "$data/ready")"
-echo "==> cluster up, master $GFS_MASTER"
+# gfs server made a CA and certificates under $data/tls; the CLI uses the
+# admin one (mTLS, TLS 1.3).
+export GFS_TLS_DIR="$data/tls/admin"
+echo "==> cluster up, master $GFS_MASTER (TLS identity $GFS_TLS_DIR)"
 
 run() { printf '$ %s\n' "$*"; "$@"; }
 sample="$(mktemp)"
@@ -47,5 +50,5 @@ run "$gfs" mv /quickstart/logs/app.log /quickstart/logs/app.log.1
 run "$gfs" ls /quickstart/logs
 rm -f "$sample" "$sample.back" "$sample.rec"
 echo
-echo "gfs is running: GFS_MASTER=$GFS_MASTER, data in $data, log in $data/server.log"
+echo "gfs is running: GFS_MASTER=$GFS_MASTER GFS_TLS_DIR=$GFS_TLS_DIR, data in $data, log in $data/server.log"
 echo "stop it with: kill \$(cat $data/server.pid)"

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use gfs_common::admin_http::{self, Admin};
-use gfs_common::net::{ServerLimits, bind, limited_incoming, server_builder};
+use gfs_common::net::{ServerLimits, bind, incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, MasterSet, Result};
 use gfs_proto::ServerInfo;
@@ -92,6 +92,10 @@ pub struct Config {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// mTLS material for every connection (served and dialled), or
+    /// plaintext without authentication (the default for in-code configs;
+    /// the binary needs `--insecure` for it).
+    pub security: gfs_common::tls::Security,
 }
 
 impl Default for Config {
@@ -116,6 +120,7 @@ impl Default for Config {
             scrub_bytes_per_sec: 16 << 20,
             admin_listen: None,
             profiling: false,
+            security: Default::default(),
         }
     }
 }
@@ -248,7 +253,7 @@ pub async fn start_with_metrics(
         pushbuf: pushbuf.clone(),
         leases: Leases::default(),
         epoch: Epoch::default(),
-        rpc: Rpc::new(masters, Duration::from_millis(config.rpc_timeout_ms)),
+        rpc: Rpc::new(masters, Duration::from_millis(config.rpc_timeout_ms), &config.security),
         push_timeout,
         corrupt_tx,
         load: AtomicU32::new(0),
@@ -257,7 +262,8 @@ pub async fn start_with_metrics(
         metrics: metrics.for_server(&advertise),
         registered: std::sync::atomic::AtomicBool::new(false),
     });
-    let server = serve(listener, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
+    let conns = incoming(listener, &config.limits, &config.security);
+    let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
     let tasks_token = shutdown.child_token();
     let hb = Heartbeat {
         shared: shared.clone(),
@@ -294,7 +300,7 @@ pub async fn start_with_metrics(
 }
 
 fn serve(
-    listener: tokio::net::TcpListener,
+    incoming: gfs_common::net::Incoming,
     limits: ServerLimits,
     svc: ChunkServer,
     shutdown: CancellationToken,
@@ -302,7 +308,6 @@ fn serve(
     let svc = ChunkServiceServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let incoming = limited_incoming(listener, limits.max_connections);
     tokio::spawn(async move {
         server_builder(&limits)
             .add_service(svc)

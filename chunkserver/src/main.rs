@@ -61,6 +61,11 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Most connections open at once from one IP address.
+    #[arg(long, env = "GFS_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
+    max_connections_per_peer: usize,
+    #[command(flatten)]
+    tls: gfs_common::tls::TlsArgs,
 }
 
 #[tokio::main]
@@ -68,7 +73,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::abort_on_panic();
     telemetry::init(args.log_format, "info");
+    let security = args.tls.security()?;
+    let limits =
+        gfs_common::net::ServerLimits { max_connections_per_peer: args.max_connections_per_peer, ..Default::default() };
     let config = gfs_chunkserver::Config {
+        security,
+        limits,
         listen: args.listen,
         advertise: args.advertise,
         master: args.master,

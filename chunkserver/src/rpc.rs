@@ -6,7 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::Stream;
+use gfs_common::auth::Role;
 use gfs_common::net::{ChannelPool, with_deadline};
+use gfs_common::tls::Security;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, MasterSet, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
@@ -31,8 +33,10 @@ fn master_unreachable(s: &tonic::Status) -> bool {
 impl Rpc {
     /// Returns an RPC helper with per-call `timeout`, talking to the leader
     /// of `masters`.
-    pub fn new(masters: MasterSet, timeout: Duration) -> Self {
-        Self { pool: ChannelPool::new(256, timeout), masters, timeout }
+    pub fn new(masters: MasterSet, timeout: Duration, security: &Security) -> Self {
+        // One pool dials both the masters and peer chunkservers.
+        let pool = ChannelPool::new(256, timeout, security, &[Role::Master, Role::Chunkserver]);
+        Self { pool, masters, timeout }
     }
 
     /// The master addresses and the leader followed.

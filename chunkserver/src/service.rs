@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use gfs_common::auth::Role;
 use gfs_common::{Error, MAX_IO_SIZE, Result};
 use gfs_proto::chunk_service_server::ChunkService;
 use gfs_proto::*;
@@ -87,6 +88,16 @@ impl Shared {
     }
 }
 
+// Who may call what (mTLS roles; see docs/SECURITY.md). An admin may also
+// do what a client may; an `--insecure` server lets everyone call everything.
+const CLIENT: &[Role] = &[Role::Client];
+const CHUNKSERVER: &[Role] = &[Role::Chunkserver];
+const MASTER: &[Role] = &[Role::Master];
+/// Clients push to the first replica, which forwards along the chain.
+const PUSHERS: &[Role] = &[Role::Client, Role::Chunkserver];
+/// Clients read; a chunkserver cloning a chunk reads from its source.
+const READERS: &[Role] = &[Role::Client, Role::Chunkserver];
+
 /// The gRPC service; cheap to clone.
 #[derive(Clone)]
 pub struct ChunkServer {
@@ -114,12 +125,18 @@ impl ChunkService for ChunkServer {
         request: Request<Streaming<PushDataFrame>>,
     ) -> Result<Response<PushDataResponse>, Status> {
         let t = self.shared.metrics.rpc("PushData");
+        if let Err(e) = gfs_common::auth::require(&request, "PushData", PUSHERS) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         t.reply(self.shared.push_data(request.into_inner()).await)
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let t = self.shared.metrics.rpc("Write");
+        if let Err(e) = gfs_common::auth::require(&request, "Write", CLIENT) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         t.reply(self.detached(|s| async move { s.write(req).await }).await)
@@ -127,6 +144,9 @@ impl ChunkService for ChunkServer {
 
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let t = self.shared.metrics.rpc("Append");
+        if let Err(e) = gfs_common::auth::require(&request, "Append", CLIENT) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         t.reply(self.detached(|s| async move { s.append(req).await }).await)
@@ -137,6 +157,9 @@ impl ChunkService for ChunkServer {
         request: Request<ApplyMutationRequest>,
     ) -> Result<Response<ApplyMutationResponse>, Status> {
         let t = self.shared.metrics.rpc("ApplyMutation");
+        if let Err(e) = gfs_common::auth::require(&request, "ApplyMutation", CHUNKSERVER) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         t.reply(self.detached(|s| async move { s.apply_mutation(req).await }).await)
@@ -144,12 +167,18 @@ impl ChunkService for ChunkServer {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         let t = self.shared.metrics.rpc("Read");
+        if let Err(e) = gfs_common::auth::require(&request, "Read", READERS) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         t.reply(self.shared.read(request.into_inner()).await)
     }
 
     async fn grant_lease(&self, request: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
         let t = self.shared.metrics.rpc("GrantLease");
+        if let Err(e) = gfs_common::auth::require(&request, "GrantLease", MASTER) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         t.reply(self.detached(|s| async move { s.grant_lease(req).await }).await)
@@ -157,6 +186,9 @@ impl ChunkService for ChunkServer {
 
     async fn clone_chunk(&self, request: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
         let t = self.shared.metrics.rpc("CloneChunk");
+        if let Err(e) = gfs_common::auth::require(&request, "CloneChunk", MASTER) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         t.reply(Shared::clone_chunk(&self.shared, request.into_inner()).await)
     }
@@ -166,6 +198,9 @@ impl ChunkService for ChunkServer {
         request: Request<DeleteChunksRequest>,
     ) -> Result<Response<DeleteChunksResponse>, Status> {
         let t = self.shared.metrics.rpc("DeleteChunks");
+        if let Err(e) = gfs_common::auth::require(&request, "DeleteChunks", MASTER) {
+            return t.reply(Err(e));
+        }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
         let res = match self.shared.epoch.check(req.epoch) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream};
+use gfs_common::auth::Role;
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
@@ -20,6 +21,8 @@ use gfs_proto::{
     StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
@@ -46,6 +49,31 @@ pub struct FileStat {
     pub chunks: Vec<ChunkLocation>,
 }
 
+/// A master client whose requests carry the user's claims.
+pub(crate) type MasterClient = MasterServiceClient<InterceptedService<Channel, Claims>>;
+
+/// Adds the configured user and groups to every master request. A master
+/// with TLS takes the identity from the certificate and ignores them; an
+/// `--insecure` one believes them (HDFS "simple" authentication).
+#[derive(Clone)]
+pub(crate) struct Claims {
+    user: String,
+    groups: Vec<String>,
+}
+
+impl Claims {
+    fn new(user: &str, groups: &[String]) -> Self {
+        Claims { user: user.to_string(), groups: groups.to_vec() }
+    }
+}
+
+impl Interceptor for Claims {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        gfs_common::auth::claim(&mut req, &self.user, &self.groups);
+        Ok(req)
+    }
+}
+
 /// A gfs client. Cheap to clone; clones share channels and caches.
 #[derive(Clone)]
 pub struct Client {
@@ -62,6 +90,8 @@ struct Inner {
     /// The master group's addresses, following the leader.
     masters: MasterSet,
     pool: ChannelPool,
+    /// The user and groups claimed to a master that authenticates nobody.
+    claims: Claims,
     /// (path, chunk index) -> location.
     locations: PathCache<(String, u64), ChunkLocation>,
     /// path -> chunk size.
@@ -215,7 +245,13 @@ impl Client {
             inner: Arc::new(Inner {
                 client_id: rand::random::<u64>().max(1),
                 call_seq: std::sync::atomic::AtomicU64::new(1),
-                pool: ChannelPool::new(MAX_CHANNELS, CONNECT_TIMEOUT),
+                pool: ChannelPool::new(
+                    MAX_CHANNELS,
+                    CONNECT_TIMEOUT,
+                    &config.security,
+                    &[Role::Master, Role::Chunkserver],
+                ),
+                claims: Claims::new(&config.user, &config.groups),
                 masters,
                 config,
                 locations,
@@ -607,9 +643,9 @@ impl Client {
     // Internals
     // ----------------------------------------------------------------------
 
-    fn master_at(&self, addr: &str) -> Result<MasterServiceClient<Channel>> {
+    fn master_at(&self, addr: &str) -> Result<MasterClient> {
         let ch = self.inner.pool.get(addr)?;
-        Ok(MasterServiceClient::new(ch)
+        Ok(MasterServiceClient::with_interceptor(ch, self.inner.claims.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
@@ -637,7 +673,7 @@ impl Client {
     /// so they need no leader.
     pub(crate) async fn master_call<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
-        F: FnMut(MasterServiceClient<Channel>, Duration) -> Fut,
+        F: FnMut(MasterClient, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let cfg = &self.inner.config;

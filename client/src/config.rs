@@ -40,6 +40,14 @@ pub struct ClientConfig {
     pub zone: Option<String>,
     /// Pieces in flight for `put`/`get`/multi-piece I/O.
     pub io_parallelism: usize,
+    /// mTLS material (the identity is the certificate's subject), or
+    /// plaintext to masters and chunkservers run with `--insecure`.
+    pub security: gfs_common::tls::Security,
+    /// The user claimed to an `--insecure` master (default: `$USER`);
+    /// ignored by a master that authenticates certificates.
+    pub user: String,
+    /// The groups claimed with `user`.
+    pub groups: Vec<String>,
 }
 
 impl ClientConfig {
@@ -57,8 +65,21 @@ impl ClientConfig {
             cache_ttl: Duration::from_secs(60),
             zone: None,
             io_parallelism: 4,
+            security: Default::default(),
+            user: default_user(),
+            groups: Vec::new(),
         }
     }
+}
+
+/// The login name (`$USER`, else `$LOGNAME`) if it is a valid gfs user
+/// name, else `anonymous`.
+pub fn default_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|u| gfs_common::auth::check_name("user", u).is_ok())
+        .unwrap_or_else(|| gfs_common::auth::ANONYMOUS.to_string())
 }
 
 /// Default of [`ClientConfig::failover_timeout`]: a Raft election takes

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gfs_common::DEFAULT_CHUNK_SIZE;
 use gfs_common::admin_http::{self, Admin};
+use gfs_common::auth::Role;
+use gfs_common::certs::{CertSpec, LocalPki};
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::tls::{Security, Tls};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
@@ -40,6 +43,9 @@ pub struct LocalClusterOptions {
     pub profiling: bool,
     /// Masters in the group (1, 3 or 5), in this process on loopback.
     pub masters: usize,
+    /// mTLS between every component, with a CA and certificates generated
+    /// under `<data_dir>/tls/` (kept across restarts); false = plaintext.
+    pub tls: bool,
 }
 
 impl LocalClusterOptions {
@@ -55,7 +61,37 @@ impl LocalClusterOptions {
             admin_listen: None,
             profiling: false,
             masters: 1,
+            tls: true,
         }
+    }
+}
+
+/// The identities of a local cluster's components.
+struct Pki {
+    master: Security,
+    chunkserver: Security,
+    admin: Security,
+}
+
+impl Pki {
+    /// Opens (or creates) `<data_dir>/tls`: a CA and one certificate per
+    /// role, reused across restarts. The admin certificate's CN is the
+    /// login user, so the files it creates are owned by that user.
+    fn open(opts: &LocalClusterOptions) -> anyhow::Result<Pki> {
+        if !opts.tls {
+            return Ok(Pki { master: Security::Insecure, chunkserver: Security::Insecure, admin: Security::Insecure });
+        }
+        let dir = opts.data_dir.join("tls");
+        let (pki, ca) = LocalPki::open(&dir).with_context(|| format!("TLS folder {}", dir.display()))?;
+        let load = |name: &str, user: String, role: Role| -> anyhow::Result<Security> {
+            let files = pki.component(&ca, name, &CertSpec::new(user, role))?;
+            Ok(Security::Tls(Tls::load(files)?))
+        };
+        Ok(Pki {
+            master: load("master", "master".into(), Role::Master)?,
+            chunkserver: load("chunkserver", "chunkserver".into(), Role::Chunkserver)?,
+            admin: load("admin", crate::config::default_user(), Role::Admin)?,
+        })
     }
 }
 
@@ -71,6 +107,9 @@ pub struct LocalCluster {
     pub data_dir: PathBuf,
     /// The bound admin HTTP address, if `admin_listen` was set.
     pub admin_addr: Option<SocketAddr>,
+    /// The admin identity for clients of this cluster (`<data_dir>/tls/admin`
+    /// with TLS), or plaintext.
+    pub client_security: Security,
     shutdown: CancellationToken,
     masters: Vec<gfs_master::MasterHandle>,
     chunkservers: Vec<gfs_chunkserver::ChunkserverHandle>,
@@ -87,6 +126,7 @@ impl LocalCluster {
             bail!("masters must be 1, 3 or 5, not {}", opts.masters);
         }
         let replication = opts.replication.unwrap_or_else(|| opts.chunkservers.min(3) as u32);
+        let pki = Pki::open(&opts)?;
         let admin = match &opts.admin_listen {
             Some(a) => Some(gfs_common::net::bind(a).await.context("cannot bind the admin address")?),
             None => None,
@@ -126,6 +166,7 @@ impl LocalCluster {
                 replication,
                 id: i as u64 + 1,
                 peers: peers.clone(),
+                security: pki.master.clone(),
                 ..Default::default()
             };
             match gfs_master::start_with_metrics(cfg, shutdown.clone(), metrics).await {
@@ -148,6 +189,7 @@ impl LocalCluster {
                 master: master_spec.clone(),
                 data_dir: dir,
                 zone: format!("zone-{i}"),
+                security: pki.chunkserver.clone(),
                 ..Default::default()
             };
             match gfs_chunkserver::start_with_metrics(cfg, shutdown.clone(), cs_metrics.clone()).await {
@@ -176,6 +218,7 @@ impl LocalCluster {
             master_addrs,
             chunkserver_addrs: chunkservers.iter().map(|c| c.addr).collect(),
             data_dir: opts.data_dir.clone(),
+            client_security: pki.admin,
             shutdown: shutdown.clone(),
             masters,
             chunkservers,
@@ -189,7 +232,7 @@ impl LocalCluster {
     }
 
     async fn wait_ready(&self, want: usize, timeout: Duration) -> anyhow::Result<()> {
-        let mut cfg = ClientConfig::new(self.master_spec());
+        let mut cfg = self.client_config();
         cfg.rpc_timeout = Duration::from_secs(2);
         cfg.max_attempts = 1;
         // This loop polls on its own deadline.
@@ -219,7 +262,15 @@ impl LocalCluster {
 
     /// A client for this cluster with default settings.
     pub fn client(&self) -> crate::Result<Client> {
-        Client::new(ClientConfig::new(self.master_spec()))
+        Client::new(self.client_config())
+    }
+
+    /// The default client configuration for this cluster (its masters, and
+    /// the admin identity when it runs TLS).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.master_spec());
+        cfg.security = self.client_security.clone();
+        cfg
     }
 
     /// The master addresses as clients and chunkservers take them.

@@ -1,6 +1,6 @@
 //! Smoke tests of the client against an in-process cluster.
 
-use gfs_client::{Client, ClientConfig, Error, LocalCluster, LocalClusterOptions};
+use gfs_client::{Client, Error, LocalCluster, LocalClusterOptions};
 use gfs_common::shutdown::CancellationToken;
 
 const CHUNK: u64 = 64 * 1024;
@@ -9,7 +9,7 @@ async fn cluster(dir: &std::path::Path) -> (LocalCluster, Client) {
     let mut opts = LocalClusterOptions::new(dir);
     opts.chunk_size = CHUNK;
     let c = LocalCluster::start(opts, CancellationToken::new()).await.unwrap();
-    let mut cfg = ClientConfig::new(c.master_addr.to_string());
+    let mut cfg = c.client_config();
     cfg.zone = Some("zone-1".into());
     let client = Client::new(cfg).unwrap();
     (c, client)

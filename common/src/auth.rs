@@ -203,10 +203,11 @@ impl Caller {
         Ok(Caller { user, groups, roles: Roles::default(), authenticated: false, remote })
     }
 
-    /// True if the caller may act as `role`: it holds it, or the server
-    /// authenticates nobody (`--insecure`).
+    /// True if the caller may act as `role`: it holds it (an admin may do
+    /// what a client may), or the server authenticates nobody
+    /// (`--insecure`).
     pub fn may(&self, role: Role) -> bool {
-        !self.authenticated || self.roles.contains(role)
+        !self.authenticated || self.roles.contains(role) || (role == Role::Client && self.roles.contains(Role::Admin))
     }
 
     /// Fails with `PermissionDenied` unless the caller may act as one of
@@ -284,6 +285,10 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::PermissionDenied);
         assert!(e.to_string().contains("Heartbeat needs role chunkserver but alice has client"), "{e}");
         assert!(!c.is_admin());
+        let admin = Identity { user: "root".into(), groups: vec![], roles: Roles::of(&[Role::Admin]) };
+        let peer = PeerInfo { remote: None, identity: Some(Arc::new(admin)) };
+        let c = Caller::of(&request_with(Some(peer), None, None)).unwrap();
+        assert!(c.may(Role::Client) && c.may(Role::Admin) && !c.may(Role::Master) && c.is_admin());
     }
 
     #[test]

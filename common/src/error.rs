@@ -250,6 +250,14 @@ impl From<tonic::Status> for Error {
         // No gfs detail: the failure happened in the transport (connect
         // refused, deadline, reset) or in tonic itself.
         use tonic::Code;
+        if s.message().contains("h2 protocol error") {
+            // A plaintext client talking to a TLS server reads its alert as
+            // garbage HTTP/2.
+            return Error::Unavailable(format!(
+                "{}: the server may require TLS (give the client --tls-dir, or run both sides with --insecure)",
+                s.message()
+            ));
+        }
         match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
                 Error::Unavailable(s.message().to_string())

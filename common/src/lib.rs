@@ -12,10 +12,13 @@
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`telemetry`]: tracing setup.
 //! - [`throttle`]: byte-rate pacing for background copies.
+//! - [`tls`]: mTLS configs (TLS 1.3, cluster CA, roles from certificates);
+//!   [`certs`]: issuing certificates (local CA, operator, tests).
 
 pub mod admin_http;
 pub mod auth;
 pub mod bufpool;
+pub mod certs;
 pub mod error;
 pub mod masters;
 pub mod net;
@@ -24,6 +27,7 @@ pub mod profile;
 pub mod shutdown;
 pub mod telemetry;
 pub mod throttle;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};
 pub use masters::MasterSet;

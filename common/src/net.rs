@@ -1,21 +1,28 @@
-//! Networking helpers: listeners with a connection cap, server builders with
-//! request limits, and a bounded pool of client channels with deadlines.
+//! Networking helpers: listeners with connection caps and TLS, server
+//! builders with request limits, and a bounded pool of client channels
+//! (plaintext or mTLS) with deadlines.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::codegen::http::Uri;
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{PeerInfo, Role, Roles};
 use crate::error::{Error, Result};
+use crate::tls::Security;
 
 /// Limits applied to every gfs gRPC server.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +30,17 @@ pub struct ServerLimits {
     /// Most TCP connections open at once; further connects wait in the
     /// kernel backlog until one closes.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address, so that one
+    /// peer (or a flood of idle sockets from it) cannot take every slot.
+    /// Connections over it are closed at once.
+    pub max_connections_per_peer: usize,
+    /// A new connection must finish its TLS handshake (or, plaintext, send
+    /// its first bytes) within this, or it is closed.
+    pub handshake_timeout: Duration,
+    /// Connections are closed gracefully (HTTP/2 GOAWAY; in-flight requests
+    /// finish) after this age, so idle connections do not hold slots
+    /// forever; clients reconnect transparently.
+    pub max_connection_age: Duration,
     /// Most requests in flight on one connection.
     pub max_concurrent_per_connection: usize,
     /// Server-side deadline for any single request.
@@ -31,62 +49,167 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_connections: 1024, max_concurrent_per_connection: 64, request_timeout: Duration::from_secs(60) }
+        Self {
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            handshake_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            max_concurrent_per_connection: 64,
+            request_timeout: Duration::from_secs(60),
+        }
     }
 }
 
-/// A TCP connection that holds a slot of the listener's connection limit
-/// until it is dropped.
-pub struct LimitedConn {
-    inner: TcpStream,
+/// Open connections per peer IP address.
+#[derive(Default)]
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+
+impl PeerCounts {
+    /// Takes a slot for `ip` unless it already has `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut map = self.0.lock().expect("peer counts lock");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { counts: self.clone(), ip })
+    }
+}
+
+/// One open connection of a peer; gives its slot back when dropped.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().expect("peer counts lock");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The byte stream of an accepted connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted connection: it holds a slot of the listener's global and
+/// per-peer limits until dropped, and carries the peer's identity
+/// ([`PeerInfo`]) to every request made on it.
+pub struct Conn {
+    stream: Stream,
+    info: PeerInfo,
     _permit: OwnedSemaphorePermit,
+    _peer: PeerSlot,
 }
 
-impl Connected for LimitedConn {
-    type ConnectInfo = TcpConnectInfo;
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.info.clone()
     }
 }
 
-impl AsyncRead for LimitedConn {
+impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
-impl AsyncWrite for LimitedConn {
+impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
 /// Stream of accepted connections for `serve_with_incoming_shutdown`.
-pub type Incoming = ReceiverStream<std::io::Result<LimitedConn>>;
+pub type Incoming = ReceiverStream<std::io::Result<Conn>>;
 
-/// Turns a bound listener into a stream of connections capped at
-/// `max_connections` open at once. The accept task ends when the stream is
-/// dropped (the server stopped).
-pub fn limited_incoming(listener: TcpListener, max_connections: usize) -> Incoming {
-    let (tx, rx) = mpsc::channel(1);
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+/// Finishes accepting one connection: the TLS handshake (and the peer's
+/// identity from its certificate), or for plaintext the peer's first
+/// bytes. The caller bounds it with the handshake deadline.
+async fn establish(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(Stream, PeerInfo)> {
+    let Some(config) = tls else {
+        // A plaintext peer that connects and never speaks would hold its
+        // slot until the keepalive notices, which never starts before the
+        // HTTP/2 preface.
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Err(Error::Unavailable(format!("{remote} closed before speaking"))),
+            Ok(_) => {}
+            Err(e) => return Err(Error::Unavailable(format!("{remote}: {e}"))),
+        }
+        return Ok((Stream::Plain(stream), PeerInfo { remote: Some(remote), identity: None }));
+    };
+    let tls = tokio_rustls::TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+        .map_err(|e| Error::Unauthenticated(format!("TLS handshake with {remote}: {e}")))?;
+    let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+    let der = der.ok_or_else(|| Error::Unauthenticated(format!("{remote} presented no certificate")))?;
+    let identity = crate::tls::identity_of(&der)?;
+    Ok((Stream::Tls(Box::new(tls)), PeerInfo { remote: Some(remote), identity: Some(Arc::new(identity)) }))
+}
+
+/// Turns a bound listener into a stream of connections within `limits`
+/// (global and per-peer caps, handshake deadline), wrapped in TLS when
+/// `security` says so. Handshakes run as tasks of their own, at most one
+/// per connection slot. The accept task ends when the stream is dropped
+/// (the server stopped).
+pub fn incoming(listener: TcpListener, limits: &ServerLimits, security: &Security) -> Incoming {
+    let (tx, rx) = mpsc::channel(16);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let peers = Arc::new(PeerCounts::default());
+    let tls = security.tls().map(|t| t.server_config());
+    let (per_peer, deadline) = (limits.max_connections_per_peer, limits.handshake_timeout);
     tokio::spawn(async move {
+        let mut refused: u64 = 0;
         loop {
             let permit = tokio::select! {
                 _ = tx.closed() => return,
@@ -96,11 +219,8 @@ pub fn limited_incoming(listener: TcpListener, max_connections: usize) -> Incomi
                 _ = tx.closed() => return,
                 a = listener.accept() => a,
             };
-            let item = match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    Ok(LimitedConn { inner: stream, _permit: permit })
-                }
+            let (stream, remote) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     // Back off briefly so that EMFILE does not spin.
@@ -108,9 +228,26 @@ pub fn limited_incoming(listener: TcpListener, max_connections: usize) -> Incomi
                     continue;
                 }
             };
-            if tx.send(item).await.is_err() {
-                return;
-            }
+            let Some(peer) = peers.take(remote.ip(), per_peer) else {
+                refused += 1;
+                // One line per 1000 refusals: a flood must not flood the log.
+                if refused % 1000 == 1 {
+                    tracing::warn!(peer = %remote.ip(), limit = per_peer, refused, "connection refused: per-peer limit");
+                }
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, tls) = (tx.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(deadline, establish(stream, remote, tls)).await {
+                    Ok(Ok((stream, info))) => {
+                        let conn = Conn { stream, info, _permit: permit, _peer: peer };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(peer = %remote, error = %e, "connection refused"),
+                    Err(_) => tracing::debug!(peer = %remote, ?deadline, "connection closed: no handshake in time"),
+                }
+            });
         }
     });
     ReceiverStream::new(rx)
@@ -136,24 +273,70 @@ pub fn server_builder(limits: &ServerLimits) -> tonic::transport::Server {
         .max_frame_size(Some(HTTP2_MAX_FRAME))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(Duration::from_secs(300))
+}
+
+/// Dials TLS connections for tonic channels: TCP, then a TLS 1.3 handshake
+/// whose server must hold the pool's expected roles.
+#[derive(Clone)]
+struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl tower::Service<Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.config.clone();
+        Box::pin(async move {
+            let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+            let host = uri.host().ok_or_else(|| invalid(format!("no host in {uri}")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = uri.port_u16().ok_or_else(|| invalid(format!("no port in {uri}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host.clone()).map_err(|e| invalid(format!("{host}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with {host}:{port} failed: {e} (a server run with --insecure speaks no TLS)"
+                    ),
+                )
+            })?;
+            Ok(TokioIo::new(tls))
+        })
+    }
 }
 
 /// A bounded cache of client channels keyed by `host:port`.
 ///
 /// A tonic `Channel` multiplexes requests over one HTTP/2 connection, so one
 /// per peer is enough. Connects are lazy; the per-request deadline is set by
-/// the caller with [`with_deadline`].
+/// the caller with [`with_deadline`]. With TLS, every server dialled must
+/// present a certificate under the cluster CA holding one of the pool's
+/// expected roles.
 #[derive(Clone)]
 pub struct ChannelPool {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
     max_entries: usize,
     connect_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ChannelPool {
-    /// Returns a pool that keeps at most `max_entries` channels.
-    pub fn new(max_entries: usize, connect_timeout: Duration) -> Self {
-        Self { inner: Arc::new(Mutex::new(HashMap::new())), max_entries: max_entries.max(1), connect_timeout }
+    /// Returns a pool that keeps at most `max_entries` channels, dialling
+    /// with `security`; with TLS, servers must hold one of `expect`.
+    pub fn new(max_entries: usize, connect_timeout: Duration, security: &Security, expect: &[Role]) -> Self {
+        let tls = security.tls().map(|t| t.client_config(Roles::of(expect)));
+        Self { inner: Arc::new(Mutex::new(HashMap::new())), max_entries: max_entries.max(1), connect_timeout, tls }
     }
 
     /// Returns the channel to `addr`, creating it (lazily connected) if needed.
@@ -162,12 +345,8 @@ impl ChannelPool {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
+        let bare = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+        let endpoint = Endpoint::from_shared(format!("http://{bare}"))
             .map_err(|e| Error::InvalidArgument(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
@@ -176,7 +355,10 @@ impl ChannelPool {
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(16 * 1024 * 1024))
             .max_frame_size(Some(HTTP2_MAX_FRAME));
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            Some(config) => endpoint.connect_with_connector_lazy(TlsConnector { config: config.clone() }),
+            None => endpoint.connect_lazy(),
+        };
         if map.len() >= self.max_entries {
             // Evict an arbitrary entry; channels are cheap to rebuild.
             if let Some(k) = map.keys().next().cloned() {
@@ -211,6 +393,10 @@ pub async fn detached<T: Send + 'static>(
 ) -> crate::Result<T> {
     tokio::spawn(work).await.map_err(|e| crate::Error::Internal(format!("handler task: {e}")))?
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod listener_tests;
 
 #[cfg(test)]
 mod tests {

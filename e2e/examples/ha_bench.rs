@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::Client;
 use gfs_e2e::{bin, free_addr};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{MasterRole, MasterStatusRequest};
@@ -40,7 +40,7 @@ impl Group {
     fn spawn(&self, id: u64) -> Child {
         let peers = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>();
         let log = std::fs::File::create(self.dir.join(format!("m{id}.log"))).unwrap();
-        Command::new(bin("gfs-master"))
+        gfs_e2e::secured(&mut Command::new(bin("gfs-master")))
             .args(["--id", &id.to_string(), "--listen", &self.addrs[id as usize - 1]])
             .args(["--peers", &peers.join(","), "--data-dir"])
             .arg(self.dir.join(format!("m{id}")))
@@ -63,12 +63,7 @@ impl Group {
 
     async fn leader(&self) -> Option<u64> {
         for a in &self.addrs {
-            let Ok(Ok(mut c)) =
-                tokio::time::timeout(Duration::from_millis(500), MasterServiceClient::connect(format!("http://{a}")))
-                    .await
-            else {
-                continue;
-            };
+            let mut c = MasterServiceClient::new(gfs_e2e::channel(a, gfs_common::auth::Role::Admin));
             if let Ok(Ok(s)) =
                 tokio::time::timeout(Duration::from_millis(500), c.master_status(MasterStatusRequest {})).await
             {
@@ -103,7 +98,7 @@ impl Drop for Group {
 }
 
 fn client(spec: &str) -> Client {
-    let mut cfg = ClientConfig::new(spec.to_string());
+    let mut cfg = gfs_e2e::client_config(spec.to_string());
     cfg.rpc_timeout = Duration::from_secs(2);
     Client::new(cfg).unwrap()
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::Client;
 use gfs_e2e::{Proc, bin};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
@@ -34,6 +34,7 @@ fn start_server(dir: &Path, tag: &str) -> (Proc, String) {
     let ready = dir.join(format!("ready-{tag}"));
     let log = dir.join(format!("server-{tag}.log"));
     let _ = std::fs::remove_file(&ready);
+    gfs_e2e::seed_ca(&dir.join("data"));
     let proc = Proc::spawn(
         Command::new(bin("gfs")).args(["server", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB"]).args([
             "--data-dir".as_ref(),
@@ -49,6 +50,7 @@ fn start_server(dir: &Path, tag: &str) -> (Proc, String) {
 
 fn gfs(master: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(bin("gfs"));
+    gfs_e2e::secured(&mut cmd);
     cmd.arg("--master").arg(master).args(args);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -144,7 +146,7 @@ fn cli_verbs_round_trip_and_report_errors() {
 type Acked = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
 async fn writer(master: String, id: u32, acked: Acked, stop: Arc<std::sync::atomic::AtomicBool>) {
-    let mut cfg = ClientConfig::new(master);
+    let mut cfg = gfs_e2e::client_config(master);
     cfg.max_attempts = 1;
     cfg.rpc_timeout = Duration::from_secs(3);
     // The only master dies for good: fail at once instead of waiting out a
@@ -194,7 +196,7 @@ fn kill9_all_in_one_server_keeps_every_acknowledged_operation() {
     assert!(acked.len() >= 40, "only {} operations acknowledged before the crash", acked.len());
 
     let (_server, m2) = start_server(dir.path(), "second");
-    let client = Client::new(ClientConfig::new(m2)).unwrap();
+    let client = Client::new(gfs_e2e::client_config(m2)).unwrap();
     rt.block_on(async {
         for (path, data) in &acked {
             // An acked empty file may since have been written by an
@@ -255,6 +257,7 @@ fn all_in_one_server_runs_a_three_master_group() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let log = dir.path().join("server.log");
+    gfs_e2e::seed_ca(&dir.path().join("data"));
     let mut server = Proc::spawn(
         Command::new(bin("gfs"))
             .args(["server", "--masters", "3", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB", "--data-dir"])

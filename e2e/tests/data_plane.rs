@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::Client;
 use gfs_common::Error;
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
@@ -374,7 +374,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(client.read_all("/d/e/f").await.unwrap(), b"hello");
 
     // An unreachable master: a clear error naming it.
-    let mut cfg = ClientConfig::new("127.0.0.1:1");
+    let mut cfg = gfs_client::ClientConfig::new("127.0.0.1:1");
     cfg.max_attempts = 2;
     let nowhere = Client::new(cfg).unwrap();
     let e = nowhere.stat("/").await.unwrap_err();
@@ -499,7 +499,7 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
     let mut tasks = Vec::new();
     for w in 0..8u32 {
         // One attempt per call, so that every failure reaches the loop below.
-        let mut cfg = ClientConfig::new(cluster.master_addr());
+        let mut cfg = gfs_client::ClientConfig::new(cluster.master_addr());
         cfg.rpc_timeout = Duration::from_secs(5);
         cfg.max_attempts = 1;
         let client = Client::new(cfg).unwrap();

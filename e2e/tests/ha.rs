@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::Client;
 use gfs_common::Error;
 use gfs_common::admin_http::{get, sample_sum};
+use gfs_common::auth::Role;
 use gfs_e2e::{Proc, bin, free_addr};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
@@ -136,7 +137,7 @@ impl Drop for Group {
 
 async fn status(addr: &str) -> Option<MasterStatusResponse> {
     let call = async {
-        let mut c = MasterServiceClient::connect(format!("http://{addr}")).await.ok()?;
+        let mut c = MasterServiceClient::new(gfs_e2e::channel(addr, Role::Admin));
         Some(c.master_status(MasterStatusRequest {}).await.ok()?.into_inner())
     };
     tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten()
@@ -204,7 +205,7 @@ async fn wait_chunkservers(client: &Client, n: usize) {
 }
 
 async fn raw(addr: &str) -> MasterServiceClient<tonic::transport::Channel> {
-    MasterServiceClient::connect(format!("http://{addr}")).await.unwrap()
+    MasterServiceClient::new(gfs_e2e::channel(addr, Role::Admin))
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -224,9 +225,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         }
         let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
         // Cut the leader off from the other two, both directions.
-        RaftServiceClient::connect(format!("http://{l_addr}"))
-            .await
-            .unwrap()
+        RaftServiceClient::new(gfs_e2e::channel(&l_addr, Role::Master))
             .set_partition(PartitionRequest { blocked: others.clone() })
             .await
             .unwrap();
@@ -256,9 +255,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         c.stat(StatRequest { path: "/before/0".into(), allow_stale: true }).await.unwrap();
 
         // Heal: all three converge to the same state.
-        RaftServiceClient::connect(format!("http://{l_addr}"))
-            .await
-            .unwrap()
+        RaftServiceClient::new(gfs_e2e::channel(&l_addr, Role::Master))
             .set_partition(PartitionRequest { blocked: vec![] })
             .await
             .unwrap();
@@ -286,7 +283,7 @@ fn corrupt_log_tail_on_one_master_is_cut_and_it_catches_up() {
     let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
     // A client that follows the leader: a leader change under load (CI)
     // must not fail the test, only lost or wrong data may.
-    let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+    let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
     rt.block_on(async {
         for i in 0..50 {
             client.mkdir(&format!("/d/{i}"), true).await.unwrap();
@@ -344,7 +341,7 @@ fn restarting_every_master_returns_the_acknowledged_state() {
     let mut files = BTreeMap::new();
     let before = rt.block_on(async {
         wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
-        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         wait_chunkservers(&client, 3).await;
         client.mkdir("/data", true).await.unwrap();
         let mut rng = StdRng::seed_from_u64(7);
@@ -369,7 +366,7 @@ fn restarting_every_master_returns_the_acknowledged_state() {
         wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
         // Every master has the same state again...
         wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
-        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         // ...and it is the acknowledged one: same entries, sizes, chunk
         // counts and times. (Chunk versions may legitimately move up: a
         // version a chunkserver took from a grant whose log entry did not
@@ -387,7 +384,7 @@ fn restarting_every_master_returns_the_acknowledged_state() {
         // leader).
         let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
         let follower = [1u64, 2, 3].into_iter().find(|i| *i != leader).unwrap();
-        let mut cfg = ClientConfig::new(g.addrs[follower as usize - 1].clone());
+        let mut cfg = gfs_e2e::client_config(g.addrs[follower as usize - 1].clone());
         cfg.allow_stale_reads = true;
         let shadow = Client::new(cfg).unwrap();
         let shadow_reads_match = |files: BTreeMap<String, Vec<u8>>| {
@@ -455,7 +452,7 @@ async fn writer(
     stop: Arc<AtomicBool>,
     killed: Arc<AtomicBool>,
 ) {
-    let client = Client::new(ClientConfig::new(spec)).unwrap();
+    let client = Client::new(gfs_e2e::client_config(spec)).unwrap();
     let mut rng = StdRng::seed_from_u64(id as u64);
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -480,7 +477,7 @@ async fn writer(
 }
 
 async fn appender(spec: String, id: u32, acked: Arc<Mutex<Vec<Vec<u8>>>>, stop: Arc<AtomicBool>) {
-    let client = Client::new(ClientConfig::new(spec)).unwrap();
+    let client = Client::new(gfs_e2e::client_config(spec)).unwrap();
     let mut n = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let rec = format!("rec-{id}-{n}-{}\n", "x".repeat((n % 50) as usize)).into_bytes();
@@ -499,7 +496,7 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
     let rt = rt();
     let leader = rt.block_on(async {
         let leader = wait_leader(&g, &[1, 2, 3], Duration::from_secs(30)).await;
-        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         wait_chunkservers(&client, 3).await;
         client.mkdir("/load", true).await.unwrap();
         client.create("/load/log", None).await.unwrap();
@@ -543,7 +540,7 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
     let records = records.lock().unwrap().clone();
     assert!(!records.is_empty());
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         for (path, data) in &acked {
             let got = client.read_all(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
             if !data.is_empty() {
@@ -566,7 +563,8 @@ fn kill9_of_the_leader_under_load_loses_no_acknowledged_operation() {
         assert_eq!(st.servers.iter().filter(|s| s.alive).count(), 3);
         for s in &st.servers {
             let addr = &s.server.as_ref().unwrap().address;
-            let mut cs = ChunkServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            // With the master role: only the epoch may refuse it.
+            let mut cs = ChunkServiceClient::new(gfs_e2e::channel(addr, Role::Master));
             let req = GrantLeaseRequest { handle: 1, version: 1, lease_ms: 60_000, create: false, epoch: old_term };
             let err = Error::from(cs.grant_lease(req).await.unwrap_err());
             assert!(
@@ -606,7 +604,7 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     let writer = {
         let (stop, done, spec) = (stop.clone(), done.clone(), spec.clone());
         rt.spawn(async move {
-            let client = Client::new(ClientConfig::new(spec)).unwrap();
+            let client = Client::new(gfs_e2e::client_config(spec)).unwrap();
             client.mkdir("/m", true).await.unwrap();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -620,7 +618,7 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
         })
     };
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
         let voters = |members: &[gfs_proto::MasterInfo]| {
             let mut v: Vec<u64> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
             v.sort();
@@ -657,7 +655,7 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     stop.store(true, Ordering::Relaxed);
     rt.block_on(writer).unwrap();
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(addrs[0].clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(addrs[0].clone())).unwrap();
         let done = done.lock().unwrap().clone();
         for p in &done {
             client.stat(p).await.unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -690,7 +688,7 @@ fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
     let behind = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
     g.kill9(behind);
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(g.spec())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         // openraft purges in batches of 256 entries: write well past that.
         for i in 0..700 {
             client.mkdir(&format!("/s/{i}"), true).await.unwrap();
@@ -737,7 +735,7 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
     }
     let rt = rt();
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
         client.add_master(1, &addrs[1]).await.unwrap();
         let members = client.add_master(2, &addrs[2]).await.unwrap();
         assert_eq!(members.iter().filter(|m| m.voter).count(), 3);
@@ -762,7 +760,7 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (_, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)).await;
-        let client = Client::new(ClientConfig::new(spec.clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
         for i in 0..20 {
             client.stat(&format!("/keep/{i}")).await.unwrap();
         }

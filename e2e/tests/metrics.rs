@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::Client;
 use gfs_common::admin_http::{get, sample_sum};
 use gfs_e2e::{Proc, bin, free_addr};
 
 const CHUNK: usize = 64 * 1024;
 
 fn client(master: &str) -> Client {
-    let mut cfg = ClientConfig::new(master.to_string());
+    let mut cfg = gfs_e2e::client_config(master.to_string());
     cfg.rpc_timeout = Duration::from_secs(5);
     Client::new(cfg).unwrap()
 }
@@ -240,6 +240,7 @@ async fn all_in_one_server_serves_every_component() {
     let dir = tempfile::tempdir().unwrap();
     let master = free_addr().to_string();
     let admin = free_addr();
+    gfs_e2e::seed_ca(&dir.path().join("data"));
     let _p = Proc::spawn(
         Command::new(bin("gfs"))
             .args(["server", "--chunkservers", "3", "--listen", &master, "--chunk-size", "64KiB"])

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use gfs_client::{Client, ClientConfig, ServerState};
+use gfs_client::{Client, ServerState};
 use gfs_e2e::{Proc, bin};
 use gfs_proto::RepairReason;
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -62,7 +62,7 @@ impl Procs {
     }
 
     fn client(&self) -> Client {
-        let mut cfg = ClientConfig::new(self.master.clone());
+        let mut cfg = gfs_e2e::client_config(self.master.clone());
         cfg.rpc_timeout = Duration::from_secs(5);
         Client::new(cfg).unwrap()
     }

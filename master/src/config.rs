@@ -61,6 +61,10 @@ pub struct Config {
     pub leader_warmup_ms: u64,
     /// Accept `RaftService.SetPartition` (tests only).
     pub fault_injection: bool,
+    /// mTLS material for every connection (served and dialled), or
+    /// plaintext without authentication (the default for in-code configs;
+    /// the binary needs `--insecure` for it).
+    pub security: gfs_common::tls::Security,
 }
 
 /// Raft timing among masters. Defaults follow the chunkserver rhythm: a
@@ -153,6 +157,7 @@ impl Default for Config {
             discover: None,
             leader_warmup_ms: 3_000,
             fault_injection: false,
+            security: Default::default(),
         }
     }
 }

@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gfs_common::auth::Role;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::tls::Security;
 use gfs_common::{Error, Result};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{MasterInfo, MasterRole, MasterStatusRequest, MasterStatusResponse};
@@ -299,11 +301,11 @@ impl Shared {
 /// it) belongs to an initialized group. Lets a founder whose data is gone
 /// (a recreated pod 0 with a fresh volume) wait for the group's leader
 /// instead of founding a second group.
-pub async fn group_exists(spec: &str, me: &str) -> bool {
+pub async fn group_exists(spec: &str, me: &str, security: &Security) -> bool {
     let Ok(set) = gfs_common::MasterSet::parse(spec) else { return false };
     set.refresh().await;
     let timeout = Duration::from_secs(2);
-    let pool = ChannelPool::new(8, timeout);
+    let pool = ChannelPool::new(8, timeout, security, &[Role::Master]);
     for addr in set.all().into_iter().filter(|a| a != me) {
         if let Some(st) = master_status_of(&pool, &addr, timeout).await
             && !st.members.is_empty()

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gfs_common::admin_http::{self, Admin};
-use gfs_common::net::{bind, limited_incoming, server_builder};
+use gfs_common::net::{bind, incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
 use gfs_proto::master_service_server::MasterServiceServer;
@@ -203,7 +203,8 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     .validate()
     .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
     let faults = Faults::new(config.fault_injection);
-    let network = Network::new(faults.clone(), Duration::from_millis(config.rpc_timeout_ms.min(2_000)));
+    let network =
+        Network::new(faults.clone(), Duration::from_millis(config.rpc_timeout_ms.min(2_000)), &config.security);
     let raft = Raft::new(id, Arc::new(raft_cfg), network, log.clone(), machine.state_machine())
         .await
         .map_err(|e| Error::Internal(format!("start raft: {e}")))?;
@@ -213,7 +214,9 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     // data is gone, never found a second group.
     let founder = peers.keys().next() == Some(&id) && peers.contains_key(&id);
     let existing = match &config.discover {
-        Some(d) if !initialized && !join && founder => group::group_exists(d, &addr.to_string()).await,
+        Some(d) if !initialized && !join && founder => {
+            group::group_exists(d, &addr.to_string(), &config.security).await
+        }
         _ => false,
     };
     if existing {
@@ -248,12 +251,13 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let limits = config.limits;
+    let conns = incoming(listener, &limits, &config.security);
     let handle_shared = shared.clone();
     let task = tokio::spawn(async move {
         let served = server_builder(&limits)
             .add_service(svc)
             .add_service(raft_svc)
-            .serve_with_incoming_shutdown(limited_incoming(listener, limits.max_connections), shutdown.cancelled())
+            .serve_with_incoming_shutdown(conns, shutdown.cancelled())
             .await
             .map_err(|e| Error::Internal(format!("master server: {e}")));
         worker_stop.cancel();

@@ -94,6 +94,11 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Most connections open at once from one IP address.
+    #[arg(long, env = "GFS_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
+    max_connections_per_peer: usize,
+    #[command(flatten)]
+    tls: gfs_common::tls::TlsArgs,
 }
 
 /// Parses `123`, `64KiB`, `1MiB`, `2GiB`, `4K`, `8M`, `1G` (binary units).
@@ -118,7 +123,12 @@ async fn main() -> anyhow::Result<()> {
     telemetry::abort_on_panic();
     // openraft traces every vote and append at info; keep its warnings.
     telemetry::init(args.log_format, "info,openraft=warn");
+    let security = args.tls.security()?;
+    let limits =
+        gfs_common::net::ServerLimits { max_connections_per_peer: args.max_connections_per_peer, ..Default::default() };
     let config = gfs_master::Config {
+        security,
+        limits,
         listen: args.listen,
         data_dir: args.data_dir,
         chunk_size: args.chunk_size,

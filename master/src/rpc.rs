@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use gfs_common::auth::Role;
 use gfs_common::net::{ChannelPool, with_deadline};
+use gfs_common::tls::Security;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::{CloneChunkRequest, CloneChunkResponse, GrantLeaseRequest, GrantLeaseResponse};
@@ -16,8 +18,8 @@ pub struct ChunkRpc {
 
 impl ChunkRpc {
     /// Builds the helper; every call carries `timeout` as deadline.
-    pub fn new(timeout: Duration) -> Self {
-        ChunkRpc { pool: ChannelPool::new(4096, timeout), timeout }
+    pub fn new(timeout: Duration, security: &Security) -> Self {
+        ChunkRpc { pool: ChannelPool::new(4096, timeout, security, &[Role::Chunkserver]), timeout }
     }
 
     /// Sends `GrantLease` to the chunkserver at `addr`.

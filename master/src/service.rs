@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use gfs_common::auth::{Caller, Role};
 use gfs_common::path::normalize;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
@@ -47,6 +48,22 @@ pub struct Service {
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
+
+// Who may call what (mTLS roles; see docs/SECURITY.md). An admin may also
+// do what a client may; an `--insecure` master lets everyone call everything.
+const CLIENT: &[Role] = &[Role::Client];
+const CHUNKSERVER: &[Role] = &[Role::Chunkserver];
+const MASTER: &[Role] = &[Role::Master];
+const ADMIN: &[Role] = &[Role::Admin];
+const ANY: &[Role] = &Role::ALL;
+/// A chunkserver reports its own replicas; a reader that found a bad one
+/// may report it too.
+const REPORTERS: &[Role] = &[Role::Chunkserver, Role::Client];
+
+/// Checks that the caller of `req` holds one of `roles` for `method`.
+fn allow<T>(req: &Request<T>, method: &str, roles: &[Role]) -> Result<Caller> {
+    gfs_common::auth::require(req, method, roles)
+}
 
 impl Service {
     /// Runs a handler as a task of its own ([`gfs_common::net::detached`]):
@@ -231,6 +248,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
         let t = self.shared.metrics.rpc("Mkdir");
+        if let Err(e) = allow(&req, "Mkdir", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -240,6 +260,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
         let t = self.shared.metrics.rpc("Create");
+        if let Err(e) = allow(&req, "Create", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -249,6 +272,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let t = self.shared.metrics.rpc("Delete");
+        if let Err(e) = allow(&req, "Delete", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -258,6 +284,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
     async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
         let t = self.shared.metrics.rpc("Rename");
+        if let Err(e) = allow(&req, "Rename", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -267,6 +296,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
         let t = self.shared.metrics.rpc("List");
+        if let Err(e) = allow(&req, "List", CLIENT) {
+            return t.reply(Err(e));
+        }
         if !req.get_ref().allow_stale
             && let Err(e) = self.shared.require_leader()
         {
@@ -278,6 +310,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
         let t = self.shared.metrics.rpc("Stat");
+        if let Err(e) = allow(&req, "Stat", CLIENT) {
+            return t.reply(Err(e));
+        }
         if !req.get_ref().allow_stale
             && let Err(e) = self.shared.require_leader()
         {
@@ -290,6 +325,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
         let t = self.shared.metrics.rpc("GetChunks");
+        if let Err(e) = allow(&req, "GetChunks", CLIENT) {
+            return t.reply(Err(e));
+        }
         if !req.get_ref().allow_stale
             && let Err(e) = self.shared.require_leader()
         {
@@ -303,6 +341,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
     async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
         let t = self.shared.metrics.rpc("GetWriteLease");
+        if let Err(e) = allow(&req, "GetWriteLease", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -319,6 +360,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
         let t = self.shared.metrics.rpc("GetAppendLease");
+        if let Err(e) = allow(&req, "GetAppendLease", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -335,6 +379,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_length(&self, req: Request<ReportLengthRequest>) -> Reply<ReportLengthResponse> {
         let t = self.shared.metrics.rpc("ReportLength");
+        if let Err(e) = allow(&req, "ReportLength", CLIENT) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -344,6 +391,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_corrupt(&self, req: Request<ReportCorruptRequest>) -> Reply<ReportCorruptResponse> {
         let t = self.shared.metrics.rpc("ReportCorrupt");
+        if let Err(e) = allow(&req, "ReportCorrupt", REPORTERS) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -353,6 +403,9 @@ impl MasterService for Service {
     #[instrument(skip_all)]
     async fn register(&self, req: Request<RegisterRequest>) -> Reply<RegisterResponse> {
         let t = self.shared.metrics.rpc("Register");
+        if let Err(e) = allow(&req, "Register", CHUNKSERVER) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -362,6 +415,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
         let t = self.shared.metrics.rpc("Heartbeat");
+        if let Err(e) = allow(&req, "Heartbeat", CHUNKSERVER) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -369,8 +425,11 @@ impl MasterService for Service {
     }
 
     #[instrument(skip_all)]
-    async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
+    async fn cluster_status(&self, req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
         let t = self.shared.metrics.rpc("ClusterStatus");
+        if let Err(e) = allow(&req, "ClusterStatus", ANY) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -383,6 +442,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
         let t = self.shared.metrics.rpc("Decommission");
+        if let Err(e) = allow(&req, "Decommission", ADMIN) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -393,6 +455,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
         let t = self.shared.metrics.rpc("Recommission");
+        if let Err(e) = allow(&req, "Recommission", ADMIN) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -403,6 +468,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(server = %req.get_ref().server))]
     async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
         let t = self.shared.metrics.rpc("MarkLost");
+        if let Err(e) = allow(&req, "MarkLost", ADMIN) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -411,8 +479,11 @@ impl MasterService for Service {
     }
 
     #[instrument(skip_all)]
-    async fn repair_events(&self, _req: Request<RepairEventsRequest>) -> Reply<RepairEventsResponse> {
+    async fn repair_events(&self, req: Request<RepairEventsRequest>) -> Reply<RepairEventsResponse> {
         let t = self.shared.metrics.rpc("RepairEvents");
+        if let Err(e) = allow(&req, "RepairEvents", ANY) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
@@ -420,14 +491,20 @@ impl MasterService for Service {
     }
 
     #[instrument(skip_all)]
-    async fn master_status(&self, _req: Request<MasterStatusRequest>) -> Reply<MasterStatusResponse> {
+    async fn master_status(&self, req: Request<MasterStatusRequest>) -> Reply<MasterStatusResponse> {
         let t = self.shared.metrics.rpc("MasterStatus");
+        if let Err(e) = allow(&req, "MasterStatus", ANY) {
+            return t.reply(Err(e));
+        }
         t.reply(Ok(self.shared.master_status()))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id, address = %req.get_ref().address))]
     async fn add_master(&self, req: Request<AddMasterRequest>) -> Reply<AddMasterResponse> {
         let t = self.shared.metrics.rpc("AddMaster");
+        if let Err(e) = allow(&req, "AddMaster", ADMIN) {
+            return t.reply(Err(e));
+        }
         let q = req.into_inner();
         let r = self.shared.add_master(q.id, &q.address).await;
         let members = self.shared.masters().await;
@@ -437,6 +514,9 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(id = req.get_ref().id))]
     async fn remove_master(&self, req: Request<RemoveMasterRequest>) -> Reply<RemoveMasterResponse> {
         let t = self.shared.metrics.rpc("RemoveMaster");
+        if let Err(e) = allow(&req, "RemoveMaster", ADMIN) {
+            return t.reply(Err(e));
+        }
         let r = self.shared.remove_master(req.get_ref().id).await;
         let members = self.shared.masters().await;
         t.reply(r.map(|()| RemoveMasterResponse { members }))
@@ -445,6 +525,9 @@ impl MasterService for Service {
     #[instrument(skip_all)]
     async fn chunk_locations(&self, req: Request<ChunkLocationsRequest>) -> Reply<ChunkLocationsResponse> {
         let t = self.shared.metrics.rpc("ChunkLocations");
+        if let Err(e) = allow(&req, "ChunkLocations", MASTER) {
+            return t.reply(Err(e));
+        }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use gfs_common::auth::Role;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
@@ -319,8 +320,13 @@ impl Shared {
         log: LogStore,
         metrics: crate::metrics::Metrics,
     ) -> Self {
-        let rpc = ChunkRpc::new(Duration::from_millis(cfg.rpc_timeout_ms));
-        let cfg_timeout = cfg.rpc_timeout_ms;
+        let rpc = ChunkRpc::new(Duration::from_millis(cfg.rpc_timeout_ms), &cfg.security);
+        let peers = gfs_common::net::ChannelPool::new(
+            16,
+            Duration::from_millis(cfg.rpc_timeout_ms.min(2_000)),
+            &cfg.security,
+            &[Role::Master],
+        );
         // Request ids only need to be unique within this process life and
         // distinct from a previous life's still-unapplied batches.
         let seed = (gfs_common::now_ms() as u64) << 20;
@@ -343,7 +349,7 @@ impl Shared {
             proposer,
             locks: LockManager::new(),
             rpc,
-            peers: gfs_common::net::ChannelPool::new(16, Duration::from_millis(cfg_timeout.min(2_000))),
+            peers,
             metrics,
             chunk_locks: (0..CHUNK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }

@@ -132,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let ready = dir.path().join("ready");
     let _server = Kill(
         Command::new(bin("gfs"))
+            .arg("--insecure")
             .args(["server", "--listen", "127.0.0.1:0", "--chunkservers", "3", "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--ready-file")

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use gfs_common::auth::Role;
 use gfs_common::net::{ChannelPool, with_deadline};
+use gfs_common::tls::Security;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     AddMasterRequest, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, MarkLostRequest,
@@ -24,12 +26,19 @@ pub struct MasterAdmin {
 }
 
 impl Default for MasterAdmin {
+    /// Plaintext, for masters run with `--insecure`.
     fn default() -> Self {
-        Self { pool: ChannelPool::new(256, Duration::from_secs(3)) }
+        Self::new(&Security::Insecure)
     }
 }
 
 impl MasterAdmin {
+    /// Talks to masters with `security` (with TLS: an admin certificate,
+    /// and masters must present the master role).
+    pub fn new(security: &Security) -> Self {
+        Self { pool: ChannelPool::new(256, Duration::from_secs(3), security, &[Role::Master]) }
+    }
+
     fn client(&self, addr: &str) -> Result<MasterServiceClient<tonic::transport::Channel>> {
         let channel = self.pool.get(addr).map_err(|e| Error::Master {
             addr: addr.into(),

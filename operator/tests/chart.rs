@@ -353,7 +353,7 @@ fn keda_query_names_a_metric_the_master_serves() {
     let dir = tempfile::tempdir().unwrap();
     let admin_addr = free_addr();
     let mut master = Command::new(bin_path("gfs-master"))
-        .args(["--listen", &free_addr(), "--admin-listen", &admin_addr, "--data-dir"])
+        .args(["--insecure", "--listen", &free_addr(), "--admin-listen", &admin_addr, "--data-dir"])
         .arg(dir.path().join("master"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("master-err.log")).unwrap())

@@ -60,14 +60,20 @@ fn mb(bytes: u64) -> f64 {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: BenchArgs, master: Option<String>) -> anyhow::Result<()> {
+/// Runs the benchmark against `external` (the master and identity given
+/// on the command line), or else an in-process cluster (TLS unless
+/// `insecure`).
+pub async fn run(args: BenchArgs, external: Option<ClientConfig>, insecure: bool) -> anyhow::Result<()> {
     if args.size == 0 || args.record_size == 0 || args.files == 0 {
         bail!("--size, --record-size and --files must be positive");
     }
     let token = CancellationToken::new();
     let mut tmp_root = None;
     let mut cluster = None;
-    let (addr, baseline_parent) = if args.data_dir.is_some() || master.is_none() {
+    let external = external.filter(|_| args.data_dir.is_none());
+    let (config, baseline_parent) = if let Some(config) = external {
+        (config, std::env::temp_dir())
+    } else {
         let dir = match &args.data_dir {
             Some(d) => d.clone(),
             None => {
@@ -78,20 +84,21 @@ pub async fn run(args: BenchArgs, master: Option<String>) -> anyhow::Result<()> 
             }
         };
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        let c = LocalCluster::start(LocalClusterOptions::new(&dir), token.clone()).await?;
-        let addr = c.master_addr.to_string();
+        let mut opts = LocalClusterOptions::new(&dir);
+        opts.tls = !insecure;
+        let c = LocalCluster::start(opts, token.clone()).await?;
+        let config = c.client_config();
         cluster = Some(c);
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        (addr, parent)
-    } else {
-        (master.unwrap_or_default(), std::env::temp_dir())
+        (config, parent)
     };
+    let addr = config.master.clone();
     let baseline_dir = tempfile::Builder::new()
         .prefix("gfs-bench-baseline-")
         .tempdir_in(&baseline_parent)
         .with_context(|| baseline_parent.display().to_string())?;
 
-    let client = Client::new(ClientConfig::new(addr.clone()))?;
+    let client = Client::new(config)?;
     let res = measure(&client, &args, baseline_dir.path()).await;
     if let Some(c) = cluster {
         c.stop().await?;

@@ -20,6 +20,10 @@ use crate::ClientConfig;
 /// Master address used when neither `--master` nor `GFS_MASTER` is set.
 pub const DEFAULT_MASTER: &str = "127.0.0.1:9700";
 
+/// The admin identity `gfs server --data-dir ./gfs-data` writes; the CLI
+/// uses it when no TLS flag is given.
+pub const LOCAL_TLS_DIR: &str = "gfs-data/tls/admin";
+
 /// Files larger than this get a progress bar (when stderr is a terminal).
 pub(crate) const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
@@ -39,6 +43,10 @@ pub struct Cli {
     /// Log format on stderr: text or json.
     #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
     pub log_format: LogFormat,
+    /// TLS identity. Without any TLS flag, `./gfs-data/tls/admin` (written
+    /// by `gfs server --data-dir ./gfs-data`) is used when it exists.
+    #[command(flatten)]
+    pub tls: gfs_common::tls::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -151,10 +159,11 @@ impl Cli {
     }
 
     /// The client configuration for file and admin commands.
-    pub fn client_config(&self) -> ClientConfig {
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let mut cfg = ClientConfig::new(self.master_addr());
         cfg.allow_stale_reads = self.stale;
-        cfg
+        cfg.security = self.tls.security_or(Some(std::path::Path::new(LOCAL_TLS_DIR)))?;
+        Ok(cfg)
     }
 }
 
@@ -183,11 +192,19 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.client_config();
-    match cli.command {
-        Command::Server(args) => server::run(args).await,
-        Command::Bench(args) => bench::run(args, cli.master).await,
-        other => commands::run(config, other).await,
+    let insecure = cli.tls.insecure;
+    // `gfs server` and a self-contained bench make their own identities.
+    let local = match &cli.command {
+        Command::Server(_) => true,
+        Command::Bench(b) => cli.master.is_none() || b.data_dir.is_some(),
+        _ => false,
+    };
+    let config = if local { None } else { Some(cli.client_config()?) };
+    match (cli.command, config) {
+        (Command::Server(args), _) => server::run(args, insecure).await,
+        (Command::Bench(args), config) => bench::run(args, config, insecure).await,
+        (other, Some(config)) => commands::run(config, other).await,
+        (_, None) => unreachable!("only server and bench run without a client config"),
     }
 }
 
@@ -224,16 +241,16 @@ mod tests {
 
     #[test]
     fn master_groups_and_stale_reads() {
-        let c = Cli::try_parse_from(["gfs", "--master", "a:1,b:2,c:3", "--stale", "stat", "/x"]).unwrap();
-        let cfg = c.client_config();
+        let c = Cli::try_parse_from(["gfs", "--master", "a:1,b:2,c:3", "--stale", "--insecure", "stat", "/x"]).unwrap();
+        let cfg = c.client_config().unwrap();
         assert_eq!(cfg.master, "a:1,b:2,c:3");
         assert!(cfg.allow_stale_reads);
         assert!(crate::Client::new(cfg).is_ok());
         // Global: also after the subcommand.
-        let c = Cli::try_parse_from(["gfs", "ls", "/", "--stale"]).unwrap();
-        assert!(c.client_config().allow_stale_reads);
-        let c = Cli::try_parse_from(["gfs", "ls", "/"]).unwrap();
-        assert!(!c.client_config().allow_stale_reads);
+        let c = Cli::try_parse_from(["gfs", "ls", "/", "--stale", "--insecure"]).unwrap();
+        assert!(c.client_config().unwrap().allow_stale_reads);
+        let c = Cli::try_parse_from(["gfs", "ls", "/", "--insecure"]).unwrap();
+        assert!(!c.client_config().unwrap().allow_stale_reads);
         let c = Cli::try_parse_from(["gfs", "admin", "add-master", "--id", "4", "--address", "m4:9700"]).unwrap();
         match c.command {
             Command::Admin { command: AdminCommand::AddMaster { id, address } } => {

@@ -44,9 +44,13 @@ pub struct ServerArgs {
 }
 
 /// Runs until SIGTERM/SIGINT.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServerArgs, insecure: bool) -> anyhow::Result<()> {
     let shutdown = on_signals();
     let mut opts = LocalClusterOptions::new(&args.data_dir);
+    opts.tls = !insecure;
+    if insecure {
+        tracing::warn!("gfs server without TLS (--insecure): connections are plaintext and nobody is authenticated");
+    }
     opts.chunkservers = args.chunkservers;
     opts.listen = args.listen.clone();
     opts.chunk_size = args.chunk_size;
@@ -62,6 +66,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.chunkservers,
         args.data_dir.display()
     );
+    if opts_tls_dir(&args.data_dir, insecure).is_some() {
+        let dir = std::path::absolute(args.data_dir.join("tls").join("admin")).unwrap_or_default();
+        println!("gfs server TLS: clients use --tls-dir {} (or GFS_TLS_DIR)", dir.display());
+    }
     if let Some(a) = cluster.admin_addr {
         println!("gfs server admin: http://{a}/metrics");
     }
@@ -82,4 +90,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     }
     cluster.wait().await
+}
+
+/// The admin identity's folder of a TLS cluster.
+fn opts_tls_dir(data_dir: &std::path::Path, insecure: bool) -> Option<PathBuf> {
+    (!insecure).then(|| data_dir.join("tls").join("admin"))
 }

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use gfs_common::auth::Role;
 use gfs_common::net::{ChannelPool, with_deadline};
+use gfs_common::tls::Security;
 use gfs_common::{Error, MAX_MESSAGE_SIZE};
 use gfs_proto::raft_service_client::RaftServiceClient;
 use gfs_proto::raft_service_server::RaftService;
@@ -90,6 +92,7 @@ impl RaftServer {
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        gfs_common::auth::require(&req, "AppendEntries", &[Role::Master])?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.get_ref().payload)?;
         self.check(&rpc.vote)?;
         let res = self.raft.append_entries(rpc).await;
@@ -97,6 +100,7 @@ impl RaftService for RaftServer {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        gfs_common::auth::require(&req, "Vote", &[Role::Master])?;
         let rpc: VoteRequest<NodeId> = decode(&req.get_ref().payload)?;
         self.check(&rpc.vote)?;
         let res = self.raft.vote(rpc).await;
@@ -104,6 +108,7 @@ impl RaftService for RaftServer {
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        gfs_common::auth::require(&req, "InstallSnapshot", &[Role::Master])?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.get_ref().payload)?;
         self.check(&rpc.vote)?;
         let res = self.raft.install_snapshot(rpc).await;
@@ -111,6 +116,7 @@ impl RaftService for RaftServer {
     }
 
     async fn set_partition(&self, req: Request<PartitionRequest>) -> Result<Response<PartitionResponse>, Status> {
+        gfs_common::auth::require(&req, "SetPartition", &[Role::Master])?;
         self.faults.set(req.into_inner().blocked.into_iter().collect())?;
         Ok(Response::new(PartitionResponse {}))
     }
@@ -125,8 +131,8 @@ pub struct Network {
 
 impl Network {
     /// Peers are dialled through a bounded pool; `faults` may drop traffic.
-    pub fn new(faults: Arc<Faults>, connect_timeout: Duration) -> Self {
-        Network { pool: Arc::new(ChannelPool::new(64, connect_timeout)), faults }
+    pub fn new(faults: Arc<Faults>, connect_timeout: Duration, security: &Security) -> Self {
+        Network { pool: Arc::new(ChannelPool::new(64, connect_timeout, security, &[Role::Master])), faults }
     }
 }
 

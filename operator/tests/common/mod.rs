@@ -254,6 +254,7 @@ impl Gfs {
         for i in 0..n {
             let name = format!("cs{i}");
             let c = Command::new(bin("gfs-chunkserver"))
+                .arg("--insecure")
                 .args(["--master", &g.master, "--listen", "127.0.0.1:0", "--zone", &format!("z{i}"), "--no-sync"])
                 .arg("--data-dir")
                 .arg(g.dir.path().join(&name))
@@ -299,6 +300,7 @@ impl Gfs {
         for attempt in 1..=MASTER_START_ATTEMPTS {
             let addr = free_addr();
             let mut m = Command::new(bin("gfs-master"))
+                .arg("--insecure")
                 .args(["--listen", &addr, "--chunk-size", "1MiB", "--dead-after-ms", "2000", "--data-dir"])
                 .arg(self.dir.path().join("master"))
                 .stdout(Stdio::null())
@@ -358,6 +360,7 @@ impl Gfs {
     /// Writes `bytes` of data to PATH with the CLI.
     pub fn put(&self, path: &str, bytes: usize) {
         let mut child = Command::new(bin("gfs"))
+            .arg("--insecure")
             .args(["--master", &self.master, "put", "-", path])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -531,6 +534,7 @@ impl MasterPods {
             let log = std::fs::File::create(dir.path().join(format!("master-{o}.log"))).unwrap();
             procs.push(
                 Command::new(bin("gfs-master"))
+                    .arg("--insecure")
                     .args(["--id", &o.to_string(), "--listen", a, "--peers", &format!("0={}", addrs[&0])])
                     .args(["--chunk-size", "1MiB", "--data-dir"])
                     .arg(dir.path().join(format!("m{o}")))
