@@ -64,7 +64,13 @@ impl Shared {
         let mut throttle = Throttle::new(req.bytes_per_sec);
         let (mut off, mut crc) = (0u64, 0u32);
         loop {
-            let r = ReadRequest { handle: req.handle, version: req.version, offset: off, length: MAX_IO_SIZE };
+            let r = ReadRequest {
+                handle: req.handle,
+                version: req.version,
+                offset: off,
+                length: MAX_IO_SIZE,
+                token: req.token.clone(),
+            };
             let resp = self.rpc.read(src, r).await?;
             if resp.data.is_empty() {
                 if off < resp.chunk_length {

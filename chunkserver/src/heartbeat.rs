@@ -173,6 +173,7 @@ impl Heartbeat {
         let chunks = req.chunks.len();
         let (resp, master) = self.shared.rpc.register(req).await?;
         self.shared.epoch.observe(resp.epoch);
+        self.shared.tokens.set(&resp.token_keys);
         if resp.heartbeat_ms > 0 {
             self.interval = Duration::from_millis(resp.heartbeat_ms);
         }
@@ -204,6 +205,7 @@ impl Heartbeat {
 
     async fn process(&self, resp: HeartbeatResponse) {
         self.shared.epoch.observe(resp.epoch);
+        self.shared.tokens.set(&resp.token_keys);
         for ext in &resp.extended {
             self.shared.leases.extend(ext.handle, ext.version, ext.lease_ms);
         }

@@ -261,6 +261,7 @@ pub async fn start_with_metrics(
         cloning: Default::default(),
         metrics: metrics.for_server(&advertise),
         registered: std::sync::atomic::AtomicBool::new(false),
+        tokens: Default::default(),
     });
     let conns = incoming(listener, &config.limits, &config.security);
     let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());

@@ -7,6 +7,7 @@
 //! replica) and answers each with its own offset.
 
 use bytes::Bytes;
+use gfs_common::token::WRITE;
 use gfs_common::{Error, Result};
 use gfs_proto::*;
 use tokio::sync::oneshot;
@@ -131,6 +132,7 @@ impl Shared {
     /// Client -> primary: write pushed data at an offset.
     pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
         self.epoch.check(req.epoch)?;
+        self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
         check_range(req.offset, req.length)?;
         let chunk = self.store.get(req.handle)?;
         let _m = chunk.mutation.lock().await;
@@ -143,6 +145,7 @@ impl Shared {
             offset: req.offset,
             data_id: req.data_id,
             length: req.length,
+            token: req.token.clone(),
             ..Default::default()
         };
         let chunk_length = self.primary_apply(&chunk, m, Local::Data(vec![data]), &req.secondaries).await?;
@@ -158,6 +161,7 @@ impl Shared {
     /// orders it with every other queued append.
     pub(crate) async fn append(&self, req: AppendRequest) -> Result<AppendResponse> {
         self.epoch.check(req.epoch)?;
+        self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
         if req.chunk_size == 0 || req.chunk_size > MAX_CHUNK_END {
             return Err(Error::InvalidArgument(format!("append: bad chunk_size {}", req.chunk_size)));
         }
@@ -202,6 +206,9 @@ impl Shared {
     /// it and every later record get `ChunkFull`.
     async fn append_group(&self, chunk: &ChunkState, group: Vec<QueuedAppend>) {
         let (handle, version) = (group[0].req.handle, group[0].req.version);
+        // Every queued append's token was checked for this handle and
+        // version; the secondaries check the first one again.
+        let token = group[0].req.token.clone();
         let (chunk_size, secondaries) = (group[0].req.chunk_size, group[0].req.secondaries.clone());
         let mut offset = chunk.length();
         let mut fits: Vec<(QueuedAppend, u64)> = Vec::new();
@@ -228,8 +235,14 @@ impl Shared {
         }
         let mut failed = None;
         if let Some((_, start)) = fits.first() {
-            let mut m =
-                ApplyMutationRequest { handle, version, offset: *start, length: offset - start, ..Default::default() };
+            let mut m = ApplyMutationRequest {
+                handle,
+                version,
+                offset: *start,
+                length: offset - start,
+                token: token.clone(),
+                ..Default::default()
+            };
             if let [(only, _)] = &fits[..] {
                 m.kind = MutationKind::Write as i32;
                 m.data_id = only.req.data_id;
@@ -261,6 +274,7 @@ impl Shared {
                     kind: MutationKind::Pad as i32,
                     offset: chunk_size,
                     records,
+                    token,
                     ..Default::default()
                 };
                 self.primary_apply(chunk, m, Local::Pad, &secondaries).await
@@ -281,6 +295,7 @@ impl Shared {
     /// Primary -> secondary: apply one mutation in serial order.
     pub(crate) async fn apply_mutation(&self, req: ApplyMutationRequest) -> Result<ApplyMutationResponse> {
         self.epoch.check(req.epoch)?;
+        self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
         check_range(req.offset, req.length)?;
         let chunk = self.store.get(req.handle)?;
         let _m = chunk.mutation.lock().await;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use gfs_common::auth::Role;
+use gfs_common::token::READ;
 use gfs_common::{Error, MAX_IO_SIZE, Result};
 use gfs_proto::chunk_service_server::ChunkService;
 use gfs_proto::*;
@@ -40,6 +41,9 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::ServerMetrics,
     /// True while registered with the master (`/readyz`).
     pub registered: std::sync::atomic::AtomicBool,
+    /// The master's token keys: every client read and mutation needs a
+    /// token signed with one of them.
+    pub tokens: gfs_common::token::Verifier,
 }
 
 /// Counts a request as in flight until dropped.
@@ -65,9 +69,15 @@ impl Shared {
         self.metrics.registered.set(yes as i64);
     }
 
+    /// Checks that `token` allows `right` on `handle` at `version`.
+    pub(crate) fn check_token(&self, token: Option<&ChunkToken>, handle: u64, version: u64, right: u32) -> Result<()> {
+        self.tokens.check(token, handle, version, right, gfs_common::now_ms())
+    }
+
     /// Reads from a replica; a checksum mismatch is also queued for the
     /// master.
     pub(crate) async fn read(&self, req: ReadRequest) -> Result<ReadResponse> {
+        self.check_token(req.token.as_ref(), req.handle, req.version, READ)?;
         if req.length > MAX_IO_SIZE {
             return Err(Error::TooLarge { what: "read".into(), size: req.length, limit: MAX_IO_SIZE });
         }

@@ -27,6 +27,7 @@ async fn pipeline_write_then_read_everywhere() {
         length: data.len() as u64,
         secondaries: vec![c.addr(1), c.addr(2)],
         epoch: 1,
+        token: token(1, 1, RW),
     };
     let resp = a.write(req).await.unwrap().into_inner();
     assert_eq!(resp.chunk_length, 100 + data.len() as u64);
@@ -37,7 +38,14 @@ async fn pipeline_write_then_read_everywhere() {
         assert_eq!(&got[100..], &data[..], "server {i}");
     }
     // The pushed data was consumed on every replica.
-    let req = WriteRequest { handle: 1, version: 1, data_id: 77, length: data.len() as u64, ..Default::default() };
+    let req = WriteRequest {
+        handle: 1,
+        version: 1,
+        data_id: 77,
+        length: data.len() as u64,
+        token: token(1, 1, RW),
+        ..Default::default()
+    };
     let err = Error::from(a.write(req).await.unwrap_err());
     assert_eq!(err, Error::DataNotFound { data_id: 77 });
 }
@@ -63,6 +71,7 @@ async fn record_append_until_chunk_full() {
             secondaries: vec![c.addr(1), c.addr(2)],
             epoch: 1,
             chunk_size,
+            token: token(9, 4, RW),
         };
         match c.client(0).await.append(req).await {
             Ok(r) => offsets.push(r.into_inner().offset),
@@ -84,7 +93,14 @@ async fn record_append_until_chunk_full() {
         assert_eq!(got, random_bytes(rec, n as u64));
     }
     // Too-large record is refused.
-    let req = AppendRequest { handle: 9, version: 4, length: chunk_size / 4 + 1, chunk_size, ..Default::default() };
+    let req = AppendRequest {
+        handle: 9,
+        version: 4,
+        length: chunk_size / 4 + 1,
+        chunk_size,
+        token: token(9, 4, RW),
+        ..Default::default()
+    };
     let err = Error::from(c.client(0).await.append(req).await.unwrap_err());
     assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
 }
@@ -103,6 +119,7 @@ async fn versions_checksums_leases_epochs() {
         length: data.len() as u64,
         secondaries: vec![c.addr(1)],
         epoch: 1,
+        token: token(5, 2, RW),
         ..Default::default()
     };
     c.client(0).await.write(req.clone()).await.unwrap();
@@ -190,8 +207,15 @@ async fn restart_keeps_chunks_and_id() {
     grant_all(&c, 3, 1, 0, 1).await;
     let data = random_bytes(150_000, 9);
     push(&mut c.client(0).await, 1, vec![], &data).await.unwrap();
-    let req =
-        WriteRequest { handle: 3, version: 1, data_id: 1, length: data.len() as u64, epoch: 1, ..Default::default() };
+    let req = WriteRequest {
+        handle: 3,
+        version: 1,
+        data_id: 1,
+        length: data.len() as u64,
+        epoch: 1,
+        token: token(3, 1, RW),
+        ..Default::default()
+    };
     c.client(0).await.write(req).await.unwrap();
     let old = c.servers.pop().unwrap();
     let id = old.id.clone();
@@ -201,6 +225,8 @@ async fn restart_keeps_chunks_and_id() {
     let token = gfs_common::shutdown::CancellationToken::new();
     let h = gfs_chunkserver::start(cfg, token.clone()).await.unwrap();
     assert_eq!(h.id, id);
+    // Registered again: it has the master's token key.
+    assert!(eventually(|| h.is_registered()).await);
     let got = read(&mut client(&h.addr.to_string()).await, 3, 1, 0, 1 << 20).await.unwrap();
     assert_eq!(got, data);
     assert!(
@@ -228,14 +254,28 @@ async fn clone_cut_off_by_its_deadline_leaves_no_copy() {
     let mut a = c.client(0).await;
     push(&mut a, 1, vec![], &data).await.unwrap();
     let len = data.len() as u64;
-    let write =
-        WriteRequest { handle: 9, version: 3, offset: 0, data_id: 1, length: len, secondaries: vec![], epoch: 1 };
+    let write = WriteRequest {
+        handle: 9,
+        version: 3,
+        offset: 0,
+        data_id: 1,
+        length: len,
+        secondaries: vec![],
+        epoch: 1,
+        token: token(9, 3, RW),
+    };
     a.write(write).await.unwrap();
 
     // Server 1 copies it at 1 MiB/s (one 8 MiB read, then the throttle
     // waits 4 s); its caller gives up after 300 ms.
-    let clone =
-        CloneChunkRequest { handle: 9, version: 3, sources: vec![c.addr(0)], epoch: 1, bytes_per_sec: MIB as u64 };
+    let clone = CloneChunkRequest {
+        handle: 9,
+        version: 3,
+        sources: vec![c.addr(0)],
+        epoch: 1,
+        bytes_per_sec: MIB as u64,
+        token: token(9, 3, gfs_common::token::READ),
+    };
     let mut b = c.client(1).await;
     let mut cut = tonic::Request::new(clone.clone());
     cut.set_timeout(std::time::Duration::from_millis(300));

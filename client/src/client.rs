@@ -15,10 +15,10 @@ use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZ
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
-    AppendRequest, CallId, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
-    FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo, ListRequest,
-    MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo,
-    StatRequest, WriteRequest,
+    AppendRequest, CallId, ChunkLocation, ChunkToken, ClusterStatusRequest, ClusterStatusResponse, CreateRequest,
+    DeleteRequest, FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo,
+    ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest,
+    ServerInfo, StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::service::Interceptor;
@@ -112,6 +112,8 @@ struct Lease {
     secondaries: Vec<ServerInfo>,
     epoch: u64,
     chunk_size: u64,
+    /// The write token the master issued with the lease.
+    token: Option<ChunkToken>,
     /// When the client stops trusting the lease (the master's remaining
     /// lease minus a margin).
     expires: Instant,
@@ -127,6 +129,7 @@ impl Lease {
             return Err(missing("chunk size"));
         }
         Ok(Lease {
+            token: chunk.token,
             index: chunk.index,
             handle: chunk.handle,
             version: chunk.version,
@@ -506,6 +509,7 @@ impl Client {
                     secondaries: lease.secondary_addrs(),
                     epoch: lease.epoch,
                     chunk_size: lease.chunk_size,
+                    token: lease.token.clone(),
                 };
                 let t = cfg.data_timeout;
                 self.chunk_call(&lease.primary.address, |mut c| async move { c.append(with_deadline(req, t)).await })
@@ -829,8 +833,13 @@ impl Client {
             };
             let mut last_err = None;
             for r in self.inner.latency.order(&loc.replicas, cfg.zone.as_deref()) {
-                let req =
-                    ReadRequest { handle: loc.handle, version: loc.version, offset: p.offset_in_chunk, length: p.len };
+                let req = ReadRequest {
+                    handle: loc.handle,
+                    version: loc.version,
+                    offset: p.offset_in_chunk,
+                    length: p.len,
+                    token: loc.token.clone(),
+                };
                 let t = cfg.data_timeout;
                 match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
                     Ok(resp) => return Ok(fit(resp.data, p.len)),
@@ -952,6 +961,7 @@ impl Client {
                     length: data.len() as u64,
                     secondaries: lease.secondary_addrs(),
                     epoch: lease.epoch,
+                    token: lease.token.clone(),
                 };
                 let t = cfg.data_timeout;
                 self.chunk_call(&lease.primary.address, |mut c| async move { c.write(with_deadline(req, t)).await })

@@ -14,6 +14,8 @@
 //! - [`throttle`]: byte-rate pacing for background copies.
 //! - [`tls`]: mTLS configs (TLS 1.3, cluster CA, roles from certificates);
 //!   [`certs`]: issuing certificates (local CA, operator, tests).
+//! - [`token`]: chunk access tokens (HMAC-signed by the master, checked by
+//!   chunkservers).
 
 pub mod admin_http;
 pub mod auth;
@@ -28,6 +30,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod token;
 
 pub use error::{Error, ErrorKind, Result};
 pub use masters::MasterSet;

@@ -25,14 +25,15 @@ fn random_bytes(rng: &mut StdRng, n: usize) -> Vec<u8> {
 }
 
 /// Reads chunk `handle` at `version` from one replica, whole.
-async fn read_replica(addr: &str, handle: u64, version: u64, len: u64) -> Vec<u8> {
+async fn read_replica(cluster: &Cluster, addr: &str, handle: u64, version: u64, len: u64) -> Vec<u8> {
+    let token = Some(cluster.token(handle, version, gfs_common::token::READ));
     let mut c = ChunkServiceClient::connect(format!("http://{addr}")).await.expect("connect replica");
     c = c.max_decoding_message_size(gfs_common::MAX_MESSAGE_SIZE);
     let mut out = Vec::new();
     while (out.len() as u64) < len {
         let want = (len - out.len() as u64).min(gfs_common::MAX_IO_SIZE);
         let resp = c
-            .read(ReadRequest { handle, version, offset: out.len() as u64, length: want })
+            .read(ReadRequest { handle, version, offset: out.len() as u64, length: want, token: token.clone() })
             .await
             .expect("replica read")
             .into_inner();
@@ -44,11 +45,11 @@ async fn read_replica(addr: &str, handle: u64, version: u64, len: u64) -> Vec<u8
 
 /// Reads every replica of `c` whole and checks there are three and that
 /// they hold the same bytes; returns one copy.
-async fn identical_replicas(c: &ChunkLocation) -> Vec<u8> {
+async fn identical_replicas(cluster: &Cluster, c: &ChunkLocation) -> Vec<u8> {
     assert_eq!(c.replicas.len(), 3, "chunk {} replicas", c.index);
     let mut copies = Vec::new();
     for r in &c.replicas {
-        copies.push(read_replica(&r.address, c.handle, c.version, c.length).await);
+        copies.push(read_replica(cluster, &r.address, c.handle, c.version, c.length).await);
     }
     assert!(copies.windows(2).all(|w| w[0] == w[1]), "chunk {} replicas differ", c.index);
     copies.swap_remove(0)
@@ -128,7 +129,7 @@ async fn concurrent_overwrites_leave_replicas_identical() {
     let stat = setup.stat("/shared").await.unwrap();
     let whole = setup.read_all("/shared").await.unwrap();
     for c in &stat.chunks {
-        let copy = identical_replicas(c).await;
+        let copy = identical_replicas(&cluster, c).await;
         let start = (c.index * MIB) as usize;
         assert_eq!(&whole[start..start + copy.len()], &copy[..]);
     }
@@ -224,7 +225,7 @@ async fn eight_concurrent_appenders_every_record_intact() {
     let stat = setup.stat("/log").await.unwrap();
     assert!(stat.chunks.len() > 1, "the log spans chunks (padding was exercised)");
     for c in &stat.chunks {
-        identical_replicas(c).await;
+        identical_replicas(&cluster, c).await;
     }
     // Appends that queued behind a mutation went out together: some
     // mutation carried more than one record (records > mutations).
@@ -365,12 +366,14 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             offset: chunk.length,
             length,
             records,
+            // A valid token: the malformation itself must be refused.
+            token: Some(cluster.token(chunk.handle, chunk.version, gfs_common::token::WRITE)),
             ..Default::default()
         };
         let e = Error::from(cs.apply_mutation(req).await.unwrap_err());
         assert!(matches!(e, Error::TooLarge { .. } | Error::InvalidArgument(_)), "{what}: {e:?}");
     }
-    assert_eq!(read_replica(&addr, chunk.handle, chunk.version, 5).await, b"hello");
+    assert_eq!(read_replica(&cluster, &addr, chunk.handle, chunk.version, 5).await, b"hello");
     assert_eq!(client.read_all("/d/e/f").await.unwrap(), b"hello");
 
     // An unreachable master: a clear error naming it.
@@ -464,6 +467,7 @@ async fn writes_cut_off_by_their_deadline_leave_replicas_identical() {
             length: data.len() as u64,
             secondaries: secondaries.clone(),
             epoch: lease.epoch,
+            token: chunk.token.clone(),
         });
         // From far below to around one replicated mutation's time.
         req.set_timeout(Duration::from_micros(rng.random_range(50..3000)));
@@ -474,7 +478,7 @@ async fn writes_cut_off_by_their_deadline_leave_replicas_identical() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     client.write_at("/cut", 8 * 64 * 1024, b"tail").await.unwrap();
     let stat = client.stat("/cut").await.unwrap();
-    let copy = identical_replicas(&stat.chunks[0]).await;
+    let copy = identical_replicas(&cluster, &stat.chunks[0]).await;
     assert_eq!(client.read_all("/cut").await.unwrap(), copy, "every block still verifies after {cut} cut-off writes");
     cluster.shutdown().await.unwrap();
 }
@@ -583,7 +587,8 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
     for (off, rec) in &acked {
         let (index, at) = (off / CHUNK, off % CHUNK);
         for (cs, handle, version) in replicas.get_mut(&index).unwrap() {
-            let req = ReadRequest { handle: *handle, version: *version, offset: at, length: rec.len() as u64 };
+            let token = Some(cluster.token(*handle, *version, gfs_common::token::READ));
+            let req = ReadRequest { handle: *handle, version: *version, offset: at, length: rec.len() as u64, token };
             let got = cs.read(req).await.unwrap().into_inner().data;
             assert_eq!(&got[..], &rec[..], "acknowledged record at {off} differs on a replica of chunk {index}");
         }

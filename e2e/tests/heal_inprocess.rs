@@ -184,7 +184,9 @@ async fn stale_replicas_of_a_restarted_server_are_deleted_and_never_served() {
     let mut cs = ChunkServiceClient::connect(format!("http://{addr}")).await.unwrap();
     for (o, n) in old.iter().zip(c.stat("/st").await.unwrap().chunks) {
         assert!(n.version > o.version);
-        let r = cs.read(ReadRequest { handle: o.handle, version: o.version, offset: 0, length: 10 }).await;
+        // A valid token for the old version: only the version may refuse it.
+        let token = Some(cluster.token(o.handle, o.version, gfs_common::token::READ));
+        let r = cs.read(ReadRequest { handle: o.handle, version: o.version, offset: 0, length: 10, token }).await;
         assert!(r.is_err(), "old version {} of chunk {} still served", o.version, o.handle);
     }
     for _ in 0..5 {

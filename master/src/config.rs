@@ -61,6 +61,11 @@ pub struct Config {
     pub leader_warmup_ms: u64,
     /// Accept `RaftService.SetPartition` (tests only).
     pub fault_injection: bool,
+    /// Lifetime of a chunk access token (read tokens come with locations,
+    /// write tokens with leases).
+    pub token_lifetime_ms: u64,
+    /// The leader makes a new token signing key this often.
+    pub token_key_rotate_ms: u64,
     /// mTLS material for every connection (served and dialled), or
     /// plaintext without authentication (the default for in-code configs;
     /// the binary needs `--insecure` for it).
@@ -157,6 +162,8 @@ impl Default for Config {
             discover: None,
             leader_warmup_ms: 3_000,
             fault_injection: false,
+            token_lifetime_ms: 10 * 60 * 1000,
+            token_key_rotate_ms: 60 * 60 * 1000,
             security: Default::default(),
         }
     }
@@ -195,6 +202,12 @@ impl Config {
             if v == 0 {
                 return bad(format!("{name} must be greater than 0"));
             }
+        }
+        if self.token_key_rotate_ms == 0 || self.token_lifetime_ms < self.lease_ms {
+            return bad(format!(
+                "token_key_rotate_ms must be positive and token_lifetime_ms ({}) at least lease_ms ({})",
+                self.token_lifetime_ms, self.lease_ms
+            ));
         }
         if self.dead_after_ms <= self.heartbeat_ms {
             return bad(format!(

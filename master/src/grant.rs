@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use gfs_common::token::{READ, WRITE};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{AddChunkOp, GrantLeaseRequest, LeaseInfo, SetVersionOp};
@@ -184,7 +185,7 @@ impl Shared {
                 && meta.servers.is_alive(&l.primary)
                 && c.lease_holders.iter().all(|s| meta.servers.is_alive(s))
             {
-                return Ok(lease_info(&meta, self.epoch(), index, handle));
+                return lease_info(&meta, self.epoch(), index, handle, self.cfg.token_lifetime_ms);
             }
             let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
             let short = live.len() < c.replication as usize;
@@ -287,7 +288,7 @@ impl Shared {
             c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
             c.lease_holders = g.ok.iter().cloned().collect();
         }
-        Ok(lease_info(meta, self.epoch(), index, handle))
+        lease_info(meta, self.epoch(), index, handle, self.cfg.token_lifetime_ms)
     }
 
     /// Sends GrantLease(version) to `servers` in parallel; `primary` gets the
@@ -366,8 +367,9 @@ fn least_loaded(meta: &Meta, live: &[String]) -> String {
         .expect("non-empty")
 }
 
-/// Builds the LeaseInfo of a chunk with a lease, and its chunk size.
-fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64) -> (LeaseInfo, u64) {
+/// Builds the LeaseInfo of a chunk with a lease, with a write token for the
+/// leased version, and its chunk size.
+fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64, token_ms: u64) -> Result<(LeaseInfo, u64)> {
     let c = meta.chunks.get(handle).expect("caller checked");
     let now = Instant::now();
     let (primary, remaining) = match &c.lease {
@@ -376,9 +378,10 @@ fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64) -> (LeaseInfo, u
     };
     let pid = primary.as_ref().map(|p| p.id.clone()).unwrap_or_default();
     let secondaries = c.replicas.iter().filter(|s| **s != pid).filter_map(|s| meta.servers.live_info(s)).collect();
-    let info =
-        LeaseInfo { chunk: Some(meta.location(index, handle)), primary, secondaries, lease_ms: remaining, epoch };
-    (info, c.chunk_size)
+    let mut chunk = meta.location(index, handle);
+    chunk.token = Some(meta.token(handle, chunk.version, READ | WRITE, "client", token_ms)?);
+    let info = LeaseInfo { chunk: Some(chunk), primary, secondaries, lease_ms: remaining, epoch };
+    Ok((info, c.chunk_size))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gfs_common::Result;
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::token::READ;
 use gfs_proto::log_record::Op;
 use gfs_proto::{CloneChunkRequest, CloneChunkResponse, RepairEvent, RepairReason, ServerState, ServerStateOp};
 use tokio::task::JoinSet;
@@ -307,12 +308,15 @@ impl RepairWorker {
         for r in c.replicas.iter().filter(|r| **r != t.source) {
             sources.extend(meta.servers.live_info(r).map(|i| i.address));
         }
+        // The destination shows the sources a read token, like a client.
+        let token = meta.token(t.handle, version, READ, "master", self.shared.cfg.token_lifetime_ms).ok()?;
         let req = CloneChunkRequest {
             handle: t.handle,
             version,
             sources,
             epoch: self.shared.epoch(),
             bytes_per_sec: self.shared.cfg.heal.clone_bytes_per_sec,
+            token: Some(token),
         };
         info!(chunk = t.handle, source = %t.source, target = %t.target, missing = t.missing, reason = ?t.reason, "clone started");
         meta.heal.active.insert(t.handle, t.clone());

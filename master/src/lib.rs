@@ -28,6 +28,7 @@ pub mod servers;
 pub mod service;
 pub mod shadow;
 pub mod state;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -98,6 +99,24 @@ impl MasterHandle {
         while !self.shared.is_leader() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Unavailable(format!("master did not become leader within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Signs a chunk token with the group's current key, as GetChunks and
+    /// leases do: for tests and tools that talk to replicas directly.
+    pub fn token(&self, handle: u64, version: u64, rights: u32) -> Result<gfs_proto::ChunkToken> {
+        self.shared.meta().token(handle, version, rights, "admin", self.shared.cfg.token_lifetime_ms)
+    }
+
+    /// Waits until the group has a chunk token key.
+    pub async fn wait_token_key(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.shared.meta().token_keys.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!("no chunk token key within {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -243,6 +262,7 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     tokio::spawn(LivenessWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(RepairWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(GcWorker::new(shared.clone()).run(worker_stop.clone()));
+    tokio::spawn(crate::tokens::KeyWorker::new(shared.clone()).run(worker_stop.clone()));
     tokio::spawn(crate::shadow::ShadowSync::new(shared.clone()).run(worker_stop.clone()));
     let svc = MasterServiceServer::new(Service::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -275,8 +295,10 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     });
     let handle = MasterHandle { addr, admin_addr: None, shared: handle_shared, task };
     if single {
-        // A group of one elects itself at once; return when it serves.
+        // A group of one elects itself at once; return when it serves
+        // (with a token key, so that reads and writes work at once).
         handle.wait_leader(Duration::from_secs(10)).await?;
+        handle.wait_token_key(Duration::from_secs(10)).await?;
     }
     Ok(handle)
 }

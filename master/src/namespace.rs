@@ -225,7 +225,7 @@ impl Namespace {
                 f.chunks.push(a.handle);
                 f.mtime_ms = time_ms;
             }
-            Op::SetVersion(_) | Op::ServerState(_) => {}
+            Op::SetVersion(_) | Op::ServerState(_) | Op::TokenKey(_) => {}
         }
         Ok(vec![])
     }

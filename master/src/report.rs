@@ -116,6 +116,7 @@ impl Shared {
             epoch: self.epoch(),
             delete_chunks: out.delete,
             stale_chunks: out.stale,
+            token_keys: self.meta().token_keys.values().cloned().collect(),
         })
     }
 
@@ -126,6 +127,7 @@ impl Shared {
         let mut resp = HeartbeatResponse { epoch: self.epoch(), ..Default::default() };
         {
             let mut meta = self.meta();
+            resp.token_keys = meta.token_keys.values().cloned().collect();
             let now = Instant::now();
             let Some(s) = meta.servers.get_mut(id).filter(|s| s.alive) else {
                 resp.reregister = true;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use gfs_common::auth::{Caller, Role};
 use gfs_common::path::normalize;
+use gfs_common::token::READ;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::master_service_server::MasterService;
@@ -182,6 +183,7 @@ impl Service {
         count: u64,
         file_only: bool,
         stale_ok: bool,
+        user: &str,
     ) -> Result<(FileInfo, Vec<ChunkLocation>)> {
         let path = normalize(path)?;
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
@@ -193,7 +195,7 @@ impl Service {
             return Err(warming_up(&path));
         }
         let info = meta.file_info(&path, node);
-        let locs = match node {
+        let mut locs: Vec<ChunkLocation> = match node {
             Node::File(f) => {
                 let take = if count == 0 { usize::MAX } else { count as usize };
                 f.chunks
@@ -209,6 +211,12 @@ impl Service {
         };
         if file_only {
             note_reads(&mut meta, &locs);
+            // Readers get a read token per chunk (a shadow read too: a
+            // follower has the group's keys).
+            let lifetime = self.shared.cfg.token_lifetime_ms;
+            for l in &mut locs {
+                l.token = Some(meta.token(l.handle, l.version, READ, user, lifetime)?);
+            }
         }
         Ok((info, locs))
     }
@@ -318,23 +326,24 @@ impl MasterService for Service {
         {
             return t.reply(Err(e));
         }
-        let r = self.chunks(&req.get_ref().path, 0, 0, false, req.get_ref().allow_stale).await;
+        let r = self.chunks(&req.get_ref().path, 0, 0, false, req.get_ref().allow_stale, "").await;
         t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
 
     #[instrument(skip_all, fields(path = %req.get_ref().path))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
         let t = self.shared.metrics.rpc("GetChunks");
-        if let Err(e) = allow(&req, "GetChunks", CLIENT) {
-            return t.reply(Err(e));
-        }
+        let caller = match allow(&req, "GetChunks", CLIENT) {
+            Ok(c) => c,
+            Err(e) => return t.reply(Err(e)),
+        };
         if !req.get_ref().allow_stale
             && let Err(e) = self.shared.require_leader()
         {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = self.chunks(&q.path, q.start_index, q.count, true, q.allow_stale).await;
+        let r = self.chunks(&q.path, q.start_index, q.count, true, q.allow_stale, &caller.user).await;
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 

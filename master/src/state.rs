@@ -10,8 +10,8 @@ use gfs_common::auth::Role;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
-    CallId, Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, FileInfo, FileType, LogBatch, LogRecord,
-    ServerState, ServerStateOp,
+    CallId, Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, ChunkToken, FileInfo, FileType, LogBatch,
+    LogRecord, ServerState, ServerStateOp, TokenKey,
 };
 
 use crate::chunks::ChunkTable;
@@ -51,6 +51,8 @@ pub struct Meta {
     pub membership: crate::raft::StoredMembership,
     /// Outcomes of recent client calls (replicated state).
     pub retries: crate::retry::RetryCache,
+    /// Chunk token signing keys by id, not yet expired (replicated state).
+    pub token_keys: BTreeMap<u32, TokenKey>,
 }
 
 impl Meta {
@@ -74,6 +76,11 @@ impl Meta {
                 }
             }
             Op::ServerState(s) => self.apply_server_state(s),
+            Op::TokenKey(k) => {
+                // Pruned by the batch's time, so every master keeps the same set.
+                self.token_keys.retain(|_, old| old.expires_ms > time_ms);
+                self.token_keys.insert(k.id, k.clone());
+            }
             _ => {}
         }
         for h in removed {
@@ -148,6 +155,7 @@ impl Meta {
             entries,
             server_states,
             retries: self.retries.to_proto(),
+            token_keys: self.token_keys.values().cloned().collect(),
         }
     }
 
@@ -157,8 +165,9 @@ impl Meta {
         let mut cp = self.snapshot();
         // Not part of the namespace: the Raft position (a new leader adds
         // a blank entry) and next_handle (raised past the term's range on
-        // election).
+        // election). Token keys are secrets: not in a digest others see.
         cp.next_handle = 0;
+        cp.token_keys.clear();
         (cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last) = (0, 0, 0, false);
         crc32c::crc32c(&prost::Message::encode_to_vec(&cp))
     }
@@ -171,6 +180,7 @@ impl Meta {
         self.chunks = fresh.chunks;
         self.admin = fresh.admin;
         self.retries = fresh.retries;
+        self.token_keys = fresh.token_keys;
         let held: Vec<(String, u64)> =
             self.servers.iter().flat_map(|s| s.chunks.iter().map(|h| (s.info.id.clone(), *h))).collect();
         for (server, h) in held {
@@ -221,7 +231,22 @@ impl Meta {
                 .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}; refusing to start")))?;
         }
         m.retries = crate::retry::RetryCache::from_proto(&cp.retries);
+        m.token_keys = cp.token_keys.iter().map(|k| (k.id, k.clone())).collect();
         Ok(m)
+    }
+
+    /// A token for `handle` at `version` with `rights`, issued to `user`,
+    /// signed with the newest key that every chunkserver has had time to
+    /// receive (or the newest, in a new group). `Unavailable` while the
+    /// group has no key yet (the leader makes one as it takes office).
+    pub fn token(&self, handle: u64, version: u64, rights: u32, user: &str, lifetime_ms: u64) -> Result<ChunkToken> {
+        let now = gfs_common::now_ms();
+        let active = self.token_keys.values().rev().find(|k| k.created_ms + crate::tokens::ACTIVATION_MS <= now);
+        let key = active
+            .or_else(|| self.token_keys.values().next_back())
+            .ok_or_else(|| Error::Unavailable("the master group has no token key yet; retry shortly".into()))?;
+        let expires = now.saturating_add(lifetime_ms as i64).min(key.expires_ms);
+        Ok(gfs_common::token::sign(key, handle, version, rights, expires, user))
     }
 
     /// A chunk's location with only live, up-to-date replicas.
@@ -230,7 +255,7 @@ impl Meta {
             Some(c) => (c.version, c.length, c.replicas.iter().filter_map(|s| self.servers.live_info(s)).collect()),
             None => (0, 0, vec![]),
         };
-        ChunkLocation { index, handle, version, length, replicas }
+        ChunkLocation { index, handle, version, length, replicas, token: None }
     }
 
     /// True when every chunk of `node` (a file) has a reported replica;

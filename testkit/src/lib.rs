@@ -125,6 +125,13 @@ impl Cluster {
         &self.master_addr
     }
 
+    /// A chunk token from the running master, for raw chunkserver RPCs
+    /// (the master issues the same with locations and leases).
+    pub fn token(&self, handle: u64, version: u64, rights: u32) -> gfs_proto::ChunkToken {
+        let m = self.master.as_ref().expect("master running");
+        m.handle.token(handle, version, rights).expect("token")
+    }
+
     /// Returns a new client (with its own empty caches).
     pub fn client(&self) -> Client {
         let mut cfg = ClientConfig::new(self.master_addr.clone());

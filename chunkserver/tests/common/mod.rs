@@ -134,7 +134,12 @@ impl MasterService for FakeMaster {
     async fn register(&self, r: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         self.redirect("register")?;
         self.seen.lock().unwrap().registers.push(r.into_inner());
-        Ok(Response::new(RegisterResponse { heartbeat_ms: 100, epoch: self.epoch, ..Default::default() }))
+        Ok(Response::new(RegisterResponse {
+            heartbeat_ms: 100,
+            epoch: self.epoch,
+            token_keys: vec![test_key().clone()],
+            ..Default::default()
+        }))
     }
     async fn heartbeat(&self, r: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         self.redirect("heartbeat")?;
@@ -143,7 +148,12 @@ impl MasterService for FakeMaster {
         let reregister =
             self.known_only && !seen.registers.iter().any(|g| g.server.as_ref().is_some_and(|s| s.id == r.server_id));
         seen.heartbeats.push(r);
-        Ok(Response::new(HeartbeatResponse { epoch: self.epoch, reregister, ..Default::default() }))
+        Ok(Response::new(HeartbeatResponse {
+            epoch: self.epoch,
+            reregister,
+            token_keys: vec![test_key().clone()],
+            ..Default::default()
+        }))
     }
     async fn cluster_status(
         &self,
@@ -152,6 +162,20 @@ impl MasterService for FakeMaster {
         unimpl()
     }
 }
+
+/// The token key the fake master hands its chunkservers.
+pub fn test_key() -> &'static TokenKey {
+    static KEY: std::sync::OnceLock<TokenKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| gfs_common::token::new_key(1, 0, i64::MAX / 2).unwrap())
+}
+
+/// A token for `handle` at `version` with `rights`, as the master issues.
+pub fn token(handle: u64, version: u64, rights: u32) -> Option<ChunkToken> {
+    Some(gfs_common::token::sign(test_key(), handle, version, rights, gfs_common::now_ms() + 600_000, "test"))
+}
+
+/// Read and write rights.
+pub const RW: u32 = gfs_common::token::READ | gfs_common::token::WRITE;
 
 /// Starts the fake master on a free port; returns its address.
 pub async fn start_master(master: FakeMaster, token: CancellationToken) -> String {
@@ -212,6 +236,9 @@ impl TestCluster {
             c.dirs.push(dir);
             c.tokens.push(token);
         }
+        // Registered: the servers hold the token key.
+        let seen = c.master.seen.clone();
+        assert!(eventually(|| seen.lock().unwrap().registers.len() >= n).await, "chunkservers did not register");
         c
     }
 
@@ -275,7 +302,7 @@ pub async fn read(
     offset: u64,
     length: u64,
 ) -> Result<Bytes, Error> {
-    let req = ReadRequest { handle, version, offset, length };
+    let req = ReadRequest { handle, version, offset, length, token: token(handle, version, gfs_common::token::READ) };
     c.read(req).await.map(|r| r.into_inner().data).map_err(Error::from)
 }
 

@@ -332,6 +332,7 @@ mod tests {
             version: 2,
             length: 5,
             replicas: vec![gfs_proto::ServerInfo { id: "x".into(), address: "h:1".into(), zone: "z".into() }],
+            token: None,
         };
         let v = stat_json(&info, &[c]);
         assert_eq!(v["type"], "file");
