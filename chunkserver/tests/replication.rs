@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use gfs_common::Error;
+use gfs_common::shutdown::CancellationToken;
 use gfs_proto::*;
 
 const MIB: usize = 1024 * 1024;
@@ -261,4 +262,24 @@ async fn clone_cut_off_by_its_deadline_leaves_no_copy() {
     assert_eq!(resp.length, len);
     assert_eq!(read(&mut b, 9, 3, 0, 8 * MIB as u64).await.unwrap(), data);
     assert!(copy.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_chunkserver_on_the_same_data_dir_is_refused_until_the_first_stops() {
+    let mut c = TestCluster::start(1, |_, _| {}).await;
+    grant_all(&c, 4, 1, 0, 1).await;
+    let dir = c.dirs[0].path().to_path_buf();
+    let err = gfs_chunkserver::start(config(&c.master_addr, &dir), CancellationToken::new()).await.err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Busy(_)), "{err:?}");
+    assert!(text.contains(&dir.display().to_string()) && text.contains("pid "), "{text}");
+    // The first one still serves its chunk; once it stopped, a start works.
+    read(&mut c.client(0).await, 4, 1, 0, 1).await.unwrap();
+    c.tokens[0].cancel();
+    c.servers.remove(0).wait().await.unwrap();
+    let token = CancellationToken::new();
+    let again = gfs_chunkserver::start(config(&c.master_addr, &dir), token.clone()).await.unwrap();
+    assert_eq!(read(&mut client(&again.addr.to_string()).await, 4, 1, 0, 1).await.unwrap().len(), 0);
+    token.cancel();
+    again.wait().await.unwrap();
 }
