@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod clone;
+mod fence;
 mod heartbeat;
 mod lease;
 pub mod meta;
@@ -32,6 +33,7 @@ mod push;
 pub mod pushbuf;
 mod rpc;
 pub mod scrub;
+mod serial;
 mod service;
 pub mod store;
 
@@ -254,6 +256,7 @@ pub async fn start_with_metrics(
         pushbuf: pushbuf.clone(),
         leases: Leases::default(),
         epoch: Epoch::default(),
+        fence: fence::Confirmer::new(Duration::from_millis(config.rpc_timeout_ms)),
         rpc: Rpc::new(masters, Duration::from_millis(config.rpc_timeout_ms)),
         push_timeout,
         corrupt_tx,

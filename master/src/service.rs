@@ -369,6 +369,12 @@ impl MasterService for Service {
     }
 
     #[instrument(skip_all)]
+    async fn leader_epoch(&self, _req: Request<LeaderEpochRequest>) -> Reply<LeaderEpochResponse> {
+        let t = self.shared.metrics.rpc("LeaderEpoch");
+        t.reply(self.shared.require_leader().map(|epoch| LeaderEpochResponse { epoch }))
+    }
+
+    #[instrument(skip_all)]
     async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
         let t = self.shared.metrics.rpc("ClusterStatus");
         if let Err(e) = self.shared.require_leader() {
