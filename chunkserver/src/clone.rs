@@ -23,7 +23,7 @@ use crate::service::Shared;
 impl Shared {
     /// Master -> chunkserver: clone a chunk from one of `req.sources`.
     pub(crate) async fn clone_chunk(self: &Arc<Self>, req: CloneChunkRequest) -> Result<CloneChunkResponse> {
-        self.epoch.check(req.epoch)?;
+        self.admit_epoch(req.epoch).await?;
         if req.sources.is_empty() {
             return Err(Error::InvalidArgument("clone without sources".into()));
         }

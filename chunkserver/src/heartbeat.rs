@@ -6,7 +6,8 @@
 //! report. If it does know this server (it led before), the first
 //! heartbeat to it carries a full report anyway, since the deltas in
 //! between went to another master. A higher epoch in a reply (the new
-//! leader's term) is adopted; older epochs are then fenced.
+//! leader's term) is adopted; older epochs are then fenced (`fence.rs`:
+//! requests never raise it themselves).
 
 use std::path::PathBuf;
 use std::sync::Arc;

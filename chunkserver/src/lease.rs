@@ -77,34 +77,48 @@ impl Leases {
     }
 }
 
-/// The highest master epoch seen; requests from older epochs are fenced.
+/// The master epoch this server knows: the highest one a master answered
+/// with (Register, Heartbeat and LeaderEpoch replies). Requests stamped
+/// with an older epoch are fenced; a newer one is never adopted from a
+/// request itself, only once the leader vouches for it (`fence.rs`), so a
+/// forged request cannot fence the real master.
 #[derive(Default)]
 pub struct Epoch {
-    seen: AtomicU64,
+    known: AtomicU64,
+}
+
+/// How a request's epoch compares with the known one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// Not stamped (0) or the known epoch: accepted.
+    Accept,
+    /// Newer than the known epoch: accepted only once the leader vouches
+    /// for it.
+    Ahead,
 }
 
 impl Epoch {
-    /// Raises the highest epoch seen.
+    /// Raises the known epoch to one a master answered with.
     pub fn observe(&self, epoch: u64) {
-        self.seen.fetch_max(epoch, Ordering::AcqRel);
+        self.known.fetch_max(epoch, Ordering::AcqRel);
     }
 
-    /// Returns the highest epoch seen.
-    pub fn seen(&self) -> u64 {
-        self.seen.load(Ordering::Acquire)
+    /// Returns the known epoch.
+    pub fn known(&self) -> u64 {
+        self.known.load(Ordering::Acquire)
     }
 
-    /// Accepts `epoch` (0 = unknown) unless it is older than one seen;
-    /// a newer epoch raises the one seen.
-    pub fn check(&self, epoch: u64) -> Result<()> {
-        if epoch == 0 {
-            return Ok(());
+    /// Judges `epoch` (0 = not stamped) against the known epoch without
+    /// changing it: `StaleEpoch` when older.
+    pub fn check(&self, epoch: u64) -> Result<EpochCheck> {
+        let known = self.known();
+        if epoch == 0 || epoch == known {
+            return Ok(EpochCheck::Accept);
         }
-        let prev = self.seen.fetch_max(epoch, Ordering::AcqRel);
-        if epoch < prev {
-            return Err(Error::StaleEpoch { have: epoch, seen: prev });
+        if epoch < known {
+            return Err(Error::StaleEpoch { have: epoch, seen: known });
         }
-        Ok(())
+        Ok(EpochCheck::Ahead)
     }
 }
 
@@ -115,12 +129,19 @@ mod tests {
     #[test]
     fn epoch_fencing() {
         let e = Epoch::default();
-        e.check(3).unwrap();
-        e.check(0).unwrap();
+        // Nothing is adopted from a request: a newer epoch is only "ahead".
+        assert_eq!(e.check(3).unwrap(), EpochCheck::Ahead);
+        assert_eq!(e.check(u64::MAX).unwrap(), EpochCheck::Ahead);
+        assert_eq!(e.known(), 0);
+        e.observe(3);
+        assert_eq!(e.check(3).unwrap(), EpochCheck::Accept);
+        assert_eq!(e.check(0).unwrap(), EpochCheck::Accept);
         assert_eq!(e.check(2).unwrap_err(), Error::StaleEpoch { have: 2, seen: 3 });
         e.observe(5);
+        e.observe(4);
+        assert_eq!(e.known(), 5);
         assert!(e.check(4).is_err());
-        e.check(5).unwrap();
+        assert_eq!(e.check(6).unwrap(), EpochCheck::Ahead);
     }
 
     #[test]

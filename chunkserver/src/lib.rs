@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use gfs_common::admin_http::{self, Admin};
+use gfs_common::dirlock::DirLock;
 use gfs_common::net::{ServerLimits, bind, incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, MasterSet, Result};
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod clone;
+mod fence;
 mod heartbeat;
 mod lease;
 pub mod meta;
@@ -31,6 +33,7 @@ mod push;
 pub mod pushbuf;
 mod rpc;
 pub mod scrub;
+mod serial;
 mod service;
 pub mod store;
 
@@ -170,6 +173,9 @@ pub struct ChunkserverHandle {
     tasks: Vec<JoinHandle<()>>,
     tasks_token: CancellationToken,
     sync_writes: bool,
+    /// The data dir's lock, also held by the server task: released once
+    /// both the server stopped and this handle is gone (`wait` finished).
+    _lock: Arc<DirLock>,
 }
 
 impl ChunkserverHandle {
@@ -238,6 +244,8 @@ pub async fn start_with_metrics(
 ) -> Result<ChunkserverHandle> {
     config.validate()?;
     let masters = MasterSet::parse(&config.master)?;
+    // One process per data dir, until the server and `wait` are done.
+    let lock = Arc::new(DirLock::acquire(&config.data_dir)?);
     let dir = config.data_dir.clone();
     let id = tokio::task::spawn_blocking(move || store::load_or_create_server_id(&dir))
         .await
@@ -253,6 +261,7 @@ pub async fn start_with_metrics(
         pushbuf: pushbuf.clone(),
         leases: Leases::default(),
         epoch: Epoch::default(),
+        fence: fence::Confirmer::new(Duration::from_millis(config.rpc_timeout_ms)),
         rpc: Rpc::new(masters, Duration::from_millis(config.rpc_timeout_ms), &config.security),
         push_timeout,
         corrupt_tx,
@@ -264,7 +273,7 @@ pub async fn start_with_metrics(
         tokens: Default::default(),
     });
     let conns = incoming(listener, &config.limits, &config.security);
-    let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
+    let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone(), lock.clone());
     let tasks_token = shutdown.child_token();
     let hb = Heartbeat {
         shared: shared.clone(),
@@ -297,6 +306,7 @@ pub async fn start_with_metrics(
         tasks,
         tasks_token,
         sync_writes: config.sync_writes,
+        _lock: lock,
     })
 }
 
@@ -305,16 +315,19 @@ fn serve(
     limits: ServerLimits,
     svc: ChunkServer,
     shutdown: CancellationToken,
+    lock: Arc<DirLock>,
 ) -> JoinHandle<Result<()>> {
     let svc = ChunkServiceServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     tokio::spawn(async move {
-        server_builder(&limits)
+        let served = server_builder(&limits)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
             .await
-            .map_err(Error::from)
+            .map_err(Error::from);
+        drop(lock);
+        served
     })
 }
 

@@ -12,6 +12,7 @@ use gfs_common::{Error, Result};
 use gfs_proto::*;
 use tokio::sync::oneshot;
 
+use crate::serial::SerialCheck;
 use crate::service::Shared;
 use crate::store::ChunkState;
 
@@ -58,6 +59,33 @@ fn check_range(offset: u64, length: u64) -> Result<()> {
     Ok(())
 }
 
+/// Checks a secondary's mutation request on its own, before anything
+/// else: a known kind, and for records at most `MAX_GROUP_RECORDS` whose
+/// lengths sum to its length.
+fn check_mutation(req: &ApplyMutationRequest) -> Result<MutationKind> {
+    let kind = match MutationKind::try_from(req.kind) {
+        Ok(k @ (MutationKind::Write | MutationKind::Records | MutationKind::Pad)) => k,
+        _ => return Err(Error::InvalidArgument(format!("unknown mutation kind {}", req.kind))),
+    };
+    if kind == MutationKind::Records {
+        if req.records.len() > MAX_GROUP_RECORDS {
+            return Err(Error::TooLarge {
+                what: "records in a mutation".into(),
+                size: req.records.len() as u64,
+                limit: MAX_GROUP_RECORDS as u64,
+            });
+        }
+        let total = req.records.iter().try_fold(0u64, |sum, r| sum.checked_add(r.length));
+        if total != Some(req.length) {
+            return Err(Error::InvalidArgument(format!(
+                "records mutation: the records' lengths do not sum to its length {}",
+                req.length
+            )));
+        }
+    }
+    Ok(kind)
+}
+
 impl Shared {
     /// Takes pushed data and checks it has the announced length.
     fn take_data(&self, data_id: u64, length: u64) -> Result<Bytes> {
@@ -101,9 +129,9 @@ impl Shared {
         local: Local,
         secondaries: &[String],
     ) -> Result<u64> {
-        let serial = chunk.last_serial() + 1;
+        let serial = chunk.next_serial();
         m.serial = serial;
-        m.epoch = self.epoch.seen();
+        m.epoch = self.epoch.known();
         let (handle, offset) = (m.handle, m.offset);
         let local = async {
             match local {
@@ -122,17 +150,21 @@ impl Shared {
         // The serial is used up even when the local apply failed: the
         // secondaries may have applied it, and must not skip the next one as
         // a duplicate.
-        chunk.set_last_serial(serial);
+        chunk.record_serial(serial);
         let len = len?;
-        self.leases.mark_mutated(handle);
         replicated?;
+        // Only a mutation every replica applied asks for lease extensions:
+        // when none succeeds for a whole lease (a secondary that keeps
+        // refusing, e.g. its serial window passed), the lease runs out and
+        // the next grant's new version starts the serials afresh.
+        self.leases.mark_mutated(handle);
         Ok(len)
     }
 
     /// Client -> primary: write pushed data at an offset.
     pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
-        self.epoch.check(req.epoch)?;
         self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
+        self.admit_epoch(req.epoch).await?;
         check_range(req.offset, req.length)?;
         let chunk = self.store.get(req.handle)?;
         let _m = chunk.mutation.lock().await;
@@ -160,8 +192,8 @@ impl Shared {
     /// mutation lock (this call, unless an earlier one took it first)
     /// orders it with every other queued append.
     pub(crate) async fn append(&self, req: AppendRequest) -> Result<AppendResponse> {
-        self.epoch.check(req.epoch)?;
         self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
+        self.admit_epoch(req.epoch).await?;
         if req.chunk_size == 0 || req.chunk_size > MAX_CHUNK_END {
             return Err(Error::InvalidArgument(format!("append: bad chunk_size {}", req.chunk_size)));
         }
@@ -292,45 +324,33 @@ impl Shared {
         }
     }
 
-    /// Primary -> secondary: apply one mutation in serial order.
+    /// Primary -> secondary: apply one mutation in serial order (which
+    /// serials are applied, skipped or refused: `serial.rs`).
     pub(crate) async fn apply_mutation(&self, req: ApplyMutationRequest) -> Result<ApplyMutationResponse> {
-        self.epoch.check(req.epoch)?;
         self.check_token(req.token.as_ref(), req.handle, req.version, WRITE)?;
+        let kind = check_mutation(&req)?;
+        self.admit_epoch(req.epoch).await?;
         check_range(req.offset, req.length)?;
         let chunk = self.store.get(req.handle)?;
         let _m = chunk.mutation.lock().await;
         chunk.check_version(req.version)?;
-        if req.serial <= chunk.last_serial() {
+        if chunk.check_serial(req.serial)? == SerialCheck::Duplicate {
             tracing::debug!(handle = req.handle, serial = req.serial, "duplicate mutation ignored");
             return Ok(ApplyMutationResponse { chunk_length: chunk.length() });
         }
-        let chunk_length = match MutationKind::try_from(req.kind) {
-            Ok(MutationKind::Write) => {
+        let chunk_length = match kind {
+            MutationKind::Write => {
                 let data = self.take_data(req.data_id, req.length)?;
                 self.metrics.written_bytes.inc_by(data.len() as u64);
                 self.store.write(req.handle, req.offset, data).await?
             }
-            Ok(MutationKind::Records) => {
-                if req.records.len() > MAX_GROUP_RECORDS {
-                    return Err(Error::TooLarge {
-                        what: "records in a mutation".into(),
-                        size: req.records.len() as u64,
-                        limit: MAX_GROUP_RECORDS as u64,
-                    });
-                }
-                let total = req.records.iter().try_fold(0u64, |sum, r| sum.checked_add(r.length));
-                let Some(total) = total.filter(|t| *t == req.length) else {
-                    return Err(Error::InvalidArgument(format!(
-                        "records mutation: the records' lengths do not sum to its length {}",
-                        req.length
-                    )));
-                };
+            MutationKind::Records => {
                 let data =
                     req.records.iter().map(|r| self.take_data(r.data_id, r.length)).collect::<Result<Vec<_>>>()?;
-                self.metrics.written_bytes.inc_by(total);
+                self.metrics.written_bytes.inc_by(req.length);
                 self.store.write_records(req.handle, req.offset, data).await?
             }
-            Ok(MutationKind::Pad) => {
+            _ => {
                 if req.data_id != 0 {
                     self.pushbuf.discard(req.data_id);
                 }
@@ -339,16 +359,15 @@ impl Shared {
                 }
                 self.store.pad(req.handle, req.offset).await?
             }
-            _ => return Err(Error::InvalidArgument(format!("unknown mutation kind {}", req.kind))),
         };
-        chunk.set_last_serial(req.serial);
+        chunk.record_serial(req.serial);
         Ok(ApplyMutationResponse { chunk_length })
     }
 
     /// Master -> chunkserver: bump the version (creating the replica if
     /// asked) and take or drop the primary lease.
     pub(crate) async fn grant_lease(&self, req: GrantLeaseRequest) -> Result<GrantLeaseResponse> {
-        self.epoch.check(req.epoch)?;
+        self.admit_epoch(req.epoch).await?;
         let chunk = match self.store.get(req.handle) {
             Ok(c) => c,
             Err(_) if req.create => self.store.create(req.handle, req.version).await?,

@@ -147,6 +147,14 @@ impl Rpc {
         .await
     }
 
+    /// The leader master's epoch (to confirm a newer one seen on a request).
+    pub async fn leader_epoch(&self) -> Result<u64> {
+        let t = self.timeout;
+        self.master_call(|mut c| async move { c.leader_epoch(with_deadline(LeaderEpochRequest {}, t)).await })
+            .await
+            .map(|(r, _)| r.epoch)
+    }
+
     /// Reports a corrupt replica to the leader master.
     pub async fn report_corrupt(&self, req: ReportCorruptRequest) -> Result<()> {
         let t = self.timeout;

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub pushbuf: PushBuffer,
     pub leases: Leases,
     pub epoch: Epoch,
+    /// Confirms epochs ahead of `epoch` with the leader, one at a time.
+    pub fence: crate::fence::Confirmer,
     pub rpc: Rpc,
     pub push_timeout: Duration,
     /// Handles of corrupt replicas to report to the master.
@@ -213,7 +215,7 @@ impl ChunkService for ChunkServer {
         }
         let _f = InFlight::new(&self.shared.load);
         let req = request.into_inner();
-        let res = match self.shared.epoch.check(req.epoch) {
+        let res = match self.shared.admit_epoch(req.epoch).await {
             Ok(()) => {
                 self.shared.delete_chunks(&req.handles).await;
                 Ok(DeleteChunksResponse {})

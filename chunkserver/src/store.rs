@@ -21,6 +21,7 @@ use gfs_common::{BLOCK_SIZE, Error, MAX_IO_SIZE, Result};
 use gfs_proto::ChunkReport;
 
 use crate::meta::{self, Meta};
+use crate::serial::{SerialCheck, Serials};
 
 const BS: u64 = BLOCK_SIZE;
 static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
@@ -39,7 +40,8 @@ pub struct ChunkState {
 
 struct MetaState {
     meta: Meta,
-    last_serial: u64,
+    /// Mutation serials applied at this version (`serial.rs`).
+    serials: Serials,
     deleted: bool,
     /// False while a clone is being copied in: not reported, not served.
     published: bool,
@@ -48,10 +50,10 @@ struct MetaState {
 }
 
 impl ChunkState {
-    fn new(handle: u64, meta: Meta) -> Self {
+    fn new(handle: u64, meta: Meta, serials: Serials) -> Self {
         Self {
             handle,
-            state: Mutex::new(MetaState { meta, last_serial: 0, deleted: false, published: true, last_mutation: None }),
+            state: Mutex::new(MetaState { meta, serials, deleted: false, published: true, last_mutation: None }),
             io: tokio::sync::RwLock::new(()),
             mutation: tokio::sync::Mutex::new(()),
             appends: std::sync::Mutex::new(Vec::new()),
@@ -77,15 +79,19 @@ impl ChunkState {
         self.lock().meta.length
     }
 
-    /// Returns the serial number of the last mutation applied at this version.
-    pub fn last_serial(&self) -> u64 {
-        self.lock().last_serial
+    /// Returns the serial a primary gives its next mutation at this version.
+    pub(crate) fn next_serial(&self) -> u64 {
+        self.lock().serials.next()
     }
 
-    /// Records that mutation `serial` was applied.
-    pub fn set_last_serial(&self, serial: u64) {
-        let mut s = self.lock();
-        s.last_serial = s.last_serial.max(serial);
+    /// Judges a secondary's mutation serial (`serial.rs`).
+    pub(crate) fn check_serial(&self, serial: u64) -> Result<SerialCheck> {
+        self.lock().serials.check(self.handle, serial)
+    }
+
+    /// Records that mutation `serial` was applied (or used by the primary).
+    pub(crate) fn record_serial(&self, serial: u64) {
+        self.lock().serials.record(serial);
     }
 
     /// Fails with `StaleVersion` unless the replica holds exactly `want`.
@@ -151,7 +157,9 @@ impl Store {
         let dir = data_dir.join("chunks");
         let d = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load_all(&d)).await.map_err(join_err)??;
-        let chunks = loaded.into_iter().map(|(h, m)| (h, Arc::new(ChunkState::new(h, m)))).collect();
+        // Where the primaries' serial counts are is unknown after a restart.
+        let chunks =
+            loaded.into_iter().map(|(h, m)| (h, Arc::new(ChunkState::new(h, m, Serials::unknown())))).collect();
         Ok(Store {
             dir,
             chunks: RwLock::new(chunks),
@@ -212,7 +220,7 @@ impl Store {
             Ok(m)
         })
         .await?;
-        let state = Arc::new(ChunkState::new(handle, meta));
+        let state = Arc::new(ChunkState::new(handle, meta, Serials::fresh()));
         self.chunks.write().expect("store lock").insert(handle, state.clone());
         self.mark_changed(handle);
         tracing::debug!(handle, version, "chunk created");
@@ -237,7 +245,7 @@ impl Store {
             let len = new.length;
             let mut s = chunk.lock();
             if s.meta.version != new.version {
-                s.last_serial = 0;
+                s.serials = Serials::fresh();
             }
             s.meta = new;
             s.last_mutation = Some(std::time::Instant::now());

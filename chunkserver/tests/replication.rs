@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use gfs_common::Error;
+use gfs_common::shutdown::CancellationToken;
 use gfs_proto::*;
 
 const MIB: usize = 1024 * 1024;
@@ -146,7 +147,8 @@ async fn versions_checksums_leases_epochs() {
     );
     assert!(read(&mut c.client(0).await, 5, 2, 65_536, 100).await.is_ok());
 
-    // Epoch fencing.
+    // Epoch fencing: a new leader (epoch 7) vouches for its epoch.
+    c.master.vouch.store(7, std::sync::atomic::Ordering::Relaxed);
     let grant = GrantLeaseRequest { handle: 5, version: 3, lease_ms: 0, create: false, epoch: 7 };
     c.client(1).await.grant_lease(grant).await.unwrap();
     let grant = GrantLeaseRequest { handle: 5, version: 4, lease_ms: 0, create: false, epoch: 6 };
@@ -301,4 +303,137 @@ async fn clone_cut_off_by_its_deadline_leaves_no_copy() {
     assert_eq!(resp.length, len);
     assert_eq!(read(&mut b, 9, 3, 0, 8 * MIB as u64).await.unwrap(), data);
     assert!(copy.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_chunkserver_on_the_same_data_dir_is_refused_until_the_first_stops() {
+    let mut c = TestCluster::start(1, |_, _| {}).await;
+    grant_all(&c, 4, 1, 0, 1).await;
+    let dir = c.dirs[0].path().to_path_buf();
+    let err = gfs_chunkserver::start(config(&c.master_addr, &dir), CancellationToken::new()).await.err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Busy(_)), "{err:?}");
+    assert!(text.contains(&dir.display().to_string()) && text.contains("pid "), "{text}");
+    // The first one still serves its chunk; once it stopped, a start works.
+    read(&mut c.client(0).await, 4, 1, 0, 1).await.unwrap();
+    c.tokens[0].cancel();
+    c.servers.remove(0).wait().await.unwrap();
+    let token = CancellationToken::new();
+    let again = gfs_chunkserver::start(config(&c.master_addr, &dir), token.clone()).await.unwrap();
+    // Registered again: it holds the master's token key.
+    assert!(eventually(|| again.is_registered()).await);
+    assert_eq!(read(&mut client(&again.addr.to_string()).await, 4, 1, 0, 1).await.unwrap().len(), 0);
+    token.cancel();
+    again.wait().await.unwrap();
+}
+
+/// The expected serial on a secondary is one past the last it applied at
+/// the chunk's version. A raw ApplyMutation far ahead of it is refused and
+/// changes nothing; a duplicate is skipped; the primary's next write still
+/// reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_serial_far_ahead_is_refused_and_duplicates_are_skipped() {
+    let c = TestCluster::start(2, |_, _| {}).await;
+    grant_all(&c, 6, 1, 0, 1).await;
+    let first = random_bytes(100_000, 6);
+    push(&mut c.client(0).await, 1, vec![c.addr(1)], &first).await.unwrap();
+    let len = first.len() as u64;
+    let w = WriteRequest {
+        handle: 6,
+        version: 1,
+        offset: 0,
+        data_id: 1,
+        length: len,
+        secondaries: vec![c.addr(1)],
+        epoch: 1,
+        token: token(6, 1, RW),
+    };
+    c.client(0).await.write(w.clone()).await.unwrap();
+    let path = c.servers[1].chunk_path(6);
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(before, first);
+
+    // The secondary applied serial 1, so it expects 2: 2 + 1000 is refused.
+    let mut b = c.client(1).await;
+    let forged = random_bytes(5_000, 7);
+    push(&mut b, 50, vec![], &forged).await.unwrap();
+    let raw = ApplyMutationRequest {
+        handle: 6,
+        version: 1,
+        serial: 2 + 1000,
+        kind: MutationKind::Write as i32,
+        offset: 0,
+        data_id: 50,
+        length: forged.len() as u64,
+        epoch: 1,
+        // A valid token: only the serial may refuse it.
+        token: token(6, 1, RW),
+        ..Default::default()
+    };
+    let err = Error::from(b.apply_mutation(raw.clone()).await.unwrap_err());
+    assert!(
+        matches!(err, Error::InvalidArgument(ref m) if m.contains("serial 1002") && m.contains("expected serial 2")),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a refused mutation changed the replica");
+    // A duplicate of serial 1 is skipped: acknowledged, nothing written.
+    let dup = b.apply_mutation(ApplyMutationRequest { serial: 1, ..raw }).await.unwrap().into_inner();
+    assert_eq!(dup.chunk_length, len);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // The primary's next mutation (serial 2) is applied everywhere.
+    let second = random_bytes(70_000, 8);
+    push(&mut c.client(0).await, 2, vec![c.addr(1)], &second).await.unwrap();
+    let w2 = WriteRequest { data_id: 2, offset: len, length: second.len() as u64, ..w };
+    c.client(0).await.write(w2).await.unwrap();
+    let want = [&first[..], &second[..]].concat();
+    for i in 0..2 {
+        assert_eq!(read(&mut c.client(i).await, 6, 1, 0, 1 << 20).await.unwrap(), want, "server {i}");
+    }
+}
+
+/// A primary asks for a lease extension only for mutations every replica
+/// applied: a chunk whose writes all fail (a secondary that keeps
+/// refusing) lets its lease run out, and the next grant's new version
+/// starts the serials afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_mutations_every_replica_applied_extend_the_lease() {
+    let c = TestCluster::start(1, |_, _| {}).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for handle in [8, 9] {
+        let grant = GrantLeaseRequest { handle, version: 1, lease_ms: 2_000, create: true, epoch: 1 };
+        c.client(0).await.grant_lease(grant).await.unwrap();
+    }
+    let extended = |h: u64| c.master.seen.lock().unwrap().heartbeats.iter().any(|b| b.lease_extensions.contains(&h));
+    let mut a = c.client(0).await;
+    let mut id = 100;
+    // Chunk 9 (no secondary) writes fine; chunk 8's secondary is dead.
+    // Go on until chunk 9's lease is extended, the control.
+    for _ in 0..60 {
+        if extended(9) {
+            break;
+        }
+        for (handle, secondaries) in [(9u64, vec![]), (8, vec![dead.clone()])] {
+            id += 1;
+            push(&mut a, id, vec![], &random_bytes(1000, id)).await.unwrap();
+            let w = WriteRequest {
+                handle,
+                version: 1,
+                offset: 0,
+                data_id: id,
+                length: 1000,
+                secondaries,
+                epoch: 1,
+                token: token(handle, 1, RW),
+            };
+            let res = a.write(w).await;
+            assert_eq!(res.is_ok(), handle == 9, "chunk {handle}: {res:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(extended(9), "the control chunk's lease was never extended");
+    assert!(!extended(8), "failed writes asked for a lease extension");
 }

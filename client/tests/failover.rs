@@ -172,6 +172,9 @@ impl MasterService for Fake {
     async fn heartbeat(&self, _: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         unimpl()
     }
+    async fn leader_epoch(&self, _: Request<LeaderEpochRequest>) -> Result<Response<LeaderEpochResponse>, Status> {
+        unimpl()
+    }
     async fn cluster_status(
         &self,
         _: Request<ClusterStatusRequest>,

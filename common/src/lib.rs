@@ -9,6 +9,7 @@
 //!   Raft leader.
 //! - [`admin_http`]: `/metrics`, `/healthz`, `/readyz` on the admin port.
 //! - [`bufpool`]: reusable byte buffers for the data path.
+//! - [`dirlock`]: one process per data directory (`flock`).
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`telemetry`]: tracing setup.
 //! - [`throttle`]: byte-rate pacing for background copies.
@@ -21,6 +22,7 @@ pub mod admin_http;
 pub mod auth;
 pub mod bufpool;
 pub mod certs;
+pub mod dirlock;
 pub mod error;
 pub mod masters;
 pub mod net;

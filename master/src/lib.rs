@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gfs_common::admin_http::{self, Admin};
+use gfs_common::dirlock::DirLock;
 use gfs_common::net::{bind, incoming, server_builder};
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
@@ -174,7 +175,9 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     // Bind first so that a busy port fails fast, before touching the data dir.
     let (listener, addr) = bind(&config.listen).await?;
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create data dir {}", dir.display()), e))?;
+    // One process per data dir: held by the server task until the log is
+    // closed, released on any earlier error.
+    let lock = DirLock::acquire(&dir)?;
     refuse_pre_raft_layout(&dir)?;
     let meta = tokio::task::spawn_blocking(move || -> Result<Meta> {
         match oplog::load_checkpoint(&dir)? {
@@ -291,6 +294,7 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         }
         shared.log.close().await;
         info!("master stopped");
+        drop(lock);
         served
     });
     let handle = MasterHandle { addr, admin_addr: None, shared: handle_shared, task };

@@ -8,7 +8,11 @@ use gfs_common::telemetry::{self, LogFormat};
 /// gfs master server.
 #[derive(Debug, Parser)]
 #[command(name = "gfs-master", version, about = "gfs master server")]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// Address to listen on.
     #[arg(long, env = "GFS_LISTEN", default_value = "127.0.0.1:9700")]
     listen: String,
@@ -40,8 +44,8 @@ struct Args {
     #[arg(long, env = "GFS_FAULT_INJECTION", hide = true)]
     fault_injection: bool,
     /// Directory for the Raft log, vote and checkpoint.
-    #[arg(long, env = "GFS_DATA_DIR")]
-    data_dir: PathBuf,
+    #[arg(long, env = "GFS_DATA_DIR", required = true)]
+    data_dir: Option<PathBuf>,
     /// Chunk size of new files: bytes or with a suffix (KiB, MiB, GiB, K, M, G).
     #[arg(long, env = "GFS_CHUNK_SIZE", default_value = "64MiB", value_parser = parse_size)]
     chunk_size: u64,
@@ -101,6 +105,19 @@ struct Args {
     tls: gfs_common::tls::TlsArgs,
 }
 
+/// Tools run instead of the server.
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Reports a master's Raft log (each segment; each problem with its
+    /// file, byte offset and last good index; torn tail or damage) without
+    /// changing anything. Exits 1 when the master would refuse to start.
+    CheckLog {
+        /// The master's data directory.
+        #[arg(long, env = "GFS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
 /// Parses `123`, `64KiB`, `1MiB`, `2GiB`, `4K`, `8M`, `1G` (binary units).
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -120,6 +137,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Tool::CheckLog { data_dir }) = &args.command {
+        std::process::exit(gfs_master::raft::check::run(data_dir));
+    }
     telemetry::abort_on_panic();
     // openraft traces every vote and append at info; keep its warnings.
     telemetry::init(args.log_format, "info,openraft=warn");
@@ -130,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         security,
         limits,
         listen: args.listen,
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.ok_or_else(|| anyhow::anyhow!("--data-dir is required"))?,
         chunk_size: args.chunk_size,
         replication: args.replication,
         lease_ms: args.lease_ms,

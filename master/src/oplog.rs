@@ -14,7 +14,7 @@ use prost::Message;
 use tracing::info;
 
 /// Largest frame accepted on replay; anything larger is corruption.
-const MAX_FRAME: u32 = 64 * 1024 * 1024;
+pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
 
 /// Fsyncs a directory so that renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -28,34 +28,70 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Why the bytes at an offset are not a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer than 8 bytes left for the header.
+    ShortHeader,
+    /// The length field is above [`MAX_FRAME`].
+    LengthOutOfRange,
+    /// The payload runs past the end of the buffer.
+    ShortPayload,
+    /// The payload does not match its CRC32C.
+    ChecksumMismatch,
+    /// The payload matches its CRC32C but is not a valid message.
+    Undecodable,
+}
+
+impl FrameError {
+    /// True when a write cut short (a crash mid-append) can leave these
+    /// bytes. A frame whose checksum matches was written whole, so an
+    /// undecodable one never is.
+    pub fn can_be_torn(self) -> bool {
+        !matches!(self, FrameError::Undecodable)
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameError::ShortHeader => "short frame header",
+            FrameError::LengthOutOfRange => "frame length out of range",
+            FrameError::ShortPayload => "short frame payload",
+            FrameError::ChecksumMismatch => "checksum mismatch",
+            FrameError::Undecodable => "undecodable record",
+        })
+    }
+}
+
 /// Decodes the frame at `buf[off..]`: Ok(Some((message, next_off))), Ok(None)
-/// at a clean end, Err(reason) for a torn or corrupt frame.
+/// at a clean end, Err for a torn or corrupt frame.
 pub fn decode_frame<M: Message + Default>(
     buf: &[u8],
     off: usize,
-) -> std::result::Result<Option<(M, usize)>, &'static str> {
+) -> std::result::Result<Option<(M, usize)>, FrameError> {
     if off == buf.len() {
         return Ok(None);
     }
     if buf.len() - off < 8 {
-        return Err("short frame header");
+        return Err(FrameError::ShortHeader);
     }
     let len = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
     if len > MAX_FRAME {
-        return Err("frame length out of range");
+        return Err(FrameError::LengthOutOfRange);
     }
     let end = off + 8 + len as usize;
     if end > buf.len() {
-        return Err("short frame payload");
+        return Err(FrameError::ShortPayload);
     }
     let payload = &buf[off + 8..end];
     if crc32c::crc32c(payload) != crc {
-        return Err("checksum mismatch");
+        return Err(FrameError::ChecksumMismatch);
     }
     match M::decode(payload) {
         Ok(m) => Ok(Some((m, end))),
-        Err(_) => Err("undecodable record"),
+        Err(_) => Err(FrameError::Undecodable),
     }
 }
 
@@ -105,10 +141,10 @@ mod tests {
         let (back, next) = decode_frame::<LogRecord>(&buf, 0).unwrap().unwrap();
         assert_eq!((back, next), (rec, one));
         assert!(decode_frame::<LogRecord>(&buf, buf.len()).unwrap().is_none());
-        assert_eq!(decode_frame::<LogRecord>(&buf[..buf.len() - 1], one), Err("short frame payload"));
-        assert_eq!(decode_frame::<LogRecord>(&buf[..one + 3], one), Err("short frame header"));
+        assert_eq!(decode_frame::<LogRecord>(&buf[..buf.len() - 1], one), Err(FrameError::ShortPayload));
+        assert_eq!(decode_frame::<LogRecord>(&buf[..one + 3], one), Err(FrameError::ShortHeader));
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert_eq!(decode_frame::<LogRecord>(&bad, one), Err("checksum mismatch"));
+        assert_eq!(decode_frame::<LogRecord>(&bad, one), Err(FrameError::ChecksumMismatch));
     }
 }

@@ -434,6 +434,15 @@ impl MasterService for Service {
     }
 
     #[instrument(skip_all)]
+    async fn leader_epoch(&self, req: Request<LeaderEpochRequest>) -> Reply<LeaderEpochResponse> {
+        let t = self.shared.metrics.rpc("LeaderEpoch");
+        if let Err(e) = allow(&req, "LeaderEpoch", CHUNKSERVER) {
+            return t.reply(Err(e));
+        }
+        t.reply(self.shared.require_leader().map(|epoch| LeaderEpochResponse { epoch }))
+    }
+
+    #[instrument(skip_all)]
     async fn cluster_status(&self, req: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
         let t = self.shared.metrics.rpc("ClusterStatus");
         if let Err(e) = allow(&req, "ClusterStatus", ANY) {

@@ -508,3 +508,22 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
     stop(h, token).await;
 }
+
+#[tokio::test]
+async fn a_second_master_on_the_same_data_dir_is_refused_until_the_first_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    mkdir(&mut c, "/kept", false).await.unwrap();
+    let err = gfs_master::start(config(dir.path()), CancellationToken::new()).await.err().expect("second master");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Busy(_)), "{err:?}");
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+    // The first one is unharmed, and once it stopped the next start works.
+    mkdir(&mut c, "/kept/after", false).await.unwrap();
+    stop(h, token).await;
+    let (h, token, mut c) = start(config(dir.path())).await;
+    let names: Vec<String> = tree(&mut c).await.into_iter().map(|t| t.0).collect();
+    assert_eq!(names, vec!["/kept".to_string(), "/kept/after".to_string()]);
+    stop(h, token).await;
+}

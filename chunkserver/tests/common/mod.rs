@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Seen {
     pub corrupt: Vec<ReportCorruptRequest>,
     /// Chunkserver RPCs answered with `NotLeader`.
     pub redirected: Vec<&'static str>,
+    /// LeaderEpoch calls answered.
+    pub leader_epochs: usize,
 }
 
 #[derive(Clone, Default)]
@@ -35,6 +38,9 @@ pub struct FakeMaster {
     /// Answer `reregister` to heartbeats of servers that did not register
     /// here (as a new leader master does).
     pub known_only: bool,
+    /// The epoch LeaderEpoch answers with, when nonzero (else `epoch`): a
+    /// new leader whose heartbeat replies have not reached a server yet.
+    pub vouch: Arc<AtomicU64>,
 }
 
 impl FakeMaster {
@@ -154,6 +160,12 @@ impl MasterService for FakeMaster {
             token_keys: vec![test_key().clone()],
             ..Default::default()
         }))
+    }
+    async fn leader_epoch(&self, _: Request<LeaderEpochRequest>) -> Result<Response<LeaderEpochResponse>, Status> {
+        self.redirect("leader_epoch")?;
+        self.seen.lock().unwrap().leader_epochs += 1;
+        let vouch = self.vouch.load(Ordering::Relaxed);
+        Ok(Response::new(LeaderEpochResponse { epoch: if vouch == 0 { self.epoch } else { vouch } }))
     }
     async fn cluster_status(
         &self,

@@ -12,10 +12,12 @@
 //! runs after its fsync. All entries not yet purged are also kept in memory
 //! (the snapshot policy bounds them), so reads never touch the disk.
 //!
-//! Recovery reads the segments in order. A torn or corrupt frame ends the
-//! log there: one warning names the file, offset and last good index, and
-//! the file is truncated (later segments, which would leave a hole, are
-//! removed). A gap between segments refuses to start.
+//! Recovery reads the segments in order. A torn tail (bad bytes at the end
+//! of the last segment holding any, with no valid frame after them) ends
+//! the log there: one warning names the file, offset and last good index,
+//! and the file is truncated; that is the only change recovery makes.
+//! Damage anywhere else, or a gap between segments, refuses to start and
+//! changes nothing (the rule is in `segments`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,15 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use gfs_common::{Error, Result};
-use gfs_proto::RaftEntry;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{Entry, NodeId, TypeConfig, entry_from_proto, entry_to_proto};
-use crate::oplog::{decode_frame, encode_frame, sync_dir, write_atomic};
+use super::segments::{Bad, Piece, Verdict, judge, later_with_bytes, list_segments, scan, segment_path};
+use super::{Entry, NodeId, TypeConfig, entry_to_proto};
+use crate::oplog::{encode_frame, sync_dir, write_atomic};
 
 /// Entries per segment before the writer starts a new one (purging deletes
 /// whole segments).
@@ -72,26 +74,9 @@ pub struct LogStore {
     inner: Arc<Inner>,
 }
 
-fn segment_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("raft-log.{first}"))
-}
-
-/// Lists `raft-log.<first>` segments, sorted by first index.
-pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("read dir entry", e))?;
-        let name = entry.file_name();
-        if let Some(i) = name.to_str().and_then(|n| n.strip_prefix("raft-log.")).and_then(|s| s.parse::<u64>().ok()) {
-            out.push((i, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+/// Reads a small JSON state file (`raft-vote`, `raft-purged`); None when
+/// it does not exist.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
@@ -104,13 +89,67 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// What recovery found on disk.
 struct Recovered {
     mem: Mem,
-    /// Recovery cut a torn or corrupt tail.
+    /// Recovery cut a torn tail.
     cut: bool,
     /// Index -> (segment first index, byte offset) of every entry on disk.
     offsets: BTreeMap<u64, (u64, u64)>,
     segments: BTreeMap<u64, PathBuf>,
 }
 
+/// The refusal to start on a damaged log: names the file, the offset, the
+/// last good index and why it is not a torn tail.
+fn damaged(dir: &Path, path: &Path, bad: &Bad, last: Option<u64>, why: &str) -> Error {
+    let last = last.map_or_else(|| "none".to_string(), |l| l.to_string());
+    Error::Internal(format!(
+        "raft log {} is damaged at byte offset {} ({}); last good index {last}; {why}, so this is not a torn \
+         tail. Refusing to start; nothing was changed. Inspect it with `gfs-master check-log --data-dir {}` \
+         and rebuild this master from its group (README: Rebuilding a damaged master)",
+        path.display(),
+        bad.offset,
+        bad.reason,
+        dir.display()
+    ))
+}
+
+/// Cuts a torn tail: truncates `path` at `offset` and removes the later
+/// segments (empty, or the tail would be damage).
+fn cut_torn_tail(path: &Path, offset: u64, later: &[(u64, PathBuf)]) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open log", e))?;
+    f.set_len(offset).and_then(|_| f.sync_all()).map_err(|e| Error::io("truncate log", e))?;
+    for (_, p) in later {
+        warn!(file = %p.display(), "removing empty log segment after a torn tail");
+        std::fs::remove_file(p).map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Adds a recovered entry to `mem`; `last` is the index of the previous one.
+fn take_entry(mem: &mut Mem, last: &mut Option<u64>, path: &Path, entry: Entry) -> Result<()> {
+    let index = entry.log_id.index;
+    if mem.purged.is_some_and(|p| index <= p.index) {
+        return Ok(());
+    }
+    match *last {
+        // A later segment rewrote a truncated suffix.
+        Some(l) if index <= l => {
+            mem.entries.split_off(&index);
+        }
+        Some(l) if index != l + 1 => {
+            return Err(Error::Internal(format!(
+                "raft log has a gap in {}: expected index {} but found {index}; refusing to start",
+                path.display(),
+                l + 1
+            )));
+        }
+        _ => {}
+    }
+    mem.entries.insert(index, entry);
+    *last = Some(index);
+    Ok(())
+}
+
+/// Reads the log in `dir`. A torn tail is cut (the only change recovery
+/// ever makes to the log); damage refuses to start (see `segments`).
 fn recover(dir: &Path) -> Result<Recovered> {
     let mut mem = Mem {
         vote: read_json(&dir.join("raft-vote"))?,
@@ -120,62 +159,35 @@ fn recover(dir: &Path) -> Result<Recovered> {
     let mut offsets = BTreeMap::new();
     let mut segments = BTreeMap::new();
     let mut last: Option<u64> = mem.purged.map(|p| p.index);
-    let mut cut = false;
-    for (first, path) in list_segments(dir)? {
-        if cut {
-            warn!(file = %path.display(), "removing log segment after a corrupt one (it would leave a hole)");
-            std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
-            continue;
-        }
-        let buf = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        let mut off = 0usize;
-        loop {
-            match decode_frame::<RaftEntry>(&buf, off) {
-                Ok(None) => break,
-                Ok(Some((rec, next))) => {
-                    let index = rec.index;
-                    let entry = entry_from_proto(rec).map_err(|e| {
-                        Error::Internal(format!("{} at offset {off}: {e}; refusing to start", path.display()))
-                    })?;
-                    if mem.purged.is_none_or(|p| index > p.index) {
-                        match last {
-                            // A later segment rewrote a truncated suffix.
-                            Some(l) if index <= l => {
-                                mem.entries.split_off(&index);
-                            }
-                            Some(l) if index != l + 1 => {
-                                return Err(Error::Internal(format!(
-                                    "raft log has a gap in {}: expected index {} but found {index}; refusing to start",
-                                    path.display(),
-                                    l + 1
-                                )));
-                            }
-                            _ => {}
-                        }
-                        mem.entries.insert(index, entry);
-                        last = Some(index);
-                    }
-                    offsets.insert(index, (first, off as u64));
-                    off = next;
+    let listed = list_segments(dir)?;
+    for (i, (first, path)) in listed.iter().enumerate() {
+        let buf = std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        segments.insert(*first, path.clone());
+        for piece in scan(&buf, last, true) {
+            let bad = match piece {
+                Piece::Frame(f) => {
+                    offsets.insert(f.entry.log_id.index, (*first, f.offset));
+                    take_entry(&mut mem, &mut last, path, f.entry)?;
+                    continue;
                 }
-                Err(reason) => {
-                    warn!(
-                        file = %path.display(),
-                        offset = off,
-                        last_good_index = ?last,
-                        reason,
-                        "raft log tail is torn or corrupt: recovery stops at the last valid entry and truncates the rest"
-                    );
-                    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open log", e))?;
-                    f.set_len(off as u64).and_then(|_| f.sync_all()).map_err(|e| Error::io("truncate log", e))?;
-                    cut = true;
-                    break;
-                }
+                Piece::Bad(b) => b,
+            };
+            let later = later_with_bytes(&listed, i)?;
+            if let Verdict::Damage(why) = judge(&bad, later.as_ref().map(|(p, n)| (p.as_path(), *n))) {
+                return Err(damaged(dir, path, &bad, last, &why));
             }
+            warn!(
+                file = %path.display(),
+                offset = bad.offset,
+                last_good_index = ?last,
+                reason = %bad.reason,
+                "raft log tail is torn: recovery cuts it at the last valid entry"
+            );
+            cut_torn_tail(path, bad.offset, &listed[i + 1..])?;
+            return Ok(Recovered { mem, cut: true, offsets, segments });
         }
-        segments.insert(first, path);
     }
-    Ok(Recovered { mem, cut, offsets, segments })
+    Ok(Recovered { mem, cut: false, offsets, segments })
 }
 
 struct Writer {
@@ -491,86 +503,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::raft::state_machine::{Machine, StateMachine};
-    use crate::raft::{Request, log_id};
-    use crate::state::Meta;
-    use openraft::EntryPayload;
-    use openraft::testing::{StoreBuilder, Suite};
-
-    fn hist() -> prometheus_client::metrics::histogram::Histogram {
-        prometheus_client::metrics::histogram::Histogram::new([0.001])
-    }
-
-    struct Builder;
-
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-        async fn build(&self) -> std::result::Result<(tempfile::TempDir, LogStore, StateMachine), StoreError> {
-            let dir = tempfile::tempdir().unwrap();
-            let log = LogStore::open(dir.path(), hist()).unwrap();
-            let meta = Arc::new(Mutex::new(Meta::new()));
-            let sm = Machine::new(meta, dir.path().to_path_buf(), 1).state_machine();
-            Ok((dir, log, sm))
-        }
-    }
-
-    /// openraft's own conformance suite for log stores and state machines.
-    #[test]
-    fn openraft_storage_suite() {
-        Suite::test_all(Builder).unwrap();
-    }
-
-    fn write_segment(dir: &Path, first: u64, range: std::ops::RangeInclusive<u64>) -> PathBuf {
-        let mut buf = Vec::new();
-        for i in range {
-            let e = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Request { group: vec![] }) };
-            encode_frame(&entry_to_proto(&e).encode_to_vec(), &mut buf);
-        }
-        let p = segment_path(dir, first);
-        std::fs::write(&p, buf).unwrap();
-        p
-    }
-
-    fn indexes(dir: &Path) -> Vec<u64> {
-        let r = recover(dir).unwrap();
-        r.mem.entries.keys().copied().collect()
-    }
-
-    #[test]
-    fn torn_or_garbage_tail_stops_at_the_last_valid_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = write_segment(dir.path(), 1, 1..=5);
-        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4, 5]);
-        assert!(!recover(dir.path()).unwrap().cut, "a clean log is not cut");
-        // Torn tail: cut the last frame short.
-        let len = std::fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
-        assert!(recover(dir.path()).unwrap().cut, "a torn tail is reported as cut");
-        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4]);
-        let len4 = std::fs::metadata(&seg).unwrap().len();
-        // Garbage tail: the file is truncated back to the last valid frame.
-        OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[7u8; 40]).unwrap();
-        assert_eq!(indexes(dir.path()), vec![1, 2, 3, 4]);
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len4);
-        // A flipped byte in the middle ends the log there, and a later
-        // segment (which would leave a hole) is removed.
-        let later = write_segment(dir.path(), 5, 5..=6);
-        let mut b = std::fs::read(&seg).unwrap();
-        let mid = b.len() / 2;
-        b[mid] ^= 0xff;
-        std::fs::write(&seg, b).unwrap();
-        let got = indexes(dir.path());
-        assert!(got.len() < 4 && got.iter().copied().eq(1..=got.len() as u64), "{got:?}");
-        assert!(!later.exists());
-    }
-
-    #[test]
-    fn a_gap_refuses_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        write_segment(dir.path(), 1, 1..=3);
-        write_segment(dir.path(), 7, 7..=8);
-        let err = recover(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("gap") && err.contains("expected index 4"), "{err}");
-    }
-}
+#[path = "log_store_tests.rs"]
+mod tests;

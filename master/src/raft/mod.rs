@@ -1,7 +1,8 @@
 //! Raft replication of the operation log among master replicas (openraft).
 //!
 //! - [`log_store`]: the Raft log on disk (CRC-framed `RaftEntry` segments,
-//!   group commit) plus the vote.
+//!   group commit) plus the vote; [`segments`] reads segment files and
+//!   tells a torn tail from damage; [`check`] is `gfs-master check-log`.
 //! - [`state_machine`]: applies committed `LogBatch`es to [`Meta`]; its
 //!   snapshots are checkpoints.
 //! - [`network`]: `RaftService` over tonic, with a fault-injection switch
@@ -12,9 +13,11 @@
 //!
 //! [`Meta`]: crate::state::Meta
 
+pub mod check;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod segments;
 pub mod state_machine;
 
 use std::io::Cursor;
