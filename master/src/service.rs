@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gfs_common::path::normalize;
+use gfs_common::path::{normalize, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::master_service_server::MasterService;
@@ -119,6 +119,8 @@ impl Service {
     }
 
     async fn do_rename(&self, req: RenameRequest) -> Result<RenameResponse> {
+        // The source may be hidden (that is the undelete), the destination
+        // may not; the limits hold for every path the rename moves.
         let src = normalize(&req.src)?;
         let dst = normalize(&req.dst)?;
         check_user_path(&dst)?;
@@ -129,6 +131,7 @@ impl Service {
             return done.map(|()| RenameResponse {});
         }
         self.shared.meta().ns.check_rename(&src, &dst)?;
+        self.shared.meta().ns.check_moved_limits(&src, &dst)?;
         self.shared.commit_call(req.call.as_ref(), vec![Op::Rename(RenameOp { src, dst })]).await?;
         Ok(RenameResponse {})
     }
@@ -228,7 +231,7 @@ impl Service {
 
 #[tonic::async_trait]
 impl MasterService for Service {
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
         let t = self.shared.metrics.rpc("Mkdir");
         if let Err(e) = self.shared.require_leader() {
@@ -237,7 +240,7 @@ impl MasterService for Service {
         t.reply(self.do_mkdir(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
         let t = self.shared.metrics.rpc("Create");
         if let Err(e) = self.shared.require_leader() {
@@ -246,7 +249,7 @@ impl MasterService for Service {
         t.reply(self.do_create(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let t = self.shared.metrics.rpc("Delete");
         if let Err(e) = self.shared.require_leader() {
@@ -255,7 +258,7 @@ impl MasterService for Service {
         t.reply(self.do_delete(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
+    #[instrument(skip_all, fields(src = %quote(&req.get_ref().src), dst = %quote(&req.get_ref().dst)))]
     async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
         let t = self.shared.metrics.rpc("Rename");
         if let Err(e) = self.shared.require_leader() {
@@ -264,7 +267,7 @@ impl MasterService for Service {
         t.reply(self.do_rename(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
         let t = self.shared.metrics.rpc("List");
         if !req.get_ref().allow_stale
@@ -275,7 +278,7 @@ impl MasterService for Service {
         t.reply(self.do_list(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
         let t = self.shared.metrics.rpc("Stat");
         if !req.get_ref().allow_stale
@@ -287,7 +290,7 @@ impl MasterService for Service {
         t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
         let t = self.shared.metrics.rpc("GetChunks");
         if !req.get_ref().allow_stale
@@ -300,7 +303,7 @@ impl MasterService for Service {
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path), index = req.get_ref().index))]
     async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
         let t = self.shared.metrics.rpc("GetWriteLease");
         if let Err(e) = self.shared.require_leader() {
@@ -316,7 +319,7 @@ impl MasterService for Service {
         t.reply(r.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
         let t = self.shared.metrics.rpc("GetAppendLease");
         if let Err(e) = self.shared.require_leader() {
@@ -359,7 +362,7 @@ impl MasterService for Service {
         t.reply(self.shared.register(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server_id)))]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
         let t = self.shared.metrics.rpc("Heartbeat");
         if let Err(e) = self.shared.require_leader() {
@@ -380,7 +383,7 @@ impl MasterService for Service {
         t.reply(Ok(st))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
         let t = self.shared.metrics.rpc("Decommission");
         if let Err(e) = self.shared.require_leader() {
@@ -390,7 +393,7 @@ impl MasterService for Service {
         t.reply(r.map(|s| DecommissionResponse { server: Some(s) }))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
         let t = self.shared.metrics.rpc("Recommission");
         if let Err(e) = self.shared.require_leader() {
@@ -400,7 +403,7 @@ impl MasterService for Service {
         t.reply(r.map(|s| RecommissionResponse { server: Some(s) }))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
         let t = self.shared.metrics.rpc("MarkLost");
         if let Err(e) = self.shared.require_leader() {
@@ -425,7 +428,7 @@ impl MasterService for Service {
         t.reply(Ok(self.shared.master_status()))
     }
 
-    #[instrument(skip_all, fields(id = req.get_ref().id, address = %req.get_ref().address))]
+    #[instrument(skip_all, fields(id = req.get_ref().id, address = %quote(&req.get_ref().address)))]
     async fn add_master(&self, req: Request<AddMasterRequest>) -> Reply<AddMasterResponse> {
         let t = self.shared.metrics.rpc("AddMaster");
         let q = req.into_inner();

@@ -1,0 +1,133 @@
+//! Hostile inputs against an in-process cluster (testkit), sent with raw
+//! gRPC clients: each must be refused with a clear error, and every byte
+//! written before it must read back intact afterwards.
+
+use gfs_client::Client;
+use gfs_common::Error;
+use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_proto::{CreateRequest, MkdirRequest, RenameRequest};
+use gfs_testkit::{Cluster, ClusterOptions};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use tonic::transport::Channel;
+
+type Master = MasterServiceClient<Channel>;
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+async fn master(cluster: &Cluster) -> Master {
+    MasterServiceClient::connect(format!("http://{}", cluster.master_addr())).await.unwrap()
+}
+
+/// The typed error of a refused call (panics if it was accepted).
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Error {
+    match r {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(s) => Error::from(s),
+    }
+}
+
+/// Writes each file and returns (path, bytes) to check later.
+async fn write_files(c: &Client, files: &[(&str, u64, usize)]) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    for &(path, seed, len) in files {
+        let d = data(seed, len);
+        c.create(path, None).await.unwrap();
+        c.write_at(path, 0, &d).await.unwrap();
+        out.push((path.to_string(), d));
+    }
+    out
+}
+
+/// Every file reads back byte for byte.
+async fn assert_intact(c: &Client, files: &[(String, Vec<u8>)]) {
+    for (p, d) in files {
+        let got = c.read_all(p).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(got == *d, "{p}: {} bytes read back differ from the {} written", got.len(), d.len());
+    }
+}
+
+fn mkdir(path: &str, parents: bool) -> MkdirRequest {
+    MkdirRequest { path: path.into(), parents, call: None }
+}
+
+fn create(path: &str) -> CreateRequest {
+    CreateRequest { path: path.into(), replication: 0, exclusive: true, call: None }
+}
+
+fn rename(src: &str, dst: &str) -> RenameRequest {
+    RenameRequest { src: src.into(), dst: dst.into(), call: None }
+}
+
+fn assert_invalid_path(e: &Error, what: &str, says: &str) {
+    assert!(matches!(e, Error::InvalidPath { .. }), "{what}: {e:?}");
+    assert!(e.to_string().contains(says), "{what}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reserved_names_control_characters_and_path_limits_are_refused() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let c = cluster.client();
+    let mut m = master(&cluster).await;
+    c.mkdir("/d", false).await.unwrap();
+    c.mkdir("/old", false).await.unwrap();
+    let mut files = write_files(&c, &[("/d/f", 1, 300 << 10), ("/old/keep", 2, 4 << 10)]).await;
+    // A deleted directory: its hidden name must never take new entries
+    // (the garbage collector would delete them with it).
+    c.delete("/old", true).await.unwrap();
+    let hidden = c.list_hidden("/").await.unwrap().into_iter().find(|e| e.path.contains("old")).unwrap().path;
+    let reserved = "reserved for deleted files";
+    let e = refused(m.mkdir(mkdir(&format!("{hidden}/new"), false)).await);
+    assert_invalid_path(&e, "mkdir inside a deleted directory", reserved);
+    let e = refused(m.mkdir(mkdir("/d/.gfs-deleted.1.x/y", true)).await);
+    assert_invalid_path(&e, "mkdir -p of a made-up hidden ancestor", reserved);
+    let e = refused(m.create(create(&format!("{hidden}/g"))).await);
+    assert_invalid_path(&e, "create inside a deleted directory", reserved);
+    let e = refused(m.rename(rename("/d/f", &format!("{hidden}/f"))).await);
+    assert_invalid_path(&e, "rename into a deleted directory", reserved);
+
+    for bad in ["/d/a\u{1}b", "/d/line\nbreak", "/d/esc\u{1b}[2J", "/d/x\u{202e}txt.exe", "/d/nul\0", "/d/del\u{7f}"] {
+        let e = refused(m.create(create(bad)).await);
+        assert_invalid_path(&e, &format!("create {bad:?}"), "control character");
+        let e = refused(m.mkdir(mkdir(&format!("{bad}/sub"), true)).await);
+        assert_invalid_path(&e, &format!("mkdir {bad:?}"), "control character");
+        let e = refused(m.rename(rename("/d/f", bad)).await);
+        assert_invalid_path(&e, &format!("rename to {bad:?}"), "control character");
+        assert!(!e.to_string().chars().any(|ch| ch.is_control()), "unescaped in {e:?}");
+    }
+
+    // A 1 MiB path gets a short answer.
+    let huge = format!("/{}", "a".repeat(1 << 20));
+    let status = m.create(create(&huge)).await.unwrap_err();
+    assert!(status.message().len() < 512, "{} bytes of message", status.message().len());
+    assert_invalid_path(&Error::from(status), "1 MiB path", "longer than 4096");
+
+    // Limits hold for every path a rename moves, not only its destination.
+    let deep = format!("/deep{}", "/a".repeat(599));
+    c.mkdir(&deep, true).await.unwrap();
+    let under = format!("/y{}", "/b".repeat(450));
+    c.mkdir(&under, true).await.unwrap();
+    let e = refused(m.rename(rename("/deep", &format!("{under}/deep"))).await);
+    assert_invalid_path(&e, "rename deeper than the limit", "deeper than 1000");
+    let name = "l".repeat(250);
+    c.mkdir(&format!("/long/{}", vec![name.as_str(); 15].join("/")), true).await.unwrap();
+    c.mkdir(&format!("/z/{name}/{name}"), true).await.unwrap();
+    let e = refused(m.rename(rename("/long", &format!("/z/{name}/{name}/long"))).await);
+    assert_invalid_path(&e, "rename longer than the limit", "longer than 4096");
+    assert!(c.stat(&deep).await.is_ok() && c.stat("/long").await.is_ok(), "a refused rename moved something");
+
+    // Undelete is a rename of the hidden entry, also for a name of the
+    // longest length (its hidden name is longer than 255 bytes).
+    let longest = format!("/d/{}", "u".repeat(255));
+    files.extend(write_files(&c, &[(longest.as_str(), 3, 1000)]).await);
+    c.delete(&longest, false).await.unwrap();
+    let gone = c.list_hidden("/d").await.unwrap().into_iter().find(|e| e.path.ends_with("uuu")).unwrap().path;
+    c.rename(&gone, &longest).await.unwrap();
+    c.rename(&format!("{hidden}/keep"), "/kept").await.unwrap();
+    files[1].0 = "/kept".into();
+    assert_intact(&c, &files).await;
+    cluster.shutdown().await.unwrap();
+}
