@@ -10,14 +10,14 @@ use futures::{StreamExt, TryStreamExt, stream};
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
-use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZE, Result};
+use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     AppendRequest, CallId, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
-    FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo, ListRequest,
-    MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo,
-    StatRequest, WriteRequest,
+    FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, GetWriteLeaseResponse,
+    LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest,
+    ReportLengthRequest, ServerInfo, StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -858,17 +858,50 @@ impl Client {
         {
             return Ok(l);
         }
-        let resp = self
-            .master_call(|mut m, t| {
-                let req = GetWriteLeaseRequest { path: path.to_string(), index, create_missing: true };
-                async move { m.get_write_lease(with_deadline(req, t)).await }
-            })
-            .await?;
+        let resp = match self.request_write_lease(path, index).await {
+            Err(Error::InvalidArgument(_)) if self.fill_gap(path, index).await? => {
+                self.request_write_lease(path, index).await?
+            }
+            r => r?,
+        };
         let lease = Lease::from_wire(resp.lease, resp.chunk_size)?;
         // The grant may have bumped the version: cached reads would be stale.
         self.inner.locations.invalidate(&key);
         self.inner.leases.insert(key, lease.clone());
         Ok(lease)
+    }
+
+    async fn request_write_lease(&self, path: &str, index: u64) -> Result<GetWriteLeaseResponse> {
+        self.master_call(|mut m, t| {
+            let req = GetWriteLeaseRequest { path: path.to_string(), index, create_missing: true };
+            async move { m.get_write_lease(with_deadline(req, t)).await }
+        })
+        .await
+    }
+
+    /// A write far past the end of a file: the master creates at most
+    /// [`MAX_NEW_CHUNKS_PER_LEASE`] chunks per lease request, so the gap
+    /// before `index` is created in steps. Returns false when `index` was
+    /// not that far past the end (the master's refusal stands).
+    async fn fill_gap(&self, path: &str, index: u64) -> Result<bool> {
+        let mut filled = false;
+        // Each step adds at least one batch; a file that does not grow
+        // (deleted and created again meanwhile) ends the loop anyway.
+        let mut steps = None;
+        loop {
+            let (info, _) = self.get_chunks(path, 0, 1).await?;
+            let count = info.chunk_count;
+            if index < count + MAX_NEW_CHUNKS_PER_LEASE {
+                return Ok(filled);
+            }
+            let left = steps.get_or_insert((index - count) / MAX_NEW_CHUNKS_PER_LEASE + 1);
+            if *left == 0 {
+                return Ok(filled);
+            }
+            *left -= 1;
+            self.request_write_lease(path, count + MAX_NEW_CHUNKS_PER_LEASE - 1).await?;
+            filled = true;
+        }
     }
 
     /// Pushes `data` to the closest replica with the others as the chain.

@@ -2,15 +2,22 @@
 //! gRPC clients: each must be refused with a clear error, and every byte
 //! written before it must read back intact afterwards.
 
+use std::time::Duration;
+
 use gfs_client::Client;
-use gfs_common::Error;
+use gfs_common::{Error, MAX_NEW_CHUNKS_PER_LEASE};
 use gfs_proto::master_service_client::MasterServiceClient;
-use gfs_proto::{CreateRequest, MkdirRequest, RenameRequest};
+use gfs_proto::{
+    CreateRequest, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, MkdirRequest, RenameRequest,
+    ReportLengthRequest,
+};
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use tonic::transport::Channel;
 
 type Master = MasterServiceClient<Channel>;
+
+const MIB: u64 = 1 << 20;
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -129,5 +136,63 @@ async fn reserved_names_control_characters_and_path_limits_are_refused() {
     c.rename(&format!("{hidden}/keep"), "/kept").await.unwrap();
     files[1].0 = "/kept".into();
     assert_intact(&c, &files).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_and_location_requests_far_past_the_end_are_refused() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let c = cluster.client();
+    let mut m = master(&cluster).await;
+    let files = write_files(&c, &[("/f", 4, (2 * MIB + 1000) as usize)]).await;
+    let chunks = c.stat("/f").await.unwrap().chunks;
+    assert_eq!(chunks.len(), 3);
+    let lease = |index, create_missing| GetWriteLeaseRequest { path: "/f".into(), index, create_missing };
+    // One past the last chunk plus a gap of more than 64: refused at once,
+    // nothing allocated (it used to place, create and log every chunk).
+    for index in [3 + MAX_NEW_CHUNKS_PER_LEASE, 1000, 1 << 40, u64::MAX] {
+        let r = tokio::time::timeout(Duration::from_secs(10), m.get_write_lease(lease(index, true))).await;
+        let e = refused(r.expect("the master took more than 10 s to answer"));
+        assert!(matches!(e, Error::InvalidArgument(_)), "index {index}: {e:?}");
+        assert_eq!(c.stat("/f").await.unwrap().chunks.len(), 3, "index {index} allocated chunks");
+    }
+    let e = refused(m.get_write_lease(lease(5, false)).await);
+    assert!(e.to_string().contains("past the end"), "{e}");
+    let e = refused(m.get_append_lease(GetAppendLeaseRequest { path: "/f".into(), after_index: Some(9) }).await);
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    c.create("/empty", None).await.unwrap();
+    let r = m.get_append_lease(GetAppendLeaseRequest { path: "/empty".into(), after_index: Some(1 << 50) }).await;
+    assert!(matches!(refused(r), Error::InvalidArgument(_)));
+    assert_eq!(c.stat("/empty").await.unwrap().chunks.len(), 0, "an append lease after no chunk allocated one");
+
+    // Locations: any start and count give a bounded, correct answer.
+    let get = |start_index, count| GetChunksRequest { path: "/f".into(), start_index, count, allow_stale: false };
+    assert!(m.get_chunks(get(u64::MAX, u64::MAX)).await.unwrap().into_inner().chunks.is_empty());
+    let all = m.get_chunks(get(1, u64::MAX)).await.unwrap().into_inner().chunks;
+    assert_eq!(all.iter().map(|l| l.index).collect::<Vec<_>>(), vec![1, 2]);
+
+    // A write far past the end still works: the client fills the gap in
+    // steps the master accepts.
+    let far = 150 * MIB;
+    c.write_at("/f", far, b"far away").await.unwrap();
+    assert_eq!(c.read_at("/f", far, 8).await.unwrap(), b"far away");
+    assert_eq!(c.stat("/f").await.unwrap().chunks.len(), 151);
+
+    // Lengths: a chunk nobody holds a lease on takes no length from a
+    // client (after a master restart no lease is held).
+    cluster.restart_master().await.unwrap();
+    cluster.wait_live(3).await.unwrap();
+    let mut m = master(&cluster).await;
+    let last = &chunks[2];
+    let e = refused(m.report_length(ReportLengthRequest { handle: last.handle, length: MIB }).await);
+    assert!(e.to_string().contains("no lease"), "{e}");
+    let e = refused(m.report_length(ReportLengthRequest { handle: 1 << 62, length: 1 }).await);
+    assert!(matches!(e, Error::ChunkNotFound { .. }), "{e:?}");
+    let size = c.stat("/f").await.unwrap().info.size;
+    assert_eq!(size, far + 8);
+    let mut whole = files[0].1.clone();
+    whole.resize(far as usize, 0);
+    whole.extend_from_slice(b"far away");
+    assert_intact(&c, &[("/f".into(), whole)]).await;
     cluster.shutdown().await.unwrap();
 }

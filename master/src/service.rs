@@ -1,9 +1,10 @@
 //! The `MasterService` gRPC handlers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gfs_common::path::{normalize, quote};
-use gfs_common::{Error, Result};
+use gfs_common::{Error, MAX_LOCATIONS_PER_REPLY, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::master_service_server::MasterService;
 use gfs_proto::*;
@@ -11,6 +12,7 @@ use gfs_proto::{
     AddMasterRequest, AddMasterResponse, MasterStatusRequest, MasterStatusResponse, RemoveMasterRequest,
     RemoveMasterResponse,
 };
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{instrument, warn};
 
@@ -199,9 +201,20 @@ impl Service {
         Ok((info, locs))
     }
 
+    /// A writer's hint of a chunk's new length. Only a chunk under a lease
+    /// (a writer may have just extended it) takes one, up to its chunk
+    /// size; the length of any other chunk comes from its replicas'
+    /// reports alone, so a stray or hostile report cannot grow a file.
     async fn do_report_length(&self, req: ReportLengthRequest) -> Result<ReportLengthResponse> {
         let mut meta = self.shared.meta();
         let c = meta.chunks.get(req.handle).ok_or(Error::ChunkNotFound { handle: req.handle })?;
+        let grace = Duration::from_millis(self.shared.cfg.rpc_timeout_ms);
+        if !c.lease.as_ref().is_some_and(|l| l.is_held(Instant::now(), grace)) {
+            return Err(Error::InvalidArgument(format!(
+                "chunk {:#x} has no lease: its length comes from its replicas' reports",
+                req.handle
+            )));
+        }
         if req.length > c.chunk_size {
             return Err(Error::InvalidArgument(format!(
                 "length {} of chunk {} is above the chunk size {}",
@@ -299,7 +312,9 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = self.chunks(&q.path, q.start_index, q.count, true, q.allow_stale).await;
+        // A reply is bounded whatever the caller asks (0 = all remaining).
+        let count = if q.count == 0 { MAX_LOCATIONS_PER_REPLY } else { q.count.min(MAX_LOCATIONS_PER_REPLY) };
+        let r = self.chunks(&q.path, q.start_index, count, true, q.allow_stale).await;
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 
