@@ -36,6 +36,9 @@ pub(crate) struct Heartbeat {
     pub corrupt_rx: mpsc::Receiver<u64>,
     /// The master that answered last (registration or heartbeat).
     pub master: Option<String>,
+    /// Secret of the current registration: heartbeats and corruption
+    /// reports carry it so the master knows they come from this server.
+    pub session: String,
 }
 
 /// Logs one warning per streak of master failures, not one per attempt.
@@ -173,6 +176,7 @@ impl Heartbeat {
         let chunks = req.chunks.len();
         let (resp, master) = self.shared.rpc.register(req).await?;
         self.shared.epoch.observe(resp.epoch);
+        self.session = resp.session;
         if resp.heartbeat_ms > 0 {
             self.interval = Duration::from_millis(resp.heartbeat_ms);
         }
@@ -198,6 +202,7 @@ impl Heartbeat {
             full_report: if full { store.list() } else { Vec::new() },
             is_full_report: full,
             lease_extensions: self.shared.leases.wanting_extension(),
+            session: self.session.clone(),
         };
         self.shared.rpc.heartbeat(req).await
     }

@@ -268,6 +268,7 @@ pub async fn start_with_metrics(
         full_report_every: config.full_report_every,
         corrupt_rx,
         master: None,
+        session: String::new(),
     };
     let mut tasks =
         vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];

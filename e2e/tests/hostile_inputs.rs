@@ -8,8 +8,8 @@ use gfs_client::Client;
 use gfs_common::{Error, MAX_NEW_CHUNKS_PER_LEASE};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
-    CreateRequest, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, MkdirRequest, RenameRequest,
-    ReportLengthRequest,
+    CreateRequest, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, HeartbeatRequest, MkdirRequest,
+    RegisterRequest, RenameRequest, ReportLengthRequest, ServerInfo,
 };
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -35,6 +35,20 @@ fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> 
         Ok(v) => panic!("accepted: {v:?}"),
         Err(s) => Error::from(s),
     }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// Writes each file and returns (path, bytes) to check later.
@@ -194,5 +208,71 @@ async fn lease_and_location_requests_far_past_the_end_are_refused() {
     whole.resize(far as usize, 0);
     whole.extend_from_slice(b"far away");
     assert_intact(&c, &[("/f".into(), whole)]).await;
+    cluster.shutdown().await.unwrap();
+}
+
+fn claim(id: &str, address: &str) -> RegisterRequest {
+    let server = ServerInfo { id: id.into(), address: address.into(), zone: "elsewhere".into() };
+    RegisterRequest {
+        server: Some(server),
+        capacity_bytes: 1 << 40,
+        used_bytes: 0,
+        chunks: vec![],
+        report_seq: u64::MAX,
+    }
+}
+
+/// True when every chunk of `path` lists `n` replicas.
+async fn replicated(c: &Client, path: &str, n: usize) -> bool {
+    c.stat(path).await.is_ok_and(|st| st.chunks.iter().all(|ch| ch.replicas.len() == n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunkserver_id_is_spoken_for_only_by_its_registration() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let c = cluster.client();
+    let mut m = master(&cluster).await;
+    let files = write_files(&c, &[("/a", 6, (3 * MIB / 2) as usize)]).await;
+    let (id0, addr0) = (cluster.chunkserver_id(0).unwrap(), cluster.chunkserver_addr(0).unwrap());
+    // Another address claiming a live server's id is refused, naming the
+    // holder (it used to take the id over and drop the holder's replicas).
+    let e = refused(m.register(claim(&id0, "127.0.0.1:1")).await);
+    assert_eq!(e, Error::ServerIdInUse { id: id0.clone(), holder: addr0 });
+    // A heartbeat for a live server without its registration's secret is
+    // told to re-register and changes nothing (its empty full report used
+    // to drop every replica of that server).
+    let id1 = cluster.chunkserver_id(1).unwrap();
+    let hb = HeartbeatRequest {
+        server_id: id1.clone(),
+        is_full_report: true,
+        report_seq: u64::MAX,
+        session: "0123456789abcdef0123456789abcdef".into(),
+        ..Default::default()
+    };
+    assert!(m.heartbeat(hb).await.unwrap().into_inner().reregister);
+    assert!(replicated(&c, "/a", 3).await, "a heartbeat without the secret dropped replicas");
+    for (id, address) in [("a\nb", "127.0.0.1:3"), ("x", ""), (&"i".repeat(10_000) as &str, "127.0.0.1:3")] {
+        let e = refused(m.register(claim(id, address)).await);
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().len() < 512, "{e:?}");
+    }
+    // The same id from the same address (a restart) registers again.
+    cluster.stop_chunkserver(2).await.unwrap();
+    cluster.start_chunkserver(2).await.unwrap();
+    wait_for("the restarted server's replicas", || replicated(&c, "/a", 3)).await;
+    // A dead holder's id may be taken.
+    let id2 = cluster.chunkserver_id(2).unwrap();
+    cluster.stop_chunkserver(2).await.unwrap();
+    wait_for("server 2 dead", || async {
+        c.cluster_status()
+            .await
+            .unwrap()
+            .servers
+            .iter()
+            .any(|s| s.server.as_ref().is_some_and(|i| i.id == id2) && !s.alive)
+    })
+    .await;
+    let r = m.register(claim(&id2, "127.0.0.1:2")).await.unwrap().into_inner();
+    assert_eq!(r.session.len(), 32, "{r:?}");
+    assert_intact(&c, &files).await;
     cluster.shutdown().await.unwrap();
 }

@@ -229,9 +229,10 @@ async fn leases_versions_and_restart() {
     let cfg = Config { lease_ms: 1500, rpc_timeout_ms: 200, ..config(dir.path()) };
     let (h, token, mut c) = start(cfg.clone()).await;
     let mut fakes = vec![];
+    let mut sessions = std::collections::HashMap::new();
     for id in ["s1", "s2", "s3"] {
         let (fake, addr) = fake_server().await;
-        register(&mut c, id, &addr, vec![]).await;
+        sessions.insert(id.to_string(), register(&mut c, id, &addr, vec![]).await.session);
         fakes.push((id, fake, addr));
     }
     let total_grants =
@@ -287,9 +288,18 @@ async fn leases_versions_and_restart() {
     let hb = c.heartbeat(HeartbeatRequest { server_id: "ghost".into(), ..Default::default() }).await.unwrap();
     assert!(hb.into_inner().reregister);
     let primary = l3.primary.unwrap().id;
-    let hb =
-        HeartbeatRequest { server_id: primary.clone(), lease_extensions: vec![chunk.handle], ..Default::default() };
+    let hb = HeartbeatRequest {
+        server_id: primary.clone(),
+        lease_extensions: vec![chunk.handle],
+        session: "not-the-secret".into(),
+        ..Default::default()
+    };
+    // Without its registration's secret a heartbeat speaks for nobody.
+    let refused = c.heartbeat(hb.clone()).await.unwrap().into_inner();
+    assert!(refused.reregister && refused.extended.is_empty());
+    let hb = HeartbeatRequest { session: sessions[&primary].clone(), ..hb };
     let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister);
     assert_eq!(hb.extended.len(), 1);
     assert_eq!(hb.extended[0].version, 2);
 
@@ -317,6 +327,7 @@ async fn leases_versions_and_restart() {
     .await;
     assert!(r.epoch > l1.epoch, "epoch {} after restart, {} before", r.epoch, l1.epoch);
     assert_eq!(r.delete_chunks, vec![777]);
+    let s1_session = r.session;
     let (_, _, addr2) = &fakes[1];
     let r = register(&mut c, "s2", addr2, vec![ChunkReport { handle: chunk.handle, version: 1, length: 0 }]).await;
     assert_eq!(r.stale_chunks, vec![chunk.handle]);
@@ -338,8 +349,9 @@ async fn leases_versions_and_restart() {
     // Deleting the file hides it; its chunks stay until the GC delay (3
     // days by default) passes, so no replica is told to delete them yet.
     c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None }).await.unwrap();
-    let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
-    assert!(hb.into_inner().delete_chunks.is_empty());
+    let hb = HeartbeatRequest { server_id: "s1".into(), session: s1_session, ..Default::default() };
+    let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister && hb.delete_chunks.is_empty());
     stop(h, token).await;
 }
 
