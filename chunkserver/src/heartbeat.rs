@@ -230,15 +230,21 @@ impl Heartbeat {
         pending.sort_unstable();
         pending.dedup();
         while let Some(&handle) = pending.first() {
-            let req = ReportCorruptRequest { handle, server_id: self.server.id.clone() };
+            let req = ReportCorruptRequest { handle, server_id: self.server.id.clone(), session: self.session.clone() };
             match self.shared.rpc.report_corrupt(req).await {
                 Ok(()) => {
                     tracing::info!(handle, "reported corrupt replica to master");
                     pending.remove(0);
                 }
-                Err(e) => {
-                    tracing::warn!(handle, error = %e, "cannot report corrupt replica");
+                // Busy (a verification of the chunk is running), no leader,
+                // or not registered yet: the report waits for the next tick.
+                Err(e) if e.is_retryable() || matches!(e, gfs_common::Error::Unauthenticated(_)) => {
+                    tracing::warn!(handle, error = %e, "cannot report corrupt replica yet");
                     return;
+                }
+                Err(e) => {
+                    tracing::warn!(handle, error = %e, "master refused the corruption report; dropping it");
+                    pending.remove(0);
                 }
             }
         }

@@ -33,6 +33,7 @@ mod rpc;
 pub mod scrub;
 mod service;
 pub mod store;
+mod verify;
 
 use heartbeat::Heartbeat;
 use lease::{Epoch, Leases};
@@ -256,6 +257,7 @@ pub async fn start_with_metrics(
         cloning: Default::default(),
         metrics: metrics.for_server(&advertise),
         registered: std::sync::atomic::AtomicBool::new(false),
+        verifying: Default::default(),
     });
     let server = serve(listener, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone());
     let tasks_token = shutdown.child_token();

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::ServerMetrics,
     /// True while registered with the master (`/readyz`).
     pub registered: std::sync::atomic::AtomicBool,
+    /// Chunks being verified (`VerifyChunk`), at most a few at once.
+    pub verifying: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -159,6 +161,15 @@ impl ChunkService for ChunkServer {
         let t = self.shared.metrics.rpc("CloneChunk");
         let _f = InFlight::new(&self.shared.load);
         t.reply(Shared::clone_chunk(&self.shared, request.into_inner()).await)
+    }
+
+    async fn verify_chunk(
+        &self,
+        request: Request<VerifyChunkRequest>,
+    ) -> Result<Response<VerifyChunkResponse>, Status> {
+        let t = self.shared.metrics.rpc("VerifyChunk");
+        let _f = InFlight::new(&self.shared.load);
+        t.reply(self.shared.verify_chunk(request.into_inner()).await)
     }
 
     async fn delete_chunks(

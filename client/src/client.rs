@@ -16,8 +16,8 @@ use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     AppendRequest, CallId, ChunkLocation, ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
     FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, GetWriteLeaseResponse,
-    LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest,
-    ReportLengthRequest, ServerInfo, StatRequest, WriteRequest,
+    LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportLengthRequest, ServerInfo,
+    StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -798,11 +798,10 @@ impl Client {
                 let t = cfg.data_timeout;
                 match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
                     Ok(resp) => return Ok(fit(resp.data, p.len)),
+                    // A corrupt replica reported itself to the master (only
+                    // its holder may, and the master has it verified).
                     Err(e) => {
                         tracing::debug!(path, replica = %r.address, error = %e, "read failed, trying next replica");
-                        if matches!(e, Error::Corrupt { .. }) {
-                            self.report_corrupt(loc.handle, r.id.clone());
-                        }
                         last_err = Some(e);
                     }
                 }
@@ -819,21 +818,6 @@ impl Client {
                 backoff.wait().await;
             }
         }
-    }
-
-    fn report_corrupt(&self, handle: u64, server_id: String) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let res = me
-                .master_call(|mut m, t| {
-                    let req = ReportCorruptRequest { handle, server_id: server_id.clone() };
-                    async move { m.report_corrupt(with_deadline(req, t)).await }
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(handle, error = %e, "cannot report corrupt replica");
-            }
-        });
     }
 
     /// Tells the master a chunk's new length; failures only log (heartbeats

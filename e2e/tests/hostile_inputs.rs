@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use gfs_client::Client;
 use gfs_common::{Error, MAX_NEW_CHUNKS_PER_LEASE};
+use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     CreateRequest, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, HeartbeatRequest, MkdirRequest,
-    RegisterRequest, RenameRequest, ReportLengthRequest, ServerInfo,
+    ReadRequest, RegisterRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo,
+    VerifyChunkRequest,
 };
 use gfs_testkit::{Cluster, ClusterOptions};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -273,6 +275,59 @@ async fn a_chunkserver_id_is_spoken_for_only_by_its_registration() {
     .await;
     let r = m.register(claim(&id2, "127.0.0.1:2")).await.unwrap().into_inner();
     assert_eq!(r.session.len(), 32, "{r:?}");
+    assert_intact(&c, &files).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corruption_reports_need_the_holder_and_the_last_copy_is_kept() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let c = cluster.client();
+    let mut m = master(&cluster).await;
+    let files = write_files(&c, &[("/c", 7, 300 << 10)]).await;
+    let one = data(8, 256 << 10);
+    c.create("/one", Some(1)).await.unwrap();
+    c.write_at("/one", 0, &one).await.unwrap();
+    // Only its holder may report a replica: a report without the holder's
+    // session is refused and drops nothing (it used to drop it at once).
+    let ch = c.stat("/c").await.unwrap().chunks[0].clone();
+    for r in &ch.replicas {
+        for session in ["", "00000000000000000000000000000000"] {
+            let req = ReportCorruptRequest { handle: ch.handle, server_id: r.id.clone(), session: session.into() };
+            let e = refused(m.report_corrupt(req).await);
+            assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
+        }
+    }
+    assert!(replicated(&c, "/c", 3).await, "a report from a stranger dropped a replica");
+    // An intact replica verifies whole.
+    let mut cs = ChunkServiceClient::connect(format!("http://{}", ch.replicas[0].address)).await.unwrap();
+    let verify =
+        |l: &gfs_proto::ChunkLocation| VerifyChunkRequest { handle: l.handle, version: l.version, bytes_per_sec: 0 };
+    let v = cs.verify_chunk(verify(&ch)).await.unwrap().into_inner();
+    assert!(v.ok && v.length == 300 << 10, "{v:?}");
+
+    // The only replica of /one gets a bad block 0; a read of it makes its
+    // holder report itself, the master has it verified, it is confirmed,
+    // and kept: it is the last copy, and its other blocks are good.
+    let loc = c.stat("/one").await.unwrap().chunks[0].clone();
+    let holder = loc.replicas[0].address.clone();
+    let path = cluster.chunk_path(cluster.chunkserver_index(&holder).unwrap(), loc.handle).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut cs = ChunkServiceClient::connect(format!("http://{holder}")).await.unwrap();
+    let v = cs.verify_chunk(verify(&loc)).await.unwrap().into_inner();
+    assert!(!v.ok && v.corrupt_block == 0, "{v:?}");
+    let read = ReadRequest { handle: loc.handle, version: loc.version, offset: 0, length: 10 };
+    assert!(matches!(refused(cs.read(read).await), Error::Corrupt { .. }));
+    wait_for("the confirmed last copy counted", || async {
+        c.cluster_status().await.unwrap().corrupt_replicas_kept == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(path.exists(), "the last copy was deleted");
+    assert_eq!(c.stat("/one").await.unwrap().chunks[0].replicas.len(), 1);
+    assert!(c.read_at("/one", 64 << 10, 192 << 10).await.unwrap() == one[64 << 10..]);
     assert_intact(&c, &files).await;
     cluster.shutdown().await.unwrap();
 }

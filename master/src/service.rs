@@ -14,7 +14,7 @@ use gfs_proto::{
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::config::MAX_REPLICATION;
 use crate::grant::{append_target, write_target};
@@ -227,19 +227,6 @@ impl Service {
         }
         Ok(ReportLengthResponse {})
     }
-
-    async fn do_report_corrupt(&self, req: ReportCorruptRequest) -> Result<ReportCorruptResponse> {
-        let mut meta = self.shared.meta();
-        if meta.chunks.get(req.handle).is_none() {
-            return Err(Error::ChunkNotFound { handle: req.handle });
-        }
-        warn!(chunk = req.handle, server = %req.server_id, "replica reported corrupt; dropping it");
-        meta.remove_replica(req.handle, &req.server_id);
-        if let Some(s) = meta.servers.get_mut(&req.server_id) {
-            s.pending_delete.insert(req.handle);
-        }
-        Ok(ReportCorruptResponse {})
-    }
 }
 
 #[tonic::async_trait]
@@ -365,7 +352,7 @@ impl MasterService for Service {
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
-        t.reply(self.do_report_corrupt(req.into_inner()).await)
+        t.reply(self.shared.report_corrupt(req.into_inner()).await.map(|()| ReportCorruptResponse {}))
     }
 
     #[instrument(skip_all)]

@@ -156,11 +156,13 @@ async fn namespace_survives_restart() {
 }
 
 /// A chunkserver that accepts every GrantLease (after `grant_delay_ms`)
-/// and records it.
+/// and records it, and answers VerifyChunk with `corrupt`.
 #[derive(Clone, Default)]
 struct FakeChunkServer {
     grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
     grant_delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    verifies: Arc<std::sync::atomic::AtomicU64>,
+    corrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -194,6 +196,13 @@ impl ChunkService for FakeChunkServer {
     }
     async fn clone_chunk(&self, _: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
         Err(Status::unimplemented("fake"))
+    }
+    async fn verify_chunk(&self, _: Request<VerifyChunkRequest>) -> Result<Response<VerifyChunkResponse>, Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.verifies.fetch_add(1, SeqCst);
+        let ok = !self.corrupt.load(SeqCst);
+        let detail = if ok { String::new() } else { "block 0: crc32c mismatch".into() };
+        Ok(Response::new(VerifyChunkResponse { ok, corrupt_block: 0, length: 0, detail }))
     }
 }
 
@@ -518,5 +527,79 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
     c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
     c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
+    stop(h, token).await;
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A corruption report counts only from the replica's holder (its session)
+/// and only once the holder confirmed it (VerifyChunk); the last replica
+/// that is not confirmed corrupt is never dropped.
+#[tokio::test]
+async fn corruption_reports_are_verified_and_the_last_good_copy_is_kept() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    let mut fakes = std::collections::BTreeMap::new();
+    for id in ["s1", "s2", "s3"] {
+        let (fake, addr) = fake_server().await;
+        let session = register(&mut c, id, &addr, vec![]).await.session;
+        fakes.insert(id, (fake, session));
+    }
+    create(&mut c, "/f").await.unwrap();
+    let handle = write_lease(&mut c, "/f", 0).await.unwrap().chunk.unwrap().handle;
+    let replicas = |mut c: Client| async move {
+        let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
+        let mut ids: Vec<String> = st.chunks[0].replicas.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let report =
+        |id: &str, session: &str| ReportCorruptRequest { handle, server_id: id.into(), session: session.into() };
+    // Nobody but the holder may report its replica.
+    assert_eq!(kind(c.report_corrupt(report("s1", "")).await), ErrorKind::Unauthenticated);
+    assert_eq!(kind(c.report_corrupt(report("s1", &fakes["s2"].1)).await), ErrorKind::Unauthenticated);
+    assert_eq!(kind(c.report_corrupt(report("nobody", "x")).await), ErrorKind::Unauthenticated);
+    let other = ReportCorruptRequest { handle: handle + 1, ..report("s1", &fakes["s1"].1) };
+    assert_eq!(kind(c.report_corrupt(other).await), ErrorKind::NotFound);
+    assert_eq!(replicas(c.clone()).await, ["s1", "s2", "s3"]);
+    // The holder's report, but the holder finds the replica intact: kept.
+    c.report_corrupt(report("s1", &fakes["s1"].1)).await.unwrap();
+    until("s1 verified", || async { fakes["s1"].0.verifies.load(SeqCst) == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(replicas(c.clone()).await, ["s1", "s2", "s3"]);
+    // Confirmed while good replicas remain: dropped, one at a time.
+    for (id, left) in [("s1", vec!["s2", "s3"]), ("s2", vec!["s3"])] {
+        fakes[id].0.corrupt.store(true, SeqCst);
+        c.report_corrupt(report(id, &fakes[id].1)).await.unwrap();
+        until(&format!("{id} dropped"), || async { replicas(c.clone()).await == left }).await;
+    }
+    // The last one confirmed corrupt is kept, counted, not deleted.
+    fakes["s3"].0.corrupt.store(true, SeqCst);
+    c.report_corrupt(report("s3", &fakes["s3"].1)).await.unwrap();
+    let kept = |mut c: Client| async move {
+        c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner().corrupt_replicas_kept
+    };
+    until("the last copy counted as kept", || async { kept(c.clone()).await == 1 }).await;
+    assert_eq!(replicas(c.clone()).await, ["s3"]);
+    let hb = HeartbeatRequest { server_id: "s3".into(), session: fakes["s3"].1.clone(), ..Default::default() };
+    let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister && !hb.delete_chunks.contains(&handle), "the last copy was deleted: {hb:?}");
+    // Reported again: nothing more to verify.
+    c.report_corrupt(report("s3", &fakes["s3"].1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fakes["s3"].0.verifies.load(SeqCst), 1);
     stop(h, token).await;
 }
