@@ -277,6 +277,7 @@ impl Client {
                     replication: replication.unwrap_or(0),
                     exclusive,
                     call: Some(call),
+                    allow_under_replicated: self.inner.config.allow_under_replicated,
                 };
                 async move { m.create(with_deadline(req, t)).await }
             })

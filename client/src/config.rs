@@ -40,6 +40,10 @@ pub struct ClientConfig {
     pub zone: Option<String>,
     /// Pieces in flight for `put`/`get`/multi-piece I/O.
     pub io_parallelism: usize,
+    /// Create files even when their replication is above the number of
+    /// chunkservers in service (they stay under-replicated until more
+    /// join); by default the master refuses such a create.
+    pub allow_under_replicated: bool,
 }
 
 impl ClientConfig {
@@ -57,6 +61,7 @@ impl ClientConfig {
             cache_ttl: Duration::from_secs(60),
             zone: None,
             io_parallelism: 4,
+            allow_under_replicated: false,
         }
     }
 }

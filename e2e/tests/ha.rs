@@ -245,9 +245,14 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
         c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true, call: None }).await.unwrap();
         for i in 0..20 {
-            c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true, call: None })
-                .await
-                .unwrap();
+            c2.create(CreateRequest {
+                path: format!("/majority/f{i}"),
+                replication: 0,
+                exclusive: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         // The old leader, still cut off, no longer answers as leader.
         let r = c.stat(StatRequest { path: "/before/0".into(), allow_stale: false }).await;

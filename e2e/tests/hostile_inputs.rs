@@ -78,7 +78,7 @@ fn mkdir(path: &str, parents: bool) -> MkdirRequest {
 }
 
 fn create(path: &str) -> CreateRequest {
-    CreateRequest { path: path.into(), replication: 0, exclusive: true, call: None }
+    CreateRequest { path: path.into(), replication: 0, exclusive: true, ..Default::default() }
 }
 
 fn rename(src: &str, dst: &str) -> RenameRequest {
@@ -328,6 +328,57 @@ async fn corruption_reports_need_the_holder_and_the_last_copy_is_kept() {
     assert!(path.exists(), "the last copy was deleted");
     assert_eq!(c.stat("/one").await.unwrap().chunks[0].replicas.len(), 1);
     assert!(c.read_at("/one", 64 << 10, 192 << 10).await.unwrap() == one[64 << 10..]);
+    assert_intact(&c, &files).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_above_the_live_chunkservers_is_refused_unless_allowed() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let c = cluster.client();
+    let mut m = master(&cluster).await;
+    let mut files = write_files(&c, &[("/before", 9, 100 << 10)]).await;
+    let five = |path: &str, allow| CreateRequest {
+        path: path.into(),
+        replication: 5,
+        exclusive: true,
+        allow_under_replicated: allow,
+        ..Default::default()
+    };
+    // Past the master's warm-up (see below), the refusal is final.
+    let warmup = Duration::from_millis(cluster.options().dead_after_ms + 200);
+    tokio::time::sleep(warmup).await;
+    let e = refused(m.create(five("/five", false)).await);
+    assert!(matches!(e, Error::NoSpace(_)), "{e:?}");
+    assert!(e.to_string().contains("replication 5 but only 3 chunkservers are live"), "{e}");
+    assert!(matches!(c.stat("/five").await, Err(Error::NotFound { .. })), "a refused create left a file");
+    // Allowed explicitly: created, written, and shown under-replicated.
+    m.create(five("/five", true)).await.unwrap();
+    let d = data(10, (2 * MIB) as usize);
+    c.write_at("/five", 0, &d).await.unwrap();
+    files.push(("/five".into(), d));
+    let st = c.stat("/five").await.unwrap();
+    assert_eq!(st.info.replication, 5);
+    assert!(st.chunks.iter().all(|ch| ch.replicas.len() == 3), "{:?}", st.chunks);
+    let status = c.cluster_status().await.unwrap();
+    assert!(status.under_replicated_chunks >= 2, "{status:?}");
+    assert!(status.deficits.iter().any(|d| d.missing == 2 && d.chunks >= 2), "{:?}", status.deficits);
+
+    // A new leader's warm-up: chunkservers are still re-registering, so a
+    // create it cannot place yet is retryable, never refused for good.
+    cluster.stop_chunkserver(2).await.unwrap();
+    cluster.restart_master().await.unwrap();
+    let mut m = master(&cluster).await;
+    let e = refused(m.create(create("/early")).await);
+    assert!(matches!(e, Error::Unavailable(_)), "during the warm-up: {e:?}");
+    // After it, with 2 of 3 live, the refusal stands; a client's create
+    // (which retries) succeeds once the third server is back.
+    tokio::time::sleep(warmup).await;
+    let e = refused(m.create(create("/early")).await);
+    assert!(e.to_string().contains("replication 3 but only 2 chunkservers are live"), "{e}");
+    cluster.start_chunkserver(2).await.unwrap();
+    cluster.wait_live(3).await.unwrap();
+    files.extend(write_files(&c, &[("/after", 11, 1000)]).await);
     assert_intact(&c, &files).await;
     cluster.shutdown().await.unwrap();
 }

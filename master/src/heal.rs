@@ -104,6 +104,11 @@ impl Meta {
         self.servers.is_alive(id) && !self.admin.contains_key(id)
     }
 
+    /// Number of in-service servers (where new replicas may go).
+    pub fn in_service_count(&self) -> usize {
+        self.servers.iter().filter(|s| self.in_service(&s.info.id)).count()
+    }
+
     /// Placement candidates for new chunks: in-service servers only.
     pub fn placement_candidates(&mut self, now: Instant) -> Vec<crate::placement::Candidate> {
         let admin = &self.admin;

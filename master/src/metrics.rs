@@ -187,6 +187,10 @@ impl Metrics {
             "Chunk entries this follower took from shadow pulls",
             self.shadow_pulled_chunks.clone(),
         );
+        // The outcomes an operator alerts on are listed from the start (at 0).
+        for outcome in ["dropped", "kept", "refused"] {
+            self.corrupt_reports.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc_by(0);
+        }
         r.register("corrupt_reports", "Corruption reports by outcome", self.corrupt_reports.clone());
         r.register(
             "corrupt_replicas_kept",

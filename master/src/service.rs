@@ -42,6 +42,29 @@ fn warming_up(path: &str) -> Error {
     Error::Unavailable(format!("{path}: this master just became leader and is collecting chunk reports; retry shortly"))
 }
 
+/// Refuses a new file whose replication no set of in-service chunkservers
+/// can hold now: its chunks would be placed short of replicas from the
+/// start. During a new leader's warm-up, chunkservers are still
+/// re-registering, so the refusal is `Unavailable` (retried) rather than
+/// `NoSpace`: a create right after a failover does not fail for lack of
+/// registrations.
+fn check_replication(shared: &Shared, replication: u32) -> Result<()> {
+    let live = shared.meta().in_service_count();
+    if replication as usize <= live {
+        return Ok(());
+    }
+    if shared.warming_up() {
+        return Err(Error::Unavailable(format!(
+            "replication {replication} but only {live} chunkservers have registered with this new leader so far; \
+             retry shortly"
+        )));
+    }
+    Err(Error::NoSpace(format!(
+        "replication {replication} but only {live} chunkservers are live; add chunkservers, lower the \
+         replication, or allow an under-replicated file (--allow-under-replicated)"
+    )))
+}
+
 /// The gRPC service over the shared master state.
 #[derive(Clone)]
 pub struct Service {
@@ -103,6 +126,9 @@ impl Service {
             Some(done) => done?,
             None => {
                 let exists = self.shared.meta().ns.check_create(&path, req.exclusive)?.is_some();
+                if !exists && !req.allow_under_replicated {
+                    check_replication(&self.shared, replication)?;
+                }
                 if !exists {
                     let op = CreateOp { path: path.clone(), replication, chunk_size: self.shared.cfg.chunk_size };
                     self.shared.commit_call(req.call.as_ref(), vec![Op::Create(op)]).await?;

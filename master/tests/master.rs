@@ -46,12 +46,20 @@ async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
     c.mkdir(MkdirRequest { path: p.into(), parents, call: None }).await.map(|_| ())
 }
 
+/// Creates a file; most tests run without chunkservers, so replication is
+/// not checked against live ones.
 async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
-    Ok(c.create(CreateRequest { path: p.into(), replication: 0, exclusive: true, call: None })
-        .await?
-        .into_inner()
-        .info
-        .unwrap())
+    Ok(c.create(CreateRequest {
+        path: p.into(),
+        replication: 0,
+        exclusive: true,
+        call: None,
+        allow_under_replicated: true,
+    })
+    .await?
+    .into_inner()
+    .info
+    .unwrap())
 }
 
 /// Recursive listing: (path, type, replication, chunk_count), sorted.
@@ -87,8 +95,16 @@ async fn namespace_survives_restart() {
     let f = create(&mut c, "/a/b/f").await.unwrap();
     assert_eq!((f.replication, f.chunk_size, f.size), (3, 1 << 20, 0));
     assert_eq!(kind(create(&mut c, "/a/b/f").await), ErrorKind::AlreadyExists);
-    let again =
-        c.create(CreateRequest { path: "/a/b/f".into(), replication: 2, exclusive: false, call: None }).await.unwrap();
+    let again = c
+        .create(CreateRequest {
+            path: "/a/b/f".into(),
+            replication: 2,
+            exclusive: false,
+            call: None,
+            allow_under_replicated: true,
+        })
+        .await
+        .unwrap();
     assert_eq!(again.into_inner().info.unwrap().replication, 3, "non-exclusive create returns the existing file");
     assert_eq!(kind(mkdir(&mut c, "/a/b/f", true).await), ErrorKind::NotADirectory);
     assert_eq!(kind(mkdir(&mut c, "/a/b/f/g", true).await), ErrorKind::NotADirectory);
@@ -97,7 +113,15 @@ async fn namespace_survives_restart() {
     assert_eq!(kind(create(&mut c, "/a/../f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "/a//f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "relative").await), ErrorKind::InvalidPath);
-    let big = c.create(CreateRequest { path: "/r".into(), replication: 17, exclusive: true, call: None }).await;
+    let big = c
+        .create(CreateRequest {
+            path: "/r".into(),
+            replication: 17,
+            exclusive: true,
+            call: None,
+            allow_under_replicated: true,
+        })
+        .await;
     assert_eq!(kind(big), ErrorKind::InvalidArgument);
     let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false, call: None }).await;
     assert_eq!(kind(del), ErrorKind::DirectoryNotEmpty);
@@ -495,8 +519,13 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     let dir = tempfile::tempdir().unwrap();
     let (h, token, mut c) = start(config(dir.path())).await;
     let call = |seq| Some(CallId { client: 77, seq });
-    let create =
-        |path: &str, seq| CreateRequest { path: path.into(), replication: 0, exclusive: true, call: call(seq) };
+    let create = |path: &str, seq| CreateRequest {
+        path: path.into(),
+        replication: 0,
+        exclusive: true,
+        call: call(seq),
+        allow_under_replicated: true,
+    };
     let first = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
     // The reply was "lost": the same call again answers with the file.
     let again = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
@@ -515,8 +544,13 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
         ErrorKind::NotFound
     );
     // Another client's call with the same seq is its own call.
-    let other =
-        CreateRequest { path: "/d".into(), replication: 0, exclusive: true, call: Some(CallId { client: 78, seq: 3 }) };
+    let other = CreateRequest {
+        path: "/d".into(),
+        replication: 0,
+        exclusive: true,
+        call: Some(CallId { client: 78, seq: 3 }),
+        allow_under_replicated: true,
+    };
     assert_eq!(kind(c.create(other).await), ErrorKind::AlreadyExists);
 
     // The outcomes are replicated state: they survive a restart (the
