@@ -10,7 +10,9 @@ use futures::{StreamExt, TryStreamExt, stream};
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
-use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result};
+use gfs_common::{
+    Error, MAX_FILE_CHUNKS, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result,
+};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
@@ -869,6 +871,9 @@ impl Client {
     /// before `index` is created in steps. Returns false when `index` was
     /// not that far past the end (the master's refusal stands).
     async fn fill_gap(&self, path: &str, index: u64) -> Result<bool> {
+        if index >= MAX_FILE_CHUNKS {
+            return Ok(false); // Past the largest file: no gap to fill.
+        }
         let mut filled = false;
         // Each step adds at least one batch; a file that does not grow
         // (deleted and created again meanwhile) ends the loop anyway.

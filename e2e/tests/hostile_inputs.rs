@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gfs_client::Client;
-use gfs_common::{Error, MAX_NEW_CHUNKS_PER_LEASE};
+use gfs_common::{Error, MAX_FILE_CHUNKS, MAX_NEW_CHUNKS_PER_LEASE};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
@@ -192,6 +192,10 @@ async fn lease_and_location_requests_far_past_the_end_are_refused() {
     let far = 150 * MIB;
     c.write_at("/f", far, b"far away").await.unwrap();
     assert_eq!(c.read_at("/f", far, 8).await.unwrap(), b"far away");
+    assert_eq!(c.stat("/f").await.unwrap().chunks.len(), 151);
+    // Past the largest file: a clear error, no steps taken.
+    let e = c.write_at("/f", MAX_FILE_CHUNKS * MIB, b"x").await.unwrap_err();
+    assert!(e.to_string().contains("beyond the largest file"), "{e}");
     assert_eq!(c.stat("/f").await.unwrap().chunks.len(), 151);
 
     // Lengths: a chunk nobody holds a lease on takes no length from a
