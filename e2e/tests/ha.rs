@@ -249,6 +249,8 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
                 path: format!("/majority/f{i}"),
                 replication: 0,
                 exclusive: true,
+                // Metadata only: this group has no chunkservers.
+                allow_under_replicated: true,
                 ..Default::default()
             })
             .await
@@ -611,7 +613,10 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     let writer = {
         let (stop, done, spec) = (stop.clone(), done.clone(), spec.clone());
         rt.spawn(async move {
-            let client = Client::new(ClientConfig::new(spec)).unwrap();
+            // Metadata only: this group has no chunkservers.
+            let mut cfg = ClientConfig::new(spec);
+            cfg.allow_under_replicated = true;
+            let client = Client::new(cfg).unwrap();
             client.mkdir("/m", true).await.unwrap();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
