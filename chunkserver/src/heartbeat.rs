@@ -37,6 +37,9 @@ pub(crate) struct Heartbeat {
     pub corrupt_rx: mpsc::Receiver<u64>,
     /// The master that answered last (registration or heartbeat).
     pub master: Option<String>,
+    /// Secret of the current registration: heartbeats and corruption
+    /// reports carry it so the master knows they come from this server.
+    pub session: String,
 }
 
 /// Logs one warning per streak of master failures, not one per attempt.
@@ -175,6 +178,7 @@ impl Heartbeat {
         let (resp, master) = self.shared.rpc.register(req).await?;
         self.shared.epoch.observe(resp.epoch);
         self.shared.tokens.set(&resp.token_keys);
+        self.session = resp.session;
         if resp.heartbeat_ms > 0 {
             self.interval = Duration::from_millis(resp.heartbeat_ms);
         }
@@ -200,6 +204,7 @@ impl Heartbeat {
             full_report: if full { store.list() } else { Vec::new() },
             is_full_report: full,
             lease_extensions: self.shared.leases.wanting_extension(),
+            session: self.session.clone(),
         };
         self.shared.rpc.heartbeat(req).await
     }
@@ -228,15 +233,21 @@ impl Heartbeat {
         pending.sort_unstable();
         pending.dedup();
         while let Some(&handle) = pending.first() {
-            let req = ReportCorruptRequest { handle, server_id: self.server.id.clone() };
+            let req = ReportCorruptRequest { handle, server_id: self.server.id.clone(), session: self.session.clone() };
             match self.shared.rpc.report_corrupt(req).await {
                 Ok(()) => {
                     tracing::info!(handle, "reported corrupt replica to master");
                     pending.remove(0);
                 }
-                Err(e) => {
-                    tracing::warn!(handle, error = %e, "cannot report corrupt replica");
+                // Busy (a verification of the chunk is running), no leader,
+                // or not registered yet: the report waits for the next tick.
+                Err(e) if e.is_retryable() || matches!(e, gfs_common::Error::Unauthenticated(_)) => {
+                    tracing::warn!(handle, error = %e, "cannot report corrupt replica yet");
                     return;
+                }
+                Err(e) => {
+                    tracing::warn!(handle, error = %e, "master refused the corruption report; dropping it");
+                    pending.remove(0);
                 }
             }
         }

@@ -36,6 +36,7 @@ pub mod scrub;
 mod serial;
 mod service;
 pub mod store;
+mod verify;
 
 use heartbeat::Heartbeat;
 use lease::{Epoch, Leases};
@@ -271,6 +272,7 @@ pub async fn start_with_metrics(
         metrics: metrics.for_server(&advertise),
         registered: std::sync::atomic::AtomicBool::new(false),
         tokens: Default::default(),
+        verifying: Default::default(),
     });
     let conns = incoming(listener, &config.limits, &config.security);
     let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone(), lock.clone());
@@ -284,6 +286,7 @@ pub async fn start_with_metrics(
         full_report_every: config.full_report_every,
         corrupt_rx,
         master: None,
+        session: String::new(),
     };
     let mut tasks =
         vec![tokio::spawn(hb.run(tasks_token.clone())), tokio::spawn(pushbuf.run_sweeper(tasks_token.clone()))];

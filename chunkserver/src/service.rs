@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// The master's token keys: every client read and mutation needs a
     /// token signed with one of them.
     pub tokens: gfs_common::token::Verifier,
+    /// Chunks being verified (`VerifyChunk`), at most a few at once.
+    pub verifying: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -203,6 +205,18 @@ impl ChunkService for ChunkServer {
         }
         let _f = InFlight::new(&self.shared.load);
         t.reply(Shared::clone_chunk(&self.shared, request.into_inner()).await)
+    }
+
+    async fn verify_chunk(
+        &self,
+        request: Request<VerifyChunkRequest>,
+    ) -> Result<Response<VerifyChunkResponse>, Status> {
+        let t = self.shared.metrics.rpc("VerifyChunk");
+        if let Err(e) = gfs_common::auth::require(&request, "VerifyChunk", MASTER) {
+            return t.reply(Err(e));
+        }
+        let _f = InFlight::new(&self.shared.load);
+        t.reply(self.shared.verify_chunk(request.into_inner()).await)
     }
 
     async fn delete_chunks(

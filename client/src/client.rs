@@ -11,14 +11,16 @@ use gfs_common::auth::Role;
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
-use gfs_common::{Error, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MasterSet, PUSH_FRAME_SIZE, Result};
+use gfs_common::{
+    Error, MAX_FILE_CHUNKS, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result,
+};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     AppendRequest, CallId, ChunkLocation, ChunkToken, ClusterStatusRequest, ClusterStatusResponse, CreateRequest,
-    DeleteRequest, FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest, LeaseInfo,
-    ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest,
-    ServerInfo, StatRequest, WriteRequest,
+    DeleteRequest, FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest,
+    GetWriteLeaseResponse, LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest,
+    ReportLengthRequest, ServerInfo, StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::service::Interceptor;
@@ -316,6 +318,7 @@ impl Client {
                     replication: replication.unwrap_or(0),
                     exclusive,
                     call: Some(call),
+                    allow_under_replicated: self.inner.config.allow_under_replicated,
                 };
                 async move { m.create(with_deadline(req, t)).await }
             })
@@ -843,11 +846,10 @@ impl Client {
                 let t = cfg.data_timeout;
                 match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
                     Ok(resp) => return Ok(fit(resp.data, p.len)),
+                    // A corrupt replica reported itself to the master (only
+                    // its holder may, and the master has it verified).
                     Err(e) => {
                         tracing::debug!(path, replica = %r.address, error = %e, "read failed, trying next replica");
-                        if matches!(e, Error::Corrupt { .. }) {
-                            self.report_corrupt(loc.handle, r.id.clone());
-                        }
                         last_err = Some(e);
                     }
                 }
@@ -864,21 +866,6 @@ impl Client {
                 backoff.wait().await;
             }
         }
-    }
-
-    fn report_corrupt(&self, handle: u64, server_id: String) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let res = me
-                .master_call(|mut m, t| {
-                    let req = ReportCorruptRequest { handle, server_id: server_id.clone() };
-                    async move { m.report_corrupt(with_deadline(req, t)).await }
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(handle, error = %e, "cannot report corrupt replica");
-            }
-        });
     }
 
     /// Tells the master a chunk's new length; failures only log (heartbeats
@@ -903,17 +890,53 @@ impl Client {
         {
             return Ok(l);
         }
-        let resp = self
-            .master_call(|mut m, t| {
-                let req = GetWriteLeaseRequest { path: path.to_string(), index, create_missing: true };
-                async move { m.get_write_lease(with_deadline(req, t)).await }
-            })
-            .await?;
+        let resp = match self.request_write_lease(path, index).await {
+            Err(Error::InvalidArgument(_)) if self.fill_gap(path, index).await? => {
+                self.request_write_lease(path, index).await?
+            }
+            r => r?,
+        };
         let lease = Lease::from_wire(resp.lease, resp.chunk_size)?;
         // The grant may have bumped the version: cached reads would be stale.
         self.inner.locations.invalidate(&key);
         self.inner.leases.insert(key, lease.clone());
         Ok(lease)
+    }
+
+    async fn request_write_lease(&self, path: &str, index: u64) -> Result<GetWriteLeaseResponse> {
+        self.master_call(|mut m, t| {
+            let req = GetWriteLeaseRequest { path: path.to_string(), index, create_missing: true };
+            async move { m.get_write_lease(with_deadline(req, t)).await }
+        })
+        .await
+    }
+
+    /// A write far past the end of a file: the master creates at most
+    /// [`MAX_NEW_CHUNKS_PER_LEASE`] chunks per lease request, so the gap
+    /// before `index` is created in steps. Returns false when `index` was
+    /// not that far past the end (the master's refusal stands).
+    async fn fill_gap(&self, path: &str, index: u64) -> Result<bool> {
+        if index >= MAX_FILE_CHUNKS {
+            return Ok(false); // Past the largest file: no gap to fill.
+        }
+        let mut filled = false;
+        // Each step adds at least one batch; a file that does not grow
+        // (deleted and created again meanwhile) ends the loop anyway.
+        let mut steps = None;
+        loop {
+            let (info, _) = self.get_chunks(path, 0, 1).await?;
+            let count = info.chunk_count;
+            if index < count + MAX_NEW_CHUNKS_PER_LEASE {
+                return Ok(filled);
+            }
+            let left = steps.get_or_insert((index - count) / MAX_NEW_CHUNKS_PER_LEASE + 1);
+            if *left == 0 {
+                return Ok(filled);
+            }
+            *left -= 1;
+            self.request_write_lease(path, count + MAX_NEW_CHUNKS_PER_LEASE - 1).await?;
+            filled = true;
+        }
     }
 
     /// Pushes `data` to the closest replica with the others as the chain.

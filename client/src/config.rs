@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub user: String,
     /// The groups claimed with `user`.
     pub groups: Vec<String>,
+    /// Create files even when their replication is above the number of
+    /// chunkservers in service (they stay under-replicated until more
+    /// join); by default the master refuses such a create.
+    pub allow_under_replicated: bool,
 }
 
 impl ClientConfig {
@@ -68,6 +72,7 @@ impl ClientConfig {
             security: Default::default(),
             user: default_user(),
             groups: Vec::new(),
+            allow_under_replicated: false,
         }
     }
 }

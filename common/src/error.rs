@@ -57,6 +57,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// Register: another live chunkserver (at `holder`) holds this id.
+    #[error("chunkserver id {id:?} is registered from live address {holder}; a second server cannot take it over")]
+    ServerIdInUse { id: String, holder: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -92,6 +95,7 @@ impl Error {
             Error::NotLeader { .. } => ErrorKind::NotLeader,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::ServerIdInUse { .. } => ErrorKind::ServerIdInUse,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -167,6 +171,10 @@ impl Error {
                 d.want_version = *seen;
             }
             Error::NotLeader { leader } => d.leader = leader.clone().unwrap_or_default(),
+            Error::ServerIdInUse { id, holder } => {
+                d.path = id.clone();
+                d.primary = holder.clone();
+            }
             _ => {}
         }
         d
@@ -205,6 +213,7 @@ impl Error {
             ErrorKind::NotLeader => Error::NotLeader { leader: (!d.leader.is_empty()).then_some(d.leader) },
             ErrorKind::PermissionDenied => Error::PermissionDenied(tail(&msg)),
             ErrorKind::Unauthenticated => Error::Unauthenticated(tail(&msg)),
+            ErrorKind::ServerIdInUse => Error::ServerIdInUse { id: d.path, holder: d.primary },
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(tail(&msg)),
         }
     }
@@ -213,7 +222,7 @@ impl Error {
         use tonic::Code;
         match self.kind() {
             ErrorKind::NotFound | ErrorKind::DataNotFound => Code::NotFound,
-            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::AlreadyExists | ErrorKind::ServerIdInUse => Code::AlreadyExists,
             ErrorKind::NotADirectory
             | ErrorKind::IsADirectory
             | ErrorKind::DirectoryNotEmpty
@@ -303,6 +312,7 @@ mod tests {
             Error::NotLeader { leader: None },
             Error::PermissionDenied("role client may not call Heartbeat".into()),
             Error::Unauthenticated("no chunk token".into()),
+            Error::ServerIdInUse { id: "cs-1".into(), holder: "10.0.0.3:9800".into() },
             Error::Internal("boom".into()),
         ];
         for e in cases {

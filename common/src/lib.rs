@@ -53,6 +53,20 @@ pub const PUSH_FRAME_SIZE: usize = 1024 * 1024;
 /// framing).
 pub const MAX_MESSAGE_SIZE: usize = MAX_IO_SIZE as usize + 64 * 1024;
 
+/// Most chunks one lease request may create: the missing chunks before
+/// the requested index plus the chunk itself. A write far past the end of
+/// a file creates its gap in steps of this many (the client does), so one
+/// request never starts an allocation storm.
+pub const MAX_NEW_CHUNKS_PER_LEASE: u64 = 64;
+
+/// Most chunks of one file (1 PiB with 64 MiB chunks): chunk offsets
+/// (index x chunk size) stay far from `u64` overflow.
+pub const MAX_FILE_CHUNKS: u64 = 1 << 24;
+
+/// Most chunk locations in one `GetChunks` reply; a reader asks again from
+/// the next index for more.
+pub const MAX_LOCATIONS_PER_REPLY: u64 = 4096;
+
 /// Returns the current unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

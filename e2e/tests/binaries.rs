@@ -31,17 +31,20 @@ fn wait_ready(path: &Path, log: &Path) -> String {
 /// Starts `gfs server` on DIR with 1 MiB chunks and returns it with the
 /// master address.
 fn start_server(dir: &Path, tag: &str) -> (Proc, String) {
+    start_server_with(dir, tag, &[])
+}
+
+/// As [`start_server`], with more `gfs server` arguments.
+fn start_server_with(dir: &Path, tag: &str, extra: &[&str]) -> (Proc, String) {
     let ready = dir.join(format!("ready-{tag}"));
     let log = dir.join(format!("server-{tag}.log"));
     let _ = std::fs::remove_file(&ready);
     gfs_e2e::seed_ca(&dir.join("data"));
     let proc = Proc::spawn(
-        Command::new(bin("gfs")).args(["server", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB"]).args([
-            "--data-dir".as_ref(),
-            dir.join("data").as_os_str(),
-            "--ready-file".as_ref(),
-            ready.as_os_str(),
-        ]),
+        Command::new(bin("gfs"))
+            .args(["server", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB"])
+            .args(extra)
+            .args(["--data-dir".as_ref(), dir.join("data").as_os_str(), "--ready-file".as_ref(), ready.as_os_str()]),
         &log,
     );
     let addr = wait_ready(&ready, &log);
@@ -139,6 +142,29 @@ fn cli_verbs_round_trip_and_report_errors() {
     assert_eq!(ok(&gfs(&m, &["ls", "--json", "/"], None)).trim(), "[]");
 
     // SIGTERM: a clean exit.
+    assert!(server.sigterm().success());
+}
+
+/// `gfs put` of a file whose replication is above the live chunkservers:
+/// refused with a clear message, accepted with `--allow-under-replicated`,
+/// and `gfs stat` shows it under-replicated.
+#[test]
+fn put_above_the_live_chunkservers_needs_allow_under_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, m) = start_server_with(dir.path(), "under", &["--chunkservers", "2", "--replication", "3"]);
+    let local = dir.path().join("in.bin");
+    let mut data = vec![0u8; 1024 * 1024 + 7];
+    StdRng::seed_from_u64(6).fill_bytes(&mut data);
+    std::fs::write(&local, &data).unwrap();
+    let src = local.to_str().unwrap();
+    // The client retries through the master's warm-up; then the refusal stands.
+    fails_with(&gfs(&m, &["put", src, "/f"], None), "replication 3 but only 2 chunkservers are live");
+    fails_with(&gfs(&m, &["stat", "/f"], None), "not found");
+    ok(&gfs(&m, &["put", "--allow-under-replicated", src, "/f"], None));
+    let st = ok(&gfs(&m, &["stat", "/f"], None));
+    assert!(st.contains("under-replicated: 2 chunk(s) with fewer than 3 replicas"), "{st}");
+    assert_eq!(gfs(&m, &["cat", "/f"], None).stdout, data);
+    assert!(ok(&gfs(&m, &["admin", "status"], None)).contains("under-replicated: 2"));
     assert!(server.sigterm().success());
 }
 

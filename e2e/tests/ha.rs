@@ -244,9 +244,16 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
         c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true, call: None }).await.unwrap();
         for i in 0..20 {
-            c2.create(CreateRequest { path: format!("/majority/f{i}"), replication: 0, exclusive: true, call: None })
-                .await
-                .unwrap();
+            c2.create(CreateRequest {
+                path: format!("/majority/f{i}"),
+                replication: 0,
+                exclusive: true,
+                // Metadata only: this group has no chunkservers.
+                allow_under_replicated: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         // The old leader, still cut off, no longer answers as leader.
         let r = c.stat(StatRequest { path: "/before/0".into(), allow_stale: false }).await;
@@ -604,7 +611,10 @@ fn masters_are_added_and_removed_one_at_a_time_without_downtime() {
     let writer = {
         let (stop, done, spec) = (stop.clone(), done.clone(), spec.clone());
         rt.spawn(async move {
-            let client = Client::new(gfs_e2e::client_config(spec)).unwrap();
+            // Metadata only: this group has no chunkservers.
+            let mut cfg = gfs_e2e::client_config(spec);
+            cfg.allow_under_replicated = true;
+            let client = Client::new(cfg).unwrap();
             client.mkdir("/m", true).await.unwrap();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {

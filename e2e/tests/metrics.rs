@@ -76,6 +76,8 @@ const MASTER_FAMILIES: &[&str] = &[
     "gfs_master_raft_entry_batches",
     "gfs_master_shadow_pulls",
     "gfs_master_shadow_pulled_chunks",
+    "gfs_master_corrupt_reports",
+    "gfs_master_corrupt_replicas_kept",
 ];
 
 const CHUNKSERVER_FAMILIES: &[&str] = &[

@@ -144,6 +144,7 @@ impl Shared {
             oldest_pending_repair_ms: backlog.oldest_ms,
             capacity_bytes: live().map(|s| s.capacity).sum(),
             used_bytes: live().map(|s| s.used).sum(),
+            corrupt_replicas_kept: meta.corrupt_kept(),
             ..Default::default()
         }
     }

@@ -37,6 +37,9 @@ pub struct ChunkEntry {
     /// Set while a version bump is being pushed to the replicas: reports of
     /// this (old) version are neither stale nor up to date yet.
     pub bumping_from: Option<u64>,
+    /// Replicas their holder confirmed corrupt (`VerifyChunk`) but that
+    /// are kept: the chunk had no other live replica that is not corrupt.
+    pub corrupt: BTreeSet<String>,
     /// Sequence number of this chunk's last change in the table's stream.
     changed: u64,
 }
@@ -115,6 +118,7 @@ impl ChunkTable {
             replication,
             chunk_size,
             bumping_from: None,
+            corrupt: BTreeSet::new(),
             changed: 0,
         };
         if let Some(old) = self.chunks.get(&handle) {
@@ -193,6 +197,7 @@ impl ChunkTable {
             c.lease = None;
             c.lease_holders.clear();
             c.bumping_from = None;
+            c.corrupt.clear();
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use gfs_common::token::{READ, WRITE};
-use gfs_common::{Error, Result};
+use gfs_common::{Error, MAX_FILE_CHUNKS, MAX_NEW_CHUNKS_PER_LEASE, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{AddChunkOp, GrantLeaseRequest, LeaseInfo, SetVersionOp};
 use tokio::time::Instant;
@@ -26,22 +26,51 @@ pub enum Target {
 }
 
 /// Resolves GetWriteLease(index, create_missing) against a file's chunks.
+///
+/// A new chunk may be at most one past the last, or, with
+/// `create_missing`, up to [`MAX_NEW_CHUNKS_PER_LEASE`] past it (the gap is
+/// created with it); never at or beyond [`MAX_FILE_CHUNKS`]. A caller
+/// asking for more would make the master place, create and log that many
+/// chunks in one request.
 pub fn write_target(chunks: &[u64], index: u64, create_missing: bool) -> Result<Target> {
     let count = chunks.len() as u64;
-    match chunks.get(index as usize) {
-        Some(h) => Ok(Target::Existing(index, *h)),
-        None if index == count || create_missing => Ok(Target::Allocate { from: count, to: index }),
-        None => Err(Error::InvalidArgument(format!(
-            "chunk index {index} is past the end of the file ({count} chunks); set create_missing to fill the gap"
-        ))),
+    if let Some(h) = usize::try_from(index).ok().and_then(|i| chunks.get(i)) {
+        return Ok(Target::Existing(index, *h));
     }
+    if index >= MAX_FILE_CHUNKS {
+        return Err(Error::InvalidArgument(format!(
+            "chunk index {index} is beyond the largest file ({MAX_FILE_CHUNKS} chunks)"
+        )));
+    }
+    if index > count && !create_missing {
+        return Err(Error::InvalidArgument(format!(
+            "chunk index {index} is past the end of the file ({count} chunks); set create_missing to fill the gap"
+        )));
+    }
+    let new = index - count + 1;
+    if new > MAX_NEW_CHUNKS_PER_LEASE {
+        return Err(Error::InvalidArgument(format!(
+            "chunk index {index} would create {new} chunks after the file's {count}; one lease request creates \
+             at most {MAX_NEW_CHUNKS_PER_LEASE} (fill a larger gap in steps)"
+        )));
+    }
+    Ok(Target::Allocate { from: count, to: index })
 }
 
-/// Resolves GetAppendLease(after_index) against a file's chunks.
+/// Resolves GetAppendLease(after_index) against a file's chunks:
+/// `after_index` must name the file's last chunk (or an earlier one).
 pub fn append_target(chunks: &[u64], after: Option<u64>) -> Result<Target> {
-    let Some(&last_h) = chunks.last() else { return Ok(Target::Allocate { from: 0, to: 0 }) };
+    let Some(&last_h) = chunks.last() else {
+        return match after {
+            None => Ok(Target::Allocate { from: 0, to: 0 }),
+            Some(a) => Err(Error::InvalidArgument(format!("after_index {a} but the file has no chunk"))),
+        };
+    };
     let last = chunks.len() as u64 - 1;
     match after {
+        Some(a) if a == last && last + 1 >= MAX_FILE_CHUNKS => {
+            Err(Error::InvalidArgument(format!("the file has the most chunks a file may have ({MAX_FILE_CHUNKS})")))
+        }
         Some(a) if a == last => Ok(Target::Allocate { from: last + 1, to: last + 1 }),
         Some(a) if a > last => {
             Err(Error::InvalidArgument(format!("after_index {a} is past the last chunk {last} of the file")))
@@ -399,5 +428,18 @@ mod tests {
         assert_eq!(append_target(&[5, 6], Some(1)).unwrap(), Target::Allocate { from: 2, to: 2 });
         assert_eq!(append_target(&[5, 6], Some(0)).unwrap(), Target::Existing(1, 6));
         assert!(append_target(&[5, 6], Some(3)).is_err());
+    }
+
+    #[test]
+    fn targets_far_past_the_end_are_refused() {
+        let last_ok = MAX_NEW_CHUNKS_PER_LEASE + 1;
+        assert_eq!(write_target(&[5, 6], last_ok, true).unwrap(), Target::Allocate { from: 2, to: last_ok });
+        for index in [last_ok + 1, MAX_FILE_CHUNKS, 1 << 40, u64::MAX] {
+            let e = write_target(&[5, 6], index, true).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{index}: {e:?}");
+        }
+        assert!(write_target(&[5, 6], u64::MAX, false).is_err());
+        assert!(append_target(&[], Some(0)).is_err());
+        assert!(append_target(&[5], Some(u64::MAX)).is_err());
     }
 }

@@ -44,6 +44,9 @@ pub struct HealState {
     next_seq: u64,
     /// Decaying read score per chunk (GetChunks lookups).
     pub reads: HashMap<u64, f64>,
+    /// Chunks whose replica reported corrupt is being verified by its
+    /// holder (one verification per chunk at a time; `corrupt.rs`).
+    pub verifying: HashSet<u64>,
     last_decay: Option<Instant>,
 }
 
@@ -102,6 +105,11 @@ impl Meta {
         self.servers.is_alive(id) && !self.admin.contains_key(id)
     }
 
+    /// Number of in-service servers (where new replicas may go).
+    pub fn in_service_count(&self) -> usize {
+        self.servers.iter().filter(|s| self.in_service(&s.info.id)).count()
+    }
+
     /// Placement candidates for new chunks: in-service servers only.
     pub fn placement_candidates(&mut self, now: Instant) -> Vec<crate::placement::Candidate> {
         let admin = &self.admin;
@@ -151,7 +159,10 @@ impl Meta {
             let hidden = is_within_hidden(path);
             for &h in &f.chunks {
                 let Some(c) = self.chunks.get(h) else { continue };
-                let replicas: Vec<String> = c.replicas.iter().filter(|s| self.servers.is_alive(s)).cloned().collect();
+                // A replica confirmed corrupt (kept as the last copy) is
+                // neither counted nor a clone source.
+                let usable = |s: &&String| self.servers.is_alive(s) && !c.corrupt.contains(*s);
+                let replicas: Vec<String> = c.replicas.iter().filter(usable).cloned().collect();
                 let in_service = replicas.iter().filter(|s| !self.admin.contains_key(*s)).cloned().collect();
                 let score = self.heal.reads.get(&h).copied().unwrap_or(0.0);
                 let heal = &cfg.heal;
@@ -249,6 +260,7 @@ impl RepairWorker {
         let (starts, drained, revoke) = {
             let mut meta = self.shared.meta();
             meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
+            meta.drop_recovered_corrupt();
             let mut views = meta.chunk_views(cfg, now);
             let mut servers = meta.server_views();
             track_pending(&mut meta, &views, now);
@@ -370,7 +382,7 @@ impl RepairWorker {
 }
 
 /// Removes a replica from the table and tells its server to delete it.
-fn drop_replica(meta: &mut Meta, handle: u64, server: &str) {
+pub(crate) fn drop_replica(meta: &mut Meta, handle: u64, server: &str) {
     meta.remove_replica(handle, server);
     if let Some(s) = meta.servers.get_mut(server) {
         s.pending_delete.insert(handle);
@@ -383,9 +395,10 @@ const MAX_REVOKES_PER_STEP: usize = 8;
 /// Chunks short of replicas whose repair waits only on a lease held by a
 /// live primary (past the repair delay, no grant or clone in flight).
 fn leases_blocking_repair(meta: &Meta, views: &[ChunkView], now: Instant, delay: Duration) -> Vec<u64> {
+    // A chunk without a usable replica cannot be cloned: its lease stays.
     views
         .iter()
-        .filter(|v| v.missing() > 0 && !meta.heal.active.contains_key(&v.handle))
+        .filter(|v| v.missing() > 0 && !v.replicas.is_empty() && !meta.heal.active.contains_key(&v.handle))
         .filter(|v| {
             let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
             now.saturating_duration_since(since) >= delay
@@ -412,7 +425,7 @@ fn track_pending(meta: &mut Meta, views: &[ChunkView], now: Instant) {
 
 /// Deadline of one clone: the throttled copy time twice over, plus the RPC
 /// timeout.
-fn clone_deadline(cfg: &crate::config::Config, length: u64) -> Duration {
+pub(crate) fn clone_deadline(cfg: &crate::config::Config, length: u64) -> Duration {
     let base = Duration::from_millis(cfg.rpc_timeout_ms);
     match cfg.heal.clone_bytes_per_sec {
         0 => base * 2,

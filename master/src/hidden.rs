@@ -2,14 +2,20 @@
 //!
 //! Deleting `/d/name` renames it to `/d/.gfs-deleted.<unix ms>.<name>`; the
 //! deletion time is part of the name, so the log and the checkpoint keep it
-//! without a new record type. `gfs mv` back to a normal name restores it;
-//! the garbage collector deletes it for good once the delay has passed.
+//! without a new record type. `gfs mv` of the hidden path (or of a path
+//! inside a hidden directory) back to a normal name restores it: that is
+//! the undelete. The garbage collector deletes it for good once the delay
+//! has passed.
+//!
+//! The prefix is reserved in every component of a caller's new name
+//! (mkdir, create, rename destination): a name made to look deleted, or an
+//! entry moved into a deleted directory, would be garbage collected.
 
-use gfs_common::path::{file_name, join, parent};
+use gfs_common::path::{file_name, has_hidden_component, join, parent, quote};
 use gfs_common::{Error, Result};
 
 /// Prefix of a hidden (deleted) entry's name.
-pub const PREFIX: &str = ".gfs-deleted.";
+pub const PREFIX: &str = gfs_common::path::HIDDEN_PREFIX;
 
 /// The hidden path for `path` deleted at `deleted_ms`.
 pub fn hidden_path(path: &str, deleted_ms: i64) -> String {
@@ -34,14 +40,15 @@ pub fn is_hidden_name(path: &str) -> bool {
 
 /// True when the path or any ancestor is hidden.
 pub fn is_within_hidden(path: &str) -> bool {
-    path.split('/').any(|c| c.starts_with(PREFIX))
+    has_hidden_component(path)
 }
 
-/// Refuses user-chosen names in the reserved hidden form.
+/// Refuses a new name (mkdir, create, rename destination) with the
+/// reserved hidden prefix in any component.
 pub fn check_user_path(path: &str) -> Result<()> {
-    if file_name(path).starts_with(PREFIX) {
+    if has_hidden_component(path) {
         return Err(Error::InvalidPath {
-            path: path.to_string(),
+            path: quote(path),
             reason: format!("names starting with {PREFIX:?} are reserved for deleted files"),
         });
     }
@@ -64,6 +71,8 @@ mod tests {
         assert_eq!(deleted_at("/a/b"), None);
         assert_eq!(deleted_at("/a/.gfs-deleted.x.b"), None);
         assert!(check_user_path("/a/.gfs-deleted.1.b").is_err());
+        assert!(check_user_path("/a/.gfs-deleted.1.b/c").is_err(), "inside a deleted directory");
+        assert!(check_user_path("/a/.gfs-deleted.x").is_err(), "any name with the prefix");
         assert!(check_user_path("/a/b").is_ok());
     }
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod chunks;
 pub mod config;
+pub mod corrupt;
 pub mod gc;
 pub mod grant;
 pub mod group;

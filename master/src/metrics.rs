@@ -66,6 +66,15 @@ impl PullLabel {
     }
 }
 
+/// Label of the corruption-report counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `refused` (not the holder, unknown chunk...), `intact`, `dropped`,
+    /// `kept` (confirmed, last copy), `failed` (not verified), `changed`
+    /// (the chunk changed meanwhile).
+    pub outcome: String,
+}
+
 /// Families of the master. Cheap to clone (every family is an `Arc`).
 #[derive(Clone)]
 pub struct Metrics {
@@ -105,6 +114,10 @@ pub struct Metrics {
     pub shadow_pulls: Family<PullLabel, Counter>,
     /// Chunk entries this follower took from shadow pulls.
     pub shadow_pulled_chunks: Counter,
+    /// Corruption reports by what became of them.
+    pub corrupt_reports: Family<OutcomeLabel, Counter>,
+    /// Replicas confirmed corrupt but kept as last copies.
+    pub corrupt_kept: Gauge,
     /// Deficit sizes reported so far (kept at 0 once repaired).
     seen_missing: Arc<Mutex<BTreeSet<u32>>>,
 }
@@ -130,6 +143,8 @@ impl Default for Metrics {
             raft_entry_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             shadow_pulls: Family::default(),
             shadow_pulled_chunks: Counter::default(),
+            corrupt_reports: Family::default(),
+            corrupt_kept: Gauge::default(),
             seen_missing: Arc::new(Mutex::new(BTreeSet::from([1]))),
         }
     }
@@ -172,12 +187,27 @@ impl Metrics {
             "Chunk entries this follower took from shadow pulls",
             self.shadow_pulled_chunks.clone(),
         );
+        // The outcomes an operator alerts on are listed from the start (at 0).
+        for outcome in ["dropped", "kept", "refused"] {
+            self.corrupt_reports.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc_by(0);
+        }
+        r.register("corrupt_reports", "Corruption reports by outcome", self.corrupt_reports.clone());
+        r.register(
+            "corrupt_replicas_kept",
+            "Replicas confirmed corrupt but kept: no other good replica of their chunk",
+            self.corrupt_kept.clone(),
+        );
         r.register(
             "chunkserver_heartbeat_age_seconds",
             "Seconds since the chunkserver's last heartbeat",
             self.heartbeat_age.clone(),
         );
         self
+    }
+
+    /// Counts a corruption report's outcome.
+    pub fn corrupt_report(&self, outcome: &str) {
+        self.corrupt_reports.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
     }
 
     /// Starts timing an RPC; finish it with [`RpcTimer::reply`].
@@ -197,6 +227,7 @@ impl Metrics {
         self.backlog_bytes.set(st.replication_backlog_bytes as i64);
         self.backlog_chunks.set(st.replication_backlog_chunks as i64);
         self.active_clones.set(st.active_clones as i64);
+        self.corrupt_kept.set(st.corrupt_replicas_kept as i64);
         self.chunkservers_alive.set(st.servers.iter().filter(|s| s.alive).count() as i64);
         let mut seen = self.seen_missing.lock().unwrap_or_else(|e| e.into_inner());
         for m in seen.iter() {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gfs_common::path::{ancestors, file_name, is_within, join, parent};
+use gfs_common::path::{ancestors, check_limits, file_name, is_within, join, parent, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 
@@ -188,6 +188,27 @@ impl Namespace {
             return Err(Error::InvalidArgument(format!("cannot move {src} into its own subtree {dst}")));
         }
         self.check_parent_dir(dst)
+    }
+
+    /// Checks that moving `src` to `dst` keeps every moved path within the
+    /// path limits (`gfs_common::path`): `dst` plus the longest and the
+    /// deepest path below `src`. Not part of `check_rename`, which also
+    /// runs at apply, where renames logged before the limits must replay.
+    pub fn check_moved_limits(&self, src: &str, dst: &str) -> Result<()> {
+        check_limits(dst)?;
+        let (grow_len, grow_depth) = (dst.len() > src.len(), dst.matches('/').count() > src.matches('/').count());
+        if !grow_len && !grow_depth {
+            return Ok(());
+        }
+        for k in self.subtree_keys(src) {
+            check_limits(&format!("{dst}{}", &k[src.len()..])).map_err(|e| match e {
+                Error::InvalidPath { path, reason } => {
+                    Error::InvalidPath { path, reason: format!("{reason} (once {} is moved there)", quote(src)) }
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// Applies a logged operation. `AddChunk` only appends the handle to the

@@ -4,14 +4,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gfs_common::path::{is_forbidden_char, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
-    ChunkReport, HeartbeatRequest, HeartbeatResponse, LeaseExtension, RegisterRequest, RegisterResponse, SetVersionOp,
+    ChunkReport, HeartbeatRequest, HeartbeatResponse, LeaseExtension, RegisterRequest, RegisterResponse, ServerInfo,
+    SetVersionOp,
 };
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::servers::new_session;
 use crate::state::{Meta, Shared};
 
 /// What a batch of chunk reports asks the master to do.
@@ -82,16 +85,22 @@ impl Meta {
 }
 
 impl Shared {
-    /// Handles Register: records the server and its full chunk report.
+    /// Handles Register: records the server and its full chunk report, and
+    /// answers a new session secret. An id held by another live address
+    /// is refused (see `ServerRegistry::check_claim`).
     pub async fn register(self: &Arc<Self>, req: RegisterRequest) -> Result<RegisterResponse> {
         let info = req.server.ok_or_else(|| Error::InvalidArgument("register without server info".into()))?;
-        if info.id.is_empty() || info.address.is_empty() {
-            return Err(Error::InvalidArgument("server id and address are required".into()));
-        }
+        check_server_info(&info)?;
         let id = info.id.clone();
         let mut out = ReportOutcome::default();
+        let session = new_session();
         {
             let mut meta = self.meta();
+            let dead_after = Duration::from_millis(self.cfg.dead_after_ms);
+            if let Err(e) = meta.servers.check_claim(&info, Instant::now(), dead_after) {
+                warn!(server = %id, address = %quote(&info.address), error = %e, "registration refused");
+                return Err(e);
+            }
             let seq = req.report_seq;
             let old: Vec<u64> = meta.servers.get(&id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default();
             let (recent, old): (Vec<u64>, Vec<u64>) =
@@ -99,7 +108,8 @@ impl Shared {
             for h in old {
                 meta.remove_replica(h, &id);
             }
-            meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now());
+            meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now()).session =
+                session.clone();
             // Replicas granted after the report was built stay counted.
             for h in recent {
                 meta.add_replica(h, &id);
@@ -117,6 +127,7 @@ impl Shared {
             delete_chunks: out.delete,
             stale_chunks: out.stale,
             token_keys: self.meta().token_keys.values().cloned().collect(),
+            session,
         })
     }
 
@@ -129,10 +140,18 @@ impl Shared {
             let mut meta = self.meta();
             resp.token_keys = meta.token_keys.values().cloned().collect();
             let now = Instant::now();
-            let Some(s) = meta.servers.get_mut(id).filter(|s| s.alive) else {
+            if !meta.servers.session_ok(id, &req.session) {
+                // Unknown, dead, or not this registration's secret: nothing
+                // in the heartbeat is applied. A known live server with a
+                // wrong secret is someone else speaking for it (or a reply
+                // to an older registration).
+                if meta.servers.is_alive(id) {
+                    warn!(server = %quote(id), "heartbeat with a wrong session; told to re-register");
+                }
                 resp.reregister = true;
                 return Ok(resp);
-            };
+            }
+            let Some(s) = meta.servers.get_mut(id) else { return Ok(resp) };
             s.capacity = req.capacity_bytes;
             s.used = req.used_bytes;
             s.load = req.load;
@@ -152,6 +171,18 @@ impl Shared {
         resp.delete_chunks.extend(out.delete);
         resp.stale_chunks = out.stale;
         Ok(resp)
+    }
+
+    /// Requires the secret of a live server's registration (see
+    /// `HeartbeatRequest.session`) from a call that speaks for `id`.
+    pub fn check_session(&self, id: &str, session: &str) -> Result<()> {
+        if self.meta().servers.session_ok(id, session) {
+            return Ok(());
+        }
+        Err(Error::Unauthenticated(format!(
+            "chunkserver {} is not registered with this session; only the server itself may speak for it",
+            quote(id)
+        )))
     }
 
     fn extend_leases(&self, meta: &mut Meta, id: &str, handles: &[u64], now: Instant) -> Vec<LeaseExtension> {
@@ -199,10 +230,27 @@ impl Shared {
     }
 }
 
+/// Longest chunkserver id, address and zone accepted.
+const MAX_SERVER_FIELD: usize = 256;
+
+/// Refuses server info that is empty, too long or has control characters
+/// (it shows up in logs, status output and metric labels).
+fn check_server_info(info: &ServerInfo) -> Result<()> {
+    for (what, v) in [("id", &info.id), ("address", &info.address), ("zone", &info.zone)] {
+        if (v.is_empty() && what != "zone") || v.len() > MAX_SERVER_FIELD || v.chars().any(is_forbidden_char) {
+            return Err(Error::InvalidArgument(format!(
+                "server {what} {:?} must be 1 to {MAX_SERVER_FIELD} bytes without control characters",
+                quote(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gfs_proto::{AddChunkOp, CreateOp, ServerInfo};
+    use gfs_proto::{AddChunkOp, CreateOp};
 
     fn meta_with_chunk() -> Meta {
         let mut m = Meta::new();

@@ -7,7 +7,10 @@ use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::tls::Security;
 use gfs_common::{Error, MAX_MESSAGE_SIZE, Result};
 use gfs_proto::chunk_service_client::ChunkServiceClient;
-use gfs_proto::{CloneChunkRequest, CloneChunkResponse, GrantLeaseRequest, GrantLeaseResponse};
+use gfs_proto::{
+    CloneChunkRequest, CloneChunkResponse, GrantLeaseRequest, GrantLeaseResponse, VerifyChunkRequest,
+    VerifyChunkResponse,
+};
 
 /// Client side of the master's calls to chunkservers.
 #[derive(Clone)]
@@ -39,6 +42,19 @@ impl ChunkRpc {
     ) -> Result<CloneChunkResponse> {
         let mut client = self.client(addr)?;
         let res = client.clone_chunk(with_deadline(req, deadline)).await;
+        self.finish(addr, res)
+    }
+
+    /// Asks the chunkserver at `addr` to verify its replica; `deadline`
+    /// covers the whole paced read.
+    pub async fn verify_chunk(
+        &self,
+        addr: &str,
+        req: VerifyChunkRequest,
+        deadline: Duration,
+    ) -> Result<VerifyChunkResponse> {
+        let mut client = self.client(addr)?;
+        let res = client.verify_chunk(with_deadline(req, deadline)).await;
         self.finish(addr, res)
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::{Error, Result};
 use gfs_proto::ServerInfo;
 use tokio::time::Instant;
 use tracing::warn;
@@ -42,6 +43,10 @@ pub struct ServerEntry {
     /// sequence right after the change. A report built at a lower sequence
     /// predates the change and says nothing about that chunk.
     pub acks: HashMap<u64, u64>,
+    /// Secret of this registration (`RegisterResponse.session`); empty for
+    /// an entry not made by a Register (a follower's copy), which no call
+    /// can match.
+    pub session: String,
 }
 
 impl ServerEntry {
@@ -86,6 +91,7 @@ impl ServerRegistry {
             recent: VecDeque::new(),
             pending_delete: BTreeSet::new(),
             acks,
+            session: String::new(),
         };
         self.servers.insert(id.clone(), e);
         self.servers.get_mut(&id).expect("just inserted")
@@ -114,6 +120,28 @@ impl ServerRegistry {
     /// Returns a server for update.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut ServerEntry> {
         self.servers.get_mut(id)
+    }
+
+    /// Refuses `info` taking its id while another address holds it and was
+    /// heard from within `dead_after` (a second process claiming a live
+    /// server's id would take over its replicas). The same address (a
+    /// restart) and a dead or silent holder may be replaced.
+    pub fn check_claim(&self, info: &ServerInfo, now: Instant, dead_after: Duration) -> Result<()> {
+        match self.servers.get(&info.id) {
+            Some(h)
+                if h.alive
+                    && h.info.address != info.address
+                    && now.saturating_duration_since(h.last_heartbeat) <= dead_after =>
+            {
+                Err(Error::ServerIdInUse { id: info.id.clone(), holder: h.info.address.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// True when `session` is the registration secret of live server `id`.
+    pub fn session_ok(&self, id: &str, session: &str) -> bool {
+        self.servers.get(id).is_some_and(|s| s.alive && same_secret(&s.session, session))
     }
 
     /// True when the server is known and alive.
@@ -192,6 +220,19 @@ impl ServerRegistry {
     }
 }
 
+/// Returns a new registration secret: 128 random bits, hex.
+pub fn new_session() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Compares secrets in time independent of where they differ; an empty
+/// secret matches nothing.
+fn same_secret(have: &str, given: &str) -> bool {
+    !have.is_empty()
+        && have.len() == given.len()
+        && have.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// Background task that declares silent chunkservers dead.
 pub struct LivenessWorker {
     shared: Arc<Shared>,
@@ -243,5 +284,22 @@ mod tests {
         assert!(!r.is_alive("s1"));
         assert!(r.candidates(Instant::now()).is_empty());
         assert!(r.live_info("s1").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_is_taken_over_only_from_its_address_or_once_its_holder_is_silent() {
+        let mut r = ServerRegistry::default();
+        let dead_after = Duration::from_secs(1);
+        let at = |addr: &str| ServerInfo { id: "s1".into(), address: addr.into(), zone: "z".into() };
+        r.register(at("x:1"), 100, 0, Instant::now()).session = new_session();
+        let e = r.check_claim(&at("y:2"), Instant::now(), dead_after).unwrap_err();
+        assert_eq!(e, Error::ServerIdInUse { id: "s1".into(), holder: "x:1".into() });
+        r.check_claim(&at("x:1"), Instant::now(), dead_after).unwrap();
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        r.check_claim(&at("y:2"), Instant::now(), dead_after).unwrap();
+        let session = r.get("s1").unwrap().session.clone();
+        assert!(r.session_ok("s1", &session));
+        assert!(!r.session_ok("s1", "") && !r.session_ok("s1", &new_session()) && !r.session_ok("s2", &session));
+        assert!(!same_secret("", ""));
     }
 }

@@ -1,11 +1,12 @@
 //! The `MasterService` gRPC handlers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gfs_common::auth::{Caller, Role};
-use gfs_common::path::normalize;
+use gfs_common::path::{normalize, quote};
 use gfs_common::token::READ;
-use gfs_common::{Error, Result};
+use gfs_common::{Error, MAX_LOCATIONS_PER_REPLY, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::master_service_server::MasterService;
 use gfs_proto::*;
@@ -13,8 +14,9 @@ use gfs_proto::{
     AddMasterRequest, AddMasterResponse, MasterStatusRequest, MasterStatusResponse, RemoveMasterRequest,
     RemoveMasterResponse,
 };
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::config::MAX_REPLICATION;
 use crate::grant::{append_target, write_target};
@@ -42,6 +44,29 @@ fn warming_up(path: &str) -> Error {
     Error::Unavailable(format!("{path}: this master just became leader and is collecting chunk reports; retry shortly"))
 }
 
+/// Refuses a new file whose replication no set of in-service chunkservers
+/// can hold now: its chunks would be placed short of replicas from the
+/// start. During a new leader's warm-up, chunkservers are still
+/// re-registering, so the refusal is `Unavailable` (retried) rather than
+/// `NoSpace`: a create right after a failover does not fail for lack of
+/// registrations.
+fn check_replication(shared: &Shared, replication: u32) -> Result<()> {
+    let live = shared.meta().in_service_count();
+    if replication as usize <= live {
+        return Ok(());
+    }
+    if shared.warming_up() {
+        return Err(Error::Unavailable(format!(
+            "replication {replication} but only {live} chunkservers have registered with this new leader so far; \
+             retry shortly"
+        )));
+    }
+    Err(Error::NoSpace(format!(
+        "replication {replication} but only {live} chunkservers are live; add chunkservers, lower the \
+         replication, or allow an under-replicated file (--allow-under-replicated)"
+    )))
+}
+
 /// The gRPC service over the shared master state.
 #[derive(Clone)]
 pub struct Service {
@@ -57,9 +82,6 @@ const CHUNKSERVER: &[Role] = &[Role::Chunkserver];
 const MASTER: &[Role] = &[Role::Master];
 const ADMIN: &[Role] = &[Role::Admin];
 const ANY: &[Role] = &Role::ALL;
-/// A chunkserver reports its own replicas; a reader that found a bad one
-/// may report it too.
-const REPORTERS: &[Role] = &[Role::Chunkserver, Role::Client];
 
 /// Checks that the caller of `req` holds one of `roles` for `method`.
 fn allow<T>(req: &Request<T>, method: &str, roles: &[Role]) -> Result<Caller> {
@@ -119,6 +141,9 @@ impl Service {
             Some(done) => done?,
             None => {
                 let exists = self.shared.meta().ns.check_create(&path, req.exclusive)?.is_some();
+                if !exists && !req.allow_under_replicated {
+                    check_replication(&self.shared, replication)?;
+                }
                 if !exists {
                     let op = CreateOp { path: path.clone(), replication, chunk_size: self.shared.cfg.chunk_size };
                     self.shared.commit_call(req.call.as_ref(), vec![Op::Create(op)]).await?;
@@ -137,6 +162,8 @@ impl Service {
     }
 
     async fn do_rename(&self, req: RenameRequest) -> Result<RenameResponse> {
+        // The source may be hidden (that is the undelete), the destination
+        // may not; the limits hold for every path the rename moves.
         let src = normalize(&req.src)?;
         let dst = normalize(&req.dst)?;
         check_user_path(&dst)?;
@@ -147,6 +174,7 @@ impl Service {
             return done.map(|()| RenameResponse {});
         }
         self.shared.meta().ns.check_rename(&src, &dst)?;
+        self.shared.meta().ns.check_moved_limits(&src, &dst)?;
         self.shared.commit_call(req.call.as_ref(), vec![Op::Rename(RenameOp { src, dst })]).await?;
         Ok(RenameResponse {})
     }
@@ -221,9 +249,20 @@ impl Service {
         Ok((info, locs))
     }
 
+    /// A writer's hint of a chunk's new length. Only a chunk under a lease
+    /// (a writer may have just extended it) takes one, up to its chunk
+    /// size; the length of any other chunk comes from its replicas'
+    /// reports alone, so a stray or hostile report cannot grow a file.
     async fn do_report_length(&self, req: ReportLengthRequest) -> Result<ReportLengthResponse> {
         let mut meta = self.shared.meta();
         let c = meta.chunks.get(req.handle).ok_or(Error::ChunkNotFound { handle: req.handle })?;
+        let grace = Duration::from_millis(self.shared.cfg.rpc_timeout_ms);
+        if !c.lease.as_ref().is_some_and(|l| l.is_held(Instant::now(), grace)) {
+            return Err(Error::InvalidArgument(format!(
+                "chunk {:#x} has no lease: its length comes from its replicas' reports",
+                req.handle
+            )));
+        }
         if req.length > c.chunk_size {
             return Err(Error::InvalidArgument(format!(
                 "length {} of chunk {} is above the chunk size {}",
@@ -236,24 +275,11 @@ impl Service {
         }
         Ok(ReportLengthResponse {})
     }
-
-    async fn do_report_corrupt(&self, req: ReportCorruptRequest) -> Result<ReportCorruptResponse> {
-        let mut meta = self.shared.meta();
-        if meta.chunks.get(req.handle).is_none() {
-            return Err(Error::ChunkNotFound { handle: req.handle });
-        }
-        warn!(chunk = req.handle, server = %req.server_id, "replica reported corrupt; dropping it");
-        meta.remove_replica(req.handle, &req.server_id);
-        if let Some(s) = meta.servers.get_mut(&req.server_id) {
-            s.pending_delete.insert(req.handle);
-        }
-        Ok(ReportCorruptResponse {})
-    }
 }
 
 #[tonic::async_trait]
 impl MasterService for Service {
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn mkdir(&self, req: Request<MkdirRequest>) -> Reply<MkdirResponse> {
         let t = self.shared.metrics.rpc("Mkdir");
         if let Err(e) = allow(&req, "Mkdir", CLIENT) {
@@ -265,7 +291,7 @@ impl MasterService for Service {
         t.reply(self.do_mkdir(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn create(&self, req: Request<CreateRequest>) -> Reply<CreateResponse> {
         let t = self.shared.metrics.rpc("Create");
         if let Err(e) = allow(&req, "Create", CLIENT) {
@@ -277,7 +303,7 @@ impl MasterService for Service {
         t.reply(self.do_create(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let t = self.shared.metrics.rpc("Delete");
         if let Err(e) = allow(&req, "Delete", CLIENT) {
@@ -289,7 +315,7 @@ impl MasterService for Service {
         t.reply(self.do_delete(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(src = %req.get_ref().src, dst = %req.get_ref().dst))]
+    #[instrument(skip_all, fields(src = %quote(&req.get_ref().src), dst = %quote(&req.get_ref().dst)))]
     async fn rename(&self, req: Request<RenameRequest>) -> Reply<RenameResponse> {
         let t = self.shared.metrics.rpc("Rename");
         if let Err(e) = allow(&req, "Rename", CLIENT) {
@@ -301,7 +327,7 @@ impl MasterService for Service {
         t.reply(self.do_rename(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn list(&self, req: Request<ListRequest>) -> Reply<ListResponse> {
         let t = self.shared.metrics.rpc("List");
         if let Err(e) = allow(&req, "List", CLIENT) {
@@ -315,7 +341,7 @@ impl MasterService for Service {
         t.reply(self.do_list(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn stat(&self, req: Request<StatRequest>) -> Reply<StatResponse> {
         let t = self.shared.metrics.rpc("Stat");
         if let Err(e) = allow(&req, "Stat", CLIENT) {
@@ -330,7 +356,7 @@ impl MasterService for Service {
         t.reply(r.map(|(info, chunks)| StatResponse { info: Some(info), chunks }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn get_chunks(&self, req: Request<GetChunksRequest>) -> Reply<GetChunksResponse> {
         let t = self.shared.metrics.rpc("GetChunks");
         let caller = match allow(&req, "GetChunks", CLIENT) {
@@ -343,11 +369,13 @@ impl MasterService for Service {
             return t.reply(Err(e));
         }
         let q = req.into_inner();
-        let r = self.chunks(&q.path, q.start_index, q.count, true, q.allow_stale, &caller.user).await;
+        // A reply is bounded whatever the caller asks (0 = all remaining).
+        let count = if q.count == 0 { MAX_LOCATIONS_PER_REPLY } else { q.count.min(MAX_LOCATIONS_PER_REPLY) };
+        let r = self.chunks(&q.path, q.start_index, count, true, q.allow_stale, &caller.user).await;
         t.reply(r.map(|(info, chunks)| GetChunksResponse { info: Some(info), chunks }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path, index = req.get_ref().index))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path), index = req.get_ref().index))]
     async fn get_write_lease(&self, req: Request<GetWriteLeaseRequest>) -> Reply<GetWriteLeaseResponse> {
         let t = self.shared.metrics.rpc("GetWriteLease");
         if let Err(e) = allow(&req, "GetWriteLease", CLIENT) {
@@ -366,7 +394,7 @@ impl MasterService for Service {
         t.reply(r.map(|(lease, chunk_size)| GetWriteLeaseResponse { lease: Some(lease), chunk_size }))
     }
 
-    #[instrument(skip_all, fields(path = %req.get_ref().path))]
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn get_append_lease(&self, req: Request<GetAppendLeaseRequest>) -> Reply<GetAppendLeaseResponse> {
         let t = self.shared.metrics.rpc("GetAppendLease");
         if let Err(e) = allow(&req, "GetAppendLease", CLIENT) {
@@ -400,13 +428,13 @@ impl MasterService for Service {
     #[instrument(skip_all, fields(chunk = req.get_ref().handle))]
     async fn report_corrupt(&self, req: Request<ReportCorruptRequest>) -> Reply<ReportCorruptResponse> {
         let t = self.shared.metrics.rpc("ReportCorrupt");
-        if let Err(e) = allow(&req, "ReportCorrupt", REPORTERS) {
+        if let Err(e) = allow(&req, "ReportCorrupt", CHUNKSERVER) {
             return t.reply(Err(e));
         }
         if let Err(e) = self.shared.require_leader() {
             return t.reply(Err(e));
         }
-        t.reply(self.do_report_corrupt(req.into_inner()).await)
+        t.reply(self.shared.report_corrupt(req.into_inner()).await.map(|()| ReportCorruptResponse {}))
     }
 
     #[instrument(skip_all)]
@@ -421,7 +449,7 @@ impl MasterService for Service {
         t.reply(self.shared.register(req.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server_id))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server_id)))]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
         let t = self.shared.metrics.rpc("Heartbeat");
         if let Err(e) = allow(&req, "Heartbeat", CHUNKSERVER) {
@@ -457,7 +485,7 @@ impl MasterService for Service {
         t.reply(Ok(st))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Reply<DecommissionResponse> {
         let t = self.shared.metrics.rpc("Decommission");
         if let Err(e) = allow(&req, "Decommission", ADMIN) {
@@ -470,7 +498,7 @@ impl MasterService for Service {
         t.reply(r.map(|s| DecommissionResponse { server: Some(s) }))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn recommission(&self, req: Request<RecommissionRequest>) -> Reply<RecommissionResponse> {
         let t = self.shared.metrics.rpc("Recommission");
         if let Err(e) = allow(&req, "Recommission", ADMIN) {
@@ -483,7 +511,7 @@ impl MasterService for Service {
         t.reply(r.map(|s| RecommissionResponse { server: Some(s) }))
     }
 
-    #[instrument(skip_all, fields(server = %req.get_ref().server))]
+    #[instrument(skip_all, fields(server = %quote(&req.get_ref().server)))]
     async fn mark_lost(&self, req: Request<MarkLostRequest>) -> Reply<MarkLostResponse> {
         let t = self.shared.metrics.rpc("MarkLost");
         if let Err(e) = allow(&req, "MarkLost", ADMIN) {
@@ -517,7 +545,7 @@ impl MasterService for Service {
         t.reply(Ok(self.shared.master_status()))
     }
 
-    #[instrument(skip_all, fields(id = req.get_ref().id, address = %req.get_ref().address))]
+    #[instrument(skip_all, fields(id = req.get_ref().id, address = %quote(&req.get_ref().address)))]
     async fn add_master(&self, req: Request<AddMasterRequest>) -> Reply<AddMasterResponse> {
         let t = self.shared.metrics.rpc("AddMaster");
         if let Err(e) = allow(&req, "AddMaster", ADMIN) {

@@ -108,10 +108,12 @@ impl Meta {
         }
     }
 
-    /// Removes `server` from the replicas of `handle`.
+    /// Removes `server` from the replicas of `handle` (and forgets that it
+    /// was corrupt: a later copy there is a new replica).
     pub fn remove_replica(&mut self, handle: u64, server: &str) {
-        if let Some(c) = self.chunks.get_mut_if(handle, |c| c.replicas.contains(server)) {
+        if let Some(c) = self.chunks.get_mut_if(handle, |c| c.replicas.contains(server) || c.corrupt.contains(server)) {
             c.replicas.remove(server);
+            c.corrupt.remove(server);
         }
         if let Some(s) = self.servers.get_mut(server) {
             s.chunks.remove(&handle);

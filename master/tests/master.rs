@@ -46,12 +46,20 @@ async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
     c.mkdir(MkdirRequest { path: p.into(), parents, call: None }).await.map(|_| ())
 }
 
+/// Creates a file; most tests run without chunkservers, so replication is
+/// not checked against live ones.
 async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
-    Ok(c.create(CreateRequest { path: p.into(), replication: 0, exclusive: true, call: None })
-        .await?
-        .into_inner()
-        .info
-        .unwrap())
+    Ok(c.create(CreateRequest {
+        path: p.into(),
+        replication: 0,
+        exclusive: true,
+        call: None,
+        allow_under_replicated: true,
+    })
+    .await?
+    .into_inner()
+    .info
+    .unwrap())
 }
 
 /// Recursive listing: (path, type, replication, chunk_count), sorted.
@@ -87,8 +95,16 @@ async fn namespace_survives_restart() {
     let f = create(&mut c, "/a/b/f").await.unwrap();
     assert_eq!((f.replication, f.chunk_size, f.size), (3, 1 << 20, 0));
     assert_eq!(kind(create(&mut c, "/a/b/f").await), ErrorKind::AlreadyExists);
-    let again =
-        c.create(CreateRequest { path: "/a/b/f".into(), replication: 2, exclusive: false, call: None }).await.unwrap();
+    let again = c
+        .create(CreateRequest {
+            path: "/a/b/f".into(),
+            replication: 2,
+            exclusive: false,
+            call: None,
+            allow_under_replicated: true,
+        })
+        .await
+        .unwrap();
     assert_eq!(again.into_inner().info.unwrap().replication, 3, "non-exclusive create returns the existing file");
     assert_eq!(kind(mkdir(&mut c, "/a/b/f", true).await), ErrorKind::NotADirectory);
     assert_eq!(kind(mkdir(&mut c, "/a/b/f/g", true).await), ErrorKind::NotADirectory);
@@ -97,7 +113,15 @@ async fn namespace_survives_restart() {
     assert_eq!(kind(create(&mut c, "/a/../f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "/a//f").await), ErrorKind::InvalidPath);
     assert_eq!(kind(create(&mut c, "relative").await), ErrorKind::InvalidPath);
-    let big = c.create(CreateRequest { path: "/r".into(), replication: 17, exclusive: true, call: None }).await;
+    let big = c
+        .create(CreateRequest {
+            path: "/r".into(),
+            replication: 17,
+            exclusive: true,
+            call: None,
+            allow_under_replicated: true,
+        })
+        .await;
     assert_eq!(kind(big), ErrorKind::InvalidArgument);
     let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false, call: None }).await;
     assert_eq!(kind(del), ErrorKind::DirectoryNotEmpty);
@@ -156,11 +180,13 @@ async fn namespace_survives_restart() {
 }
 
 /// A chunkserver that accepts every GrantLease (after `grant_delay_ms`)
-/// and records it.
+/// and records it, and answers VerifyChunk with `corrupt`.
 #[derive(Clone, Default)]
 struct FakeChunkServer {
     grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
     grant_delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    verifies: Arc<std::sync::atomic::AtomicU64>,
+    corrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -194,6 +220,13 @@ impl ChunkService for FakeChunkServer {
     }
     async fn clone_chunk(&self, _: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
         Err(Status::unimplemented("fake"))
+    }
+    async fn verify_chunk(&self, _: Request<VerifyChunkRequest>) -> Result<Response<VerifyChunkResponse>, Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.verifies.fetch_add(1, SeqCst);
+        let ok = !self.corrupt.load(SeqCst);
+        let detail = if ok { String::new() } else { "block 0: crc32c mismatch".into() };
+        Ok(Response::new(VerifyChunkResponse { ok, corrupt_block: 0, length: 0, detail }))
     }
 }
 
@@ -229,9 +262,10 @@ async fn leases_versions_and_restart() {
     let cfg = Config { lease_ms: 1500, rpc_timeout_ms: 200, ..config(dir.path()) };
     let (h, token, mut c) = start(cfg.clone()).await;
     let mut fakes = vec![];
+    let mut sessions = std::collections::HashMap::new();
     for id in ["s1", "s2", "s3"] {
         let (fake, addr) = fake_server().await;
-        register(&mut c, id, &addr, vec![]).await;
+        sessions.insert(id.to_string(), register(&mut c, id, &addr, vec![]).await.session);
         fakes.push((id, fake, addr));
     }
     let total_grants =
@@ -287,9 +321,18 @@ async fn leases_versions_and_restart() {
     let hb = c.heartbeat(HeartbeatRequest { server_id: "ghost".into(), ..Default::default() }).await.unwrap();
     assert!(hb.into_inner().reregister);
     let primary = l3.primary.unwrap().id;
-    let hb =
-        HeartbeatRequest { server_id: primary.clone(), lease_extensions: vec![chunk.handle], ..Default::default() };
+    let hb = HeartbeatRequest {
+        server_id: primary.clone(),
+        lease_extensions: vec![chunk.handle],
+        session: "not-the-secret".into(),
+        ..Default::default()
+    };
+    // Without its registration's secret a heartbeat speaks for nobody.
+    let refused = c.heartbeat(hb.clone()).await.unwrap().into_inner();
+    assert!(refused.reregister && refused.extended.is_empty());
+    let hb = HeartbeatRequest { session: sessions[&primary].clone(), ..hb };
     let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister);
     assert_eq!(hb.extended.len(), 1);
     assert_eq!(hb.extended[0].version, 2);
 
@@ -317,6 +360,7 @@ async fn leases_versions_and_restart() {
     .await;
     assert!(r.epoch > l1.epoch, "epoch {} after restart, {} before", r.epoch, l1.epoch);
     assert_eq!(r.delete_chunks, vec![777]);
+    let s1_session = r.session;
     let (_, _, addr2) = &fakes[1];
     let r = register(&mut c, "s2", addr2, vec![ChunkReport { handle: chunk.handle, version: 1, length: 0 }]).await;
     assert_eq!(r.stale_chunks, vec![chunk.handle]);
@@ -338,8 +382,9 @@ async fn leases_versions_and_restart() {
     // Deleting the file hides it; its chunks stay until the GC delay (3
     // days by default) passes, so no replica is told to delete them yet.
     c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None }).await.unwrap();
-    let hb = c.heartbeat(HeartbeatRequest { server_id: "s1".into(), ..Default::default() }).await.unwrap();
-    assert!(hb.into_inner().delete_chunks.is_empty());
+    let hb = HeartbeatRequest { server_id: "s1".into(), session: s1_session, ..Default::default() };
+    let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister && hb.delete_chunks.is_empty());
     stop(h, token).await;
 }
 
@@ -474,8 +519,13 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     let dir = tempfile::tempdir().unwrap();
     let (h, token, mut c) = start(config(dir.path())).await;
     let call = |seq| Some(CallId { client: 77, seq });
-    let create =
-        |path: &str, seq| CreateRequest { path: path.into(), replication: 0, exclusive: true, call: call(seq) };
+    let create = |path: &str, seq| CreateRequest {
+        path: path.into(),
+        replication: 0,
+        exclusive: true,
+        call: call(seq),
+        allow_under_replicated: true,
+    };
     let first = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
     // The reply was "lost": the same call again answers with the file.
     let again = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
@@ -494,8 +544,13 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
         ErrorKind::NotFound
     );
     // Another client's call with the same seq is its own call.
-    let other =
-        CreateRequest { path: "/d".into(), replication: 0, exclusive: true, call: Some(CallId { client: 78, seq: 3 }) };
+    let other = CreateRequest {
+        path: "/d".into(),
+        replication: 0,
+        exclusive: true,
+        call: Some(CallId { client: 78, seq: 3 }),
+        allow_under_replicated: true,
+    };
     assert_eq!(kind(c.create(other).await), ErrorKind::AlreadyExists);
 
     // The outcomes are replicated state: they survive a restart (the
@@ -525,5 +580,79 @@ async fn a_second_master_on_the_same_data_dir_is_refused_until_the_first_stops()
     let (h, token, mut c) = start(config(dir.path())).await;
     let names: Vec<String> = tree(&mut c).await.into_iter().map(|t| t.0).collect();
     assert_eq!(names, vec!["/kept".to_string(), "/kept/after".to_string()]);
+    stop(h, token).await;
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A corruption report counts only from the replica's holder (its session)
+/// and only once the holder confirmed it (VerifyChunk); the last replica
+/// that is not confirmed corrupt is never dropped.
+#[tokio::test]
+async fn corruption_reports_are_verified_and_the_last_good_copy_is_kept() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    let mut fakes = std::collections::BTreeMap::new();
+    for id in ["s1", "s2", "s3"] {
+        let (fake, addr) = fake_server().await;
+        let session = register(&mut c, id, &addr, vec![]).await.session;
+        fakes.insert(id, (fake, session));
+    }
+    create(&mut c, "/f").await.unwrap();
+    let handle = write_lease(&mut c, "/f", 0).await.unwrap().chunk.unwrap().handle;
+    let replicas = |mut c: Client| async move {
+        let st = c.stat(StatRequest { path: "/f".into(), allow_stale: false }).await.unwrap().into_inner();
+        let mut ids: Vec<String> = st.chunks[0].replicas.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let report =
+        |id: &str, session: &str| ReportCorruptRequest { handle, server_id: id.into(), session: session.into() };
+    // Nobody but the holder may report its replica.
+    assert_eq!(kind(c.report_corrupt(report("s1", "")).await), ErrorKind::Unauthenticated);
+    assert_eq!(kind(c.report_corrupt(report("s1", &fakes["s2"].1)).await), ErrorKind::Unauthenticated);
+    assert_eq!(kind(c.report_corrupt(report("nobody", "x")).await), ErrorKind::Unauthenticated);
+    let other = ReportCorruptRequest { handle: handle + 1, ..report("s1", &fakes["s1"].1) };
+    assert_eq!(kind(c.report_corrupt(other).await), ErrorKind::NotFound);
+    assert_eq!(replicas(c.clone()).await, ["s1", "s2", "s3"]);
+    // The holder's report, but the holder finds the replica intact: kept.
+    c.report_corrupt(report("s1", &fakes["s1"].1)).await.unwrap();
+    until("s1 verified", || async { fakes["s1"].0.verifies.load(SeqCst) == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(replicas(c.clone()).await, ["s1", "s2", "s3"]);
+    // Confirmed while good replicas remain: dropped, one at a time.
+    for (id, left) in [("s1", vec!["s2", "s3"]), ("s2", vec!["s3"])] {
+        fakes[id].0.corrupt.store(true, SeqCst);
+        c.report_corrupt(report(id, &fakes[id].1)).await.unwrap();
+        until(&format!("{id} dropped"), || async { replicas(c.clone()).await == left }).await;
+    }
+    // The last one confirmed corrupt is kept, counted, not deleted.
+    fakes["s3"].0.corrupt.store(true, SeqCst);
+    c.report_corrupt(report("s3", &fakes["s3"].1)).await.unwrap();
+    let kept = |mut c: Client| async move {
+        c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner().corrupt_replicas_kept
+    };
+    until("the last copy counted as kept", || async { kept(c.clone()).await == 1 }).await;
+    assert_eq!(replicas(c.clone()).await, ["s3"]);
+    let hb = HeartbeatRequest { server_id: "s3".into(), session: fakes["s3"].1.clone(), ..Default::default() };
+    let hb = c.heartbeat(hb).await.unwrap().into_inner();
+    assert!(!hb.reregister && !hb.delete_chunks.contains(&handle), "the last copy was deleted: {hb:?}");
+    // Reported again: nothing more to verify.
+    c.report_corrupt(report("s3", &fakes["s3"].1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fakes["s3"].0.verifies.load(SeqCst), 1);
     stop(h, token).await;
 }

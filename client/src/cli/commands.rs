@@ -13,10 +13,13 @@ use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
 use crate::{Client, ClientConfig, FileType};
 
 /// Runs a file or admin command with a client built from `config`.
-pub async fn run(config: ClientConfig, command: Command) -> anyhow::Result<()> {
+pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<()> {
+    if let Command::Put { allow_under_replicated: true, .. } = command {
+        config.allow_under_replicated = true;
+    }
     let client = Client::new(config)?;
     match command {
-        Command::Put { force, local, remote } => put(&client, force, &local, &remote).await,
+        Command::Put { force, local, remote, .. } => put(&client, force, &local, &remote).await,
         Command::Get { remote, local } => get(&client, &remote, &local).await,
         Command::Cat { remote } => get(&client, &remote, "-").await,
         Command::Append { remote, local } => {

@@ -59,6 +59,11 @@ pub enum Command {
         /// Replace REMOTE if it exists.
         #[arg(short, long)]
         force: bool,
+        /// Create REMOTE even if its replication is above the number of
+        /// live chunkservers (it stays under-replicated until more join;
+        /// `gfs stat` shows it).
+        #[arg(long)]
+        allow_under_replicated: bool,
         local: String,
         remote: String,
     },
@@ -222,7 +227,9 @@ mod tests {
     fn parses_common_forms() {
         let c = Cli::try_parse_from(["gfs", "--master", "h:1", "put", "-f", "a", "/b"]).unwrap();
         assert_eq!(c.master_addr(), "h:1");
-        assert!(matches!(c.command, Command::Put { force: true, .. }));
+        assert!(matches!(c.command, Command::Put { force: true, allow_under_replicated: false, .. }));
+        let c = Cli::try_parse_from(["gfs", "put", "--allow-under-replicated", "a", "/b"]).unwrap();
+        assert!(matches!(c.command, Command::Put { allow_under_replicated: true, .. }));
         let c = Cli::try_parse_from(["gfs", "ls", "-l", "--json", "/x"]).unwrap();
         assert!(matches!(c.command, Command::Ls { long: true, json: true, .. }));
         let c = Cli::try_parse_from(["gfs", "server", "--data-dir", "d", "--chunk-size", "1MiB"]).unwrap();

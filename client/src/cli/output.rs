@@ -33,8 +33,14 @@ pub fn entry_json(info: &FileInfo) -> Value {
     })
 }
 
+/// Chunks listing fewer live replicas than the file's replication.
+fn under_replicated(info: &FileInfo, chunks: &[ChunkLocation]) -> usize {
+    chunks.iter().filter(|c| c.replicas.len() < info.replication as usize).count()
+}
+
 /// The `stat --json` object.
 pub fn stat_json(info: &FileInfo, chunks: &[ChunkLocation]) -> Value {
+    let short = under_replicated(info, chunks);
     let chunks: Vec<Value> = chunks
         .iter()
         .map(|c| {
@@ -54,6 +60,7 @@ pub fn stat_json(info: &FileInfo, chunks: &[ChunkLocation]) -> Value {
         "replication": info.replication,
         "chunk_size": info.chunk_size,
         "mtime_ms": info.mtime_ms,
+        "under_replicated_chunks": short,
         "chunks": chunks,
     })
 }
@@ -72,6 +79,10 @@ pub fn stat_text(info: &FileInfo, chunks: &[ChunkLocation]) -> String {
     s.push_str(&format!("replication: {}\n", info.replication));
     s.push_str(&format!("chunk size:  {} ({})\n", info.chunk_size, format_size(info.chunk_size)));
     s.push_str(&format!("chunks:      {}\n", chunks.len()));
+    let short = under_replicated(info, chunks);
+    if short > 0 {
+        s.push_str(&format!("under-replicated: {short} chunk(s) with fewer than {} replicas\n", info.replication));
+    }
     for c in chunks {
         let replicas: Vec<&str> = c.replicas.iter().map(|r| r.address.as_str()).collect();
         s.push_str(&format!(
@@ -133,6 +144,7 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
         "directory_count": st.directory_count,
         "chunk_count": st.chunk_count,
         "under_replicated_chunks": st.under_replicated_chunks,
+        "corrupt_replicas_kept": st.corrupt_replicas_kept,
         "epoch": st.epoch,
         "chunk_size": st.chunk_size,
         "deficits": st.deficits.iter().map(|d| json!({"missing": d.missing, "chunks": d.chunks})).collect::<Vec<_>>(),
@@ -248,6 +260,9 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
         st.active_clones,
         st.oldest_pending_repair_ms,
     ));
+    if st.corrupt_replicas_kept > 0 {
+        s.push_str(&format!("corrupt replicas kept (last copies, not deleted): {}\n", st.corrupt_replicas_kept));
+    }
     if !st.masters.is_empty() {
         let leader = match st.masters.iter().find(|m| m.id == st.leader_id && st.leader_id != 0) {
             Some(m) => format!("{} ({})", m.id, m.address),
@@ -334,8 +349,10 @@ mod tests {
             replicas: vec![gfs_proto::ServerInfo { id: "x".into(), address: "h:1".into(), zone: "z".into() }],
             token: None,
         };
-        let v = stat_json(&info, &[c]);
+        let v = stat_json(&info, std::slice::from_ref(&c));
         assert_eq!(v["type"], "file");
+        assert_eq!(v["under_replicated_chunks"], 1);
+        assert!(stat_text(&info, &[c]).contains("under-replicated: 1 chunk(s) with fewer than 3 replicas"));
         assert_eq!(v["chunks"][0]["replicas"][0], "h:1");
         assert_eq!(entry_json(&info)["name"], "b");
     }
