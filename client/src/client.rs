@@ -295,7 +295,7 @@ impl Client {
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call) };
+                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call), immediate: false };
                 async move { m.delete(with_deadline(req, t)).await }
             })
             .await;
@@ -310,7 +310,7 @@ impl Client {
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call) };
+                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call), overwrite: false };
                 async move { m.rename(with_deadline(req, t)).await }
             })
             .await;

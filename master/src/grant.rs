@@ -100,6 +100,9 @@ impl Shared {
             let mut meta = self.meta();
             for index in from..=to {
                 let cands = meta.placement_candidates(now);
+                if cands.is_empty() {
+                    return Err(meta.no_room(now));
+                }
                 let servers =
                     placement::choose(&cands, replication as usize, self.cfg.max_recent_creations, &mut rand::rng())?;
                 if servers.len() < replication as usize {
@@ -356,6 +359,26 @@ impl Shared {
                 None
             }
         }
+    }
+}
+
+impl Meta {
+    /// The error for a chunk that no server can take: names the live
+    /// servers that are full, if that is why.
+    fn no_room(&self, now: Instant) -> Error {
+        let mut full: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| s.alive && (s.full || self.heal.no_space(&s.info.id, now)))
+            .map(|s| s.info.address.clone())
+            .collect();
+        full.sort();
+        let detail = if full.is_empty() {
+            "no live chunkserver can take a new chunk".to_string()
+        } else {
+            format!("no chunkserver can take a new chunk: every live one is full ({})", full.join(", "))
+        };
+        Error::NoSpace { server: None, detail }
     }
 }
 

@@ -100,6 +100,7 @@ impl Shared {
                 meta.remove_replica(h, &id);
             }
             meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now());
+            meta.servers.note_disk(&id, req.capacity_bytes, req.used_bytes, req.free_bytes, req.full);
             // Replicas granted after the report was built stay counted.
             for h in recent {
                 meta.add_replica(h, &id);
@@ -131,11 +132,10 @@ impl Shared {
                 resp.reregister = true;
                 return Ok(resp);
             };
-            s.capacity = req.capacity_bytes;
-            s.used = req.used_bytes;
             s.load = req.load;
             s.last_heartbeat = now;
             resp.delete_chunks = std::mem::take(&mut s.pending_delete).into_iter().collect();
+            meta.servers.note_disk(id, req.capacity_bytes, req.used_bytes, req.free_bytes, req.full);
             let seq = req.report_seq;
             if req.is_full_report {
                 meta.replace_reports(id, seq, &req.full_report, &mut out);
