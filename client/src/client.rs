@@ -19,14 +19,18 @@ use gfs_proto::{
     MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportCorruptRequest, ReportLengthRequest, ServerInfo,
     StatRequest, WriteRequest,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
 use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
 use crate::path_cache::PathCache;
-use crate::pieces::{Piece, next_piece_len, split};
+use crate::pieces::{Piece, split};
 use crate::replicas::LatencyTracker;
 use crate::retry::{BACKOFF_BASE, Backoff};
+
+#[path = "put.rs"]
+mod put;
+pub use put::{COPYING_SUFFIX, PutOptions, copying_path};
 
 /// Longest pause between two tries while looking for the leader master.
 const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -289,13 +293,25 @@ impl Client {
         Ok(info)
     }
 
-    /// Deletes a file or an empty directory (any directory with `recursive`).
+    /// Deletes a file or an empty directory (any directory with
+    /// `recursive`). It stays hidden, restorable, until garbage collection.
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        self.delete_inner(path, recursive, false).await
+    }
+
+    /// Deletes at once, without the trash: the chunks are freed at the
+    /// servers' next heartbeats. For what was never a finished file, such
+    /// as a failed upload.
+    pub async fn delete_now(&self, path: &str, recursive: bool) -> Result<()> {
+        self.delete_inner(path, recursive, true).await
+    }
+
+    async fn delete_inner(&self, path: &str, recursive: bool, immediate: bool) -> Result<()> {
         let path = normalize(path)?;
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call), immediate: false };
+                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call), immediate };
                 async move { m.delete(with_deadline(req, t)).await }
             })
             .await;
@@ -305,12 +321,23 @@ impl Client {
 
     /// Renames `src` to `dst` (which must not exist).
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        self.rename_inner(src, dst, false).await
+    }
+
+    /// Renames file `src` to `dst`, replacing a file already there in the
+    /// same step (the old one goes to the trash, as by `delete`); never a
+    /// directory.
+    pub async fn rename_over(&self, src: &str, dst: &str) -> Result<()> {
+        self.rename_inner(src, dst, true).await
+    }
+
+    async fn rename_inner(&self, src: &str, dst: &str, overwrite: bool) -> Result<()> {
         let src = normalize(src)?;
         let dst = normalize(dst)?;
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call), overwrite: false };
+                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call), overwrite };
                 async move { m.rename(with_deadline(req, t)).await }
             })
             .await;
@@ -500,80 +527,6 @@ impl Client {
                 }
             }
         }
-    }
-
-    /// Creates `path` (`AlreadyExists` if present) and streams `reader` into
-    /// it with up to `io_parallelism` pieces in flight. Returns the bytes
-    /// written. On failure the partial file is removed.
-    pub async fn put<R: AsyncRead + Unpin + Send>(
-        &self,
-        path: &str,
-        reader: R,
-        progress: Option<Progress<'_>>,
-    ) -> Result<u64> {
-        let path = normalize(path)?;
-        let info = self.create(&path, None).await?;
-        let cs = chunk_size_of(&path, &info)?;
-        match self.put_body(&path, cs, reader, progress).await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                if let Err(de) = self.delete(&path, false).await {
-                    tracing::warn!(path, error = %de, "cannot remove partial file");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn put_body<R: AsyncRead + Unpin + Send>(
-        &self,
-        path: &str,
-        cs: u64,
-        reader: R,
-        progress: Option<Progress<'_>>,
-    ) -> Result<u64> {
-        let bufs = self.inner.bufs.clone();
-        let source = stream::try_unfold((reader, 0u64, false), move |(mut reader, pos, done)| {
-            let bufs = bufs.clone();
-            async move {
-                if done {
-                    return Ok(None);
-                }
-                let want = next_piece_len(pos, cs, MAX_IO_SIZE) as usize;
-                let mut buf = bufs.get();
-                buf.reserve(want);
-                while buf.len() < want {
-                    let n = (&mut reader)
-                        .take((want - buf.len()) as u64)
-                        .read_buf(&mut *buf)
-                        .await
-                        .map_err(|e| Error::io("read input", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let n = buf.len() as u64;
-                if n == 0 {
-                    return Ok(None);
-                }
-                Ok(Some(((pos, buf.freeze()), (reader, pos + n, (n as usize) < want))))
-            }
-        });
-        let writes = source
-            .map_ok(|(pos, data): (u64, Bytes)| {
-                let p = Piece { index: pos / cs, offset_in_chunk: pos % cs, file_offset: pos, len: data.len() as u64 };
-                async move { self.write_piece(path, p, data, cs).await.map(|_| p.len) }
-            })
-            .try_buffered(self.inner.config.io_parallelism);
-        let mut writes = std::pin::pin!(writes);
-        let mut total = 0u64;
-        while let Some(n) = writes.try_next().await? {
-            total += n;
-            if let Some(f) = progress {
-                f(total);
-            }
-        }
-        Ok(total)
     }
 
     /// Streams a whole file into `writer`, reading up to `io_parallelism`

@@ -40,6 +40,9 @@ pub struct LocalClusterOptions {
     pub profiling: bool,
     /// Masters in the group (1, 3 or 5), in this process on loopback.
     pub masters: usize,
+    /// Free bytes below which a chunkserver reports itself full; `None` =
+    /// one chunk of `chunk_size`.
+    pub disk_reserve: Option<u64>,
 }
 
 impl LocalClusterOptions {
@@ -55,6 +58,7 @@ impl LocalClusterOptions {
             admin_listen: None,
             profiling: false,
             masters: 1,
+            disk_reserve: None,
         }
     }
 }
@@ -148,6 +152,7 @@ impl LocalCluster {
                 master: master_spec.clone(),
                 data_dir: dir,
                 zone: format!("zone-{i}"),
+                disk_reserve_bytes: opts.disk_reserve.unwrap_or(opts.chunk_size),
                 ..Default::default()
             };
             match gfs_chunkserver::start_with_metrics(cfg, shutdown.clone(), cs_metrics.clone()).await {
