@@ -160,8 +160,27 @@ fn zeros(len: u64) -> Bytes {
     Bytes::from(vec![0u8; len as usize])
 }
 
-/// Makes `data` exactly `len` bytes: pads with zeros (a hole or a short
-/// chunk) or truncates.
+/// Checks a replica's answer for piece `p` of chunk `loc` and makes it
+/// exactly `p.len` bytes. Fewer bytes than the master's length of the
+/// chunk says exist in the range is a short replica (one that missed a
+/// write, e.g. on a full disk): an error for that replica, never zeros.
+/// Bytes missing past that length are a hole (a chunk before the file's
+/// last one that was never written to its end) and read as zeros; more
+/// than it is fine (the master's length may lag behind the replicas').
+fn piece_data(loc: &ChunkLocation, p: &Piece, data: Bytes, replica: &str) -> Result<Bytes> {
+    let known = loc.length.saturating_sub(p.offset_in_chunk).min(p.len);
+    if (data.len() as u64) < known {
+        return Err(Error::Unavailable(format!(
+            "chunk {:#x}: replica {replica} has {} bytes at offset {}, the master knows {known}",
+            loc.handle,
+            data.len(),
+            p.offset_in_chunk
+        )));
+    }
+    Ok(fit(data, p.len))
+}
+
+/// Makes `data` exactly `len` bytes: pads with zeros or truncates.
 fn fit(data: Bytes, len: u64) -> Bytes {
     let len = len as usize;
     match data.len().cmp(&len) {
@@ -745,12 +764,18 @@ impl Client {
                 return Ok(zeros(p.len));
             };
             let mut last_err = None;
+            let mut short = Vec::new();
             for r in self.inner.latency.order(&loc.replicas, cfg.zone.as_deref()) {
                 let req =
                     ReadRequest { handle: loc.handle, version: loc.version, offset: p.offset_in_chunk, length: p.len };
                 let t = cfg.data_timeout;
-                match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
-                    Ok(resp) => return Ok(fit(resp.data, p.len)),
+                let res = self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await;
+                let res = res.and_then(|resp| {
+                    let n = resp.data.len();
+                    piece_data(&loc, &p, resp.data, &r.address).inspect_err(|_| short.push((r.address.clone(), n)))
+                });
+                match res {
+                    Ok(data) => return Ok(data),
                     Err(e) => {
                         tracing::debug!(path, replica = %r.address, error = %e, "read failed, trying next replica");
                         if matches!(e, Error::Corrupt { .. }) {
@@ -761,8 +786,20 @@ impl Client {
                 }
             }
             self.inner.locations.invalidate(&(path.to_string(), p.index));
-            let err = last_err
+            let mut err = last_err
                 .unwrap_or_else(|| Error::Unavailable(format!("{path}: chunk {} has no live replica", p.index)));
+            if !short.is_empty() && short.len() == loc.replicas.len() {
+                let known = loc.length.saturating_sub(p.offset_in_chunk).min(p.len);
+                let list: Vec<String> = short.iter().map(|(a, n)| format!("{a} has {n}")).collect();
+                err = Error::Unavailable(format!(
+                    "{path}: chunk {} ({:#x}): no replica has the {known} bytes at offset {} that the master knows \
+                     exist ({})",
+                    p.index,
+                    loc.handle,
+                    p.offset_in_chunk,
+                    list.join(", ")
+                ));
+            }
             let stale = matches!(err, Error::StaleVersion { .. } | Error::ChunkNotFound { .. });
             if !(err.is_retryable() || stale) || attempt >= cfg.max_attempts {
                 return Err(err);
@@ -922,8 +959,18 @@ mod tests {
     }
 
     #[test]
-    fn short_reads_are_padded() {
-        assert_eq!(&fit(Bytes::from_static(b"ab"), 4)[..], b"ab\0\0");
+    fn a_short_replica_is_an_error_and_only_holes_read_as_zeros() {
+        let loc = ChunkLocation { handle: 5, length: 6, ..Default::default() };
+        let piece = |offset_in_chunk, len| Piece { index: 0, offset_in_chunk, file_offset: offset_in_chunk, len };
+        // The master knows 6 bytes: a replica answering 2 of the first 4 is short.
+        let e = piece_data(&loc, &piece(0, 4), Bytes::from_static(b"ab"), "r:1").unwrap_err();
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("r:1 has 2 bytes")), "{e:?}");
+        assert!(e.is_retryable(), "another replica or a fresh location may have the data");
+        // Past the master's length: a hole, zeros.
+        assert_eq!(&piece_data(&loc, &piece(4, 4), Bytes::from_static(b"ef"), "r:1").unwrap()[..], b"ef\0\0");
+        assert_eq!(&piece_data(&loc, &piece(8, 2), Bytes::new(), "r:1").unwrap()[..], b"\0\0");
+        // More than the master knows (its length lags): kept, cut to the piece.
+        assert_eq!(&piece_data(&loc, &piece(0, 2), Bytes::from_static(b"abcd"), "r:1").unwrap()[..], b"ab");
         assert_eq!(&fit(Bytes::from_static(b"abcd"), 2)[..], b"ab");
     }
 
