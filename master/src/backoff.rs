@@ -45,9 +45,15 @@ impl CloneBackoff {
         let wait = base * (1u32 << (r.failures - 1).min(5)).min(MAX_FACTOR);
         r.until = now + wait;
         if no_space {
-            self.no_space.insert(target.to_string(), now + base);
+            self.out_of_space(target, now, base);
         }
         wait
+    }
+
+    /// Holds `server` back from clones and new chunks for `base`: it
+    /// answered that it is out of space (its reports may lag).
+    pub fn out_of_space(&mut self, server: &str, now: Instant, base: Duration) {
+        self.no_space.insert(server.to_string(), now + base);
     }
 
     /// Forgets the failures of `target` for `handle` (a clone there worked).

@@ -106,3 +106,32 @@ async fn a_clone_that_finds_no_space_backs_off() {
     assert!(l.secondaries.is_empty(), "a new chunk went to the server that is out of space");
     stop(h, token).await;
 }
+
+/// Chunk creation that finds no space anywhere (the servers' reports are
+/// not yet full) fails with `NoSpace` naming a server, not `Unavailable`.
+#[tokio::test]
+async fn a_chunk_no_server_has_room_for_is_no_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, token, mut c) = start(config(dir.path())).await;
+    let mut addrs = Vec::new();
+    for id in ["s1", "s2"] {
+        let (fake, addr) = fake_server().await;
+        *fake.grant_error.lock().unwrap() =
+            Some(Error::NoSpace { server: None, detail: "create chunk meta: disk full".into() });
+        register(&mut c, id, &addr, vec![]).await;
+        addrs.push((fake, addr));
+    }
+    create(&mut c, "/f").await.unwrap();
+    let e = Error::from(write_lease(&mut c, "/f", 0).await.unwrap_err());
+    match &e {
+        Error::NoSpace { server: Some(s), .. } => assert!(addrs.iter().any(|(_, a)| a == s), "{e}"),
+        other => panic!("expected NoSpace naming a server, got {other:?}"),
+    }
+    // Both are held back now: shown full, and the next chunk is refused
+    // up front without asking them again.
+    let st = c.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert!(st.servers.iter().all(|s| s.full), "{:?}", st.servers);
+    let e = Error::from(write_lease(&mut c, "/f", 0).await.unwrap_err());
+    assert!(e.to_string().contains("every live one is full"), "{e}");
+    stop(h, token).await;
+}

@@ -80,12 +80,13 @@ pub async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
     out
 }
 
-/// A chunkserver that accepts every GrantLease (after `grant_delay_ms`)
-/// and records it, and records every CloneChunk and fails it with
-/// `clone_error` (unimplemented if unset).
+/// A chunkserver that accepts every GrantLease (after `grant_delay_ms`;
+/// fails it with `grant_error` when set) and records it, and records every
+/// CloneChunk and fails it with `clone_error` (unimplemented if unset).
 #[derive(Clone, Default)]
 pub struct FakeChunkServer {
     pub grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
+    pub grant_error: Arc<Mutex<Option<Error>>>,
     pub grant_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     pub clones: Arc<Mutex<Vec<CloneChunkRequest>>>,
     pub clone_error: Arc<Mutex<Option<Error>>>,
@@ -114,6 +115,9 @@ impl ChunkService for FakeChunkServer {
     async fn grant_lease(&self, req: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
         let delay = self.grant_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        if let Some(e) = self.grant_error.lock().unwrap().clone() {
+            return Err(e.into());
+        }
         self.grants.lock().unwrap().push(req.into_inner());
         Ok(Response::new(GrantLeaseResponse { chunk_length: 0, report_seq: 0 }))
     }
