@@ -52,6 +52,11 @@ impl Shared {
                 Err(e) => {
                     tracing::warn!(handle = req.handle, source = %src, error = %e, "clone from source failed");
                     let _ = self.store.delete(req.handle).await;
+                    // Another source cannot make room here: the master
+                    // picks another destination.
+                    if matches!(e, Error::NoSpace { .. }) {
+                        return Err(e);
+                    }
                     last = e;
                 }
             }

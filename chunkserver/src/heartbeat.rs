@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::service::Shared;
+use crate::space::DiskSpace;
 
 /// Most corruption reports kept while the master is unreachable.
 const MAX_PENDING_REPORTS: usize = 1024;
@@ -32,6 +33,8 @@ pub(crate) struct Heartbeat {
     pub server: ServerInfo,
     pub data_dir: PathBuf,
     pub capacity_override: Option<u64>,
+    /// Free bytes below which this server reports itself full.
+    pub disk_reserve: u64,
     pub interval: Duration,
     pub full_report_every: u32,
     pub corrupt_rx: mpsc::Receiver<u64>,
@@ -40,6 +43,14 @@ pub(crate) struct Heartbeat {
     /// Secret of the current registration: heartbeats and corruption
     /// reports carry it so the master knows they come from this server.
     pub session: String,
+}
+
+/// Disk figures of one report.
+struct Disk {
+    capacity: u64,
+    used: u64,
+    free: Option<u64>,
+    full: bool,
 }
 
 /// Logs one warning per streak of master failures, not one per attempt.
@@ -150,29 +161,41 @@ impl Heartbeat {
         }
     }
 
-    fn capacity(&self) -> u64 {
-        if let Some(c) = self.capacity_override {
-            return c;
-        }
-        match rustix::fs::statvfs(&self.data_dir) {
-            Ok(s) => s.f_blocks.saturating_mul(s.f_frsize),
+    /// The disk figures a report carries: capacity, free bytes (None if
+    /// statvfs failed) and whether free space is below the reserve. With
+    /// a capacity override, free space is also bounded by what is left of
+    /// that capacity.
+    fn disk(&self) -> Disk {
+        let space = match DiskSpace::of(&self.data_dir) {
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "statvfs failed");
-                0
+                tracing::warn!(error = %e, "cannot read the data dir's free space");
+                None
             }
-        }
+        };
+        let used = self.shared.store.used_bytes();
+        let capacity = self.capacity_override.or(space.map(|s| s.capacity)).unwrap_or(0);
+        let free = space.map(|s| match self.capacity_override {
+            Some(c) => s.free.min(c.saturating_sub(used)),
+            None => s.free,
+        });
+        let full = free.is_some_and(|f| DiskSpace { capacity, free: f }.is_full(self.disk_reserve));
+        Disk { capacity, used, free, full }
     }
 
     async fn register(&mut self) -> Result<()> {
         // Changes made before the full report are included in it.
         let report_seq = self.shared.store.report_seq();
         self.shared.store.take_changed();
+        let disk = self.disk();
         let req = RegisterRequest {
             report_seq,
             server: Some(self.server.clone()),
-            capacity_bytes: self.capacity(),
-            used_bytes: self.shared.store.used_bytes(),
+            capacity_bytes: disk.capacity,
+            used_bytes: disk.used,
             chunks: self.shared.store.list(),
+            free_bytes: disk.free,
+            full: disk.full,
         };
         let chunks = req.chunks.len();
         let (resp, master) = self.shared.rpc.register(req).await?;
@@ -194,11 +217,17 @@ impl Heartbeat {
     async fn beat(&self, full: bool) -> Result<(HeartbeatResponse, String)> {
         let store = &self.shared.store;
         let report_seq = store.report_seq();
+        let disk = self.disk();
+        if disk.full != self.shared.full.swap(disk.full, Ordering::Relaxed) {
+            tracing::warn!(full = disk.full, free = disk.free, reserve = self.disk_reserve, "disk full state changed");
+        }
         let req = HeartbeatRequest {
             report_seq,
             server_id: self.server.id.clone(),
-            capacity_bytes: self.capacity(),
-            used_bytes: store.used_bytes(),
+            capacity_bytes: disk.capacity,
+            used_bytes: disk.used,
+            free_bytes: disk.free,
+            full: disk.full,
             load: self.shared.load.load(Ordering::Relaxed),
             changed: store.take_changed(),
             full_report: if full { store.list() } else { Vec::new() },

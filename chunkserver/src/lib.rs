@@ -35,6 +35,7 @@ mod rpc;
 pub mod scrub;
 mod serial;
 mod service;
+pub mod space;
 pub mod store;
 mod verify;
 
@@ -74,6 +75,11 @@ pub struct Config {
     pub full_report_every: u32,
     /// Disk capacity reported to the master; default: statvfs of `data_dir`.
     pub capacity_bytes: Option<u64>,
+    /// With less free space than this on the data dir's file system, the
+    /// server reports itself full and the master places no new replicas
+    /// on it (default: one 64 MiB chunk, so a chunk placed here can grow
+    /// to its full size).
+    pub disk_reserve_bytes: u64,
     /// Bound on pushed-but-uncommitted data.
     pub push_buffer_bytes: u64,
     /// Pushed data expires after this long.
@@ -113,6 +119,7 @@ impl Default for Config {
             heartbeat_ms: 1000,
             full_report_every: 60,
             capacity_bytes: None,
+            disk_reserve_bytes: gfs_common::DEFAULT_CHUNK_SIZE,
             push_buffer_bytes: 256 * 1024 * 1024,
             push_timeout_ms: 60_000,
             sync_writes: true,
@@ -273,6 +280,8 @@ pub async fn start_with_metrics(
         registered: std::sync::atomic::AtomicBool::new(false),
         tokens: Default::default(),
         verifying: Default::default(),
+        full: std::sync::atomic::AtomicBool::new(false),
+        address: advertise.clone(),
     });
     let conns = incoming(listener, &config.limits, &config.security);
     let server = serve(conns, config.limits, ChunkServer { shared: shared.clone() }, shutdown.clone(), lock.clone());
@@ -282,6 +291,7 @@ pub async fn start_with_metrics(
         server: ServerInfo { id: id.clone(), address: advertise.clone(), zone: config.zone.clone() },
         data_dir: config.data_dir.clone(),
         capacity_override: config.capacity_bytes,
+        disk_reserve: config.disk_reserve_bytes,
         interval: Duration::from_millis(config.heartbeat_ms),
         full_report_every: config.full_report_every,
         corrupt_rx,

@@ -33,6 +33,9 @@ struct Args {
     /// Capacity reported to the master, in bytes (default: disk size).
     #[arg(long, env = "GFS_CAPACITY")]
     capacity: Option<u64>,
+    /// Report the server full (no new replicas) below this many free bytes.
+    #[arg(long, env = "GFS_DISK_RESERVE", default_value_t = gfs_common::DEFAULT_CHUNK_SIZE)]
+    disk_reserve: u64,
     /// Bound on pushed-but-uncommitted data, in bytes.
     #[arg(long, env = "GFS_PUSH_BUFFER", default_value_t = 256 * 1024 * 1024)]
     push_buffer: u64,
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         zone: args.zone,
         heartbeat_ms: args.heartbeat_ms,
         capacity_bytes: args.capacity,
+        disk_reserve_bytes: args.disk_reserve,
         push_buffer_bytes: args.push_buffer,
         sync_writes: !args.no_sync,
         max_clones: args.max_clones,

@@ -55,6 +55,12 @@ impl Meta {
     }
 }
 
+/// Bytes of a slot describing a chunk of `length` bytes (header and one
+/// checksum per started block).
+pub fn slot_len(length: u64) -> u64 {
+    HEADER_LEN as u64 + length.div_ceil(BLOCK_SIZE) * 4
+}
+
 /// Offset of the slot that sequence number `seq` is written to.
 pub fn slot_offset(seq: u64) -> u64 {
     (seq % 2) * SLOT_SIZE

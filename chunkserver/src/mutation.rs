@@ -106,6 +106,9 @@ impl Shared {
     }
 
     /// Sends a mutation to every secondary in parallel; fails if any fails.
+    /// A secondary out of space fails it with that `NoSpace` (naming the
+    /// secondary): retrying cannot help, and the client must say which
+    /// server is full.
     async fn replicate(&self, secondaries: &[String], req: ApplyMutationRequest) -> Result<()> {
         let req = &req;
         let calls =
@@ -114,6 +117,9 @@ impl Shared {
             if let Err(e) = res {
                 tracing::warn!(handle = req.handle, serial = req.serial, secondary = %addr, error = %e,
                     "secondary failed to apply mutation");
+                if matches!(e, Error::NoSpace { .. }) {
+                    return Err(e.on_server(addr));
+                }
                 return Err(Error::Unavailable(format!("secondary {addr}: {e}")));
             }
         }

@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub tokens: gfs_common::token::Verifier,
     /// Chunks being verified (`VerifyChunk`), at most a few at once.
     pub verifying: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Free space was below the reserve at the last heartbeat.
+    pub full: std::sync::atomic::AtomicBool,
+    /// The address this server advertises; named in its `NoSpace` errors.
+    pub address: String,
 }
 
 /// Counts a request as in flight until dropped.
@@ -123,12 +127,15 @@ impl ChunkServer {
     /// ([`gfs_common::net::detached`]): a mutation cut off when its caller
     /// goes away would leave the replica inconsistent, and a later mutation
     /// could reuse a serial that the secondaries already applied.
+    ///
+    /// A `NoSpace` from this server's disk is given its address, so the
+    /// client learns which server is full.
     async fn detached<T, Fut>(&self, f: impl FnOnce(Arc<Shared>) -> Fut) -> Result<T>
     where
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        gfs_common::net::detached(f(self.shared.clone())).await
+        gfs_common::net::detached(f(self.shared.clone())).await.map_err(|e| e.on_server(&self.shared.address))
     }
 }
 
@@ -204,7 +211,8 @@ impl ChunkService for ChunkServer {
             return t.reply(Err(e));
         }
         let _f = InFlight::new(&self.shared.load);
-        t.reply(Shared::clone_chunk(&self.shared, request.into_inner()).await)
+        let res = Shared::clone_chunk(&self.shared, request.into_inner()).await;
+        t.reply(res.map_err(|e| e.on_server(&self.shared.address)))
     }
 
     async fn verify_chunk(

@@ -8,6 +8,11 @@
 //! Every chunk has an I/O lock (readers share it, writers hold it alone) so a
 //! read never sees data whose checksum is not yet updated, and a mutation
 //! lock that the service holds across a whole replicated mutation.
+//!
+//! A full disk fails a mutation before it changes anything: the blocks of
+//! the data and of the metadata slot are reserved first (`space.rs`), and
+//! a mutation that fails anyway cuts the data file back to the recorded
+//! length, so the replica stays exactly as last acknowledged.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -22,6 +27,7 @@ use gfs_proto::ChunkReport;
 
 use crate::meta::{self, Meta};
 use crate::serial::{SerialCheck, Serials};
+use crate::space;
 
 const BS: u64 = BLOCK_SIZE;
 static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
@@ -211,13 +217,20 @@ impl Store {
         let sync = self.sync;
         let mut m = Meta::new(version);
         let meta = blocking(move || {
-            let f = OpenOptions::new().create(true).write(true).truncate(true).open(&paths.data);
-            let f = f.map_err(|e| Error::io("create chunk file", e))?;
-            if sync {
-                f.sync_all().map_err(|e| Error::io("sync chunk file", e))?;
+            let res = (|| {
+                let f = OpenOptions::new().create(true).write(true).truncate(true).open(&paths.data);
+                let f = f.map_err(|e| Error::io("create chunk file", e))?;
+                if sync {
+                    f.sync_all().map_err(|e| Error::io("sync chunk file", e))?;
+                }
+                create_meta(&paths, &mut m, sync)
+            })();
+            if res.is_err() {
+                // Nothing half-created stays behind (e.g. the disk is full).
+                let _ = remove_if_exists(&paths.meta);
+                let _ = remove_if_exists(&paths.data);
             }
-            create_meta(&paths, &mut m, sync)?;
-            Ok(m)
+            res.map(|()| m)
         })
         .await?;
         let state = Arc::new(ChunkState::new(handle, meta, Serials::fresh()));
@@ -286,15 +299,20 @@ impl Store {
         self.mutate(handle, move |paths, meta| {
             let file = open_rw(&paths.data)?;
             let mut new = meta.clone();
-            if offset > new.length {
-                zero_fill(handle, &file, &mut new, offset)?;
-            }
-            let mut at = offset;
-            for data in records.iter().filter(|d| !d.is_empty()) {
-                write_data(handle, &file, &mut new, at, data)?;
-                at += data.len() as u64;
-            }
-            finish(paths, &file, &mut new, sync)?;
+            rolled_back(&file, &meta, || {
+                if offset > new.length {
+                    zero_fill(handle, &file, &mut new, offset)?;
+                }
+                let total: u64 = records.iter().map(|d| d.len() as u64).sum();
+                space::reserve(&file, offset, total, "reserve chunk data")?;
+                reserve_meta(paths, new.seq + 1, new.length.max(offset + total))?;
+                let mut at = offset;
+                for data in records.iter().filter(|d| !d.is_empty()) {
+                    write_data(handle, &file, &mut new, at, data)?;
+                    at += data.len() as u64;
+                }
+                finish(paths, &file, &mut new, sync)
+            })?;
             Ok(new)
         })
         .await
@@ -310,8 +328,10 @@ impl Store {
             }
             let file = open_rw(&paths.data)?;
             let mut new = meta.clone();
-            zero_fill(handle, &file, &mut new, to_len)?;
-            finish(paths, &file, &mut new, sync)?;
+            rolled_back(&file, &meta, || {
+                zero_fill(handle, &file, &mut new, to_len)?;
+                finish(paths, &file, &mut new, sync)
+            })?;
             Ok(new)
         })
         .await
@@ -554,6 +574,26 @@ fn write_data(handle: u64, file: &File, meta: &mut Meta, offset: u64, data: &[u8
     Ok(())
 }
 
+/// Runs a mutation of the data file; if it fails, cuts the file back to
+/// the length `before` records, dropping whatever it appended (and the
+/// blocks it reserved), so file and metadata agree again.
+fn rolled_back(file: &File, before: &Meta, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let res = f();
+    if res.is_err()
+        && let Err(e) = file.set_len(before.length)
+    {
+        tracing::warn!(error = %e, length = before.length, "cannot cut chunk file back after a failed mutation");
+    }
+    res
+}
+
+/// Reserves the blocks of the metadata slot that sequence number `seq`
+/// goes to, for a chunk of `length` bytes.
+fn reserve_meta(paths: &ChunkPaths, seq: u64, length: u64) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(&paths.meta).map_err(|e| Error::io("open chunk meta", e))?;
+    space::reserve(&f, meta::slot_offset(seq), meta::slot_len(length), "reserve chunk meta")
+}
+
 fn finish(paths: &ChunkPaths, file: &File, meta: &mut Meta, sync: bool) -> Result<()> {
     if sync {
         file.sync_data().map_err(|e| Error::io("sync chunk file", e))?;
@@ -568,8 +608,11 @@ fn write_meta(paths: &ChunkPaths, meta: &mut Meta, sync: bool) -> Result<()> {
     let mut next = meta.clone();
     next.seq += 1;
     let bytes = meta::encode_slot(&next);
+    let f = OpenOptions::new().write(true).open(&paths.meta).map_err(|e| Error::io("open chunk meta", e))?;
+    // Allocated first: a slot torn by a full disk would fall back to the
+    // previous state on the next start while memory went on with this one.
+    space::reserve(&f, meta::slot_offset(next.seq), bytes.len() as u64, "reserve chunk meta")?;
     let res = (|| {
-        let f = OpenOptions::new().write(true).open(&paths.meta)?;
         f.write_all_at(&bytes, meta::slot_offset(next.seq))?;
         if sync {
             f.sync_data()?;

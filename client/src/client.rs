@@ -22,16 +22,20 @@ use gfs_proto::{
     GetWriteLeaseResponse, LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest,
     ReportLengthRequest, ServerInfo, StatRequest, WriteRequest,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::config::{CONNECT_TIMEOUT, ClientConfig, LOCATION_BATCH, MAX_CHANNELS, MAX_CONNECT_ATTEMPTS};
 use crate::path_cache::PathCache;
-use crate::pieces::{Piece, next_piece_len, split};
+use crate::pieces::{Piece, split};
 use crate::replicas::LatencyTracker;
 use crate::retry::{BACKOFF_BASE, Backoff};
+
+#[path = "put.rs"]
+mod put;
+pub use put::{COPYING_SUFFIX, PutOptions, copying_path};
 
 /// Longest pause between two tries while looking for the leader master.
 const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -191,8 +195,27 @@ fn zeros(len: u64) -> Bytes {
     Bytes::from(vec![0u8; len as usize])
 }
 
-/// Makes `data` exactly `len` bytes: pads with zeros (a hole or a short
-/// chunk) or truncates.
+/// Checks a replica's answer for piece `p` of chunk `loc` and makes it
+/// exactly `p.len` bytes. Fewer bytes than the master's length of the
+/// chunk says exist in the range is a short replica (one that missed a
+/// write, e.g. on a full disk): an error for that replica, never zeros.
+/// Bytes missing past that length are a hole (a chunk before the file's
+/// last one that was never written to its end) and read as zeros; more
+/// than it is fine (the master's length may lag behind the replicas').
+fn piece_data(loc: &ChunkLocation, p: &Piece, data: Bytes, replica: &str) -> Result<Bytes> {
+    let known = loc.length.saturating_sub(p.offset_in_chunk).min(p.len);
+    if (data.len() as u64) < known {
+        return Err(Error::Unavailable(format!(
+            "chunk {:#x}: replica {replica} has {} bytes at offset {}, the master knows {known}",
+            loc.handle,
+            data.len(),
+            p.offset_in_chunk
+        )));
+    }
+    Ok(fit(data, p.len))
+}
+
+/// Makes `data` exactly `len` bytes: pads with zeros or truncates.
 fn fit(data: Bytes, len: u64) -> Bytes {
     let len = len as usize;
     match data.len().cmp(&len) {
@@ -331,13 +354,25 @@ impl Client {
         Ok(info)
     }
 
-    /// Deletes a file or an empty directory (any directory with `recursive`).
+    /// Deletes a file or an empty directory (any directory with
+    /// `recursive`). It stays hidden, restorable, until garbage collection.
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        self.delete_inner(path, recursive, false).await
+    }
+
+    /// Deletes at once, without the trash: the chunks are freed at the
+    /// servers' next heartbeats. For what was never a finished file, such
+    /// as a failed upload.
+    pub async fn delete_now(&self, path: &str, recursive: bool) -> Result<()> {
+        self.delete_inner(path, recursive, true).await
+    }
+
+    async fn delete_inner(&self, path: &str, recursive: bool, immediate: bool) -> Result<()> {
         let path = normalize(path)?;
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call) };
+                let req = DeleteRequest { path: path.clone(), recursive, call: Some(call), immediate };
                 async move { m.delete(with_deadline(req, t)).await }
             })
             .await;
@@ -347,12 +382,23 @@ impl Client {
 
     /// Renames `src` to `dst` (which must not exist).
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        self.rename_inner(src, dst, false).await
+    }
+
+    /// Renames file `src` to `dst`, replacing a file already there in the
+    /// same step (the old one goes to the trash, as by `delete`); never a
+    /// directory.
+    pub async fn rename_over(&self, src: &str, dst: &str) -> Result<()> {
+        self.rename_inner(src, dst, true).await
+    }
+
+    async fn rename_inner(&self, src: &str, dst: &str, overwrite: bool) -> Result<()> {
         let src = normalize(src)?;
         let dst = normalize(dst)?;
         let call = self.next_call();
         let res = self
             .master_call(|mut m, t| {
-                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call) };
+                let req = RenameRequest { src: src.clone(), dst: dst.clone(), call: Some(call), overwrite };
                 async move { m.rename(with_deadline(req, t)).await }
             })
             .await;
@@ -543,80 +589,6 @@ impl Client {
                 }
             }
         }
-    }
-
-    /// Creates `path` (`AlreadyExists` if present) and streams `reader` into
-    /// it with up to `io_parallelism` pieces in flight. Returns the bytes
-    /// written. On failure the partial file is removed.
-    pub async fn put<R: AsyncRead + Unpin + Send>(
-        &self,
-        path: &str,
-        reader: R,
-        progress: Option<Progress<'_>>,
-    ) -> Result<u64> {
-        let path = normalize(path)?;
-        let info = self.create(&path, None).await?;
-        let cs = chunk_size_of(&path, &info)?;
-        match self.put_body(&path, cs, reader, progress).await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                if let Err(de) = self.delete(&path, false).await {
-                    tracing::warn!(path, error = %de, "cannot remove partial file");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn put_body<R: AsyncRead + Unpin + Send>(
-        &self,
-        path: &str,
-        cs: u64,
-        reader: R,
-        progress: Option<Progress<'_>>,
-    ) -> Result<u64> {
-        let bufs = self.inner.bufs.clone();
-        let source = stream::try_unfold((reader, 0u64, false), move |(mut reader, pos, done)| {
-            let bufs = bufs.clone();
-            async move {
-                if done {
-                    return Ok(None);
-                }
-                let want = next_piece_len(pos, cs, MAX_IO_SIZE) as usize;
-                let mut buf = bufs.get();
-                buf.reserve(want);
-                while buf.len() < want {
-                    let n = (&mut reader)
-                        .take((want - buf.len()) as u64)
-                        .read_buf(&mut *buf)
-                        .await
-                        .map_err(|e| Error::io("read input", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let n = buf.len() as u64;
-                if n == 0 {
-                    return Ok(None);
-                }
-                Ok(Some(((pos, buf.freeze()), (reader, pos + n, (n as usize) < want))))
-            }
-        });
-        let writes = source
-            .map_ok(|(pos, data): (u64, Bytes)| {
-                let p = Piece { index: pos / cs, offset_in_chunk: pos % cs, file_offset: pos, len: data.len() as u64 };
-                async move { self.write_piece(path, p, data, cs).await.map(|_| p.len) }
-            })
-            .try_buffered(self.inner.config.io_parallelism);
-        let mut writes = std::pin::pin!(writes);
-        let mut total = 0u64;
-        while let Some(n) = writes.try_next().await? {
-            total += n;
-            if let Some(f) = progress {
-                f(total);
-            }
-        }
-        Ok(total)
     }
 
     /// Streams a whole file into `writer`, reading up to `io_parallelism`
@@ -835,6 +807,7 @@ impl Client {
                 return Ok(zeros(p.len));
             };
             let mut last_err = None;
+            let mut short = Vec::new();
             for r in self.inner.latency.order(&loc.replicas, cfg.zone.as_deref()) {
                 let req = ReadRequest {
                     handle: loc.handle,
@@ -844,8 +817,13 @@ impl Client {
                     token: loc.token.clone(),
                 };
                 let t = cfg.data_timeout;
-                match self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await {
-                    Ok(resp) => return Ok(fit(resp.data, p.len)),
+                let res = self.chunk_call(&r.address, |mut c| async move { c.read(with_deadline(req, t)).await }).await;
+                let res = res.and_then(|resp| {
+                    let n = resp.data.len();
+                    piece_data(&loc, &p, resp.data, &r.address).inspect_err(|_| short.push((r.address.clone(), n)))
+                });
+                match res {
+                    Ok(data) => return Ok(data),
                     // A corrupt replica reported itself to the master (only
                     // its holder may, and the master has it verified).
                     Err(e) => {
@@ -855,8 +833,20 @@ impl Client {
                 }
             }
             self.inner.locations.invalidate(&(path.to_string(), p.index));
-            let err = last_err
+            let mut err = last_err
                 .unwrap_or_else(|| Error::Unavailable(format!("{path}: chunk {} has no live replica", p.index)));
+            if !short.is_empty() && short.len() == loc.replicas.len() {
+                let known = loc.length.saturating_sub(p.offset_in_chunk).min(p.len);
+                let list: Vec<String> = short.iter().map(|(a, n)| format!("{a} has {n}")).collect();
+                err = Error::Unavailable(format!(
+                    "{path}: chunk {} ({:#x}): no replica has the {known} bytes at offset {} that the master knows \
+                     exist ({})",
+                    p.index,
+                    loc.handle,
+                    p.offset_in_chunk,
+                    list.join(", ")
+                ));
+            }
             let stale = matches!(err, Error::StaleVersion { .. } | Error::ChunkNotFound { .. });
             if !(err.is_retryable() || stale) || attempt >= cfg.max_attempts {
                 return Err(err);
@@ -1038,8 +1028,18 @@ mod tests {
     }
 
     #[test]
-    fn short_reads_are_padded() {
-        assert_eq!(&fit(Bytes::from_static(b"ab"), 4)[..], b"ab\0\0");
+    fn a_short_replica_is_an_error_and_only_holes_read_as_zeros() {
+        let loc = ChunkLocation { handle: 5, length: 6, ..Default::default() };
+        let piece = |offset_in_chunk, len| Piece { index: 0, offset_in_chunk, file_offset: offset_in_chunk, len };
+        // The master knows 6 bytes: a replica answering 2 of the first 4 is short.
+        let e = piece_data(&loc, &piece(0, 4), Bytes::from_static(b"ab"), "r:1").unwrap_err();
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("r:1 has 2 bytes")), "{e:?}");
+        assert!(e.is_retryable(), "another replica or a fresh location may have the data");
+        // Past the master's length: a hole, zeros.
+        assert_eq!(&piece_data(&loc, &piece(4, 4), Bytes::from_static(b"ef"), "r:1").unwrap()[..], b"ef\0\0");
+        assert_eq!(&piece_data(&loc, &piece(8, 2), Bytes::new(), "r:1").unwrap()[..], b"\0\0");
+        // More than the master knows (its length lags): kept, cut to the piece.
+        assert_eq!(&piece_data(&loc, &piece(0, 2), Bytes::from_static(b"abcd"), "r:1").unwrap()[..], b"ab");
         assert_eq!(&fit(Bytes::from_static(b"abcd"), 2)[..], b"ab");
     }
 

@@ -27,7 +27,7 @@ pub mod replicas;
 pub mod retry;
 pub mod size;
 
-pub use client::{Client, FileStat, Progress};
+pub use client::{COPYING_SUFFIX, Client, FileStat, Progress, PutOptions, copying_path};
 pub use config::{ClientConfig, DEFAULT_FAILOVER_TIMEOUT};
 pub use gfs_common::{Error, MasterSet, Result};
 pub use gfs_proto::{

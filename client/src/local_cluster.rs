@@ -46,6 +46,9 @@ pub struct LocalClusterOptions {
     /// mTLS between every component, with a CA and certificates generated
     /// under `<data_dir>/tls/` (kept across restarts); false = plaintext.
     pub tls: bool,
+    /// Free bytes below which a chunkserver reports itself full; `None` =
+    /// one chunk of `chunk_size`.
+    pub disk_reserve: Option<u64>,
 }
 
 impl LocalClusterOptions {
@@ -62,6 +65,7 @@ impl LocalClusterOptions {
             profiling: false,
             masters: 1,
             tls: true,
+            disk_reserve: None,
         }
     }
 }
@@ -190,6 +194,7 @@ impl LocalCluster {
                 data_dir: dir,
                 zone: format!("zone-{i}"),
                 security: pki.chunkserver.clone(),
+                disk_reserve_bytes: opts.disk_reserve.unwrap_or(opts.chunk_size),
                 ..Default::default()
             };
             match gfs_chunkserver::start_with_metrics(cfg, shutdown.clone(), cs_metrics.clone()).await {

@@ -33,8 +33,10 @@ pub enum Error {
     InvalidArgument(String),
     #[error("too large: {what} is {size} bytes, limit {limit}")]
     TooLarge { what: String, size: u64, limit: u64 },
-    #[error("no space: {0}")]
-    NoSpace(String),
+    /// Out of disk space on `server` (a chunkserver's address), or no
+    /// server with room at all (`server` unset).
+    #[error("no space{}: {detail}", on_server(server))]
+    NoSpace { server: Option<String>, detail: String },
     #[error("chunk {handle:#x}: this server is not the primary")]
     NotPrimary { handle: u64, primary: Option<String> },
     #[error("chunk {handle:#x}: stale version (replica has {have}, request wants {want})")]
@@ -60,8 +62,16 @@ pub enum Error {
     /// Register: another live chunkserver (at `holder`) holds this id.
     #[error("chunkserver id {id:?} is registered from live address {holder}; a second server cannot take it over")]
     ServerIdInUse { id: String, holder: String },
+    /// The caller gave up on the operation (e.g. Ctrl-C); what it had
+    /// started was undone as far as possible.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn on_server(server: &Option<String>) -> String {
+    server.as_ref().map(|s| format!(" on {s}")).unwrap_or_default()
 }
 
 fn not_leader_text(leader: &Option<String>) -> String {
@@ -83,7 +93,7 @@ impl Error {
             Error::InvalidPath { .. } => ErrorKind::InvalidPath,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
-            Error::NoSpace(_) => ErrorKind::NoSpace,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::NotPrimary { .. } => ErrorKind::NotPrimary,
             Error::StaleVersion { .. } => ErrorKind::StaleVersion,
             Error::ChunkFull { .. } => ErrorKind::ChunkFull,
@@ -96,6 +106,7 @@ impl Error {
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::ServerIdInUse { .. } => ErrorKind::ServerIdInUse,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -116,12 +127,23 @@ impl Error {
         )
     }
 
-    /// Builds an `Internal` error from an I/O error, with context.
+    /// Builds an `Internal` error from an I/O error, with context; a full
+    /// disk (ENOSPC) is `NoSpace`.
     pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
         if err.raw_os_error() == Some(28) {
-            return Error::NoSpace(format!("{context}: {err}"));
+            return Error::NoSpace { server: None, detail: format!("{context}: {err}") };
         }
         Error::Internal(format!("{context}: {err}"))
+    }
+
+    /// Names `server` in a `NoSpace` that does not name one yet, so the
+    /// error says which server is full wherever it ends up; other errors
+    /// are returned unchanged.
+    pub fn on_server(self, server: &str) -> Self {
+        match self {
+            Error::NoSpace { server: None, detail } => Error::NoSpace { server: Some(server.to_string()), detail },
+            other => other,
+        }
     }
 
     /// Encodes this error as an `ErrorDetail` (for carrying it outside gRPC).
@@ -175,6 +197,10 @@ impl Error {
                 d.path = id.clone();
                 d.primary = holder.clone();
             }
+            Error::NoSpace { server, detail } => {
+                d.server = server.clone().unwrap_or_default();
+                d.path = detail.clone();
+            }
             _ => {}
         }
         d
@@ -197,7 +223,10 @@ impl Error {
             },
             ErrorKind::InvalidArgument => Error::InvalidArgument(tail(&msg)),
             ErrorKind::TooLarge => Error::TooLarge { what: d.path, size: d.have_version, limit: d.want_version },
-            ErrorKind::NoSpace => Error::NoSpace(tail(&msg)),
+            ErrorKind::NoSpace => Error::NoSpace {
+                server: (!d.server.is_empty()).then_some(d.server),
+                detail: if d.path.is_empty() { tail(&msg) } else { d.path },
+            },
             ErrorKind::NotPrimary => {
                 Error::NotPrimary { handle: d.handle, primary: (!d.primary.is_empty()).then_some(d.primary) }
             }
@@ -214,6 +243,7 @@ impl Error {
             ErrorKind::PermissionDenied => Error::PermissionDenied(tail(&msg)),
             ErrorKind::Unauthenticated => Error::Unauthenticated(tail(&msg)),
             ErrorKind::ServerIdInUse => Error::ServerIdInUse { id: d.path, holder: d.primary },
+            ErrorKind::Cancelled => Error::Cancelled(tail(&msg)),
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(tail(&msg)),
         }
     }
@@ -237,6 +267,7 @@ impl Error {
             ErrorKind::Unavailable | ErrorKind::NotLeader => Code::Unavailable,
             ErrorKind::PermissionDenied => Code::PermissionDenied,
             ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
         }
     }
@@ -305,7 +336,9 @@ mod tests {
             Error::InvalidArgument("bad".into()),
             Error::TooLarge { what: "record".into(), size: 10, limit: 4 },
             Error::Corrupt { handle: 5, detail: "block 3: crc 1 != 2".into() },
-            Error::NoSpace("disk".into()),
+            Error::NoSpace { server: None, detail: "no live chunkservers".into() },
+            Error::NoSpace { server: Some("10.0.0.7:9800".into()), detail: "write chunk file: disk full".into() },
+            Error::Cancelled("put /x interrupted".into()),
             Error::Unavailable("x".into()),
             Error::StaleEpoch { have: 1, seen: 2 },
             Error::NotLeader { leader: Some("10.0.0.2:7000".into()) },
@@ -319,6 +352,20 @@ mod tests {
             let back = Error::from(tonic::Status::from(e.clone()));
             assert_eq!(back, e);
         }
+    }
+
+    #[test]
+    fn a_full_disk_names_its_server() {
+        let e = Error::io("write chunk file", std::io::Error::from_raw_os_error(28));
+        assert!(matches!(&e, Error::NoSpace { server: None, .. }), "{e:?}");
+        let e = e.on_server("10.0.0.7:9800");
+        assert!(e.to_string().starts_with("no space on 10.0.0.7:9800: write chunk file: "), "{e}");
+        // The first server named stays (a secondary's error forwarded by
+        // the primary names the secondary).
+        assert_eq!(e.clone().on_server("10.0.0.8:9800"), e);
+        assert!(!e.is_retryable());
+        let other = Error::io("read", std::io::Error::from_raw_os_error(5));
+        assert_eq!(other.clone().on_server("x:1"), other);
     }
 
     #[test]

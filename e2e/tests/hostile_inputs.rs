@@ -82,7 +82,7 @@ fn create(path: &str) -> CreateRequest {
 }
 
 fn rename(src: &str, dst: &str) -> RenameRequest {
-    RenameRequest { src: src.into(), dst: dst.into(), call: None }
+    RenameRequest { src: src.into(), dst: dst.into(), call: None, overwrite: false }
 }
 
 fn assert_invalid_path(e: &Error, what: &str, says: &str) {
@@ -225,6 +225,7 @@ fn claim(id: &str, address: &str) -> RegisterRequest {
         used_bytes: 0,
         chunks: vec![],
         report_seq: u64::MAX,
+        ..Default::default()
     }
 }
 
@@ -354,7 +355,7 @@ async fn replication_above_the_live_chunkservers_is_refused_unless_allowed() {
     let warmup = Duration::from_millis(cluster.options().dead_after_ms + 200);
     tokio::time::sleep(warmup).await;
     let e = refused(m.create(five("/five", false)).await);
-    assert!(matches!(e, Error::NoSpace(_)), "{e:?}");
+    assert!(matches!(e, Error::NoSpace { .. }), "{e:?}");
     assert!(e.to_string().contains("replication 5 but only 3 chunkservers are live"), "{e}");
     assert!(matches!(c.stat("/five").await, Err(Error::NotFound { .. })), "a refused create left a file");
     // Allowed explicitly: created, written, and shown under-replicated.

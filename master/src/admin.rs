@@ -35,6 +35,8 @@ impl Meta {
             last_heartbeat_ms_ago: now.saturating_duration_since(s.last_heartbeat).as_millis() as u64,
             load: s.load,
             state: self.server_state(id) as i32,
+            full: s.full || self.heal.no_space(id, now),
+            free_bytes: s.free.unwrap_or(0),
         }
     }
 

@@ -119,6 +119,11 @@ pub struct HealConfig {
     pub hot_extra_replicas: u32,
     /// Half-life of the read score, in ms.
     pub hot_half_life_ms: u64,
+    /// After a failed clone, its destination is not tried again for that
+    /// chunk for this long, doubling with each further failure (at most
+    /// 32 times); a destination out of space takes no clone at all for
+    /// this long. ms.
+    pub clone_retry_ms: u64,
 }
 
 impl Default for HealConfig {
@@ -134,6 +139,7 @@ impl Default for HealConfig {
             hot_reads: 1_000,
             hot_extra_replicas: 1,
             hot_half_life_ms: 10_000,
+            clone_retry_ms: 10_000,
         }
     }
 }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gfs_common::Result;
 use gfs_common::shutdown::CancellationToken;
+use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{CallId, DeleteOp, RenameOp};
 use tracing::{info, warn};
@@ -21,20 +21,30 @@ use crate::state::Shared;
 
 impl Shared {
     /// Hides `path` (a deleted entry), or removes it at once when it is
-    /// already hidden. A retry of a client `call` that already took effect
-    /// gets its outcome (`crate::retry`).
-    pub async fn delete_path(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<()> {
+    /// already hidden or `immediate` (a file that never was complete, such
+    /// as a failed upload, has nothing worth keeping in the trash, and its
+    /// chunks should free their space now). A retry of a client `call`
+    /// that already took effect gets its outcome (`crate::retry`).
+    pub async fn delete_path(
+        self: &Arc<Self>,
+        path: &str,
+        recursive: bool,
+        immediate: bool,
+        call: Option<&CallId>,
+    ) -> Result<()> {
         if is_within_hidden(path) {
-            return self.purge(path, call).await.map(|_| ());
+            return self.purge(path, true, call).await.map(|_| ());
         }
-        let mut ms = gfs_common::now_ms();
-        let dst = loop {
-            let d = hidden_path(path, ms);
-            if self.meta().ns.get(&d).is_none() {
-                break d;
-            }
-            ms += 1;
-        };
+        if immediate {
+            return match self.purge(path, recursive, call).await? {
+                true => {
+                    info!(path, "deleted at once; chunks freed at the next heartbeats");
+                    Ok(())
+                }
+                false => Err(Error::NotFound { path: path.to_string() }),
+            };
+        }
+        let dst = self.free_hidden_name(path);
         let (mut reads, _) = for_mutation(path);
         reads.extend(for_mutation(&dst).0);
         let _g = self.locks.lock(&reads, &[path.to_string(), dst.clone()]).await;
@@ -48,8 +58,64 @@ impl Shared {
         Ok(())
     }
 
-    /// Deletes `path` for good. Returns false when it no longer exists.
-    async fn purge(self: &Arc<Self>, path: &str, call: Option<&CallId>) -> Result<bool> {
+    /// Renames file `src` to `dst`, replacing a file already at `dst` in
+    /// the same logged batch: the old `dst` is hidden as by Delete (kept
+    /// until garbage collection), then `src` takes its name. The batch
+    /// applies as a whole, so a reader finds the old file or the new one
+    /// at `dst`, never nothing. A directory is never replaced.
+    pub async fn rename_over(self: &Arc<Self>, src: &str, dst: &str, call: Option<&CallId>) -> Result<()> {
+        if src == dst {
+            return Err(Error::InvalidArgument(format!("cannot replace {dst} with itself")));
+        }
+        let hidden = self.free_hidden_name(dst);
+        let (mut reads, _) = for_mutation(src);
+        reads.extend(for_mutation(dst).0);
+        reads.extend(for_mutation(&hidden).0);
+        let _g = self.locks.lock(&reads, &[src.to_string(), dst.to_string(), hidden.clone()]).await;
+        if let Some(done) = self.meta().retries.outcome(call) {
+            return done;
+        }
+        let ops = {
+            let meta = self.meta();
+            if meta.ns.lookup(src)?.is_dir() {
+                return Err(Error::IsADirectory { path: src.to_string() });
+            }
+            match meta.ns.get(dst) {
+                None => {
+                    meta.ns.check_rename(src, dst)?;
+                    vec![Op::Rename(RenameOp { src: src.to_string(), dst: dst.to_string() })]
+                }
+                Some(n) if n.is_dir() => return Err(Error::IsADirectory { path: dst.to_string() }),
+                Some(_) => {
+                    meta.ns.check_rename(dst, &hidden)?;
+                    vec![
+                        Op::Rename(RenameOp { src: dst.to_string(), dst: hidden.clone() }),
+                        Op::Rename(RenameOp { src: src.to_string(), dst: dst.to_string() }),
+                    ]
+                }
+            }
+        };
+        let replaced = ops.len() > 1;
+        self.commit_call(call, ops).await?;
+        info!(src, dst, replaced, "renamed over");
+        Ok(())
+    }
+
+    /// A hidden name for deleting `path` now that no entry has yet.
+    fn free_hidden_name(&self, path: &str) -> String {
+        let mut ms = gfs_common::now_ms();
+        loop {
+            let d = hidden_path(path, ms);
+            if self.meta().ns.get(&d).is_none() {
+                return d;
+            }
+            ms += 1;
+        }
+    }
+
+    /// Deletes `path` for good (a directory only with `recursive`).
+    /// Returns false when it no longer exists.
+    async fn purge(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<bool> {
         let (r, w) = for_mutation(path);
         let _g = self.locks.lock(&r, &w).await;
         if let Some(done) = self.meta().retries.outcome(call) {
@@ -58,7 +124,7 @@ impl Shared {
         if self.meta().ns.get(path).is_none() {
             return Ok(false);
         }
-        self.meta().ns.check_delete(path, true)?;
+        self.meta().ns.check_delete(path, recursive)?;
         self.commit_call(call, vec![Op::Delete(DeleteOp { path: path.to_string() })]).await?;
         Ok(true)
     }
@@ -108,7 +174,7 @@ impl GcWorker {
         let delay = Duration::from_millis(self.shared.cfg.heal.gc_delay_ms);
         let mut n = 0;
         for path in self.shared.expired(gfs_common::now_ms(), delay) {
-            if self.shared.purge(&path, None).await? {
+            if self.shared.purge(&path, true, None).await? {
                 info!(path = %path, "garbage collected deleted entry");
                 n += 1;
             }

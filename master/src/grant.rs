@@ -130,6 +130,9 @@ impl Shared {
             let mut meta = self.meta();
             for index in from..=to {
                 let cands = meta.placement_candidates(now);
+                if cands.is_empty() {
+                    return Err(meta.no_room(now));
+                }
                 let servers =
                     placement::choose(&cands, replication as usize, self.cfg.max_recent_creations, &mut rand::rng())?;
                 if servers.len() < replication as usize {
@@ -342,14 +345,22 @@ impl Shared {
         let results = join_all(calls).await;
         let mut ok = Vec::new();
         let mut length = 0;
+        let mut no_space = None;
         for ((id, _), r) in addrs.iter().zip(results) {
-            if let Some(len) = r {
-                ok.push(id.clone());
-                length = length.max(len);
+            match r {
+                Ok(len) => {
+                    ok.push(id.clone());
+                    length = length.max(len);
+                }
+                Err(e @ Error::NoSpace { .. }) => no_space = Some(e),
+                Err(_) => {}
             }
         }
         if ok.is_empty() {
-            return Err(Error::Unavailable(format!("no replica of chunk {handle} accepted version {version}")));
+            // Every server out of space: say so (and which), not "unavailable".
+            return Err(no_space.unwrap_or_else(|| {
+                Error::Unavailable(format!("no replica of chunk {handle} accepted version {version}"))
+            }));
         }
         let Some(want) = primary else { return Ok(Granted { primary: None, ok, length }) };
         if ok.contains(&want) {
@@ -357,7 +368,7 @@ impl Shared {
         }
         for (id, addr) in addrs.iter().filter(|(id, _)| ok.contains(id)) {
             let sent_at = Instant::now();
-            if self.send_grant(id, addr, handle, version, self.cfg.lease_ms, create).await.is_some() {
+            if self.send_grant(id, addr, handle, version, self.cfg.lease_ms, create).await.is_ok() {
                 return Ok(Granted { primary: Some((id.clone(), sent_at)), ok, length });
             }
         }
@@ -372,20 +383,44 @@ impl Shared {
         version: u64,
         lease_ms: u64,
         create: bool,
-    ) -> Option<u64> {
+    ) -> Result<u64> {
         let req = GrantLeaseRequest { handle, version, lease_ms, create, epoch: self.epoch() };
         match self.rpc.grant_lease(addr, req).await {
             Ok(r) => {
                 if let Some(s) = self.meta().servers.get_mut(id) {
                     s.note_ack(handle, r.report_seq);
                 }
-                Some(r.chunk_length)
+                Ok(r.chunk_length)
             }
             Err(e) => {
                 warn!(chunk = handle, server = %id, address = %addr, error = %e, "grant lease failed");
-                None
+                if matches!(e, Error::NoSpace { .. }) {
+                    let hold = Duration::from_millis(self.cfg.heal.clone_retry_ms);
+                    self.meta().heal.backoff.out_of_space(id, Instant::now(), hold);
+                }
+                Err(e.on_server(addr))
             }
         }
+    }
+}
+
+impl Meta {
+    /// The error for a chunk that no server can take: names the live
+    /// servers that are full, if that is why.
+    fn no_room(&self, now: Instant) -> Error {
+        let mut full: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| s.alive && (s.full || self.heal.no_space(&s.info.id, now)))
+            .map(|s| s.info.address.clone())
+            .collect();
+        full.sort();
+        let detail = if full.is_empty() {
+            "no live chunkserver can take a new chunk".to_string()
+        } else {
+            format!("no chunkserver can take a new chunk: every live one is full ({})", full.join(", "))
+        };
+        Error::NoSpace { server: None, detail }
     }
 }
 

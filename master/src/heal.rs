@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::backoff::CloneBackoff;
 use crate::hidden::is_within_hidden;
 use crate::namespace::Node;
 use crate::repair::{self, Caps, ChunkView, ServerView, Task};
@@ -48,9 +49,17 @@ pub struct HealState {
     /// holder (one verification per chunk at a time; `corrupt.rs`).
     pub verifying: HashSet<u64>,
     last_decay: Option<Instant>,
+    /// Failed clone destinations and servers out of space, held back.
+    pub backoff: CloneBackoff,
 }
 
 impl HealState {
+    /// True while `server` is held back after a clone to it ran out of
+    /// space (its next heartbeats may not show it full yet).
+    pub fn no_space(&self, server: &str, now: Instant) -> bool {
+        self.backoff.no_space(server, now)
+    }
+
     /// Boosts a chunk a client is waiting on.
     pub fn note_blocked(&mut self, handle: u64) {
         self.blocked.insert(handle, Instant::now());
@@ -111,9 +120,15 @@ impl Meta {
     }
 
     /// Placement candidates for new chunks: in-service servers only.
+    /// Placement candidates for new chunks: in-service servers with room
+    /// (not reported full, not held back after running out of space).
     pub fn placement_candidates(&mut self, now: Instant) -> Vec<crate::placement::Candidate> {
-        let admin = &self.admin;
-        self.servers.candidates(now).into_iter().filter(|c| !admin.contains_key(&c.id)).collect()
+        let (admin, heal) = (&self.admin, &self.heal);
+        self.servers
+            .candidates(now)
+            .into_iter()
+            .filter(|c| !admin.contains_key(&c.id) && !heal.no_space(&c.id, now))
+            .collect()
     }
 
     /// The state shown for a server.
@@ -127,7 +142,7 @@ impl Meta {
     }
 
     /// Views of every server for the planner.
-    pub fn server_views(&self) -> Vec<ServerView> {
+    pub fn server_views(&self, now: Instant) -> Vec<ServerView> {
         let mut clones: HashMap<&str, u32> = HashMap::new();
         for t in self.heal.active.values() {
             *clones.entry(&t.source).or_default() += 1;
@@ -143,6 +158,8 @@ impl Meta {
                 used: s.chunks.iter().filter_map(|h| self.chunks.get(*h)).map(|c| c.length).sum(),
                 in_service: self.in_service(&s.info.id),
                 clones: clones.get(s.info.id.as_str()).copied().unwrap_or(0),
+                full: s.full || self.heal.no_space(&s.info.id, now),
+                free: s.free,
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -177,6 +194,7 @@ impl Meta {
                     hidden,
                     blocking: self.heal.blocked.contains_key(&h),
                     busy: held || c.bumping_from.is_some() || self.heal.active.contains_key(&h),
+                    avoid: self.heal.backoff.avoid(h, now),
                 });
             }
         }
@@ -261,8 +279,9 @@ impl RepairWorker {
             let mut meta = self.shared.meta();
             meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
             meta.drop_recovered_corrupt();
+            meta.heal.backoff.prune(now, Duration::from_millis(cfg.heal.clone_retry_ms));
             let mut views = meta.chunk_views(cfg, now);
-            let mut servers = meta.server_views();
+            let mut servers = meta.server_views(now);
             track_pending(&mut meta, &views, now);
             let delay = Duration::from_millis(cfg.heal.repair_delay_ms);
             let revoke = leases_blocking_repair(&meta, &views, now, delay);
@@ -336,10 +355,21 @@ impl RepairWorker {
     }
 
     /// Applies a finished clone: the copy counts only if the chunk kept
-    /// its version and no grant is in flight.
+    /// its version and no grant is in flight. A failed destination is
+    /// backed off (see `backoff.rs`), so the next plan goes elsewhere.
     fn finish(&mut self, t: Task, version: u64, res: Result<CloneChunkResponse>) {
         let mut meta = self.shared.meta();
         meta.heal.active.remove(&t.handle);
+        let base = Duration::from_millis(self.shared.cfg.heal.clone_retry_ms);
+        match &res {
+            Ok(_) => meta.heal.backoff.succeeded(t.handle, &t.target),
+            Err(e) => {
+                let no_space = matches!(e, gfs_common::Error::NoSpace { .. });
+                let wait = meta.heal.backoff.failed(t.handle, &t.target, no_space, Instant::now(), base);
+                warn!(chunk = t.handle, target = %t.target, no_space, wait_ms = wait.as_millis() as u64,
+                    "clone destination backed off");
+            }
+        }
         let current = meta.chunks.get(t.handle).is_some_and(|c| c.version == version && c.bumping_from.is_none());
         let ok = match &res {
             Ok(_) if current && meta.servers.is_alive(&t.target) => true,

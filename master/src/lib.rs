@@ -6,6 +6,7 @@
 //! until the shutdown token is cancelled.
 
 pub mod admin;
+pub mod backoff;
 pub mod chunks;
 pub mod config;
 pub mod corrupt;

@@ -88,6 +88,10 @@ struct Args {
     /// Read lookups (decaying) that make a chunk hot (0 = off).
     #[arg(long, env = "GFS_HOT_READS", default_value_t = 1_000)]
     hot_reads: u32,
+    /// A failed clone's destination waits this many ms before it is tried
+    /// again for that chunk (doubling per failure, at most 32x).
+    #[arg(long, env = "GFS_CLONE_RETRY_MS", default_value_t = 10_000)]
+    clone_retry_ms: u64,
     /// Serve /metrics, /healthz and /readyz on this address (off if unset).
     #[arg(long, env = "GFS_ADMIN_LISTEN")]
     admin_listen: Option<String>,
@@ -179,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             gc_delay_ms: args.gc_delay_ms,
             rebalance_threshold: args.rebalance_threshold,
             hot_reads: args.hot_reads,
+            clone_retry_ms: args.clone_retry_ms,
             ..Default::default()
         },
         ..Default::default()

@@ -39,7 +39,7 @@ type Score = (bool, bool, u32, u64);
 /// caller logs the under-replication). No candidates: `NoSpace`.
 pub fn choose(cands: &[Candidate], n: usize, max_recent: u32, rng: &mut impl Rng) -> Result<Vec<String>> {
     if cands.is_empty() {
-        return Err(Error::NoSpace("no live chunkservers".into()));
+        return Err(Error::NoSpace { server: None, detail: "no live chunkserver with free space".into() });
     }
     let avg = cands.iter().map(Candidate::use_fraction).sum::<f64>() / cands.len() as f64;
     let mut scored: Vec<(Score, &Candidate)> = cands

@@ -31,6 +31,9 @@ pub struct ChunkView {
     pub blocking: bool,
     /// A lease is held or a clone is running: do not touch now.
     pub busy: bool,
+    /// Servers a clone of this chunk failed on recently: not a target
+    /// until their backoff ends (no retry loop on one bad destination).
+    pub avoid: Vec<String>,
 }
 
 impl ChunkView {
@@ -55,11 +58,23 @@ pub struct ServerView {
     pub in_service: bool,
     /// Clones in flight that use it, as source or destination.
     pub clones: u32,
+    /// Reported full (or a clone to it just ran out of space): receives
+    /// no replicas.
+    pub full: bool,
+    /// Free bytes as last reported (None: unknown), less what clones
+    /// planned onto it will take.
+    pub free: Option<u64>,
 }
 
 impl ServerView {
     fn fraction(&self) -> f64 {
         if self.capacity == 0 { 1.0 } else { self.used as f64 / self.capacity as f64 }
+    }
+
+    /// May receive a copy of `length` bytes: in service, not full, and
+    /// with that much free space when known.
+    fn takes(&self, length: u64) -> bool {
+        self.in_service && !self.full && self.free.is_none_or(|f| f >= length)
     }
 }
 
@@ -132,14 +147,15 @@ impl<'a> Pool<'a> {
         replicas.iter().filter(|r| self.free(r)).min_by_key(|r| (self.get(r).map_or(0, |s| s.clones), *r)).cloned()
     }
 
-    /// In-service server without the chunk: new zones first, then the
-    /// emptiest.
-    fn target(&self, holders: &[String], exclude: &HashSet<&str>) -> Option<String> {
+    /// In-service server with room for `c` that neither holds it nor is
+    /// in its backoff: new zones first, then the emptiest.
+    fn target(&self, c: &ChunkView) -> Option<String> {
+        let holders = &c.replicas;
         let zones: HashSet<&str> = holders.iter().filter_map(|h| self.get(h)).map(|s| s.zone.as_str()).collect();
         self.servers
             .iter()
-            .filter(|s| s.in_service && s.clones < self.caps.per_server)
-            .filter(|s| !holders.contains(&s.id) && !exclude.contains(s.id.as_str()))
+            .filter(|s| s.takes(c.length) && s.clones < self.caps.per_server)
+            .filter(|s| !holders.contains(&s.id) && !c.avoid.contains(&s.id))
             .min_by(|a, b| {
                 let ka = (zones.contains(a.zone.as_str()), a.fraction());
                 let kb = (zones.contains(b.zone.as_str()), b.fraction());
@@ -155,7 +171,9 @@ impl<'a> Pool<'a> {
             }
         }
         if let Some(&i) = self.index.get(target) {
-            self.servers[i].used += length;
+            let s = &mut self.servers[i];
+            s.used += length;
+            s.free = s.free.map(|f| f.saturating_sub(length));
         }
         self.total += 1;
     }
@@ -178,7 +196,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &mut [ServerView], active: u3
             continue;
         }
         let Some(source) = pool.source(&c.replicas) else { continue };
-        let Some(target) = pool.target(&c.replicas, &HashSet::new()) else { continue };
+        let Some(target) = pool.target(c) else { continue };
         pool.take(&source, &target, c.length);
         let reason = if c.in_service.len() as u32 >= c.base { RepairReason::Hot } else { RepairReason::Replicate };
         out.push(Task {
@@ -228,7 +246,11 @@ pub fn plan_moves(
         let by_frac = |a: &&&ServerView, b: &&&ServerView| {
             a.fraction().partial_cmp(&b.fraction()).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.id.cmp(&b.id))
         };
-        let (Some(min), Some(max)) = (live.iter().min_by(by_frac), live.iter().max_by(by_frac)) else { break };
+        // A full server is never the destination of a move.
+        let (Some(min), Some(max)) = (live.iter().filter(|s| !s.full).min_by(by_frac), live.iter().max_by(by_frac))
+        else {
+            break;
+        };
         if max.fraction() - min.fraction() <= threshold || max.clones >= caps.per_server {
             break;
         }
@@ -240,6 +262,8 @@ pub fn plan_moves(
                 && !moved.contains(&c.handle)
                 && c.in_service.contains(&from)
                 && !c.replicas.contains(&to)
+                && !c.avoid.contains(&to)
+                && pool.get(&to).is_some_and(|s| s.takes(c.length))
         });
         let Some(c) = pick else { break };
         if !pool.free(&to) {

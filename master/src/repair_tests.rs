@@ -12,11 +12,21 @@ fn chunk(handle: u64, replicas: &[&str], base: u32) -> ChunkView {
         hidden: false,
         blocking: false,
         busy: false,
+        avoid: Vec::new(),
     }
 }
 
 fn server(id: &str, zone: &str, used: u64) -> ServerView {
-    ServerView { id: id.into(), zone: zone.into(), capacity: 10_000, used, in_service: true, clones: 0 }
+    ServerView {
+        id: id.into(),
+        zone: zone.into(),
+        capacity: 10_000,
+        used,
+        in_service: true,
+        clones: 0,
+        full: false,
+        free: None,
+    }
 }
 
 fn servers(n: usize) -> Vec<ServerView> {
@@ -122,4 +132,45 @@ fn hot_chunks_get_extra_replicas() {
     let mut sv = servers(4);
     let t = plan_repairs(&[c], &mut sv, 0, WIDE);
     assert_eq!(t[0].reason, RepairReason::Hot);
+}
+
+#[test]
+fn full_servers_and_backed_off_targets_get_no_copies() {
+    // s2 is the emptiest, so the natural target; it is full.
+    let cs = vec![chunk(1, &["s0", "s1"], 3)];
+    let mut sv = servers(4);
+    sv[3].used = 3000;
+    sv[2].full = true;
+    assert_eq!(plan_repairs(&cs, &mut sv, 0, WIDE)[0].target, "s3");
+    // Not full, but a recent clone of this chunk to s3 failed: s2 is
+    // then the only one left, and when it is full too nothing is planned.
+    let mut avoided = cs[0].clone();
+    avoided.avoid = vec!["s3".into()];
+    assert!(plan_repairs(std::slice::from_ref(&avoided), &mut sv, 0, WIDE).is_empty());
+    sv[2].full = false;
+    assert_eq!(plan_repairs(&[avoided], &mut sv, 0, WIDE)[0].target, "s2");
+    // Free space below the chunk's length (100): not a target; the space
+    // of clones planned onto a server counts too.
+    let mut sv = servers(3);
+    sv[2].free = Some(99);
+    assert!(plan_repairs(&cs, &mut sv, 0, WIDE).is_empty());
+    sv[2].free = Some(150);
+    let two = vec![chunk(1, &["s0", "s1"], 3), chunk(2, &["s0", "s1"], 3)];
+    let t = plan_repairs(&two, &mut sv, 0, WIDE);
+    assert_eq!(t.len(), 1, "150 free bytes take one 100-byte chunk, not two");
+    assert_eq!(sv[2].free, Some(50));
+}
+
+#[test]
+fn moves_never_go_to_full_servers() {
+    let cs: Vec<ChunkView> = (0..20).map(|h| chunk(h, &["s0", "s1"], 2)).collect();
+    let mut sv = servers(3);
+    sv[0].used = 2000;
+    sv[1].used = 2000;
+    sv[2].full = true;
+    assert!(plan_moves(&cs, &mut sv, 0, WIDE, 0.05).is_empty());
+    sv[2].full = false;
+    let mut avoided = cs.clone();
+    avoided.iter_mut().for_each(|c| c.avoid = vec!["s2".into()]);
+    assert!(plan_moves(&avoided, &mut sv, 0, WIDE, 0.05).is_empty());
 }

@@ -110,6 +110,7 @@ impl Shared {
             }
             meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now()).session =
                 session.clone();
+            meta.servers.note_disk(&id, req.capacity_bytes, req.used_bytes, req.free_bytes, req.full);
             // Replicas granted after the report was built stay counted.
             for h in recent {
                 meta.add_replica(h, &id);
@@ -152,11 +153,10 @@ impl Shared {
                 return Ok(resp);
             }
             let Some(s) = meta.servers.get_mut(id) else { return Ok(resp) };
-            s.capacity = req.capacity_bytes;
-            s.used = req.used_bytes;
             s.load = req.load;
             s.last_heartbeat = now;
             resp.delete_chunks = std::mem::take(&mut s.pending_delete).into_iter().collect();
+            meta.servers.note_disk(id, req.capacity_bytes, req.used_bytes, req.free_bytes, req.full);
             let seq = req.report_seq;
             if req.is_full_report {
                 meta.replace_reports(id, seq, &req.full_report, &mut out);

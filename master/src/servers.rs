@@ -25,6 +25,10 @@ pub struct ServerEntry {
     pub capacity: u64,
     /// Used bytes.
     pub used: u64,
+    /// Free bytes of its data disk as last reported (None: not reported).
+    pub free: Option<u64>,
+    /// Reported its free space below its reserve: no new replicas go there.
+    pub full: bool,
     /// In-flight requests at the last heartbeat.
     pub load: u32,
     /// Time of the last register or heartbeat.
@@ -83,6 +87,8 @@ impl ServerRegistry {
             info,
             capacity,
             used,
+            free: None,
+            full: false,
             load: 0,
             last_heartbeat: now,
             alive: true,
@@ -159,11 +165,12 @@ impl ServerRegistry {
         self.servers.values()
     }
 
-    /// Live servers as placement candidates.
+    /// Live servers with room as placement candidates (a server that
+    /// reported itself full gets no new chunk: it could not grow it).
     pub fn candidates(&mut self, now: Instant) -> Vec<Candidate> {
         self.servers
             .values_mut()
-            .filter(|s| s.alive)
+            .filter(|s| s.alive && !s.full)
             .map(|s| {
                 while s.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > CREATION_WINDOW) {
                     s.recent.pop_front();
@@ -177,6 +184,19 @@ impl ServerRegistry {
                 }
             })
             .collect()
+    }
+
+    /// Records the disk figures of a register or heartbeat.
+    pub fn note_disk(&mut self, id: &str, capacity: u64, used: u64, free: Option<u64>, full: bool) {
+        let Some(s) = self.servers.get_mut(id) else { return };
+        if s.full != full {
+            if full {
+                warn!(server = %id, free = ?free, "chunkserver reports its disk full; no new replicas go there");
+            } else {
+                tracing::info!(server = %id, free = ?free, "chunkserver has free space again");
+            }
+        }
+        (s.capacity, s.used, s.free, s.full) = (capacity, used, free, full);
     }
 
     /// Counts a chunk creation on `id`.
@@ -301,5 +321,19 @@ mod tests {
         assert!(r.session_ok("s1", &session));
         assert!(!r.session_ok("s1", "") && !r.session_ok("s1", &new_session()) && !r.session_ok("s2", &session));
         assert!(!same_secret("", ""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_servers_are_no_candidates() {
+        let mut r = ServerRegistry::default();
+        for id in ["s1", "s2"] {
+            let info = ServerInfo { id: id.into(), address: format!("{id}:1"), zone: "z".into() };
+            r.register(info, 100, 0, Instant::now());
+        }
+        r.note_disk("s1", 100, 90, Some(10), true);
+        let ids: Vec<String> = r.candidates(Instant::now()).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec!["s2".to_string()]);
+        r.note_disk("s1", 100, 10, Some(90), false);
+        assert_eq!(r.candidates(Instant::now()).len(), 2);
     }
 }

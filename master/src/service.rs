@@ -61,10 +61,13 @@ fn check_replication(shared: &Shared, replication: u32) -> Result<()> {
              retry shortly"
         )));
     }
-    Err(Error::NoSpace(format!(
-        "replication {replication} but only {live} chunkservers are live; add chunkservers, lower the \
-         replication, or allow an under-replicated file (--allow-under-replicated)"
-    )))
+    Err(Error::NoSpace {
+        server: None,
+        detail: format!(
+            "replication {replication} but only {live} chunkservers are live; add chunkservers, lower the \
+             replication, or allow an under-replicated file (--allow-under-replicated)"
+        ),
+    })
 }
 
 /// The gRPC service over the shared master state.
@@ -157,7 +160,7 @@ impl Service {
 
     async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         let path = normalize(&req.path)?;
-        self.shared.delete_path(&path, req.recursive, req.call.as_ref()).await?;
+        self.shared.delete_path(&path, req.recursive, req.immediate, req.call.as_ref()).await?;
         Ok(DeleteResponse {})
     }
 
@@ -167,6 +170,10 @@ impl Service {
         let src = normalize(&req.src)?;
         let dst = normalize(&req.dst)?;
         check_user_path(&dst)?;
+        if req.overwrite {
+            self.shared.rename_over(&src, &dst, req.call.as_ref()).await?;
+            return Ok(RenameResponse {});
+        }
         let (mut reads, _) = for_mutation(&src);
         reads.extend(for_mutation(&dst).0);
         let _g = self.shared.locks.lock(&reads, &[src.clone(), dst.clone()]).await;

@@ -1,88 +1,15 @@
 //! End-to-end tests of the master over gRPC, with fake chunkservers.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
+use common::*;
 use gfs_common::shutdown::CancellationToken;
 use gfs_common::{Error, ErrorKind};
-use gfs_master::{Config, MasterHandle};
-use gfs_proto::chunk_service_server::{ChunkService, ChunkServiceServer};
-use gfs_proto::master_service_client::MasterServiceClient;
+use gfs_master::Config;
 use gfs_proto::*;
-use tonic::transport::Channel;
-use tonic::{Request, Response, Status, Streaming};
-
-type Client = MasterServiceClient<Channel>;
-
-fn config(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        chunk_size: 1 << 20,
-        dead_after_ms: 60_000,
-        checkpoint_every: 7,
-        leader_warmup_ms: 300,
-        ..Default::default()
-    }
-}
-
-async fn start(cfg: Config) -> (MasterHandle, CancellationToken, Client) {
-    let token = CancellationToken::new();
-    let h = gfs_master::start(cfg, token.clone()).await.unwrap();
-    let c = MasterServiceClient::connect(format!("http://{}", h.addr)).await.unwrap();
-    (h, token, c)
-}
-
-async fn stop(h: MasterHandle, token: CancellationToken) {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(10), h.wait()).await.unwrap().unwrap();
-}
-
-fn kind<T: std::fmt::Debug>(r: Result<T, Status>) -> ErrorKind {
-    Error::from(r.unwrap_err()).kind()
-}
-
-async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
-    c.mkdir(MkdirRequest { path: p.into(), parents, call: None }).await.map(|_| ())
-}
-
-/// Creates a file; most tests run without chunkservers, so replication is
-/// not checked against live ones.
-async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
-    Ok(c.create(CreateRequest {
-        path: p.into(),
-        replication: 0,
-        exclusive: true,
-        call: None,
-        allow_under_replicated: true,
-    })
-    .await?
-    .into_inner()
-    .info
-    .unwrap())
-}
-
-/// Recursive listing: (path, type, replication, chunk_count), sorted.
-async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
-    let mut out = vec![];
-    let mut todo = vec!["/".to_string()];
-    while let Some(d) = todo.pop() {
-        let entries = c
-            .list(ListRequest { path: d, include_hidden: false, allow_stale: false })
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
-        for e in entries {
-            if e.r#type == FileType::Directory as i32 {
-                todo.push(e.path.clone());
-            }
-            out.push((e.path, e.r#type, e.replication, e.chunk_count));
-        }
-    }
-    out.sort();
-    out
-}
+use tonic::Request;
 
 #[tokio::test]
 async fn namespace_survives_restart() {
@@ -123,28 +50,38 @@ async fn namespace_survives_restart() {
         })
         .await;
     assert_eq!(kind(big), ErrorKind::InvalidArgument);
-    let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false, call: None }).await;
+    let del = c.delete(DeleteRequest { path: "/a".into(), recursive: false, call: None, ..Default::default() }).await;
     assert_eq!(kind(del), ErrorKind::DirectoryNotEmpty);
     assert_eq!(
-        kind(c.delete(DeleteRequest { path: "/missing".into(), recursive: false, call: None }).await),
+        kind(
+            c.delete(DeleteRequest { path: "/missing".into(), recursive: false, call: None, ..Default::default() })
+                .await
+        ),
         ErrorKind::NotFound
     );
     assert_eq!(
-        kind(c.delete(DeleteRequest { path: "/".into(), recursive: true, call: None }).await),
+        kind(c.delete(DeleteRequest { path: "/".into(), recursive: true, call: None, ..Default::default() }).await),
         ErrorKind::InvalidArgument
     );
-    let bad = c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into(), call: None }).await;
+    let bad =
+        c.rename(RenameRequest { src: "/a".into(), dst: "/a/b/z".into(), call: None, ..Default::default() }).await;
     assert_eq!(kind(bad), ErrorKind::InvalidArgument);
     assert_eq!(kind(c.stat(StatRequest { path: "/zz".into(), allow_stale: false }).await), ErrorKind::NotFound);
 
-    c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into(), call: None }).await.unwrap();
+    c.rename(RenameRequest { src: "/a/b".into(), dst: "/moved".into(), call: None, ..Default::default() })
+        .await
+        .unwrap();
     for i in 0..10 {
         create(&mut c, &format!("/moved/file{i}")).await.unwrap();
     }
-    c.delete(DeleteRequest { path: "/moved/c".into(), recursive: false, call: None }).await.unwrap();
-    c.delete(DeleteRequest { path: "/moved/file3".into(), recursive: false, call: None }).await.unwrap();
+    c.delete(DeleteRequest { path: "/moved/c".into(), recursive: false, call: None, ..Default::default() })
+        .await
+        .unwrap();
+    c.delete(DeleteRequest { path: "/moved/file3".into(), recursive: false, call: None, ..Default::default() })
+        .await
+        .unwrap();
     mkdir(&mut c, "/gone/deep/er", true).await.unwrap();
-    c.delete(DeleteRequest { path: "/gone".into(), recursive: true, call: None }).await.unwrap();
+    c.delete(DeleteRequest { path: "/gone".into(), recursive: true, call: None, ..Default::default() }).await.unwrap();
 
     let listed = c
         .list(ListRequest { path: "/moved".into(), include_hidden: false, allow_stale: false })
@@ -177,83 +114,6 @@ async fn namespace_survives_restart() {
     assert!(status.epoch > 1, "epoch {} after restart", status.epoch);
     assert_eq!(status.file_count, 10);
     stop(h, token).await;
-}
-
-/// A chunkserver that accepts every GrantLease (after `grant_delay_ms`)
-/// and records it, and answers VerifyChunk with `corrupt`.
-#[derive(Clone, Default)]
-struct FakeChunkServer {
-    grants: Arc<Mutex<Vec<GrantLeaseRequest>>>,
-    grant_delay_ms: Arc<std::sync::atomic::AtomicU64>,
-    verifies: Arc<std::sync::atomic::AtomicU64>,
-    corrupt: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[tonic::async_trait]
-impl ChunkService for FakeChunkServer {
-    async fn push_data(&self, _: Request<Streaming<PushDataFrame>>) -> Result<Response<PushDataResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn write(&self, _: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn append(&self, _: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn apply_mutation(
-        &self,
-        _: Request<ApplyMutationRequest>,
-    ) -> Result<Response<ApplyMutationResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn read(&self, _: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn grant_lease(&self, req: Request<GrantLeaseRequest>) -> Result<Response<GrantLeaseResponse>, Status> {
-        let delay = self.grant_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        self.grants.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(GrantLeaseResponse { chunk_length: 0, report_seq: 0 }))
-    }
-    async fn delete_chunks(&self, _: Request<DeleteChunksRequest>) -> Result<Response<DeleteChunksResponse>, Status> {
-        Ok(Response::new(DeleteChunksResponse {}))
-    }
-    async fn clone_chunk(&self, _: Request<CloneChunkRequest>) -> Result<Response<CloneChunkResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn verify_chunk(&self, _: Request<VerifyChunkRequest>) -> Result<Response<VerifyChunkResponse>, Status> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.verifies.fetch_add(1, SeqCst);
-        let ok = !self.corrupt.load(SeqCst);
-        let detail = if ok { String::new() } else { "block 0: crc32c mismatch".into() };
-        Ok(Response::new(VerifyChunkResponse { ok, corrupt_block: 0, length: 0, detail }))
-    }
-}
-
-async fn fake_server() -> (FakeChunkServer, String) {
-    let fake = FakeChunkServer::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let svc = ChunkServiceServer::new(fake.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (fake, addr)
-}
-
-async fn register(c: &mut Client, id: &str, addr: &str, chunks: Vec<ChunkReport>) -> RegisterResponse {
-    let server = ServerInfo { id: id.into(), address: addr.into(), zone: format!("zone-{id}") };
-    let req = RegisterRequest { server: Some(server), capacity_bytes: 1 << 40, used_bytes: 0, chunks, report_seq: 0 };
-    c.register(req).await.unwrap().into_inner()
-}
-
-async fn write_lease(c: &mut Client, path: &str, index: u64) -> Result<LeaseInfo, Status> {
-    let req = GetWriteLeaseRequest { path: path.into(), index, create_missing: false };
-    Ok(c.get_write_lease(req).await?.into_inner().lease.unwrap())
 }
 
 #[tokio::test]
@@ -381,7 +241,7 @@ async fn leases_versions_and_restart() {
 
     // Deleting the file hides it; its chunks stay until the GC delay (3
     // days by default) passes, so no replica is told to delete them yet.
-    c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None }).await.unwrap();
+    c.delete(DeleteRequest { path: "/f".into(), recursive: false, call: None, ..Default::default() }).await.unwrap();
     let hb = HeartbeatRequest { server_id: "s1".into(), session: s1_session, ..Default::default() };
     let hb = c.heartbeat(hb).await.unwrap().into_inner();
     assert!(!hb.reregister && hb.delete_chunks.is_empty());
@@ -535,12 +395,14 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
     c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
     assert_eq!(kind(mkdir(&mut c, "/d", false).await), ErrorKind::AlreadyExists);
-    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
-    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
-    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
-    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5), ..Default::default() }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5), ..Default::default() }).await.unwrap();
     assert_eq!(
-        kind(c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(6) }).await),
+        kind(
+            c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(6), ..Default::default() }).await
+        ),
         ErrorKind::NotFound
     );
     // Another client's call with the same seq is its own call.
@@ -558,8 +420,8 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     // log tail carry them).
     stop(h, token).await;
     let (h, token, mut c) = start(config(dir.path())).await;
-    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4) }).await.unwrap();
-    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5) }).await.unwrap();
+    c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
+    c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5), ..Default::default() }).await.unwrap();
     c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
     stop(h, token).await;
 }

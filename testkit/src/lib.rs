@@ -39,6 +39,12 @@ pub struct ClusterOptions {
     pub scrub_interval_ms: u64,
     /// Chunkserver scrubber idle time before a chunk is checked, ms.
     pub scrub_idle_ms: u64,
+    /// Free bytes below which a chunkserver reports itself full (default:
+    /// one chunk of `chunk_size`).
+    pub disk_reserve_bytes: Option<u64>,
+    /// Data dirs of given chunkservers (by index) instead of folders of
+    /// the cluster's temporary dir, e.g. a small [`Tmpfs`].
+    pub chunkserver_dirs: std::collections::BTreeMap<usize, PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -55,6 +61,8 @@ impl Default for ClusterOptions {
             capacity_bytes: None,
             scrub_interval_ms: 0,
             scrub_idle_ms: 1_000,
+            disk_reserve_bytes: None,
+            chunkserver_dirs: Default::default(),
         }
     }
 }
@@ -102,7 +110,10 @@ impl Cluster {
         };
         cluster.start_master().await?;
         for i in 0..cluster.opts.chunkservers {
-            let data_dir = cluster.dir.path().join(format!("chunkserver-{i}"));
+            let data_dir = match cluster.opts.chunkserver_dirs.get(&i) {
+                Some(d) => d.clone(),
+                None => cluster.dir.path().join(format!("chunkserver-{i}")),
+            };
             cluster.chunkservers.push(ChunkserverSlot {
                 data_dir,
                 zone: format!("zone-{i}"),
@@ -186,6 +197,7 @@ impl Cluster {
             bail!("chunkserver {i} is already running");
         }
         let token = CancellationToken::new();
+        let defaults = gfs_chunkserver::Config::default();
         let cfg = gfs_chunkserver::Config {
             listen: slot.last_addr.clone().unwrap_or_else(|| "127.0.0.1:0".into()),
             master: self.master_addr.clone(),
@@ -195,7 +207,8 @@ impl Cluster {
             capacity_bytes: self.opts.capacity_bytes,
             scrub_interval_ms: self.opts.scrub_interval_ms,
             scrub_idle_ms: self.opts.scrub_idle_ms,
-            ..Default::default()
+            disk_reserve_bytes: self.opts.disk_reserve_bytes.unwrap_or(self.opts.chunk_size),
+            ..defaults
         };
         let mut last_err = None;
         for _ in 0..50 {
@@ -323,6 +336,67 @@ impl Drop for Cluster {
             if let Some(r) = &s.running {
                 r.token.cancel();
             }
+        }
+    }
+}
+
+/// A tmpfs mounted for a test: a real file system that fills up (ENOSPC),
+/// unmounted when dropped. Mounting needs root (CAP_SYS_ADMIN); tests run
+/// as root, also in CI. Without it, [`Tmpfs::mount`] panics saying so: a
+/// full-disk test must not pass without a full disk.
+pub struct Tmpfs {
+    path: PathBuf,
+    /// The temporary folder mounted on, removed after the unmount.
+    _dir: Option<TempDir>,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` on a new temporary folder.
+    pub fn mount(bytes: u64) -> Tmpfs {
+        let dir = tempfile::Builder::new().prefix("gfs-tmpfs-").tempdir().expect("temporary dir");
+        let mut t = Tmpfs::mount_at(bytes, dir.path());
+        t._dir = Some(dir);
+        t
+    }
+
+    /// Mounts a tmpfs of `bytes` on `path` (created if missing), e.g. the
+    /// data dir a process will be given.
+    pub fn mount_at(bytes: u64, path: &Path) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Tmpfs { path: path.to_path_buf(), _dir: None },
+            Ok(o) => panic!(
+                "cannot mount a {bytes}-byte tmpfs on {} ({}): this test needs root (CAP_SYS_ADMIN) to get a real \
+                 full disk and proves nothing without one",
+                path.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("cannot run mount ({e}): this test needs a tmpfs to get a real full disk"),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.path).status().is_ok_and(|s| s.success())
+        };
+        // Busy (a file still open): detach it now; freed once closed.
+        if !umount(false) && !umount(true) {
+            eprintln!("cannot unmount the test tmpfs at {}", self.path.display());
         }
     }
 }

@@ -341,3 +341,66 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// A tmpfs mounted for one test: a real file system that fills up (ENOSPC),
+/// unmounted when dropped. Needs root (CAP_SYS_ADMIN); tests run as root,
+/// also in CI. Without it the test panics saying so instead of passing.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` on a new temporary folder.
+    pub fn mount(bytes: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Tmpfs { dir },
+            Ok(o) => panic!(
+                "cannot mount a {bytes}-byte tmpfs on {} ({}): this test needs root (CAP_SYS_ADMIN) to get a \
+                 real full disk and proves nothing without one",
+                dir.path().display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("cannot run mount ({e}): this test needs a tmpfs to get a real full disk"),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a plain file `name` until it is full;
+    /// returns that file's path.
+    pub fn fill(&self, name: &str) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join(name);
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        for block in [64 * 1024, 4096] {
+            while f.write_all(&vec![0x5a; block]).and_then(|_| f.flush()).is_ok() {}
+        }
+        // A failed write may have stored part of its block; keep what is
+        // on disk as the file's length.
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(self.dir.path()).status().is_ok_and(|s| s.success())
+        };
+        // Busy (a file still open): detach it now, freed when closed.
+        if !umount(false) && !umount(true) {
+            eprintln!("cannot unmount the test tmpfs at {}", self.dir.path().display());
+        }
+    }
+}

@@ -10,7 +10,8 @@ use tokio::io::AsyncReadExt;
 use super::local_io::{ErrorSlot, Tracked};
 use super::output;
 use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
-use crate::{Client, ClientConfig, FileType};
+use crate::{COPYING_SUFFIX, Client, ClientConfig, FileType, PutOptions};
+use gfs_common::shutdown::CancellationToken;
 
 /// Runs a file or admin command with a client built from `config`.
 pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<()> {
@@ -148,6 +149,28 @@ fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
     }
 }
 
+/// Returns a token cancelled by the first SIGINT or SIGTERM, so that an
+/// upload stops and removes its temporary file; a second one exits at once.
+/// The handlers are installed before this returns: a signal from then on
+/// never kills the process with the default action.
+fn interrupt_token() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        t.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("gfs: interrupted again: exiting without removing the upload's temporary file");
+        std::process::exit(130);
+    });
+    Ok(token)
+}
+
+/// `gfs put`: uploads through `REMOTE._COPYING_` (see [`crate::PutOptions`]);
+/// `-f` replaces an existing REMOTE only once the new copy is complete.
 async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow::Result<()> {
     gfs_common::path::normalize(remote)?;
     let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
@@ -160,20 +183,7 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
         }
         (Box::new(file), Some(meta.len()))
     };
-    if force {
-        // Replace files only, never a directory.
-        match client.stat(remote).await {
-            Ok(st) if st.info.r#type() == FileType::Directory => {
-                return Err(Error::IsADirectory { path: st.info.path }.into());
-            }
-            Ok(_) => match client.delete(remote, false).await {
-                Ok(()) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            },
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let opts = PutOptions { overwrite: force, replication: None, cancel: Some(interrupt_token()?) };
     let (reader, slot) = Tracked::new(reader);
     let bar = progress_bar(size);
     let cb = |n: u64| {
@@ -181,11 +191,17 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
             b.set_position(n);
         }
     };
-    let res = client.put(remote, reader, Some(&cb)).await;
+    let res = client.put_with(remote, reader, opts, Some(&cb)).await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    res.map(|_| ()).map_err(|e| local_or_remote(e, &slot, local))
+    res.map(|_| ()).map_err(|e| match e {
+        Error::AlreadyExists { path } if path.ends_with(COPYING_SUFFIX) => anyhow!(
+            "{path}: already exists: an interrupted put left it, or another put to {remote} is running; \
+             remove it (gfs rm) or replace it with put -f"
+        ),
+        e => local_or_remote(e, &slot, local),
+    })
 }
 
 async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {

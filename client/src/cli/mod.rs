@@ -54,9 +54,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload LOCAL (`-` = stdin) to a new file REMOTE.
+    /// Upload LOCAL (`-` = stdin) to a new file REMOTE. The data goes to
+    /// REMOTE._COPYING_ first, renamed to REMOTE once complete; a failed or
+    /// interrupted (Ctrl-C) upload removes it.
     Put {
-        /// Replace REMOTE if it exists.
+        /// Replace REMOTE if it exists (once the new copy is complete; the
+        /// old file goes to the trash), and a leftover REMOTE._COPYING_.
         #[arg(short, long)]
         force: bool,
         /// Create REMOTE even if its replication is above the number of
@@ -191,6 +194,11 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let msg = format!("{e:#}").replace(['\n', '\r'], " ");
             eprintln!("gfs: {msg}");
+            // Interrupted (SIGINT/SIGTERM) and cleaned up: the shell's code
+            // for a command ended by SIGINT.
+            if matches!(e.downcast_ref::<gfs_common::Error>(), Some(gfs_common::Error::Cancelled(_))) {
+                return ExitCode::from(130);
+            }
             ExitCode::FAILURE
         }
     }

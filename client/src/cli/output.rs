@@ -134,6 +134,8 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
                 "last_heartbeat_ms_ago": s.last_heartbeat_ms_ago,
                 "load": s.load,
                 "state": state_name(s.state()),
+                "full": s.full,
+                "free_bytes": s.free_bytes,
             })
         })
         .collect();
@@ -218,7 +220,7 @@ pub fn state_name(s: ServerState) -> &'static str {
 
 /// `admin status` table.
 pub fn status_text(st: &ClusterStatusResponse) -> String {
-    let rows: Vec<[String; 9]> = st
+    let rows: Vec<[String; 10]> = st
         .servers
         .iter()
         .map(|s| {
@@ -230,13 +232,14 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
                 state_name(s.state()).into(),
                 format_size(s.used_bytes),
                 format_size(s.capacity_bytes),
+                if s.full { format!("{} FULL", format_size(s.free_bytes)) } else { format_size(s.free_bytes) },
                 s.chunk_count.to_string(),
                 s.load.to_string(),
                 format!("{} ms", s.last_heartbeat_ms_ago),
             ]
         })
         .collect();
-    let header = ["ID", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "CHUNKS", "LOAD", "LAST HEARTBEAT"];
+    let header = ["ID", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "FREE", "CHUNKS", "LOAD", "LAST HEARTBEAT"];
     let mut s = table(&header, &rows);
     let live = st.servers.iter().filter(|s| s.alive).count();
     s.push_str(&format!(

@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// Default replication [default: min(3, N)].
     #[arg(long, value_name = "R")]
     pub replication: Option<u32>,
+    /// A chunkserver with less free disk space than this reports itself
+    /// full and gets no new replicas [default: the chunk size].
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub disk_reserve: Option<u64>,
     /// Serve /metrics (master and every chunkserver), /healthz and /readyz here.
     #[arg(long, env = "GFS_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<String>,
@@ -55,6 +59,7 @@ pub async fn run(args: ServerArgs, insecure: bool) -> anyhow::Result<()> {
     opts.listen = args.listen.clone();
     opts.chunk_size = args.chunk_size;
     opts.replication = args.replication;
+    opts.disk_reserve = args.disk_reserve;
     opts.admin_listen = args.admin_listen.clone();
     opts.profiling = args.profiling;
     opts.masters = args.masters;
