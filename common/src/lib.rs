@@ -15,6 +15,7 @@
 //! - [`tls`]: mTLS configs (TLS 1.3, cluster CA, roles from certificates);
 //!   [`certs`]: issuing certificates (local CA, operator, tests).
 
+pub mod admin_auth;
 pub mod admin_http;
 pub mod auth;
 pub mod bufpool;

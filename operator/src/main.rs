@@ -58,6 +58,8 @@ struct RunArgs {
     /// on the admin port.
     #[arg(long, env = "GFS_PROFILING")]
     profiling: bool,
+    #[command(flatten)]
+    admin_auth: gfs_common::admin_auth::AdminAuthArgs,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -87,9 +89,10 @@ async fn main() -> anyhow::Result<()> {
             let mut registry = prometheus_client::registry::Registry::default();
             let metrics = Metrics::default().register(&mut registry);
             let shutdown = shutdown::on_signals();
+            let auth = a.admin_auth.open()?;
             let listener = tokio::net::TcpListener::bind(&a.admin_listen).await?;
             let ready = http::Readiness::default();
-            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, shutdown.clone()));
+            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, auth, shutdown.clone()));
             let client = kube::Client::try_default().await?;
             gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }
