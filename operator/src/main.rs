@@ -60,6 +60,11 @@ struct RunArgs {
     profiling: bool,
     #[command(flatten)]
     admin_auth: gfs_common::admin_auth::AdminAuthArgs,
+    /// Certificates of clusters with TLS on: from cert-manager when its API
+    /// is served (auto), always from cert-manager, or never (the operator
+    /// signs them with a CA of its own per cluster).
+    #[arg(long, env = "GFS_OPERATOR_CERT_MANAGER", value_enum, default_value = "auto")]
+    cert_manager: gfs_operator::pki::CertManagerMode,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -85,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 cfg.controller.master_pod_addresses = Some(gfs_master_peers(p)?);
             }
             cfg.controller.namespace = a.namespace;
+            cfg.controller.cert_manager = a.cert_manager;
             cfg.controller.requeue = Duration::from_secs(a.requeue_seconds.max(1));
             let mut registry = prometheus_client::registry::Registry::default();
             let metrics = Metrics::default().register(&mut registry);
