@@ -22,7 +22,8 @@ enum Cmd {
     /// Print the GfsCluster CRD as YAML (what crds/gfscluster.yaml holds).
     Crd,
     /// Run the controller with the ambient kubeconfig or in-cluster config.
-    Run(RunArgs),
+    // Boxed: the flags dwarf the data-less `crd` variant.
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]

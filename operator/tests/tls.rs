@@ -278,3 +278,65 @@ async fn with_cert_manager_installed_the_operator_writes_issuers_and_certificate
         let _ = crds.delete(&format!("{plural}.cert-manager.io"), &DeleteParams::default()).await;
     }
 }
+
+// The admin-port token on real processes: gfs-master through the env var
+// and gfs-chunkserver through the flag refuse /metrics without the token,
+// serve it with the token, and keep the probes open.
+#[tokio::test]
+async fn admin_port_token_guards_metrics_of_real_processes() {
+    use gfs_common::admin_http::get_with;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "process-token\n").unwrap();
+    let (m_admin, c_admin) = (gfs_testkit::free_addr(), gfs_testkit::free_addr());
+    let master_addr = gfs_testkit::free_addr().to_string();
+    let log = |n: &str| std::fs::File::create(dir.path().join(n)).unwrap();
+    let mut master = std::process::Command::new(bin_path("gfs-master"))
+        .args(["--insecure", "--listen", &master_addr, "--admin-listen", &m_admin.to_string(), "--data-dir"])
+        .arg(dir.path().join("m"))
+        .env("GFS_ADMIN_AUTH_TOKEN_FILE", &token)
+        .stdout(std::process::Stdio::null())
+        .stderr(log("master.log"))
+        .spawn()
+        .unwrap();
+    let mut cs = std::process::Command::new(bin_path("gfs-chunkserver"))
+        .args(["--insecure", "--master", &master_addr, "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &c_admin.to_string(), "--admin-auth-token-file"])
+        .arg(&token)
+        .arg("--data-dir")
+        .arg(dir.path().join("c"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log("cs.log"))
+        .spawn()
+        .unwrap();
+    let good = [("Authorization", "Bearer process-token")];
+    for addr in [m_admin, c_admin] {
+        let (code, _, body) =
+            wait("metrics with the token", || async { get_with(addr, "/metrics", &good).await.ok() }).await;
+        assert_eq!(code, 200, "{addr}");
+        assert!(body.contains("# EOF"), "{body}");
+        let (code, head, _) = get_with(addr, "/metrics", &[]).await.unwrap();
+        assert_eq!(code, 401, "{addr}");
+        assert!(head.to_lowercase().contains("www-authenticate: bearer"), "{head}");
+        assert_eq!(get_with(addr, "/metrics", &[("Authorization", "Bearer nope")]).await.unwrap().0, 401);
+        assert_eq!(get_with(addr, "/healthz", &[]).await.unwrap().0, 200, "{addr}");
+    }
+    // An unreadable token file stops the process at start, not later.
+    let out = std::process::Command::new(bin_path("gfs-master"))
+        .args(["--insecure", "--admin-listen", "127.0.0.1:0", "--admin-auth-token-file"])
+        .arg(dir.path().join("missing"))
+        .arg("--data-dir")
+        .arg(dir.path().join("m2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read admin token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in [&mut master, &mut cs] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
