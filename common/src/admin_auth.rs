@@ -121,7 +121,8 @@ mod tests {
         let t = TokenFile::open(&p).unwrap();
         assert!(t.allows(Some("Bearer s3cret")));
         assert!(t.allows(Some("bearer  s3cret ")));
-        for bad in [None, Some(""), Some("Bearer"), Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("Basic s3cret")] {
+        for bad in [None, Some(""), Some("Bearer"), Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("Basic s3cret")]
+        {
             assert!(!t.allows(bad), "{bad:?}");
         }
         assert!(!format!("{t:?}").contains("s3cret"));

@@ -9,8 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use gfs_common::auth::Role;
-use gfs_common::certs::{Authority, CA_VALIDITY, CertInfo, CertSpec};
+use gfs_common::certs::{Authority, CA_VALIDITY, CertInfo};
 use gfs_common::tls::Tls;
 use gfs_operator::crd::GfsCluster;
 use k8s_openapi::ByteString;
@@ -167,9 +166,12 @@ async fn operator_keeps_the_ca_renews_its_certificates_and_reports_what_it_canno
     let pp = PostParams::default();
     let ca = Authority::generate("user CA", CA_VALIDITY).unwrap();
     secrets.create(&pp, &tls_secret("ren-ca", ca.cert_pem(), ca.key_pem(), ca.cert_pem(), false)).await.unwrap();
-    // Valid one more minute (an hour of backdating included): due.
-    let mut short = CertSpec::new("gfs-master", Role::Master);
-    short.validity = std::time::Duration::from_secs(60);
+    // Exactly what the operator would issue, valid 20 more minutes: with
+    // the hour of backdating, less than a third is left, so it is due for
+    // renewal though it does not expire while the test runs.
+    let names = gfs_operator::render::Names { cluster: "ren".into(), namespace: ns.clone() };
+    let mut short = gfs_operator::certs::cert_spec(&names, gfs_operator::certs::CertRole::Master);
+    short.validity = std::time::Duration::from_secs(20 * 60);
     let old = ca.issue(&short).unwrap();
     secrets.create(&pp, &tls_secret("ren-master-tls", &old.cert_pem, &old.key_pem, ca.cert_pem(), true)).await.unwrap();
     let junk = tls_secret("ren-chunkserver-tls", "junk", "junk", "junk", false);
