@@ -102,6 +102,9 @@ pub struct Config {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// Bearer token that `/metrics` and `/debug/pprof/*` on the admin port
+    /// require (`--admin-auth-token-file`); open when `None`.
+    pub admin_auth: Option<Arc<gfs_common::admin_auth::TokenFile>>,
     /// mTLS material for every connection (served and dialled), or
     /// plaintext without authentication (the default for in-code configs;
     /// the binary needs `--insecure` for it).
@@ -131,6 +134,7 @@ impl Default for Config {
             scrub_bytes_per_sec: 16 << 20,
             admin_listen: None,
             profiling: false,
+            admin_auth: None,
             security: Default::default(),
         }
     }
@@ -232,9 +236,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Chunks
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
     let profiling = config.profiling;
+    let auth = config.admin_auth.clone();
     let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
     if let Some((listener, addr)) = admin {
-        let admin = Admin::new(Arc::new(registry)).ready(handle.readiness()).profiling(profiling);
+        let admin = Admin::new(Arc::new(registry)).ready(handle.readiness()).profiling(profiling).auth(auth);
         tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
         tracing::info!(%addr, "chunkserver admin http listening");
         handle.admin_addr = Some(addr);

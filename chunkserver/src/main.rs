@@ -69,6 +69,8 @@ struct Args {
     max_connections_per_peer: usize,
     #[command(flatten)]
     tls: gfs_common::tls::TlsArgs,
+    #[command(flatten)]
+    admin_auth: gfs_common::admin_auth::AdminAuthArgs,
 }
 
 #[tokio::main]
@@ -98,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         scrub_bytes_per_sec: args.scrub_bytes_per_sec,
         admin_listen: args.admin_listen,
         profiling: args.profiling,
+        admin_auth: args.admin_auth.open()?,
         ..Default::default()
     };
     let token = shutdown::on_signals();

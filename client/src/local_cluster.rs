@@ -41,6 +41,9 @@ pub struct LocalClusterOptions {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// Bearer token that `/metrics` and `/debug/pprof/*` on the admin port
+    /// require; open when `None`.
+    pub admin_auth: Option<Arc<gfs_common::admin_auth::TokenFile>>,
     /// Masters in the group (1, 3 or 5), in this process on loopback.
     pub masters: usize,
     /// mTLS between every component, with a CA and certificates generated
@@ -63,6 +66,7 @@ impl LocalClusterOptions {
             ready_timeout: Duration::from_secs(30),
             admin_listen: None,
             profiling: false,
+            admin_auth: None,
             masters: 1,
             tls: true,
             disk_reserve: None,
@@ -212,7 +216,8 @@ impl LocalCluster {
             let admin = Admin::new(Arc::new(std::mem::take(&mut registry)))
                 .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()) && master_probes.iter().all(|p| p()))
                 .refresh(masters[0].metrics_refresher())
-                .profiling(opts.profiling);
+                .profiling(opts.profiling)
+                .auth(opts.admin_auth.clone());
             tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));
             tracing::info!(%addr, "admin http listening");
             addr

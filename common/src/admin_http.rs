@@ -4,6 +4,10 @@
 //!
 //! Plain HTTP/1.1 on a tokio listener, one request per connection, no
 //! framework: the surface is three GETs and must stay dependency-light.
+//!
+//! With a token ([`Admin::auth`], `--admin-auth-token-file`), `/metrics`
+//! and `/debug/pprof/*` need `Authorization: Bearer <token>` and answer
+//! 401 otherwise; the probes stay open (see [`crate::admin_auth`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::Result;
+use crate::admin_auth::TokenFile;
 use crate::net::bind;
 
 /// Content type of `/metrics`.
@@ -51,12 +56,28 @@ pub struct Admin {
     /// Serves `/debug/pprof/profile?seconds=N` (a CPU flame graph, SVG)
     /// when set (`--profiling`).
     pub profiling: bool,
+    /// Bearer token required by `/metrics` and `/debug/pprof/*`; open
+    /// when `None`.
+    pub auth: Option<Arc<TokenFile>>,
 }
 
 impl Admin {
     /// An admin surface that is always ready.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, ready: Arc::new(|| true), refresh: None, profiling: false }
+        Self { registry, ready: Arc::new(|| true), refresh: None, profiling: false, auth: None }
+    }
+
+    /// Requires `token` for `/metrics` and `/debug/pprof/*` (none: open).
+    pub fn auth(mut self, token: Option<Arc<TokenFile>>) -> Self {
+        self.auth = token;
+        self
+    }
+
+    /// True if `path` needs the token and `authorization` (the header's
+    /// value) does not carry it.
+    pub fn refuses(&self, path: &str, authorization: Option<&str>) -> bool {
+        let guarded = path == "/metrics" || path.starts_with("/debug/");
+        guarded && self.auth.as_ref().is_some_and(|t| !t.allows(authorization))
     }
 
     /// Sets the readiness probe.
@@ -198,14 +219,22 @@ async fn handle(mut sock: TcpStream, admin: &Admin) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf[..end]);
     let line = head.lines().next().unwrap_or("");
     let target = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) = if admin.profiling && target.split('?').next() == Some("/debug/pprof/profile") {
+    let authorization = head.lines().skip(1).find_map(|h| {
+        let (name, value) = h.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("authorization").then(|| value.trim())
+    });
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = if admin.refuses(path, authorization) {
+        ("401 Unauthorized", "text/plain", "a bearer token is required (Authorization: Bearer <token>)\n".to_string())
+    } else if admin.profiling && target.split('?').next() == Some("/debug/pprof/profile") {
         admin.profile(target).await
     } else {
         admin.respond(line)
     };
     let head_only = line.starts_with("HEAD ");
+    let challenge = if status.starts_with("401") { "www-authenticate: Bearer realm=\"gfs\"\r\n" } else { "" };
     let resp = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n",
         body.len()
     );
     sock.write_all(resp.as_bytes()).await?;
@@ -246,15 +275,26 @@ pub const RPC_BUCKETS: [f64; 14] =
 
 /// A tiny HTTP GET for tests and probes: returns (status code, body).
 pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    get_with(addr, path, &[]).await.map(|(s, _, b)| (s, b))
+}
+
+/// As [`get`] with extra request `headers` (name, value); also returns the
+/// response head.
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     let mut sock = TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}connection: close\r\n\r\n");
     sock.write_all(req.as_bytes()).await?;
     let mut out = Vec::new();
     sock.read_to_end(&mut out).await?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// Sums every sample of `name` (exact metric name, any labels) whose label
@@ -339,6 +379,32 @@ mod tests {
         assert_eq!(s, 200, "{body}");
         assert!(body.contains("<svg"), "not a flame graph: {}", &body[..body.len().min(200)]);
         token.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_token_guards_metrics_and_pprof_but_not_the_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t0ken\n").unwrap();
+        let token = crate::admin_auth::TokenFile::open(&file).unwrap();
+        let admin = Admin::new(Arc::default()).profiling(true).auth(Some(token));
+        let shutdown = CancellationToken::new();
+        let addr = serve("127.0.0.1:0", admin, shutdown.clone()).await.unwrap();
+        let (s, head, _) = get_with(addr, "/metrics", &[]).await.unwrap();
+        assert_eq!(s, 401);
+        assert!(head.to_lowercase().contains("www-authenticate: bearer"), "{head}");
+        assert_eq!(get_with(addr, "/metrics", &[("Authorization", "Bearer wrong")]).await.unwrap().0, 401);
+        assert_eq!(get_with(addr, "/metrics", &[("authorization", "Bearer t0ken")]).await.unwrap().0, 200);
+        // Refused before a profile is taken (a bad seconds value would be 400).
+        assert_eq!(get_with(addr, "/debug/pprof/profile?seconds=0", &[]).await.unwrap().0, 401);
+        let auth = [("Authorization", "Bearer t0ken")];
+        assert_eq!(get_with(addr, "/debug/pprof/profile?seconds=0", &auth).await.unwrap().0, 400);
+        assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
+        assert_eq!(get(addr, "/readyz").await.unwrap().0, 200);
+        // Without a token the port stays open, as before.
+        let open = serve("127.0.0.1:0", Admin::new(Arc::default()), shutdown.clone()).await.unwrap();
+        assert_eq!(get(open, "/metrics").await.unwrap().0, 200);
+        shutdown.cancel();
     }
 
     #[test]

@@ -211,6 +211,60 @@ impl LocalPki {
     }
 }
 
+/// What a certificate says, read back from its PEM (the operator decides
+/// from this when to issue it again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Subject CN.
+    pub common_name: String,
+    /// Subject OUs (the roles).
+    pub org_units: Vec<String>,
+    /// DNS names of the SAN extension.
+    pub dns_names: Vec<String>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// Parses the first certificate of `pem`.
+    pub fn parse(pem: &str) -> Result<CertInfo> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        use x509_parser::extensions::GeneralName;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let bad = |what: String| Error::InvalidArgument(format!("certificate: {what}"));
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?;
+        let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().unwrap_or_default().to_string();
+        let subject = cert.subject();
+        let common_name = subject.iter_common_name().next().map(text).unwrap_or_default();
+        let org_units = subject.iter_organizational_unit().map(text).collect();
+        let dns_names = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let v = cert.validity();
+        Ok(CertInfo {
+            common_name,
+            org_units,
+            dns_names,
+            not_before: v.not_before.timestamp(),
+            not_after: v.not_after.timestamp(),
+        })
+    }
+}
+
 /// True if the certificate in `path` is still valid `margin` from now.
 fn valid_for(path: &Path, margin: Duration) -> bool {
     use rustls::pki_types::CertificateDer;
@@ -270,6 +324,22 @@ mod tests {
         let e = Tls::from_pem(&old.cert_pem, &old.key_pem, ca.cert_pem()).unwrap_err();
         assert!(e.to_string().to_lowercase().contains("expired"), "{e}");
         let _ = rustls::pki_types::CertificateDer::from_pem_slice(a.cert_pem.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn cert_info_reads_back_the_subject_names_and_validity() {
+        let ca = Authority::generate("info CA", CA_VALIDITY).unwrap();
+        let mut spec = CertSpec::new("demo-master", Role::Master);
+        spec.dns_names = vec!["*.demo-master.ns.svc".into(), "demo.ns.svc".into()];
+        spec.validity = Duration::from_secs(7200);
+        let c = ca.issue(&spec).unwrap();
+        let info = CertInfo::parse(&c.cert_pem).unwrap();
+        assert_eq!(info.common_name, "demo-master");
+        assert_eq!(info.org_units, vec!["master".to_string()]);
+        assert_eq!(info.dns_names, spec.dns_names);
+        // Backdated an hour for clock skew.
+        assert_eq!(info.not_after - info.not_before, 7200 + 3600);
+        assert!(CertInfo::parse("not a certificate").is_err());
     }
 
     #[test]

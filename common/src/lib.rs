@@ -18,6 +18,7 @@
 //! - [`token`]: chunk access tokens (HMAC-signed by the master, checked by
 //!   chunkservers).
 
+pub mod admin_auth;
 pub mod admin_http;
 pub mod auth;
 pub mod bufpool;

@@ -40,6 +40,9 @@ pub struct Config {
     pub admin_listen: Option<String>,
     /// Serves `/debug/pprof/profile` on the admin port.
     pub profiling: bool,
+    /// Bearer token that `/metrics` and `/debug/pprof/*` on the admin port
+    /// require (`--admin-auth-token-file`); open when `None`.
+    pub admin_auth: Option<std::sync::Arc<gfs_common::admin_auth::TokenFile>>,
     /// This master's Raft id (a pod ordinal works: 0 is allowed).
     pub id: u64,
     /// The initial master group, id -> address. Empty: a group of one at
@@ -161,6 +164,7 @@ impl Default for Config {
             heal: HealConfig::default(),
             admin_listen: None,
             profiling: false,
+            admin_auth: None,
             id: 1,
             peers: Default::default(),
             join: false,

@@ -155,6 +155,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
     let profiling = config.profiling;
+    let auth = config.admin_auth.clone();
     let mut handle = start_with_metrics(config, shutdown.clone(), metrics).await?;
     if let Some((listener, addr)) = admin {
         let token = shutdown.clone();
@@ -162,7 +163,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
         let admin = Admin::new(Arc::new(registry))
             .ready(move || !token.is_cancelled() && ready())
             .refresh(handle.metrics_refresher())
-            .profiling(profiling);
+            .profiling(profiling)
+            .auth(auth);
         tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
         info!(%addr, "master admin http listening");
         handle.admin_addr = Some(addr);

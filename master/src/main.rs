@@ -107,6 +107,8 @@ struct Args {
     max_connections_per_peer: usize,
     #[command(flatten)]
     tls: gfs_common::tls::TlsArgs,
+    #[command(flatten)]
+    admin_auth: gfs_common::admin_auth::AdminAuthArgs,
 }
 
 /// Tools run instead of the server.
@@ -163,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
         admin_listen: args.admin_listen,
         profiling: args.profiling,
+        admin_auth: args.admin_auth.open()?,
         id: args.id,
         peers: gfs_master::group::parse_peers(&args.peers)?,
         join: args.join,

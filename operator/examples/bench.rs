@@ -178,7 +178,9 @@ async fn main() -> anyhow::Result<()> {
         serde_json::from_value(
             json!({"apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster", "metadata": {"name": name},
             "spec": {"replication": 3, "masters": {"replicas": 3, "storage": {"size": "10Gi"}},
-                     "chunkservers": {"replicas": 4, "storage": {"size": "100Gi"}}}}),
+                     "chunkservers": {"replicas": 4, "storage": {"size": "100Gi"}},
+                     // The bench's masters run with --insecure.
+                     "tls": {"enabled": false}}}),
         )
         .unwrap()
     };

@@ -23,6 +23,10 @@ const MEMBER_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct MasterAdmin {
     pool: ChannelPool,
+    /// Set when the operator has no usable identity for this cluster
+    /// (its admin certificate is missing or broken): every call fails with
+    /// this reason instead of dialling, and never falls back to plaintext.
+    blocked: Option<std::sync::Arc<str>>,
 }
 
 impl Default for MasterAdmin {
@@ -36,10 +40,22 @@ impl MasterAdmin {
     /// Talks to masters with `security` (with TLS: an admin certificate,
     /// and masters must present the master role).
     pub fn new(security: &Security) -> Self {
-        Self { pool: ChannelPool::new(256, Duration::from_secs(3), security, &[Role::Master]) }
+        Self { pool: ChannelPool::new(256, Duration::from_secs(3), security, &[Role::Master]), blocked: None }
+    }
+
+    /// An admin client whose every call fails with `reason` (no identity to
+    /// call masters with yet).
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self { blocked: Some(reason.into().into()), ..Self::default() }
     }
 
     fn client(&self, addr: &str) -> Result<MasterServiceClient<tonic::transport::Channel>> {
+        if let Some(why) = &self.blocked {
+            return Err(Error::Master {
+                addr: addr.into(),
+                status: Box::new(tonic::Status::unavailable(why.to_string())),
+            });
+        }
         let channel = self.pool.get(addr).map_err(|e| Error::Master {
             addr: addr.into(),
             status: Box::new(tonic::Status::unavailable(e.to_string())),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gfs_proto::{ClusterStatusResponse, ServerState};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -25,6 +25,7 @@ use crate::admin::MasterAdmin;
 use crate::crd::{DrainStatus, GfsCluster, GfsClusterStatus, RetentionPolicy};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::pki::{self, AdminClients, CertManagerMode, CertManagerProbe};
 use crate::render::{self, Component, Names, StsPlan};
 use crate::scaling::{self, AutoscaleInput, Rollout, StsObserved};
 use crate::status::{self, Observed};
@@ -52,6 +53,8 @@ pub struct ControllerConfig {
     pub requeue: Duration,
     /// Name reported in Events.
     pub instance: String,
+    /// Whether certificates come from cert-manager.
+    pub cert_manager: CertManagerMode,
 }
 
 impl Default for ControllerConfig {
@@ -62,6 +65,7 @@ impl Default for ControllerConfig {
             namespace: None,
             requeue: Duration::from_secs(10),
             instance: "gfs-operator".into(),
+            cert_manager: CertManagerMode::Auto,
         }
     }
 }
@@ -74,8 +78,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Metrics,
-    /// Master admin client.
-    pub admin: MasterAdmin,
+    /// Master admin clients, one per cluster (its admin certificate).
+    pub admins: AdminClients,
+    /// Whether cert-manager is installed (asked once a minute).
+    pub cert_manager: CertManagerProbe,
     /// Settings.
     pub config: ControllerConfig,
     /// Consecutive failures per cluster (`ns/name`), for exponential backoff.
@@ -90,7 +96,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            admin: MasterAdmin::default(),
+            admins: AdminClients::default(),
+            cert_manager: CertManagerProbe::default(),
             config,
             failures: Default::default(),
         })
@@ -119,6 +126,12 @@ pub async fn run_controller(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
+    // The operator's own certificate Secrets: a deleted or edited one is
+    // issued again at once, not at the next periodic pass.
+    let secrets: Api<Secret> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // Node loss is noticed from a Node watch, not only on the periodic
     // requeue: a Node event reconciles the clusters with pods on that node,
     // found in a store of gfs pods.
@@ -137,6 +150,7 @@ pub async fn run_controller(
     };
     Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(sts, watcher::Config::default().labels("app.kubernetes.io/managed-by=gfs-operator").any_semantic())
+        .owns(secrets, watcher::Config::default().labels("app.kubernetes.io/managed-by=gfs-operator").any_semantic())
         .watches(nodes, watcher::Config::default().any_semantic(), on_node)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -225,30 +239,45 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         ssa::<PodDisruptionBudget>(client, &ns, &render::pdb(&gc, c)).await?;
     }
 
+    let mut notes = status::Notes::default();
+    let tls = pki::ensure(&gc, &ctx).await?;
+    notes.progress.extend(tls.waiting);
+    notes.security = tls.problem.map(|(r, m)| (r.to_string(), m));
+    if let Some(why) = pki::token_secret_problem(&gc, client).await? {
+        notes.security.get_or_insert(("MetricsTokenSecretInvalid".into(), why));
+    }
+    let admin = ctx.admins.for_cluster(client, &gc).await?;
+
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let cur_master = sts_api.get_opt(&n.sts(Component::Master)).await?;
     let cur_chunk = sts_api.get_opt(&n.sts(Component::Chunkserver)).await?;
     let (addr, positional) = master_address(&gc, &ctx);
-    let master = match ctx.admin.status(&addr).await {
+    let master = match admin.status(&addr).await {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(error = %e, "master status unavailable");
+            notes.master_error = Some(match &e {
+                // The status's message says what failed (e.g. the TLS
+                // handshake and why); its source chain repeats it.
+                Error::Master { status, .. } => status.message().to_string(),
+                e => e.to_string(),
+            });
             None
         }
     };
     let prev = gc.status.clone().unwrap_or_default();
     let mut st =
         GfsClusterStatus { drain: prev.drain.clone(), autoscaler: prev.autoscaler.clone(), ..Default::default() };
-    let mut notes = status::Notes::default();
 
-    let lost = nodeloss::handle(&gc, &ctx, master.as_ref(), &addr, positional).await?;
+    let lost = nodeloss::handle(&gc, &ctx, &admin, master.as_ref(), &addr, positional).await?;
     notes.lost_pods = lost.removed;
 
     // Chunkservers: scale-up at once, scale-down only after the drain.
     let desired = gc.spec.chunkservers.replicas;
     let current = cur_chunk.as_ref().and_then(|s| s.spec.replicas).unwrap_or(desired);
     let replicas =
-        chunk_replicas(&gc, &ctx, &mut st, &mut notes, master.as_ref(), &addr, positional, desired, current).await?;
+        chunk_replicas(&gc, &ctx, &admin, &mut st, &mut notes, master.as_ref(), &addr, positional, desired, current)
+            .await?;
 
     let under = master.as_ref().map(|m| m.under_replicated_chunks);
     let chunk_plan = plan_rollout(
@@ -267,7 +296,8 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
 
     let m_pods = pods_of(cur_master.as_ref());
     let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
-    let m_replicas = master_members(&gc, &ctx, master.as_ref(), &addr, positional, m_cur, m_pods, &mut notes).await;
+    let m_replicas =
+        master_members(&gc, &ctx, &admin, master.as_ref(), &addr, positional, m_cur, m_pods, &mut notes).await;
     if m_cur.is_some_and(|c| c != m_replicas) {
         notes.progress.push(format!(
             "master membership {} -> {m_replicas} (target {})",
@@ -337,6 +367,10 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(r) = lost.recheck_in {
         next = next.min(r);
     }
+    // A certificate the operator signs is due for renewal before then.
+    if let Some(r) = tls.renew_in {
+        next = next.min(r);
+    }
     Ok(Action::requeue(next))
 }
 
@@ -360,6 +394,7 @@ pub fn status_patch(st: &GfsClusterStatus) -> serde_json::Value {
 async fn master_members(
     gc: &GfsCluster,
     ctx: &Context,
+    admin: &MasterAdmin,
     master: Option<&gfs_proto::ClusterStatusResponse>,
     addr: &str,
     positional: bool,
@@ -382,11 +417,11 @@ async fn master_members(
     };
     let (res, what) = match change {
         scaling::MemberChange::Add(o) => match pod_addr(o) {
-            Some(a) => (ctx.admin.add_master(addr, o, &a).await.map(|_| ()), format!("add master {o} ({a})")),
+            Some(a) => (admin.add_master(addr, o, &a).await.map(|_| ()), format!("add master {o} ({a})")),
             None => return replicas,
         },
         scaling::MemberChange::Remove(o) => {
-            (ctx.admin.remove_master(addr, o).await.map(|_| ()), format!("remove master {o}"))
+            (admin.remove_master(addr, o).await.map(|_| ()), format!("remove master {o}"))
         }
     };
     match res {
@@ -416,6 +451,7 @@ fn pods_of(s: Option<&StatefulSet>) -> scaling::PodCounts {
 async fn chunk_replicas(
     gc: &GfsCluster,
     ctx: &Context,
+    admin: &MasterAdmin,
     st: &mut GfsClusterStatus,
     notes: &mut status::Notes,
     master: Option<&ClusterStatusResponse>,
@@ -431,7 +467,7 @@ async fn chunk_replicas(
         if let Some(d) = st.drain.take()
             && d.ordinal < desired
         {
-            ctx.admin.recommission(addr, &d.server).await?;
+            admin.recommission(addr, &d.server).await?;
             ctx.metrics.scale_decision("drain_cancelled");
             ctx.event(
                 gc,
@@ -484,7 +520,7 @@ async fn chunk_replicas(
             Ok(current)
         }
         _ => {
-            match ctx.admin.decommission(addr, &id).await {
+            match admin.decommission(addr, &id).await {
                 Ok(_) => {}
                 // The master refuses a drain that would lose replicas (e.g.
                 // fewer servers left than the replication): scale-down waits
@@ -647,6 +683,7 @@ async fn autoscale(
 
 async fn cleanup(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let n = Names::of(&gc);
+    ctx.admins.forget(&format!("{}/{}", n.namespace, n.cluster));
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &n.namespace);
     // Owner references let the garbage collector remove the other children;
     // the StatefulSets go now so no pod outlives the cluster, and the PVCs

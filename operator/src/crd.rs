@@ -88,6 +88,12 @@ pub struct GfsClusterSpec {
     /// Handling of Nodes that go NotReady or disappear.
     #[serde(default)]
     pub node_loss: NodeLossSpec,
+    /// mTLS between every component and from the operator to the masters.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Access to the pods' admin port (`/metrics`, `/debug/pprof`).
+    #[serde(default)]
+    pub metrics: MetricsSpec,
 }
 
 fn default_replication() -> i32 {
@@ -367,6 +373,104 @@ fn default_grace() -> i32 {
     300
 }
 
+/// Certificates of the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.enabled || !has(self.issuerRef)").message("tls.issuerRef needs tls.enabled: true"))]
+// Old (plaintext) and new (TLS) pods cannot talk to each other, so a pod
+// by pod rollout across the switch would stall half way.
+#[x_kube(validation = Rule::new("self.enabled == oldSelf.enabled").message("tls.enabled cannot change on an existing cluster; create a new cluster"))]
+pub struct TlsSpec {
+    /// mTLS on every connection (default true): certificates come from
+    /// cert-manager when it is installed, else from a CA the operator keeps
+    /// in the Secret `<cluster>-ca`. False: plaintext, nobody authenticated.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A cert-manager issuer that signs the component certificates instead
+    /// of the cluster's own CA. It must fill `ca.crt` (a CA or Vault
+    /// issuer, not ACME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self { enabled: true, issuer_ref: None }
+    }
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer (in the cluster's namespace) or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("issuerRef.name must be a DNS subdomain name"))]
+    pub name: String,
+    /// `Issuer` or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// API group of the issuer (default cert-manager.io; external issuers
+    /// have their own).
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
+}
+
+/// Kind of a cert-manager issuer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IssuerKind {
+    /// Namespaced, in the cluster's namespace.
+    #[default]
+    Issuer,
+    /// Cluster-wide.
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    /// Returns the kind as cert-manager spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+/// The pods' admin port.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// A Secret key holding a bearer token that `/metrics` and
+    /// `/debug/pprof/*` require (`--admin-auth-token-file`); absent: open.
+    /// Probes (`/healthz`, `/readyz`) stay open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the cluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("secret name must be a DNS subdomain name"))]
+    pub name: String,
+    /// Key in the Secret (default `token`).
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("secret key may hold only letters, digits, '-', '_' and '.'"))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".into()
+}
+
 /// Observed state, written through the status subresource.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -472,6 +576,8 @@ mod tests {
             "masters.replicas must be odd",
             "replication must not exceed chunkservers.replicas",
             "minReplicas must not exceed maxReplicas",
+            "tls.issuerRef needs tls.enabled: true",
+            "tls.enabled cannot change on an existing cluster",
         ] {
             assert!(yaml.contains(msg), "{msg}");
         }

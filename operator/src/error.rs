@@ -31,6 +31,9 @@ pub enum Error {
     /// A quantity in the spec did not parse.
     #[error("invalid quantity {0:?}")]
     Quantity(String),
+    /// Generating or signing a certificate failed.
+    #[error("certificate: {0}")]
+    Certificate(#[source] gfs_common::Error),
 }
 
 impl From<kube::Error> for Error {
@@ -49,6 +52,7 @@ impl Error {
             Error::UnknownChunkserver { .. } => "unknown_chunkserver",
             Error::MissingField(_) => "missing_field",
             Error::Quantity(_) => "quantity",
+            Error::Certificate(_) => "certificate",
         }
         .to_string()
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use gfs_common::admin_auth::TokenFile;
 use gfs_common::admin_http::{self, Admin};
 use gfs_common::shutdown::CancellationToken;
 use prometheus_client::registry::Registry;
@@ -27,15 +28,17 @@ impl Readiness {
 }
 
 /// Serves the registry and readiness on `listener` until `shutdown`.
-/// With `profiling`, also serves `/debug/pprof/profile`.
+/// With `profiling`, also serves `/debug/pprof/profile`; with `auth`,
+/// `/metrics` and `/debug/pprof/*` need that bearer token.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     ready: Readiness,
     profiling: bool,
+    auth: Option<Arc<TokenFile>>,
     shutdown: CancellationToken,
 ) {
-    let admin = Admin::new(registry).ready(move || ready.get()).profiling(profiling);
+    let admin = Admin::new(registry).ready(move || ready.get()).profiling(profiling).auth(auth);
     admin_http::serve_listener(listener, admin, shutdown).await
 }
 
@@ -52,7 +55,7 @@ mod tests {
         metrics.count_and_measure();
         let ready = Readiness::default();
         let token = CancellationToken::new();
-        tokio::spawn(serve(listener, Arc::new(registry), ready.clone(), false, token.clone()));
+        tokio::spawn(serve(listener, Arc::new(registry), ready.clone(), false, None, token.clone()));
         assert_eq!(admin_http::get(addr, "/readyz").await.unwrap().0, 503);
         assert_eq!(admin_http::get(addr, "/healthz").await.unwrap().0, 200);
         assert_eq!(admin_http::get(addr, "/health").await.unwrap().0, 200);

@@ -2,9 +2,12 @@
 //!
 //! `run` elects a leader on a Lease and, while it leads, runs the
 //! controller of [`controller`]. Everything that decides is pure and lives
-//! in [`scaling`], [`status`] and [`render`]; I/O lives in [`controller`],
-//! [`nodeloss`], [`admin`] and [`leader`].
+//! in [`scaling`], [`status`], [`render`], [`podsec`] and [`certs`]; I/O
+//! lives in [`controller`], [`nodeloss`], [`pki`], [`certmanager`],
+//! [`admin`] and [`leader`].
 pub mod admin;
+pub mod certmanager;
+pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod error;
@@ -12,6 +15,8 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod nodeloss;
+pub mod pki;
+pub mod podsec;
 pub mod render;
 pub mod scaling;
 pub mod status;

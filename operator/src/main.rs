@@ -22,7 +22,8 @@ enum Cmd {
     /// Print the GfsCluster CRD as YAML (what crds/gfscluster.yaml holds).
     Crd,
     /// Run the controller with the ambient kubeconfig or in-cluster config.
-    Run(RunArgs),
+    // Boxed: the flags dwarf the data-less `crd` variant.
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,6 +59,13 @@ struct RunArgs {
     /// on the admin port.
     #[arg(long, env = "GFS_PROFILING")]
     profiling: bool,
+    #[command(flatten)]
+    admin_auth: gfs_common::admin_auth::AdminAuthArgs,
+    /// Certificates of clusters with TLS on: from cert-manager when its API
+    /// is served (auto), always from cert-manager, or never (the operator
+    /// signs them with a CA of its own per cluster).
+    #[arg(long, env = "GFS_OPERATOR_CERT_MANAGER", value_enum, default_value = "auto")]
+    cert_manager: gfs_operator::pki::CertManagerMode,
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -83,13 +91,15 @@ async fn main() -> anyhow::Result<()> {
                 cfg.controller.master_pod_addresses = Some(gfs_master_peers(p)?);
             }
             cfg.controller.namespace = a.namespace;
+            cfg.controller.cert_manager = a.cert_manager;
             cfg.controller.requeue = Duration::from_secs(a.requeue_seconds.max(1));
             let mut registry = prometheus_client::registry::Registry::default();
             let metrics = Metrics::default().register(&mut registry);
             let shutdown = shutdown::on_signals();
+            let auth = a.admin_auth.open()?;
             let listener = tokio::net::TcpListener::bind(&a.admin_listen).await?;
             let ready = http::Readiness::default();
-            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, shutdown.clone()));
+            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, auth, shutdown.clone()));
             let client = kube::Client::try_default().await?;
             gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }

@@ -66,6 +66,7 @@ fn ordinal(pod: &str, sts: &str) -> Option<i32> {
 pub async fn handle(
     gc: &GfsCluster,
     ctx: &Context,
+    admin: &crate::admin::MasterAdmin,
     master: Option<&ClusterStatusResponse>,
     addr: &str,
     positional: bool,
@@ -100,7 +101,7 @@ pub async fn handle(
                 scaling::server_for_ordinal(m, &n.pod_address(Component::Chunkserver, ord), ord, positional)
             });
             match server.and_then(|s| s.server.as_ref()) {
-                Some(info) => match ctx.admin.mark_lost(addr, &info.id).await {
+                Some(info) => match admin.mark_lost(addr, &info.id).await {
                     Ok(r) => {
                         ctx.metrics.marked_lost.inc();
                         ctx.event(gc, EventType::Warning, "MarkedLost", "MarkLost", format!("{name} on {node_name} ({why}): told the master chunkserver {} is lost; {} chunks queued for repair", info.id, r.chunks_queued)).await;

@@ -338,13 +338,14 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
         liveness_probe: Some(Probe { failure_threshold: Some(6), ..http_probe("/healthz") }),
         ..Default::default()
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         service_account_name: Some(n.service_account()),
         containers: vec![container],
         volumes: Some(vec![config_volume(&n)]),
         affinity: Some(host_anti_affinity(&n.cluster, c, false)),
         ..Default::default()
     };
+    crate::podsec::secure(gc, c, &mut pod);
     sts(gc, c, plan, pod, pvc_template(&n.cluster, c, &s.masters.storage.size, &s.masters.storage.storage_class_name))
 }
 
@@ -387,7 +388,7 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
         ..Default::default()
     };
     let selector = LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         service_account_name: Some(n.service_account()),
         containers: vec![container],
         volumes: Some(vec![config_volume(&n)]),
@@ -406,6 +407,7 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
         termination_grace_period_seconds: Some(60),
         ..Default::default()
     };
+    crate::podsec::secure(gc, c, &mut pod);
     sts(
         gc,
         c,
@@ -456,7 +458,10 @@ fn mounts() -> Vec<VolumeMount> {
         VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..Default::default() },
         VolumeMount {
             name: "config".into(),
-            mount_path: "/etc/gfs".into(),
+            // Not /etc/gfs itself: the Secrets mount beside it
+            // (/etc/gfs/tls), and a mount point cannot be made inside a
+            // read-only ConfigMap volume.
+            mount_path: "/etc/gfs/config".into(),
             read_only: Some(true),
             ..Default::default()
         },

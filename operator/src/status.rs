@@ -18,6 +18,10 @@ pub struct Notes {
     pub drain_blocked: bool,
     /// Pods removed from lost nodes in this pass.
     pub lost_pods: Vec<String>,
+    /// A certificate or Secret problem a person must fix: (reason, message).
+    pub security: Option<(String, String)>,
+    /// Why the master did not answer (a TLS failure says so here).
+    pub master_error: Option<String>,
 }
 
 /// Inputs of [`build`].
@@ -91,8 +95,12 @@ pub fn build(o: &Observed<'_>, mut st: GfsClusterStatus, prev: &GfsClusterStatus
         st.used_bytes = prev.used_bytes;
     }
     let quorum = spec.masters.replicas / 2 + 1;
+    let unreachable = match &o.notes.master_error {
+        Some(e) => format!("master {} does not answer: {e}", o.leader),
+        None => format!("master {} does not answer", o.leader),
+    };
     let (avail, reason, msg) = if o.master.is_none() {
-        (false, "MasterUnreachable", format!("master {} does not answer", o.leader))
+        (false, "MasterUnreachable", unreachable.clone())
     } else if st.ready_masters < quorum {
         (
             false,
@@ -139,8 +147,10 @@ pub fn build(o: &Observed<'_>, mut st: GfsClusterStatus, prev: &GfsClusterStatus
         cond("Progressing", false, "Stable", "nothing in progress".into(), gen_, pc, now)
     };
 
-    let degraded = if o.master.is_none() {
-        cond("Degraded", true, "MasterUnreachable", format!("master {} does not answer", o.leader), gen_, pc, now)
+    let degraded = if let Some((reason, msg)) = &o.notes.security {
+        cond("Degraded", true, reason, msg.clone(), gen_, pc, now)
+    } else if o.master.is_none() {
+        cond("Degraded", true, "MasterUnreachable", unreachable, gen_, pc, now)
     } else if !o.notes.lost_pods.is_empty() {
         cond(
             "Degraded",

@@ -261,6 +261,53 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     // KEDA owns spec.chunkservers.replicas: the example's own autoscaler is off.
     let example = find(&all, "GfsCluster")[0];
     assert_eq!(example["spec"]["autoscaling"]["enabled"], false);
+    // TLS on, and the metrics token: the example's pods, the operator and
+    // both monitors use the same Secret key.
+    assert_eq!(example["spec"]["tls"]["enabled"], true);
+    assert_eq!(
+        example["spec"]["metrics"]["authTokenSecret"],
+        serde_json::json!({"name": "gfs-metrics-token", "key": "token"})
+    );
+    for k in ["ServiceMonitor", "PodMonitor"] {
+        let ep = &find(&all, k)[0]["spec"][if k == "PodMonitor" { "podMetricsEndpoints" } else { "endpoints" }][0];
+        assert_eq!(ep["authorization"]["type"], "Bearer", "{k}");
+        assert_eq!(ep["authorization"]["credentials"]["name"], "gfs-metrics-token", "{k}");
+    }
+    let op_pod = &dep["spec"]["template"]["spec"];
+    let env = op_pod["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "GFS_ADMIN_AUTH_TOKEN_FILE" && e["value"] == "/etc/gfs/metrics-auth/token")
+    );
+    assert_eq!(op_pod["volumes"][0]["secret"]["secretName"], "gfs-metrics-token");
+    assert_eq!(op_pod["volumes"][0]["secret"]["defaultMode"], 0o400);
+    // Secrets and (cert-manager may be installed) its objects, nothing more.
+    let role =
+        find(&all, "Role").into_iter().find(|r| r["metadata"]["name"].as_str().unwrap().ends_with("-manager")).unwrap();
+    let rule = |res: &str| {
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"].as_array().unwrap().iter().any(|x| x == res))
+            .cloned()
+    };
+    assert_eq!(
+        rule("secrets").expect("secrets rule")["verbs"],
+        serde_json::json!(["get", "list", "watch", "create", "patch"])
+    );
+    assert_eq!(rule("certificates").expect("cert-manager rule")["apiGroups"][0], "cert-manager.io");
+    let never = render("gfs", &ns2, &["-f", ALL_ON, "--set", "tls.certManager=never"]);
+    let never_role = find(&never, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"].as_str().unwrap().ends_with("-manager"))
+        .unwrap();
+    assert!(!never_role["rules"].to_string().contains("cert-manager.io"), "no cert-manager RBAC with never");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), &ns2);
+    let token: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gfs-metrics-token"}, "stringData": {"token": "chart-test-token"}
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &token).await.unwrap();
     apply_all(&admin, &all, &ns2).await;
 
     // The ScaledObject's target resolves to an existing GfsCluster, whose CRD
@@ -306,6 +353,15 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     })
     .await;
     wait("example finalizer", || async { gcs.get(&name).await.ok().filter(|g| !g.finalizers().is_empty()) }).await;
+    // The chart's RBAC lets the operator write the cluster's certificates
+    // and read the metrics token (no MetricsTokenSecretInvalid).
+    for s in ["ca", "master-tls", "chunkserver-tls", "admin-tls"] {
+        let n = format!("{name}-{s}");
+        wait(&n, || async { secrets.get_opt(&n).await.unwrap() }).await;
+    }
+    let gc = gcs.get(&name).await.unwrap();
+    let reasons: Vec<String> = gc.status.unwrap().conditions.into_iter().map(|c| c.reason).collect();
+    assert!(!reasons.iter().any(|r| r == "MetricsTokenSecretInvalid"), "{reasons:?}");
     op.shutdown().await;
 
     // And under the default (all-namespaces) RBAC of the first release.

@@ -61,6 +61,9 @@ async fn invalid_clusters_are_refused_with_clear_messages() {
             "autoscaling.minReplicas must be at least replication",
         ),
         (json!({"masters": {"replicas": 7}}), "should be less than or equal to 5"),
+        (json!({"tls": {"enabled": false, "issuerRef": {"name": "corp-ca"}}}), "tls.issuerRef needs tls.enabled: true"),
+        (json!({"tls": {"issuerRef": {"name": "Corp_CA"}}}), "issuerRef.name must be a DNS subdomain name"),
+        (json!({"metrics": {"authTokenSecret": {"name": "scrape", "key": "a/b"}}}), "secret key may hold only letters"),
     ];
     for (i, (patch, msg)) in cases.into_iter().enumerate() {
         let mut v = cluster_json(&format!("bad-{i}"), 4);
@@ -74,6 +77,19 @@ async fn invalid_clusters_are_refused_with_clear_messages() {
         api.create(&PostParams::default(), &serde_json::from_value(cluster_json("good", 3)).unwrap()).await.unwrap();
     assert_eq!(ok.spec.chunk_size, "64Mi");
     assert_eq!(ok.spec.node_loss.grace_period_seconds, 300);
+    assert!(!ok.spec.tls.enabled, "cluster_json turns TLS off");
+    // TLS cannot be switched on a running cluster: pods on both sides of
+    // the switch could not talk during the rollout.
+    let err = api
+        .patch("good", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tls": {"enabled": true}}})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tls.enabled cannot change on an existing cluster"), "{err}");
+    // Left out, TLS is on by default.
+    let mut v = cluster_json("default-tls", 3);
+    v["spec"].as_object_mut().unwrap().remove("tls");
+    let on = api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap();
+    assert!(on.spec.tls.enabled);
 }
 
 mod json_patch {
@@ -108,6 +124,7 @@ async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
                              "resources": {"limits": {"memory": "4Gi"}},
                              "topology": {"zoneLabelKey": "example.com/rack", "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"}},
             "pvcRetention": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            "tls": {"enabled": false},
         }
     });
     create_cluster(&admin, &ns, spec).await;
@@ -705,7 +722,8 @@ async fn master_count_changes_drive_membership_one_member_at_a_time() {
     let op = Operator::start_with_master_pods(op_client, &ns, &pods.addrs[&0], pods.addrs.clone(), "op-m");
     let spec = json!({
         "apiVersion": "gfs.dev/v1alpha1", "kind": "GfsCluster", "metadata": {"name": "mm"},
-        "spec": {"masters": {"replicas": 1, "storage": {"size": "1Gi"}}, "chunkservers": {"replicas": 3, "storage": {"size": "1Gi"}}},
+        "spec": {"masters": {"replicas": 1, "storage": {"size": "1Gi"}}, "chunkservers": {"replicas": 3, "storage": {"size": "1Gi"}},
+                 "tls": {"enabled": false}},
     });
     create_cluster(&admin, &ns, spec).await;
     wait("master sts", || async { get_sts(&admin, &ns, "mm-master").await }).await;

@@ -1,4 +1,9 @@
 {{/* Chart name. */}}
+{{/* The metrics token Secret's name; fails the render when metricsAuth is on without one. */}}
+{{- define "gfs-operator.metricsSecret" -}}
+{{- required "metricsAuth.secretName is required when metricsAuth.enabled is true" .Values.metricsAuth.secretName -}}
+{{- end }}
+
 {{- define "gfs-operator.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -42,6 +42,8 @@ pub struct ServerArgs {
     /// on the admin port.
     #[arg(long, env = "GFS_PROFILING")]
     pub profiling: bool,
+    #[command(flatten)]
+    pub admin_auth: gfs_common::admin_auth::AdminAuthArgs,
     /// Write the master address(es, comma-separated) to this file once ready.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -62,6 +64,7 @@ pub async fn run(args: ServerArgs, insecure: bool) -> anyhow::Result<()> {
     opts.disk_reserve = args.disk_reserve;
     opts.admin_listen = args.admin_listen.clone();
     opts.profiling = args.profiling;
+    opts.admin_auth = args.admin_auth.open()?;
     opts.masters = args.masters;
     let cluster = LocalCluster::start(opts, shutdown.clone()).await?;
     let masters = cluster.master_spec();

@@ -194,13 +194,31 @@ impl Operator {
         identity: &str,
         requeue: Duration,
     ) -> Self {
+        Self::start_cfg(client, ns, master, identity, |cfg| {
+            cfg.controller.master_pod_addresses = pods;
+            cfg.controller.requeue = requeue;
+        })
+    }
+
+    /// As `start`, with `tune` applied to the config last. cert-manager
+    /// is off unless `tune` turns it on: its CRDs are cluster-wide, and a
+    /// test that installs them must not switch the other tests' clusters
+    /// to certificates nobody issues.
+    pub fn start_cfg(
+        client: Client,
+        ns: &str,
+        master: &str,
+        identity: &str,
+        tune: impl FnOnce(&mut RunConfig),
+    ) -> Self {
         let mut cfg = RunConfig::new(ns, identity);
         cfg.controller.namespace = Some(ns.into());
         cfg.controller.master_override = Some(master.into());
-        cfg.controller.master_pod_addresses = pods;
-        cfg.controller.requeue = requeue;
+        cfg.controller.requeue = Duration::from_secs(1);
+        cfg.controller.cert_manager = gfs_operator::pki::CertManagerMode::Never;
         cfg.lease.duration = Duration::from_secs(4);
         cfg.lease.renew_every = Duration::from_secs(1);
+        tune(&mut cfg);
         let stop = CancellationToken::new();
         let task = tokio::spawn(gfs_operator::run(client, cfg, Metrics::default(), stop.clone()));
         Self { stop, task }
@@ -224,9 +242,36 @@ fn free_addr() -> String {
     gfs_testkit::free_addr().to_string()
 }
 
+/// Certificate folders (`--tls-dir` layout) of the test processes.
+#[derive(Clone, Debug)]
+pub struct TlsDirs {
+    pub master: PathBuf,
+    pub chunkserver: PathBuf,
+    /// Used by the harness's own calls (status, `gfs put`).
+    pub admin: PathBuf,
+}
+
+impl TlsDirs {
+    /// The harness's master client with the admin certificate.
+    pub fn admin_client(&self) -> MasterAdmin {
+        let tls = gfs_common::tls::Tls::load(gfs_common::tls::TlsFiles::in_dir(&self.admin)).unwrap();
+        MasterAdmin::new(&gfs_common::tls::Security::Tls(tls))
+    }
+}
+
+/// `--insecure`, or `--tls-dir DIR`.
+fn security_args(dir: Option<&Path>) -> Vec<std::ffi::OsString> {
+    match dir {
+        None => vec!["--insecure".into()],
+        Some(d) => vec!["--tls-dir".into(), d.as_os_str().to_owned()],
+    }
+}
+
 /// A gfs master and chunkservers as processes on loopback.
 pub struct Gfs {
     pub dir: tempfile::TempDir,
+    /// Certificates, or plaintext (`--insecure`) when `None`.
+    pub tls: Option<TlsDirs>,
     pub master: String,
     /// Chunkserver addresses indexed by the operator's positional ordinal
     /// (sorted by address, as `scaling::server_for_ordinal` maps them).
@@ -248,13 +293,19 @@ impl Gfs {
     /// port can be raced for; a master that exits at once (its port was
     /// taken after `free_addr` let go of it) is started again on another.
     pub async fn start(n: usize) -> Self {
+        Self::start_with_tls(n, None).await
+    }
+
+    /// As `start`, every process with its certificate from `tls` (mTLS).
+    pub async fn start_with_tls(n: usize, tls: Option<TlsDirs>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut g = Self { dir, master: String::new(), chunkservers: Vec::new(), names: Vec::new(), procs: Vec::new() };
+        let mut g =
+            Self { dir, tls, master: String::new(), chunkservers: Vec::new(), names: Vec::new(), procs: Vec::new() };
         g.start_master().await;
         for i in 0..n {
             let name = format!("cs{i}");
             let c = Command::new(bin("gfs-chunkserver"))
-                .arg("--insecure")
+                .args(security_args(g.tls.as_ref().map(|t| t.chunkserver.as_path())))
                 .args(["--master", &g.master, "--listen", "127.0.0.1:0", "--zone", &format!("z{i}"), "--no-sync"])
                 .arg("--data-dir")
                 .arg(g.dir.path().join(&name))
@@ -264,7 +315,7 @@ impl Gfs {
                 .unwrap();
             g.procs.push((name, c));
         }
-        let admin = MasterAdmin::default();
+        let admin = g.admin();
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut last;
         let servers = loop {
@@ -291,16 +342,21 @@ impl Gfs {
         g
     }
 
+    /// The harness's master client (admin certificate with TLS).
+    pub fn admin(&self) -> MasterAdmin {
+        self.tls.as_ref().map_or_else(MasterAdmin::default, TlsDirs::admin_client)
+    }
+
     fn log(&self, name: &str) -> std::fs::File {
         std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap()
     }
 
     async fn start_master(&mut self) {
-        let admin = MasterAdmin::default();
+        let admin = self.admin();
         for attempt in 1..=MASTER_START_ATTEMPTS {
             let addr = free_addr();
             let mut m = Command::new(bin("gfs-master"))
-                .arg("--insecure")
+                .args(security_args(self.tls.as_ref().map(|t| t.master.as_path())))
                 .args(["--listen", &addr, "--chunk-size", "1MiB", "--dead-after-ms", "2000", "--data-dir"])
                 .arg(self.dir.path().join("master"))
                 .stdout(Stdio::null())
@@ -360,7 +416,7 @@ impl Gfs {
     /// Writes `bytes` of data to PATH with the CLI.
     pub fn put(&self, path: &str, bytes: usize) {
         let mut child = Command::new(bin("gfs"))
-            .arg("--insecure")
+            .args(security_args(self.tls.as_ref().map(|t| t.admin.as_path())))
             .args(["--master", &self.master, "put", "-", path])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -384,7 +440,7 @@ impl Gfs {
 
     /// State name of the chunkserver of `ordinal` ("LIVE", "DECOMMISSIONED", ...).
     pub async fn state(&self, ordinal: usize) -> String {
-        let st = MasterAdmin::default().status(&self.master).await.unwrap();
+        let st = self.admin().status(&self.master).await.unwrap();
         let s = st
             .servers
             .iter()
@@ -467,6 +523,9 @@ pub fn cluster_json(name: &str, chunkservers: i32) -> serde_json::Value {
             "replication": 3,
             "masters": {"replicas": 1, "storage": {"size": "1Gi"}},
             "chunkservers": {"replicas": chunkservers, "storage": {"size": "10Gi"}},
+            // These tests drive plaintext masters; tests/tls.rs runs the
+            // same flows with certificates.
+            "tls": {"enabled": false},
         }
     })
 }
