@@ -85,7 +85,6 @@ async fn a_clone_that_finds_no_space_backs_off() {
         exclusive: true,
         call: None,
         allow_under_replicated: true,
-        ..Default::default()
     };
     c.create(req).await.unwrap();
     write_lease(&mut c, "/f", 0).await.unwrap();
