@@ -141,3 +141,42 @@ async fn a_silent_tls_peer_is_closed_at_the_handshake_deadline() {
     let mut silent = TcpStream::connect(addr).await.unwrap();
     assert!(closed(&mut silent, Duration::from_secs(3)).await);
 }
+
+#[tokio::test]
+async fn renewed_certificate_files_are_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::generate("ca", CA_VALIDITY).unwrap();
+    let write = |user: &str, role: Role, ca_pem: &str| {
+        let c = ca.issue(&CertSpec::new(user, role)).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &c.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &c.key_pem).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
+    };
+    write("m0", Role::Master, ca.cert_pem());
+    let server = Tls::load(crate::tls::TlsFiles::in_dir(dir.path())).unwrap();
+    let (addr, _conns) = listen(ServerLimits::default(), Security::Tls(server.clone())).await;
+    let client = tls_for(&ca, "alice", Role::Client);
+    dial(addr, &client, &[Role::Master]).await.expect("the first certificate");
+
+    // The files are replaced (a renewed Secret): a certificate of another
+    // role, and a CA bundle that also trusts a second CA (a rotation).
+    let next = Authority::generate("next ca", CA_VALIDITY).unwrap();
+    write("cs0", Role::Chunkserver, &format!("{}{}", ca.cert_pem(), next.cert_pem()));
+    assert!(server.reload().unwrap(), "changed files were not taken");
+    assert_eq!(server.identity().user, "cs0");
+    let e = dial(addr, &client, &[Role::Master]).await.unwrap_err();
+    assert!(e.to_string().contains("expected master"), "{e}");
+    dial(addr, &client, &[Role::Chunkserver]).await.expect("the renewed certificate");
+    // A client of the new CA is trusted now.
+    let from_next = next.issue(&CertSpec::new("bob", Role::Client)).unwrap();
+    let bundle = format!("{}{}", ca.cert_pem(), next.cert_pem());
+    let bob = Tls::from_pem(&from_next.cert_pem, &from_next.key_pem, &bundle).unwrap();
+    let mut s = dial(addr, &bob, &[Role::Chunkserver]).await.expect("a client of the new CA");
+    assert!(!closed(&mut s, Duration::from_millis(300)).await, "the new CA's client was refused");
+
+    // A broken file keeps the previous material.
+    std::fs::write(dir.path().join("tls.key"), "garbage").unwrap();
+    assert!(server.reload().is_err());
+    assert_eq!(server.identity().user, "cs0");
+    dial(addr, &client, &[Role::Chunkserver]).await.expect("still served with the last good certificate");
+}

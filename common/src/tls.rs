@@ -87,15 +87,22 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// Builds the [`Security`] these flags ask for: `--insecure` (which
-    /// logs a warning), or all three files from `--tls-dir` and the single
-    /// file flags. Anything else is an error that says what to pass.
+    /// Builds the [`Security`] of a server from these flags: `--insecure`
+    /// (which logs a warning), or all three files from `--tls-dir` and the
+    /// single file flags. Anything else is an error that says what to pass.
     pub fn security(&self) -> Result<Security> {
-        self.security_or(None)
+        let s = self.security_or(None)?;
+        if matches!(s, Security::Insecure) {
+            tracing::warn!(
+                "running without TLS (--insecure): connections are plaintext and callers are not authenticated"
+            );
+        }
+        Ok(s)
     }
 
-    /// As [`TlsArgs::security`], taking `fallback` (a directory in the
-    /// Secret layout) when no TLS flag at all is given and it exists.
+    /// As [`TlsArgs::security`] without the warning (a client's choice is
+    /// its own), taking `fallback` (a directory in the Secret layout) when
+    /// no TLS flag at all is given and it exists.
     pub fn security_or(&self, fallback: Option<&Path>) -> Result<Security> {
         let any_file =
             self.tls_dir.is_some() || self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_ca.is_some();
@@ -103,9 +110,6 @@ impl TlsArgs {
             if any_file {
                 return Err(Error::InvalidArgument("--insecure cannot be combined with TLS flags".into()));
             }
-            tracing::warn!(
-                "running without TLS (--insecure): connections are plaintext and callers are not authenticated"
-            );
             return Ok(Security::Insecure);
         }
         let dir = self.tls_dir.clone().or_else(|| {

@@ -141,3 +141,17 @@ pub fn seed_ca(data_dir: &Path) {
         std::fs::copy(root.join(f), tls.join(f)).expect("copy test CA");
     }
 }
+
+/// Polls `f` every 50 ms until it returns true; panics naming `what` after
+/// `secs` seconds.
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

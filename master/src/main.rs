@@ -102,6 +102,13 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "GFS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Lifetime of a chunk access token in milliseconds (at least the
+    /// lease).
+    #[arg(long, env = "GFS_TOKEN_LIFETIME_MS", default_value_t = 10 * 60 * 1000)]
+    token_lifetime_ms: u64,
+    /// The leader makes a new token signing key this often, milliseconds.
+    #[arg(long, env = "GFS_TOKEN_KEY_ROTATE_MS", default_value_t = 60 * 60 * 1000)]
+    token_key_rotate_ms: u64,
     /// Most connections open at once from one IP address.
     #[arg(long, env = "GFS_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
     max_connections_per_peer: usize,
@@ -155,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
     let config = gfs_master::Config {
         security,
         limits,
+        token_lifetime_ms: args.token_lifetime_ms,
+        token_key_rotate_ms: args.token_key_rotate_ms,
         listen: args.listen,
         data_dir: args.data_dir.ok_or_else(|| anyhow::anyhow!("--data-dir is required"))?,
         chunk_size: args.chunk_size,
