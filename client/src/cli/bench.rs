@@ -42,6 +42,14 @@ pub struct BenchArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the plain-disk baseline: write and read through an
+    /// in-process cluster with mTLS and one without (the baseline), in
+    /// alternating rounds, and print the ratio.
+    #[arg(long)]
+    pub tls_cost: bool,
+    /// Rounds of `--tls-cost` (each runs both clusters).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub rounds: u32,
 }
 
 struct Metric {
@@ -64,6 +72,9 @@ fn mb(bytes: u64) -> f64 {
 /// on the command line), or else an in-process cluster (TLS unless
 /// `insecure`).
 pub async fn run(args: BenchArgs, external: Option<ClientConfig>, insecure: bool) -> anyhow::Result<()> {
+    if args.tls_cost {
+        return super::bench_tls::run(&args).await;
+    }
     if args.size == 0 || args.record_size == 0 || args.files == 0 {
         bail!("--size, --record-size and --files must be positive");
     }

@@ -5,6 +5,7 @@
 //! usage errors exit with 2 (clap).
 
 mod bench;
+mod bench_tls;
 mod commands;
 mod local_io;
 mod output;
