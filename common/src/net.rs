@@ -187,8 +187,9 @@ async fn establish(
         }
         return Ok((Stream::Plain(stream), PeerInfo { remote: Some(remote), identity: None }));
     };
-    let mut stream = stream;
-    refuse_plaintext_http2(&mut stream, remote).await?;
+    if speaks_plaintext_http2(&stream).await {
+        return Err(refuse_plaintext_http2(stream, remote).await);
+    }
     let tls = tokio_rustls::TlsAcceptor::from(config)
         .accept(stream)
         .await
@@ -202,37 +203,35 @@ async fn establish(
 /// The first bytes a plaintext HTTP/2 client sends.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A plaintext HTTP/2 client at a TLS server (a client run with
-/// `--insecure`) would otherwise see only a reset connection. It gets an
-/// HTTP/2 GOAWAY with `INADEQUATE_SECURITY`, which its gRPC stack reports
-/// as such, and the connection is closed.
-async fn refuse_plaintext_http2(stream: &mut TcpStream, remote: SocketAddr) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
+/// What a plaintext client at a TLS server is told.
+pub const TLS_REQUIRED: &str = "this gfs server accepts only mTLS connections: give the client a certificate (--tls-dir) or run both with --insecure";
+
+/// True when `stream`'s first bytes are a plaintext HTTP/2 preface.
+async fn speaks_plaintext_http2(stream: &TcpStream) -> bool {
     let mut first = [0u8; H2_PREFACE.len()];
-    let n = stream.peek(&mut first).await.map_err(|e| Error::Unavailable(format!("{remote}: {e}")))?;
-    if n == 0 || !H2_PREFACE.starts_with(&first[..n.min(H2_PREFACE.len())]) || n < 4 {
-        return Ok(());
+    matches!(stream.peek(&mut first).await, Ok(n) if n >= 4 && H2_PREFACE.starts_with(&first[..n]))
+}
+
+/// A plaintext HTTP/2 client at a TLS server (a client run with
+/// `--insecure`, or without its certificate) would otherwise see only a
+/// reset connection. Every request it makes is answered with gRPC status
+/// UNAUTHENTICATED saying why, for as long as the handshake deadline
+/// leaves, then the connection is closed.
+async fn refuse_plaintext_http2(stream: TcpStream, remote: SocketAddr) -> Error {
+    let svc = hyper::service::service_fn(|_req| async {
+        let resp = hyper::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "16")
+            .header("grpc-message", TLS_REQUIRED)
+            .body(http_body_util::Empty::<bytes::Bytes>::new());
+        resp.map_err(|e| Error::Internal(format!("plaintext refusal: {e}")))
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(peer = %remote, error = %e, "plaintext connection to a TLS server ended");
     }
-    const DEBUG: &[u8] = b"this gfs server accepts only mTLS connections";
-    let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0]; // empty SETTINGS
-    let len = 8 + DEBUG.len();
-    frames.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x7, 0, 0, 0, 0, 0]); // GOAWAY
-    frames.extend_from_slice(&0u32.to_be_bytes()); // last stream id
-    frames.extend_from_slice(&0xcu32.to_be_bytes()); // INADEQUATE_SECURITY
-    frames.extend_from_slice(DEBUG);
-    // Best effort (the peer may be gone already): write, end our side, and
-    // drain what it sent, since closing a socket with unread bytes resets
-    // it and the peer would see the reset instead of the GOAWAY.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        use tokio::io::AsyncReadExt;
-        stream.write_all(&frames).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    Err(Error::Unauthenticated(format!("{remote} spoke plaintext HTTP/2 to a TLS server")))
+    Error::Unauthenticated(format!("{remote} spoke plaintext HTTP/2 to a TLS server"))
 }
 
 /// Turns a bound listener into a stream of connections within `limits`

@@ -29,11 +29,17 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(&[]).await
+    }
+
+    /// As `start`, with extra master flags.
+    async fn start_with(master_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let master = free_addr().to_string();
         let mut procs = vec![Proc::spawn(
             Command::new(bin("gfs-master"))
                 .args(["--listen", &master, "--chunk-size", "1MiB", "--heartbeat-ms", "200"])
+                .args(master_args)
                 .arg("--data-dir")
                 .arg(dir.path().join("master")),
             &dir.path().join("master.log"),
@@ -107,8 +113,18 @@ fn role(r: Role) -> Security {
     gfs_e2e::security(r)
 }
 
+/// One channel per address and identity, reused (like a real client): a
+/// new connection per call would fill the per-peer connection limit.
 fn channel(addr: &str, security: &Security) -> Channel {
-    gfs_common::net::ChannelPool::new(1, Duration::from_secs(2), security, &[]).get(addr).unwrap()
+    type Channels = std::sync::Mutex<std::collections::HashMap<(String, String), Channel>>;
+    static CHANNELS: std::sync::OnceLock<Channels> = std::sync::OnceLock::new();
+    let key = (addr.to_string(), format!("{security:?}"));
+    let mut map = CHANNELS.get_or_init(Default::default).lock().unwrap();
+    map.entry(key)
+        .or_insert_with(|| {
+            gfs_common::net::ChannelPool::new(1, Duration::from_secs(2), security, &[]).get(addr).unwrap()
+        })
+        .clone()
 }
 
 fn master(addr: &str, security: &Security) -> MasterServiceClient<Channel> {
@@ -290,16 +306,16 @@ async fn peers_outside_the_cluster_ca_get_nothing() {
     );
     assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
 
-    // Plaintext: refused, with a hint at TLS.
+    // Plaintext: refused with a reason.
     let plain = channel(&cluster.master, &Security::Insecure);
     let e = Error::from(MasterServiceClient::new(plain).cluster_status(ClusterStatusRequest {}).await.unwrap_err());
-    assert!(e.to_string().contains("may require TLS") || matches!(e, Error::Unavailable(_)), "{e:?}");
+    assert!(matches!(&e, Error::Unauthenticated(m) if m.contains("accepts only mTLS")), "{e:?}");
 
     // The CLI without TLS, as a user would run it: one clear line.
     let out = Command::new(bin("gfs")).args(["--insecure", "--master", &cluster.master, "ls", "/"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.lines().count() == 1 && err.starts_with("gfs: ") && err.contains("require TLS"), "{err}");
+    assert!(err.lines().count() == 1 && err.starts_with("gfs: ") && err.contains("accepts only mTLS"), "{err}");
 
     // A client whose own CA does not sign the server (the server is not
     // who it should be): refused on the client side before any request.
@@ -308,5 +324,140 @@ async fn peers_outside_the_cluster_ca_get_nothing() {
     let e = Error::from(master(&cluster.master, &lost).cluster_status(ClusterStatusRequest {}).await.unwrap_err());
     assert!(e.to_string().contains("TLS handshake"), "{e:?}");
 
+    assert_intact(&cluster, &files).await;
+}
+
+/// True if the peer closed `s` (EOF or reset) within `within`.
+async fn closed(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let until_closed = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, until_closed).await.is_ok()
+}
+
+/// The inputs that must be refused even from a caller holding the right
+/// role: each one of them was seen to lose data or take a process down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_inputs_from_callers_with_the_right_role_are_refused() {
+    let cluster = Cluster::start_with(&["--max-connections-per-peer", "16"]).await;
+    let admin = cluster.admin();
+    let files = write_files(&admin).await;
+    let st = admin.cluster_status().await.unwrap();
+    let holder = st.servers[0].server.clone().unwrap();
+    let other = st.servers[1].server.clone().unwrap();
+    let chunks_before = st.chunk_count;
+    let victim = admin.stat("/kept/f0").await.unwrap().chunks[0].clone();
+
+    // A chunkserver reporting another server's replica corrupt (it cannot
+    // know that server's session): refused, the replica stays.
+    let mut as_cs = master(&cluster.master, &role(Role::Chunkserver));
+    let held = victim.replicas[0].id.clone();
+    let report = ReportCorruptRequest { handle: victim.handle, server_id: held, session: "guessed".into() };
+    let e = Error::from(as_cs.report_corrupt(report).await.unwrap_err());
+    assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
+    // Taking over a live chunkserver's id from another address.
+    let thief = ServerInfo { id: holder.id.clone(), address: "127.0.0.1:1".into(), zone: "z9".into() };
+    let reg = RegisterRequest { server: Some(thief), report_seq: u64::MAX, ..Default::default() };
+    let e = Error::from(as_cs.register(reg).await.unwrap_err());
+    assert!(matches!(&e, Error::ServerIdInUse { holder: h, .. } if *h == holder.address), "{e:?}");
+
+    // A master command stamped with an epoch far ahead of the group's: not
+    // adopted (the real master's next commands still pass).
+    let mut cs = chunk(&holder.address, &role(Role::Master));
+    let grant = GrantLeaseRequest {
+        handle: victim.handle,
+        version: victim.version + 5,
+        lease_ms: 60_000,
+        create: false,
+        epoch: u64::MAX,
+    };
+    let e = Error::from(cs.grant_lease(grant).await.unwrap_err());
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("ahead of the master group's epoch")), "{e:?}");
+    let delete = DeleteChunksRequest { handles: vec![victim.handle], epoch: u64::MAX };
+    assert!(cs.delete_chunks(delete).await.is_err(), "a delete with a forged epoch went through");
+
+    // A mutation far ahead of the expected serial, from a chunkserver with
+    // a valid write token: refused, never applied as a gap.
+    let mut client_m = master(&cluster.master, &role(Role::Client));
+    let lease = GetWriteLeaseRequest { path: "/kept/f1".into(), index: 0, create_missing: false };
+    let lease = client_m.get_write_lease(lease).await.unwrap().into_inner().lease.unwrap();
+    let chunk_w = lease.chunk.unwrap();
+    let secondary = lease.secondaries[0].address.clone();
+    let mut sec = chunk(&secondary, &role(Role::Chunkserver));
+    let frame = PushDataFrame { data_id: 99, total_len: 4, data: b"gap!".to_vec().into(), chain: vec![] };
+    sec.push_data(futures::stream::iter(vec![frame])).await.unwrap();
+    let far = ApplyMutationRequest {
+        handle: chunk_w.handle,
+        version: chunk_w.version,
+        serial: 1_000_000,
+        kind: MutationKind::Write as i32,
+        offset: 0,
+        data_id: 99,
+        length: 4,
+        epoch: lease.epoch,
+        token: chunk_w.token.clone(),
+        ..Default::default()
+    };
+    let e = Error::from(sec.apply_mutation(far).await.unwrap_err());
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("serial")), "{e:?}");
+
+    // A lease far past the end of a file: no allocation storm.
+    let storm = GetWriteLeaseRequest { path: "/kept/f2".into(), index: 10_000_000, create_missing: true };
+    let e = Error::from(client_m.get_write_lease(storm).await.unwrap_err());
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    // Bad paths: reserved names, control characters, a 1 MiB path echoed
+    // back in a short message only.
+    for bad in ["/kept/.gfs-deleted.1.x", "/kept/a\u{7}b", "/kept/\u{202e}txt.exe"] {
+        let e = Error::from(
+            client_m.mkdir(MkdirRequest { path: bad.into(), parents: true, call: None }).await.unwrap_err(),
+        );
+        assert!(matches!(e, Error::InvalidPath { .. } | Error::InvalidArgument(_)), "{bad:?}: {e:?}");
+    }
+    let huge = format!("/{}", "a".repeat(1 << 20));
+    let status = client_m.mkdir(MkdirRequest { path: huge, parents: true, call: None }).await.unwrap_err();
+    assert!(status.message().len() < 512, "a {} byte error for a bad path", status.message().len());
+    // More replicas than live chunkservers.
+    // (A new leader answers Unavailable while chunkservers re-register.)
+    let create = CreateRequest { path: "/kept/r5".into(), replication: 5, exclusive: true, ..Default::default() };
+    let mut e = Error::from(client_m.create(create.clone()).await.unwrap_err());
+    for _ in 0..100 {
+        if !matches!(e, Error::Unavailable(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        e = Error::from(client_m.create(create.clone()).await.unwrap_err());
+    }
+    assert!(matches!(&e, Error::NoSpace { detail, .. } if detail.contains("only 3 chunkservers")), "{e:?}");
+
+    // Idle sockets from one address fill only its own share: one more is
+    // closed at once, and other addresses are still served.
+    let addr: std::net::SocketAddr = cluster.master.parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(sock.connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut over = sock.connect(addr).await.unwrap();
+    assert!(closed(&mut over, Duration::from_secs(2)).await, "a 17th socket from one address was kept");
+    assert_eq!(admin.list("/kept").await.unwrap().len(), 3, "another address was not served");
+    drop(idle);
+
+    // Nothing changed: same chunks, same servers, every byte everywhere.
+    let after = admin.cluster_status().await.unwrap();
+    assert_eq!(after.chunk_count, chunks_before, "a refused call allocated chunks");
+    assert_eq!(after.servers.iter().filter(|s| s.alive).count(), 3);
+    assert!(after.servers.iter().any(|s| s.server.as_ref() == Some(&holder)), "the id was taken over");
+    assert!(after.servers.iter().any(|s| s.server.as_ref() == Some(&other)));
     assert_intact(&cluster, &files).await;
 }
