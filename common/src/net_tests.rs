@@ -61,7 +61,11 @@ async fn tls_connections_carry_the_peer_identity() {
     let ca = Authority::generate("ca", CA_VALIDITY).unwrap();
     let (addr, mut conns) = listen(ServerLimits::default(), Security::Tls(tls_for(&ca, "m0", Role::Master))).await;
     let alice = tls_for(&ca, "alice", Role::Client);
-    let _stream = dial(addr, &alice, &[Role::Master]).await.expect("handshake");
+    let stream = dial(addr, &alice, &[Role::Master]).await.expect("handshake");
+    let session = stream.get_ref().1;
+    assert_eq!(session.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    let suite = session.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     let conn = tokio::time::timeout(Duration::from_secs(5), conns.next()).await.unwrap().unwrap().unwrap();
     let info = conn.connect_info();
     let id = info.identity.expect("identity from the certificate");
