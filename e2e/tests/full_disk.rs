@@ -18,20 +18,6 @@ fn data(seed: u64, len: u64) -> Vec<u8> {
     v
 }
 
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn server<'a>(st: &'a ClusterStatusResponse, id: &str) -> &'a ServerStatus {
     st.servers.iter().find(|s| s.server.as_ref().is_some_and(|i| i.id == id)).expect("server listed")
 }
@@ -82,7 +68,10 @@ async fn a_full_chunkserver_fails_the_put_cleanly_reports_full_and_gets_no_new_c
     }
     // Its replicas are deleted at the next heartbeats (on the small disk:
     // only /a's data and metadata files remain).
-    wait_for("the failed put's replica to leave the small disk", || async { chunk_files(&small_dir) == 2 }).await;
+    gfs_e2e::wait_for("the failed put's replica to leave the small disk", 30, || async {
+        chunk_files(&small_dir) == 2
+    })
+    .await;
 
     // /a still reads back, straight from the small server too (verified).
     let loc = c.stat("/a").await.unwrap().chunks[0].clone();
@@ -94,7 +83,7 @@ async fn a_full_chunkserver_fails_the_put_cleanly_reports_full_and_gets_no_new_c
     // Acknowledged data that leaves it below its reserve: it reports full.
     c.put("/fill", &data(3, 1600 * KIB)[..], None).await.unwrap();
     assert!(replicas(&c, "/fill").await.contains(&small));
-    wait_for("the small server to report itself full", || async {
+    gfs_e2e::wait_for("the small server to report itself full", 30, || async {
         server(&c.cluster_status().await.unwrap(), &small_id).full
     })
     .await;
@@ -113,12 +102,14 @@ async fn a_full_chunkserver_fails_the_put_cleanly_reports_full_and_gets_no_new_c
     // Space freed (an immediate delete frees it at the next heartbeat):
     // no longer full, repair completes /new there, and puts use it again.
     c.delete_now("/fill", false).await.unwrap();
-    wait_for("the small server to have room again", || async {
+    gfs_e2e::wait_for("the small server to have room again", 30, || async {
         !server(&c.cluster_status().await.unwrap(), &small_id).full
     })
     .await;
-    wait_for("/new to be re-replicated to the small server", || async { replicas(&c, "/new").await.contains(&small) })
-        .await;
+    gfs_e2e::wait_for("/new to be re-replicated to the small server", 30, || async {
+        replicas(&c, "/new").await.contains(&small)
+    })
+    .await;
     let again = data(5, 256 * KIB);
     c.put("/again", &again[..], None).await.unwrap();
     assert!(replicas(&c, "/again").await.contains(&small));

@@ -1,8 +1,6 @@
 //! Self-healing against an in-process cluster (testkit): decommission
 //! under writes, scrubbing, garbage collection, stale replicas, bad input.
 
-use std::time::Duration;
-
 use gfs_client::{Client, ClusterStatusResponse, ServerState};
 use gfs_proto::ReadRequest;
 use gfs_proto::chunk_service_client::ChunkServiceClient;
@@ -28,20 +26,6 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn status(c: &Client) -> ClusterStatusResponse {
@@ -81,7 +65,10 @@ async fn decommission_drains_while_a_client_writes_then_refuses_the_last_servers
     let st = c.decommission(&victim).await.unwrap();
     assert_eq!(st.state(), ServerState::Decommissioning);
     files.extend(writer.await.unwrap().expect("the client saw no error during the drain"));
-    wait_for("decommissioned", || async { state_of(&status(&c).await, &victim) == ServerState::Decommissioned }).await;
+    gfs_e2e::wait_for("decommissioned", 60, || async {
+        state_of(&status(&c).await, &victim) == ServerState::Decommissioned
+    })
+    .await;
     for (p, d) in &files {
         assert!(c.read_all(p).await.unwrap() == *d, "{p} differs");
         for ch in c.stat(p).await.unwrap().chunks {
@@ -118,7 +105,7 @@ async fn scrubber_finds_a_corrupt_replica_and_it_is_replaced_without_a_read() {
     bytes[1000] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
     let h = ch.handle;
-    wait_for("the corrupt replica replaced", || async {
+    gfs_e2e::wait_for("the corrupt replica replaced", 60, || async {
         let ev = c.repair_events().await.unwrap();
         ev.iter().any(|e| e.handle == h && e.ok) && status(&c).await.replication_backlog_chunks == 0
     })
@@ -155,7 +142,10 @@ async fn deleted_file_is_restorable_until_the_delay_then_leaves_every_disk() {
     c.delete("/dir", true).await.unwrap();
     assert!(c.list("/").await.unwrap().is_empty());
     assert!(handles.iter().all(|h| on_disk(&cluster, *h) == 3), "chunks kept until the delay passes");
-    wait_for("chunks gone from every disk", || async { handles.iter().all(|h| on_disk(&cluster, *h) == 0) }).await;
+    gfs_e2e::wait_for("chunks gone from every disk", 60, || async {
+        handles.iter().all(|h| on_disk(&cluster, *h) == 0)
+    })
+    .await;
     assert!(c.list_hidden("/").await.unwrap().is_empty());
     let err = c.create("/.gfs-deleted.1.x", None).await.unwrap_err().to_string();
     assert!(err.contains("reserved"), "{err}");
@@ -171,12 +161,12 @@ async fn stale_replicas_of_a_restarted_server_are_deleted_and_never_served() {
     let addr = cluster.chunkserver_addr(0).unwrap();
     let id = cluster.chunkserver_id(0).unwrap();
     cluster.stop_chunkserver(0).await.unwrap();
-    wait_for("server dead", || async { state_of(&status(&c).await, &id) == ServerState::Dead }).await;
+    gfs_e2e::wait_for("server dead", 60, || async { state_of(&status(&c).await, &id) == ServerState::Dead }).await;
     let new = data(2, (3 * CHUNK) as usize);
     // A lease held by the stopped primary must run out first (documented).
-    wait_for("the write to succeed", || async { c.write_at("/st", 0, &new).await.is_ok() }).await;
+    gfs_e2e::wait_for("the write to succeed", 60, || async { c.write_at("/st", 0, &new).await.is_ok() }).await;
     cluster.start_chunkserver(0).await.unwrap();
-    wait_for("full replication at the new version", || async {
+    gfs_e2e::wait_for("full replication at the new version", 60, || async {
         let st = c.stat("/st").await.unwrap();
         st.chunks.iter().all(|ch| ch.replicas.len() == 3) && status(&c).await.replication_backlog_chunks == 0
     })

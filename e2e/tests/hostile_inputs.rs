@@ -39,20 +39,6 @@ fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> 
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Writes each file and returns (path, bytes) to check later.
 async fn write_files(c: &Client, files: &[(&str, u64, usize)]) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
@@ -265,11 +251,11 @@ async fn a_chunkserver_id_is_spoken_for_only_by_its_registration() {
     // The same id from the same address (a restart) registers again.
     cluster.stop_chunkserver(2).await.unwrap();
     cluster.start_chunkserver(2).await.unwrap();
-    wait_for("the restarted server's replicas", || replicated(&c, "/a", 3)).await;
+    gfs_e2e::wait_for("the restarted server's replicas", 30, || replicated(&c, "/a", 3)).await;
     // A dead holder's id may be taken.
     let id2 = cluster.chunkserver_id(2).unwrap();
     cluster.stop_chunkserver(2).await.unwrap();
-    wait_for("server 2 dead", || async {
+    gfs_e2e::wait_for("server 2 dead", 30, || async {
         c.cluster_status()
             .await
             .unwrap()
@@ -326,7 +312,7 @@ async fn corruption_reports_need_the_holder_and_the_last_copy_is_kept() {
     let token = Some(cluster.token(loc.handle, loc.version, gfs_common::token::READ));
     let read = ReadRequest { handle: loc.handle, version: loc.version, offset: 0, length: 10, token };
     assert!(matches!(refused(cs.read(read).await), Error::Corrupt { .. }));
-    wait_for("the confirmed last copy counted", || async {
+    gfs_e2e::wait_for("the confirmed last copy counted", 30, || async {
         c.cluster_status().await.unwrap().corrupt_replicas_kept == 1
     })
     .await;

@@ -2,8 +2,6 @@
 //! same version, consistent metadata) is never read as zeros: the client
 //! takes the data from another replica, or fails clearly when none has it.
 
-use std::time::Duration;
-
 use gfs_chunkserver::meta::{self, Meta};
 use gfs_client::{Client, ClientConfig, Error};
 use gfs_common::BLOCK_SIZE;
@@ -37,20 +35,6 @@ fn make_lagging(cluster: &Cluster, i: usize, handle: u64, keep: u64) {
     std::fs::write(&meta_path, slot).unwrap();
 }
 
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn replicas(c: &Client, path: &str) -> Vec<String> {
     c.stat(path).await.unwrap().chunks[0].replicas.iter().map(|r| r.address.clone()).collect()
 }
@@ -73,7 +57,10 @@ async fn a_lagging_replica_is_never_read_as_zeros() {
     cluster.stop_chunkserver(0).await.unwrap();
     make_lagging(&cluster, 0, handle, 200 * KIB);
     cluster.start_chunkserver(0).await.unwrap();
-    wait_for("the lagging replica to be listed again", || async { replicas(&c, "/f").await.contains(&lagging) }).await;
+    gfs_e2e::wait_for("the lagging replica to be listed again", 30, || async {
+        replicas(&c, "/f").await.contains(&lagging)
+    })
+    .await;
     assert_eq!(c.stat("/f").await.unwrap().info.size, 700 * KIB, "the master's length is the full one");
 
     // A client in chunkserver 0's zone reads it first: the short answer is
@@ -92,8 +79,10 @@ async fn a_lagging_replica_is_never_read_as_zeros() {
     // lacks is a clear error, not zeros.
     cluster.stop_chunkserver(1).await.unwrap();
     cluster.stop_chunkserver(2).await.unwrap();
-    wait_for("the other replicas to be declared dead", || async { replicas(&c, "/f").await == vec![lagging.clone()] })
-        .await;
+    gfs_e2e::wait_for("the other replicas to be declared dead", 30, || async {
+        replicas(&c, "/f").await == vec![lagging.clone()]
+    })
+    .await;
     assert!(near.read_at("/f", 0, 200 * KIB).await.unwrap() == want[..200 * 1024]);
     let e = near.read_all("/f").await.unwrap_err();
     match &e {
