@@ -117,10 +117,17 @@ chmod 0644 "$work/hosts" "$work/resolv.conf"
 
 # mkctr <image> <id> <data-dir|""> <env-json> <args...>: writes the bundle of
 # container <id>; the image's entrypoint is kept, args replace its cmd.
+# tls[<image>]: a certificate folder mounted read-only at /etc/gfs/tls in
+# that image's containers (GFS_TLS_DIR points there); every gfs connection
+# is mTLS, as in a cluster.
+declare -A tls
 mkctr() {
   local bin=$1 id=$2 data=$3 env=$4; shift 4
   local dir="$work/ctr/$id"
   mkdir -p "$dir"
+  if [ -n "${tls[$bin]:-}" ]; then
+    env=$(jq -c '. + ["GFS_TLS_DIR=/etc/gfs/tls"]' <<<"$env")
+  fi
   local args
   args=$(jq -nc --arg e "${entry[$bin]}" '[$e] + $ARGS.positional' --args -- "$@")
   jq --arg rootfs "${rootfs[$bin]}" --argjson args "$args" --argjson env "$env" \
@@ -136,7 +143,8 @@ mkctr() {
         {destination: "/etc/hosts", type: "bind", source: $hosts, options: ["rbind", "ro"]},
         {destination: "/etc/resolv.conf", type: "bind", source: $resolv, options: ["rbind", "ro"]}]
     | if $data != "" then .mounts += [{destination: "/data", type: "bind", source: $data, options: ["rbind", "rw"]}] else . end
-  ' "$work/${bin}/bundle/config.json" > "$dir/config.json"
+    | if $tls != "" then .mounts += [{destination: "/etc/gfs/tls", type: "bind", source: $tls, options: ["rbind", "ro"]}] else . end
+  ' --arg tls "${tls[$bin]:-}" "$work/${bin}/bundle/config.json" > "$dir/config.json"
   echo "$dir"
 }
 
@@ -207,8 +215,22 @@ done
 listdir() { find "$1" -mindepth 1 -maxdepth 2 -printf '%P ' | head -c 300; }
 newdata() { local d="$work/data/$1"; mkdir -p "$d"; chown 65532:65532 "$d"; chmod 0700 "$d"; echo "$d"; }
 
+if [ -n "${rootfs[gfs]:-}" ]; then
+  step "certificates with the gfs image's own binary (gfs cert)"
+  gfsbin="${rootfs[gfs]}/usr/local/bin/gfs"
+  pki="$work/pki"
+  "$gfsbin" cert ca --dir "$pki/ca" >/dev/null || fail "gfs cert ca"
+  for r in master chunkserver admin; do
+    "$gfsbin" cert issue --ca-dir "$pki/ca" --role "$r" --user "verify-$r" --out "$pki/$r" >/dev/null ||
+      fail "gfs cert issue --role $r"
+  done
+  chown -R 65532:65532 "$pki"; chmod -R go-rwx "$pki"
+  tls[gfs-master]="$pki/master"; tls[gfs-chunkserver]="$pki/chunkserver"; tls[gfs]="$pki/admin"
+  ok "a CA and master, chunkserver and admin certificates in $pki"
+fi
+
 if [ -n "${rootfs[gfs-master]:-}" ] && [ -n "${rootfs[gfs-chunkserver]:-}" ] && [ -n "${rootfs[gfs]:-}" ]; then
-  step "cluster from the images: master + chunkserver + gfs put/cat"
+  step "cluster from the images over mTLS: master + chunkserver + gfs put/cat"
   mport=$(free_port); cport=$(free_port)
   mdata=$(newdata master); cdata=$(newdata chunkserver)
   # Flags come from the image's env defaults (GFS_DATA_DIR=/data) plus these.
@@ -267,7 +289,8 @@ if [ -n "${rootfs[gfs]:-}" ]; then
   for i in $(seq 1 100); do [ -s "$sdata/ready" ] && break; sleep 0.1; done
   [ -s "$sdata/ready" ] || { cat "$work/server-$sfx.log" >&2; fail "gfs server wrote no ready file"; }
   check_uid "server-$sfx"
-  run_fg gfs "ls-$sfx" "" '[]' --master "127.0.0.1:$sport" ls / >/dev/null ||
+  # gfs server made its own CA and an admin identity under /data/tls.
+  run_fg gfs "ls-$sfx" "$sdata" '[]' --tls-dir /data/tls/admin --master "127.0.0.1:$sport" ls / >/dev/null ||
     { cat "$work/ls-$sfx.err" >&2; fail "gfs ls against gfs server"; }
   stop "server-$sfx"
   ok "gfs server ready at $(cat "$sdata/ready"); gfs ls answered"

@@ -78,7 +78,7 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             print_stdout(&out)
         }
         Command::Admin { command } => admin(&client, command).await,
-        Command::Server(_) | Command::Bench(_) => unreachable!("handled by the caller"),
+        Command::Server(_) | Command::Bench(_) | Command::Cert { .. } => unreachable!("handled by the caller"),
     }
 }
 

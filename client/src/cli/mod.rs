@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_tls;
+mod cert;
 mod commands;
 mod local_io;
 mod output;
@@ -122,6 +123,11 @@ pub enum Command {
     },
     /// Run a master and chunkservers in this process.
     Server(server::ServerArgs),
+    /// Make a cluster CA and certificates for running components by hand.
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
     /// Measure throughput and metadata rates against a plain-disk baseline.
     Bench(bench::BenchArgs),
 }
@@ -209,13 +215,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let insecure = cli.tls.insecure;
     // `gfs server` and a self-contained bench make their own identities.
     let local = match &cli.command {
-        Command::Server(_) => true,
+        Command::Server(_) | Command::Cert { .. } => true,
         Command::Bench(b) => cli.master.is_none() || b.data_dir.is_some(),
         _ => false,
     };
     let config = if local { None } else { Some(cli.client_config()?) };
     match (cli.command, config) {
         (Command::Server(args), _) => server::run(args, insecure).await,
+        (Command::Cert { command }, _) => cert::run(command),
         (Command::Bench(args), config) => bench::run(args, config, insecure).await,
         (other, Some(config)) => commands::run(config, other).await,
         (_, None) => unreachable!("only server and bench run without a client config"),
