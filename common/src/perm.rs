@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(parse_mode("a+X", 0o644, true).unwrap(), 0o755, "X on a directory");
         assert_eq!(parse_mode("a+X", 0o644, false).unwrap(), 0o644, "X on a file without x");
         assert_eq!(parse_mode("a+X", 0o744, false).unwrap(), 0o755, "X on a file with x");
-        assert_eq!(parse_mode("u+w-x", 0o555, false).unwrap(), 0o455);
+        assert_eq!(parse_mode("u+w-x", 0o555, false).unwrap(), 0o655);
         assert_eq!(parse_mode("o=", 0o1777, true).unwrap(), 0o770, "= on others clears the sticky bit");
         assert_eq!(parse_mode("u=rwx", 0o1755, true).unwrap(), 0o1755, "= on the owner keeps it");
     }
