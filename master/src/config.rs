@@ -257,8 +257,8 @@ impl Config {
             return bad("server limits must be greater than 0".into());
         }
         for (what, name) in self.superusers.iter().map(|u| ("superuser", u)).chain([("supergroup", &self.supergroup)]) {
-            if let Err(e) = gfs_common::auth::check_name(what, name) {
-                return bad(format!("{what}: {e}"));
+            if !gfs_common::auth::is_valid_name(name) {
+                return bad(gfs_common::auth::bad_name(what, name));
             }
         }
         Ok(())

@@ -136,6 +136,7 @@ impl Service {
             }
         }
         let meta = self.shared.meta();
+        meta.ns.allow_lookup(who, &path)?;
         let node = meta.ns.lookup(&path)?;
         Ok(CreateResponse { info: Some(meta.file_info(&path, node)) })
     }
@@ -274,6 +275,7 @@ impl Service {
             }
         }
         let meta = self.shared.meta();
+        meta.ns.allow_lookup(who, &path)?;
         let node = meta.ns.lookup(&path)?;
         Ok(SetPermissionResponse { info: Some(meta.file_info(&path, node)) })
     }
@@ -289,7 +291,9 @@ impl Service {
         }
         for (what, name) in [("owner", owner), ("group", group)] {
             if let Some(n) = name {
-                gfs_common::auth::check_name(what, n).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                if !gfs_common::auth::is_valid_name(n) {
+                    return Err(Error::InvalidArgument(gfs_common::auth::bad_name(what, n)));
+                }
             }
         }
         let (r, w) = for_mutation(&path);
@@ -313,6 +317,7 @@ impl Service {
             }
         }
         let meta = self.shared.meta();
+        meta.ns.allow_lookup(who, &path)?;
         let node = meta.ns.lookup(&path)?;
         Ok(SetOwnerResponse { info: Some(meta.file_info(&path, node)) })
     }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gfs_common::auth::{Caller, check_name};
+use gfs_common::auth::{Caller, bad_name, is_valid_name};
 use gfs_common::perm::{STICKY, access_name, mode_string};
 use gfs_common::{Error, Result};
 
@@ -116,7 +116,9 @@ impl Names {
         if let Some(id) = self.id(name) {
             return Ok(id);
         }
-        check_name("user or group", name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if !is_valid_name(name) {
+            return Err(Error::InvalidArgument(bad_name("user or group", name)));
+        }
         self.check_room(1)?;
         let id = self.names.len() as u32;
         let name: Arc<str> = name.into();
