@@ -290,10 +290,10 @@ impl Service {
             return Err(Error::InvalidArgument("set owner: give an owner, a group or both".into()));
         }
         for (what, name) in [("owner", owner), ("group", group)] {
-            if let Some(n) = name {
-                if !gfs_common::auth::is_valid_name(n) {
-                    return Err(Error::InvalidArgument(gfs_common::auth::bad_name(what, n)));
-                }
+            if let Some(n) = name
+                && !gfs_common::auth::is_valid_name(n)
+            {
+                return Err(Error::InvalidArgument(gfs_common::auth::bad_name(what, n)));
             }
         }
         let (r, w) = for_mutation(&path);
