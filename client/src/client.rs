@@ -36,6 +36,8 @@ use crate::retry::{BACKOFF_BASE, Backoff};
 #[path = "put.rs"]
 mod put;
 pub use put::{COPYING_SUFFIX, PutOptions, copying_path};
+#[path = "perms.rs"]
+mod perms;
 
 /// Longest pause between two tries while looking for the leader master.
 const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -312,7 +314,8 @@ impl Client {
         let path = normalize(path)?;
         let call = self.next_call();
         self.master_call(|mut m, t| {
-            let req = MkdirRequest { path: path.clone(), parents, call: Some(call) };
+            let umask = Some(self.inner.config.umask);
+            let req = MkdirRequest { path: path.clone(), parents, call: Some(call), umask };
             async move { m.mkdir(with_deadline(req, t)).await }
         })
         .await?;
@@ -342,6 +345,7 @@ impl Client {
                     exclusive,
                     call: Some(call),
                     allow_under_replicated: self.inner.config.allow_under_replicated,
+                    umask: Some(self.inner.config.umask),
                 };
                 async move { m.create(with_deadline(req, t)).await }
             })

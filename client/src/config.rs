@@ -48,6 +48,9 @@ pub struct ClientConfig {
     pub user: String,
     /// The groups claimed with `user`.
     pub groups: Vec<String>,
+    /// Permission bits cleared from new files (0666) and directories
+    /// (0777); the default 022 gives 0644 and 0755.
+    pub umask: u32,
     /// Create files even when their replication is above the number of
     /// chunkservers in service (they stay under-replicated until more
     /// join); by default the master refuses such a create.
@@ -72,6 +75,7 @@ impl ClientConfig {
             security: Default::default(),
             user: default_user(),
             groups: Vec::new(),
+            umask: gfs_common::perm::DEFAULT_UMASK,
             allow_under_replicated: false,
         }
     }

@@ -28,7 +28,7 @@ pub mod retry;
 pub mod size;
 
 pub use client::{COPYING_SUFFIX, Client, FileStat, Progress, PutOptions, copying_path};
-pub use config::{ClientConfig, DEFAULT_FAILOVER_TIMEOUT};
+pub use config::{ClientConfig, DEFAULT_FAILOVER_TIMEOUT, default_user};
 pub use gfs_common::{Error, MasterSet, Result};
 pub use gfs_proto::{
     ChunkLocation, ClusterStatusResponse, FileInfo, FileType, MasterInfo, MasterRole, MasterStatusResponse,

@@ -175,6 +175,10 @@ impl LocalCluster {
                 id: i as u64 + 1,
                 peers: peers.clone(),
                 security: pki.master.clone(),
+                // As HDFS's NameNode user: whoever starts the local cluster
+                // is a superuser, also when it runs without TLS (where the
+                // CLI claims the login user).
+                superusers: vec![gfs_master::perm::SUPERUSER.into(), crate::config::default_user()],
                 ..Default::default()
             };
             match gfs_master::start_with_metrics(cfg, shutdown.clone(), metrics).await {

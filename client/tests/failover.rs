@@ -112,6 +112,15 @@ impl MasterService for Fake {
         self.enter("stat", r.allow_stale)?;
         Ok(Response::new(StatResponse { info: Some(self.file(&r.path)), chunks: vec![] }))
     }
+    async fn set_permission(
+        &self,
+        _: Request<SetPermissionRequest>,
+    ) -> Result<Response<SetPermissionResponse>, Status> {
+        unimpl()
+    }
+    async fn set_owner(&self, _: Request<SetOwnerRequest>) -> Result<Response<SetOwnerResponse>, Status> {
+        unimpl()
+    }
     async fn get_chunks(&self, r: Request<GetChunksRequest>) -> Result<Response<GetChunksResponse>, Status> {
         let r = r.into_inner();
         self.enter("get_chunks", r.allow_stale)?;

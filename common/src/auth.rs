@@ -129,18 +129,24 @@ pub struct PeerInfo {
     pub identity: Option<Arc<Identity>>,
 }
 
-/// Checks a user or group name: 1 to [`MAX_NAME_LEN`] characters of
-/// letters, digits and `._@-`.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
+/// True for a valid user or group name: 1 to [`MAX_NAME_LEN`]
+/// characters of letters, digits and `._@-`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = name.chars().take(MAX_NAME_LEN).filter(|c| !c.is_control()).collect();
-        Err(Error::Unauthenticated(format!("bad {what} name {shown:?}: 1 to {MAX_NAME_LEN} letters, digits or ._@-")))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+/// Why `name` is not a valid `what` name (a user, a group), for errors.
+pub fn bad_name(what: &str, name: &str) -> String {
+    let shown: String = name.chars().take(MAX_NAME_LEN).filter(|c| !c.is_control()).collect();
+    format!("bad {what} name {shown:?}: 1 to {MAX_NAME_LEN} letters, digits or ._@-")
+}
+
+/// Checks the user or group name of an identity (see [`is_valid_name`]);
+/// `Unauthenticated` otherwise.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    if is_valid_name(name) { Ok(()) } else { Err(Error::Unauthenticated(bad_name(what, name))) }
 }
 
 /// The caller of one request.

@@ -4,6 +4,8 @@
 //! - [`error`]: the one error type that crosses the wire, and its mapping to
 //!   and from `tonic::Status`.
 //! - [`path`]: the namespace path rules (absolute, no `.`/`..`, no empty parts).
+//! - [`perm`]: permission bits (owner/group/other rwx, sticky), `ls -l`
+//!   rendering and `chmod` modes.
 //! - [`net`]: listeners with a connection limit, channels with deadlines.
 //! - [`masters`]: the master addresses (a list or a DNS name) following the
 //!   Raft leader.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod masters;
 pub mod net;
 pub mod path;
+pub mod perm;
 pub mod profile;
 pub mod shutdown;
 pub mod telemetry;

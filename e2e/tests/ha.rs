@@ -221,7 +221,9 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let l_addr = g.addrs[leader as usize - 1].clone();
         let mut c = raw(&l_addr).await;
         for i in 0..20 {
-            c.mkdir(MkdirRequest { path: format!("/before/{i}"), parents: true, call: None }).await.unwrap();
+            c.mkdir(MkdirRequest { path: format!("/before/{i}"), parents: true, call: None, umask: None })
+                .await
+                .unwrap();
         }
         let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
         // Cut the leader off from the other two, both directions.
@@ -232,7 +234,8 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         // The minority side acknowledges nothing: every mutation fails.
         let mut refused = 0;
         for i in 0..3 {
-            let r = c.mkdir(MkdirRequest { path: format!("/minority/{i}"), parents: true, call: None }).await;
+            let r =
+                c.mkdir(MkdirRequest { path: format!("/minority/{i}"), parents: true, call: None, umask: None }).await;
             let e = Error::from(r.expect_err("a partitioned leader acknowledged a mutation"));
             assert!(matches!(e, Error::Unavailable(_) | Error::NotLeader { .. }), "{e}");
             refused += 1;
@@ -242,7 +245,7 @@ fn partitioned_leader_acknowledges_nothing_and_the_group_converges() {
         let new_leader = wait_leader(&g, &others, Duration::from_secs(30)).await;
         assert_ne!(new_leader, leader);
         let mut c2 = raw(&g.addrs[new_leader as usize - 1]).await;
-        c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true, call: None }).await.unwrap();
+        c2.mkdir(MkdirRequest { path: "/majority".into(), parents: true, call: None, umask: None }).await.unwrap();
         for i in 0..20 {
             c2.create(CreateRequest {
                 path: format!("/majority/f{i}"),

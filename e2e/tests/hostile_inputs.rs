@@ -60,7 +60,7 @@ async fn assert_intact(c: &Client, files: &[(String, Vec<u8>)]) {
 }
 
 fn mkdir(path: &str, parents: bool) -> MkdirRequest {
-    MkdirRequest { path: path.into(), parents, call: None }
+    MkdirRequest { path: path.into(), parents, call: None, umask: None }
 }
 
 fn create(path: &str) -> CreateRequest {

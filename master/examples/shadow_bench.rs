@@ -18,7 +18,8 @@ use gfs_proto::{AddChunkOp, CreateOp, ServerInfo};
 
 fn build(n: u64, gap: u64, replicas: bool) -> Meta {
     let mut m = Meta::new();
-    m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 64 << 20 }), 1).unwrap();
+    m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 64 << 20, ..Default::default() }), 1)
+        .unwrap();
     let now = tokio::time::Instant::now();
     for id in ["a", "b", "c"] {
         let info = ServerInfo { id: id.into(), address: format!("{id}:1"), zone: id.into() };

@@ -156,7 +156,8 @@ impl ChunkTable {
     /// Returns a chunk for update *without* counting it as changed. Only
     /// for a follower's shadow state (`shadow.rs`): a follower serves no
     /// change stream, and the one it starts as leader begins with every
-    /// chunk anyway.
+    /// chunk anyway; and for what shadow pulls do not carry (the users a
+    /// lease was handed to, `Lease::writers`).
     pub(crate) fn get_mut_untracked(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
         self.chunks.get_mut(&handle)
     }

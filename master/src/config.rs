@@ -73,6 +73,13 @@ pub struct Config {
     /// plaintext without authentication (the default for in-code configs;
     /// the binary needs `--insecure` for it).
     pub security: gfs_common::tls::Security,
+    /// Users that bypass namespace permission checks (HDFS's superuser),
+    /// besides callers with the admin role. Not replicated: give every
+    /// master of a group the same list. On an `--insecure` master a
+    /// caller names its own user, so anyone can claim to be one.
+    pub superusers: Vec<String>,
+    /// Members of this group are superusers too.
+    pub supergroup: String,
 }
 
 /// Raft timing among masters. Defaults follow the chunkserver rhythm: a
@@ -175,6 +182,8 @@ impl Default for Config {
             token_lifetime_ms: 10 * 60 * 1000,
             token_key_rotate_ms: 60 * 60 * 1000,
             security: Default::default(),
+            superusers: vec![crate::perm::SUPERUSER.to_string()],
+            supergroup: crate::perm::SUPERGROUP.to_string(),
         }
     }
 }
@@ -247,6 +256,11 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.max_concurrent_per_connection == 0 {
             return bad("server limits must be greater than 0".into());
         }
+        for (what, name) in self.superusers.iter().map(|u| ("superuser", u)).chain([("supergroup", &self.supergroup)]) {
+            if !gfs_common::auth::is_valid_name(name) {
+                return bad(gfs_common::auth::bad_name(what, name));
+            }
+        }
         Ok(())
     }
 }
@@ -268,5 +282,9 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("lease_ms"));
         let c = Config { discover: Some("no-port".into()), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("discover"));
+        let c = Config { superusers: vec!["root".into(), "a b".into()], ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("superuser"));
+        let c = Config { supergroup: String::new(), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("supergroup"));
     }
 }

@@ -205,7 +205,8 @@ mod tests {
 
     fn meta() -> Meta {
         let mut m = Meta::new();
-        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 100 }), 1).unwrap();
+        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 100, ..Default::default() }), 1)
+            .unwrap();
         m.apply(&Op::AddChunk(AddChunkOp { path: "/f".into(), index: 0, handle: 1, version: 1 }), 1).unwrap();
         for s in ["a", "b", "c"] {
             let info = ServerInfo { id: s.into(), address: format!("{s}:1"), zone: "z".into() };

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::hidden::{deleted_at, hidden_path, is_hidden_name, is_within_hidden};
 use crate::locks::for_mutation;
+use crate::perm::Requester;
 use crate::state::Shared;
 
 impl Shared {
@@ -24,19 +25,22 @@ impl Shared {
     /// already hidden or `immediate` (a file that never was complete, such
     /// as a failed upload, has nothing worth keeping in the trash, and its
     /// chunks should free their space now). A retry of a client `call`
-    /// that already took effect gets its outcome (`crate::retry`).
+    /// that already took effect gets its outcome (`crate::retry`). `who`
+    /// must be allowed the delete (`Namespace::allow_delete`); None for the
+    /// master's own work.
     pub async fn delete_path(
         self: &Arc<Self>,
         path: &str,
         recursive: bool,
         immediate: bool,
         call: Option<&CallId>,
+        who: Option<&Requester>,
     ) -> Result<()> {
         if is_within_hidden(path) {
-            return self.purge(path, true, call).await.map(|_| ());
+            return self.purge(path, true, call, who).await.map(|_| ());
         }
         if immediate {
-            return match self.purge(path, recursive, call).await? {
+            return match self.purge(path, recursive, call, who).await? {
                 true => {
                     info!(path, "deleted at once; chunks freed at the next heartbeats");
                     Ok(())
@@ -51,8 +55,14 @@ impl Shared {
         if let Some(done) = self.meta().retries.outcome(call) {
             return done;
         }
-        self.meta().ns.check_delete(path, recursive)?;
-        self.meta().ns.check_rename(path, &dst)?;
+        {
+            let meta = self.meta();
+            if let Some(who) = who {
+                meta.ns.allow_delete(who, path)?;
+            }
+            meta.ns.check_delete(path, recursive)?;
+            meta.ns.check_rename(path, &dst)?;
+        }
         self.commit_call(call, vec![Op::Rename(RenameOp { src: path.to_string(), dst: dst.clone() })]).await?;
         info!(path, hidden = %dst, "deleted; hidden until garbage collection");
         Ok(())
@@ -62,8 +72,15 @@ impl Shared {
     /// the same logged batch: the old `dst` is hidden as by Delete (kept
     /// until garbage collection), then `src` takes its name. The batch
     /// applies as a whole, so a reader finds the old file or the new one
-    /// at `dst`, never nothing. A directory is never replaced.
-    pub async fn rename_over(self: &Arc<Self>, src: &str, dst: &str, call: Option<&CallId>) -> Result<()> {
+    /// at `dst`, never nothing. A directory is never replaced. `who` must
+    /// be allowed the rename (`Namespace::allow_rename`).
+    pub async fn rename_over(
+        self: &Arc<Self>,
+        src: &str,
+        dst: &str,
+        call: Option<&CallId>,
+        who: Option<&Requester>,
+    ) -> Result<()> {
         if src == dst {
             return Err(Error::InvalidArgument(format!("cannot replace {dst} with itself")));
         }
@@ -77,6 +94,9 @@ impl Shared {
         }
         let ops = {
             let meta = self.meta();
+            if let Some(who) = who {
+                meta.ns.allow_rename(who, src, dst)?;
+            }
             if meta.ns.lookup(src)?.is_dir() {
                 return Err(Error::IsADirectory { path: src.to_string() });
             }
@@ -115,16 +135,28 @@ impl Shared {
 
     /// Deletes `path` for good (a directory only with `recursive`).
     /// Returns false when it no longer exists.
-    async fn purge(self: &Arc<Self>, path: &str, recursive: bool, call: Option<&CallId>) -> Result<bool> {
+    async fn purge(
+        self: &Arc<Self>,
+        path: &str,
+        recursive: bool,
+        call: Option<&CallId>,
+        who: Option<&Requester>,
+    ) -> Result<bool> {
         let (r, w) = for_mutation(path);
         let _g = self.locks.lock(&r, &w).await;
         if let Some(done) = self.meta().retries.outcome(call) {
             return done.map(|()| true);
         }
-        if self.meta().ns.get(path).is_none() {
-            return Ok(false);
+        {
+            let meta = self.meta();
+            if let Some(who) = who {
+                meta.ns.allow_delete(who, path)?;
+            }
+            if meta.ns.get(path).is_none() {
+                return Ok(false);
+            }
+            meta.ns.check_delete(path, recursive)?;
         }
-        self.meta().ns.check_delete(path, recursive)?;
         self.commit_call(call, vec![Op::Delete(DeleteOp { path: path.to_string() })]).await?;
         Ok(true)
     }
@@ -174,7 +206,8 @@ impl GcWorker {
         let delay = Duration::from_millis(self.shared.cfg.heal.gc_delay_ms);
         let mut n = 0;
         for path in self.shared.expired(gfs_common::now_ms(), delay) {
-            if self.shared.purge(&path, true, None).await? {
+            // The master's own work: no user, no permission check.
+            if self.shared.purge(&path, true, None, None).await? {
                 info!(path = %path, "garbage collected deleted entry");
                 n += 1;
             }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use gfs_common::perm::WRITE as WRITE_ACCESS;
 use gfs_common::token::{READ, WRITE};
 use gfs_common::{Error, MAX_FILE_CHUNKS, MAX_NEW_CHUNKS_PER_LEASE, Result};
 use gfs_proto::log_record::Op;
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::lease::Lease;
 use crate::locks::{for_mutation, for_read};
+use crate::perm::Requester;
 use crate::placement;
 use crate::state::{Meta, Shared};
 
@@ -88,29 +90,36 @@ struct Granted {
 
 impl Shared {
     /// Lease for a file chunk chosen by `target`, allocating chunks first
-    /// when needed.
+    /// when needed. `who` needs WRITE on the file; the lease records it as
+    /// a writer (see `ReportLength`).
     pub async fn lease_at(
         self: &Arc<Self>,
         path: &str,
+        who: &Requester,
         target: impl Fn(&[u64]) -> Result<Target>,
     ) -> Result<(LeaseInfo, u64)> {
         {
             let _g = self.locks.lock(&for_read(path), &[]).await;
-            let t = target(&self.meta().ns.file(path)?.chunks)?;
+            let t = {
+                let meta = self.meta();
+                meta.ns.allow_access(who, path, WRITE_ACCESS)?;
+                target(&meta.ns.file(path)?.chunks)?
+            };
             if let Target::Existing(index, handle) = t {
-                return self.lease_for(handle, index).await;
+                return self.lease_for(handle, index, &who.user).await;
             }
         }
         let (reads, writes) = for_mutation(path);
         let _g = self.locks.lock(&reads, &writes).await;
         let (t, replication) = {
             let meta = self.meta();
+            meta.ns.allow_access(who, path, WRITE_ACCESS)?;
             let f = meta.ns.file(path)?;
             (target(&f.chunks)?, f.replication)
         };
         match t {
-            Target::Existing(index, handle) => self.lease_for(handle, index).await,
-            Target::Allocate { from, to } => self.allocate(path, from, to, replication).await,
+            Target::Existing(index, handle) => self.lease_for(handle, index, &who.user).await,
+            Target::Allocate { from, to } => self.allocate(path, from, to, replication, &who.user).await,
         }
     }
 
@@ -123,7 +132,14 @@ impl Shared {
     /// the next chunk report deletes as orphans. The handles are never reused
     /// (their high bits are the master's epoch), so such an orphan cannot be
     /// mistaken for a later chunk.
-    async fn allocate(self: &Arc<Self>, path: &str, from: u64, to: u64, replication: u32) -> Result<(LeaseInfo, u64)> {
+    async fn allocate(
+        self: &Arc<Self>,
+        path: &str,
+        from: u64,
+        to: u64,
+        replication: u32,
+        writer: &str,
+    ) -> Result<(LeaseInfo, u64)> {
         let now = Instant::now();
         let mut plans = Vec::new();
         {
@@ -144,7 +160,7 @@ impl Shared {
                 plans.push((index, handle, servers));
             }
         }
-        let res = self.create_and_log(path, plans.clone()).await;
+        let res = self.create_and_log(path, plans.clone(), writer).await;
         let mut meta = self.meta();
         plans.iter().for_each(|(_, h, _)| {
             meta.allocating.remove(h);
@@ -160,6 +176,7 @@ impl Shared {
         self: &Arc<Self>,
         path: &str,
         plans: Vec<(u64, u64, Vec<String>)>,
+        writer: &str,
     ) -> Result<(LeaseInfo, u64)> {
         let last = plans.len() - 1;
         let mut rounds = Vec::with_capacity(plans.len());
@@ -174,11 +191,11 @@ impl Shared {
             })
             .collect();
         let to = plans[last].0;
-        let (me, path) = (self.clone(), path.to_string());
+        let (me, path, writer) = (self.clone(), path.to_string(), writer.to_string());
         self.commit_then(ops, move |meta| {
             let mut out = None;
             for ((index, handle, servers), g) in plans.iter().zip(rounds) {
-                out = Some(me.record_grant(meta, *handle, *index, 1, servers, g));
+                out = Some(me.record_grant(meta, (*handle, *index, 1), servers, g, &writer));
             }
             info!(path, index = to, chunks = plans.len(), "chunks allocated");
             out.expect("at least one chunk")
@@ -193,7 +210,7 @@ impl Shared {
     /// crash in between leaves replicas *ahead* of the log, and the master
     /// adopts a reported version above its own. The other order would leave
     /// every replica behind the log, and so stale, after such a crash.
-    async fn lease_for(self: &Arc<Self>, handle: u64, index: u64) -> Result<(LeaseInfo, u64)> {
+    async fn lease_for(self: &Arc<Self>, handle: u64, index: u64, writer: &str) -> Result<(LeaseInfo, u64)> {
         // A new leader knows no replica until chunkservers re-register; a
         // grant now would leave every unreported replica stale.
         // Chunks allocated in this term (the handle's high bits) were
@@ -217,7 +234,7 @@ impl Shared {
                 && meta.servers.is_alive(&l.primary)
                 && c.lease_holders.iter().all(|s| meta.servers.is_alive(s))
             {
-                return lease_info(&meta, self.epoch(), index, handle, self.cfg.token_lifetime_ms);
+                return lease_info(&mut meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer);
             }
             let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
             let short = live.len() < c.replication as usize;
@@ -254,8 +271,8 @@ impl Shared {
             }
         };
         let op = Op::SetVersion(SetVersionOp { handle, version: new_version });
-        let me = self.clone();
-        let record = move |meta: &mut Meta| me.record_grant(meta, handle, index, new_version, &live, g);
+        let (me, writer) = (self.clone(), writer.to_string());
+        let record = move |meta: &mut Meta| me.record_grant(meta, (handle, index, new_version), &live, g, &writer);
         match self.commit_then(vec![op], record).await {
             Ok(r) => r,
             Err(e) => {
@@ -295,15 +312,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Applies a successful grant round to the chunk table.
+    /// Applies a successful grant round of chunk `handle` (index `index`)
+    /// at `version` to the chunk table.
     fn record_grant(
         &self,
         meta: &mut Meta,
-        handle: u64,
-        index: u64,
-        version: u64,
+        (handle, index, version): (u64, u64, u64),
         sent: &[String],
         g: Granted,
+        writer: &str,
     ) -> Result<(LeaseInfo, u64)> {
         let Some(c) = meta.chunks.get_mut(handle) else { return Err(Error::ChunkNotFound { handle }) };
         c.bumping_from = None;
@@ -320,7 +337,7 @@ impl Shared {
             c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
             c.lease_holders = g.ok.iter().cloned().collect();
         }
-        lease_info(meta, self.epoch(), index, handle, self.cfg.token_lifetime_ms)
+        lease_info(meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer)
     }
 
     /// Sends GrantLease(version) to `servers` in parallel; `primary` gets the
@@ -433,7 +450,20 @@ fn least_loaded(meta: &Meta, live: &[String]) -> String {
 
 /// Builds the LeaseInfo of a chunk with a lease, with a write token for the
 /// leased version, and its chunk size.
-fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64, token_ms: u64) -> Result<(LeaseInfo, u64)> {
+/// The lease of chunk `handle` (index `index`) as handed to `writer`,
+/// who is recorded as one of the lease's writers.
+fn lease_info(
+    meta: &mut Meta,
+    epoch: u64,
+    (index, handle): (u64, u64),
+    token_ms: u64,
+    writer: &str,
+) -> Result<(LeaseInfo, u64)> {
+    // Untracked: writers are the leader's own soft state, not something
+    // followers' shadow copies need.
+    if let Some(l) = meta.chunks.get_mut_untracked(handle).and_then(|c| c.lease.as_mut()) {
+        l.add_writer(writer);
+    }
     let c = meta.chunks.get(handle).expect("caller checked");
     let now = Instant::now();
     let (primary, remaining) = match &c.lease {
@@ -443,7 +473,7 @@ fn lease_info(meta: &Meta, epoch: u64, index: u64, handle: u64, token_ms: u64) -
     let pid = primary.as_ref().map(|p| p.id.clone()).unwrap_or_default();
     let secondaries = c.replicas.iter().filter(|s| **s != pid).filter_map(|s| meta.servers.live_info(s)).collect();
     let mut chunk = meta.location(index, handle);
-    chunk.token = Some(meta.token(handle, chunk.version, READ | WRITE, "client", token_ms)?);
+    chunk.token = Some(meta.token(handle, chunk.version, READ | WRITE, writer, token_ms)?);
     let info = LeaseInfo { chunk: Some(chunk), primary, secondaries, lease_ms: remaining, epoch };
     Ok((info, c.chunk_size))
 }

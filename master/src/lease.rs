@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Most writers a lease remembers (see [`Lease::writers`]).
+pub const MAX_WRITERS: usize = 16;
+
 /// A lease granted to a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -21,12 +24,31 @@ pub struct Lease {
     pub granted_at: Instant,
     /// End of the lease as told to the primary (master clock).
     pub expires_at: Instant,
+    /// Users this lease was handed to (each passed the WRITE check on the
+    /// file), the latest [`MAX_WRITERS`]: only they may report the chunk's
+    /// length (`ReportLength`). A writer pushed out only loses that hint;
+    /// heartbeats carry lengths too.
+    pub writers: Vec<String>,
 }
 
 impl Lease {
     /// A lease of `duration` starting at `now`.
     pub fn new(primary: String, version: u64, now: Instant, duration: Duration) -> Self {
-        Lease { primary, version, granted_at: now, expires_at: now + duration }
+        Lease { primary, version, granted_at: now, expires_at: now + duration, writers: Vec::new() }
+    }
+
+    /// Records `user` as a writer, forgetting the oldest beyond
+    /// [`MAX_WRITERS`].
+    pub fn add_writer(&mut self, user: &str) {
+        if let Some(i) = self.writers.iter().position(|w| w == user) {
+            let w = self.writers.remove(i);
+            self.writers.push(w);
+            return;
+        }
+        if self.writers.len() == MAX_WRITERS {
+            self.writers.remove(0);
+        }
+        self.writers.push(user.to_string());
     }
 
     /// True while the lease may be handed to clients.
@@ -71,6 +93,20 @@ mod tests {
         assert_eq!(l.remaining(now), Duration::ZERO);
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(!l.is_held(Instant::now(), grace));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writers_are_bounded_and_latest_first_to_stay() {
+        let mut l = Lease::new("s".into(), 1, Instant::now(), Duration::from_secs(60));
+        for i in 0..MAX_WRITERS {
+            l.add_writer(&format!("u{i}"));
+        }
+        l.add_writer("u0");
+        l.add_writer("new");
+        assert_eq!(l.writers.len(), MAX_WRITERS);
+        assert!(l.writers.iter().any(|w| w == "u0"), "a writer seen again stays");
+        assert!(!l.writers.iter().any(|w| w == "u1"), "the oldest goes");
+        assert_eq!(l.writers.last().map(String::as_str), Some("new"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 //! group (Raft), and serves `MasterService` and `RaftService` on one port
 //! until the shutdown token is cancelled.
 
+pub mod access;
 pub mod admin;
 pub mod backoff;
 pub mod chunks;
@@ -19,7 +20,9 @@ pub mod lease;
 pub mod locks;
 pub mod metrics;
 pub mod namespace;
+pub mod ns_service;
 pub mod oplog;
+pub mod perm;
 pub mod placement;
 pub mod raft;
 pub mod repair;

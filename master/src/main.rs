@@ -109,6 +109,21 @@ struct Args {
     /// The leader makes a new token signing key this often, milliseconds.
     #[arg(long, env = "GFS_TOKEN_KEY_ROTATE_MS", default_value_t = 60 * 60 * 1000)]
     token_key_rotate_ms: u64,
+    /// A superuser, who bypasses namespace permission checks (repeat the
+    /// flag for several; the env var takes a comma-separated list).
+    /// Callers with the admin role (certificate OU admin) always are. On an
+    /// --insecure master callers name themselves, so anyone can claim it.
+    #[arg(
+        long = "superuser",
+        env = "GFS_SUPERUSERS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        default_value = "gfs"
+    )]
+    superusers: Vec<String>,
+    /// Members of this group are superusers.
+    #[arg(long, env = "GFS_SUPERGROUP", value_name = "GROUP", default_value = "supergroup")]
+    supergroup: String,
     /// Most connections open at once from one IP address.
     #[arg(long, env = "GFS_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
     max_connections_per_peer: usize,
@@ -186,6 +201,8 @@ async fn main() -> anyhow::Result<()> {
         },
         fault_injection: args.fault_injection,
         leader_warmup_ms: args.dead_after_ms,
+        superusers: args.superusers,
+        supergroup: args.supergroup,
         heal: gfs_master::HealConfig {
             scan_ms: args.heal_scan_ms,
             repair_delay_ms: args.repair_delay_ms,
@@ -210,7 +227,20 @@ async fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{Args, parse_size};
+    use clap::Parser;
+
+    #[test]
+    fn superusers_repeat_and_default() {
+        let a = Args::try_parse_from(["gfs-master", "--data-dir", "d"]).unwrap();
+        assert_eq!((a.superusers, a.supergroup.as_str()), (vec!["gfs".to_string()], "supergroup"));
+        let a = Args::try_parse_from(["gfs-master", "--data-dir", "d", "--superuser", "hdfs", "--superuser", "root"])
+            .unwrap();
+        assert_eq!(a.superusers, vec!["hdfs".to_string(), "root".to_string()]);
+        let a = Args::try_parse_from(["gfs-master", "--data-dir", "d", "--superuser", "a,b", "--supergroup", "ops"])
+            .unwrap();
+        assert_eq!((a.superusers.len(), a.supergroup.as_str()), (2, "ops"));
+    }
 
     #[test]
     fn sizes() {

@@ -3,13 +3,17 @@
 //! Pure and synchronous: `check_*` functions validate an operation against
 //! the current state without changing it, and [`Namespace::apply`] mutates
 //! the tree for a logged operation. Keys are canonical paths (see
-//! `gfs_common::path`); the root `/` always exists.
+//! `gfs_common::path`); the root `/` always exists. Every entry carries its
+//! permissions (`perm.rs`); the checks against them are in `access.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use gfs_common::path::{ancestors, check_limits, file_name, is_within, join, parent, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
+use gfs_proto::{MkdirOp, SetAttrOp};
+
+use crate::perm::{LEGACY_DIR_MODE, LEGACY_FILE_MODE, Names, Perm, SUPERGROUP, SUPERUSER};
 
 /// Metadata of a regular file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,20 +26,38 @@ pub struct FileMeta {
     pub chunks: Vec<u64>,
     /// Unix ms of the last namespace change.
     pub mtime_ms: i64,
+    /// Owner, group and mode.
+    pub perm: Perm,
 }
 
 /// One node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     /// A directory and the names of its direct children.
-    Dir { mtime_ms: i64, children: BTreeSet<String> },
+    Dir { mtime_ms: i64, perm: Perm, children: BTreeSet<String> },
     /// A regular file.
     File(FileMeta),
 }
 
 impl Node {
-    fn new_dir(mtime_ms: i64) -> Self {
-        Node::Dir { mtime_ms, children: BTreeSet::new() }
+    /// An empty directory.
+    pub fn new_dir(mtime_ms: i64, perm: Perm) -> Self {
+        Node::Dir { mtime_ms, perm, children: BTreeSet::new() }
+    }
+
+    /// Returns the owner, group and mode.
+    pub fn perm(&self) -> Perm {
+        match self {
+            Node::Dir { perm, .. } => *perm,
+            Node::File(f) => f.perm,
+        }
+    }
+
+    fn perm_mut(&mut self) -> &mut Perm {
+        match self {
+            Node::Dir { perm, .. } => perm,
+            Node::File(f) => &mut f.perm,
+        }
     }
 
     /// Returns true for directories.
@@ -52,10 +74,21 @@ impl Node {
     }
 }
 
-/// The namespace: canonical path -> node.
+/// The namespace: canonical path -> node, and the names the nodes'
+/// owners and groups refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     nodes: BTreeMap<String, Node>,
+    names: Names,
+}
+
+/// Permissions of entries an op creates.
+#[derive(Debug, Clone, Copy)]
+enum NewPerm {
+    /// An op logged before permissions: the pre-permission defaults.
+    Legacy,
+    /// Owned by `owner` (an id) with `mode`; the group is the parent's.
+    Owned { owner: u32, mode: u16 },
 }
 
 impl Default for Namespace {
@@ -69,11 +102,42 @@ fn internal(op: &str, e: Error) -> Error {
 }
 
 impl Namespace {
-    /// Returns a namespace holding only the root directory.
+    /// Returns a namespace holding only the root directory, owned by the
+    /// superuser with mode 0755.
     pub fn new() -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert("/".to_string(), Node::new_dir(0));
-        Self { nodes }
+        nodes.insert("/".to_string(), Node::new_dir(0, Perm::root()));
+        Self { nodes, names: Names::default() }
+    }
+
+    /// Returns the table of user and group names.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Replaces the name table (loading a checkpoint, before its entries).
+    pub fn set_names(&mut self, names: Names) {
+        self.names = names;
+    }
+
+    /// The pre-permission defaults (see `perm::LEGACY_DIR_MODE`): for
+    /// entries of ops and checkpoints from before permissions.
+    pub fn legacy_perm(&mut self, is_dir: bool) -> Result<Perm> {
+        let mode = if is_dir { LEGACY_DIR_MODE } else { LEGACY_FILE_MODE };
+        Ok(Perm { owner: self.names.intern(SUPERUSER)?, group: self.names.intern(SUPERGROUP)?, mode })
+    }
+
+    /// Checks that `perm` refers to names the table holds (a checkpoint
+    /// entry).
+    pub fn check_perm_ids(&self, path: &str, perm: Perm) -> Result<()> {
+        let n = self.names.len() as u32;
+        if perm.owner >= n || perm.group >= n {
+            return Err(Error::Internal(format!(
+                "checkpoint entry {path}: owner {} or group {} is not in its name table ({n} names)",
+                perm.owner, perm.group
+            )));
+        }
+        Ok(())
     }
 
     /// Returns the node at a canonical path.
@@ -216,17 +280,24 @@ impl Namespace {
     /// handles of files removed by a delete.
     pub fn apply(&mut self, op: &Op, time_ms: i64) -> Result<Vec<u64>> {
         match op {
-            Op::Mkdir(m) => self.apply_mkdir(&m.path, time_ms).map_err(|e| internal("mkdir", e))?,
+            Op::Mkdir(m) => self.apply_mkdir(m, time_ms).map_err(|e| internal("mkdir", e))?,
             Op::Create(c) => {
                 self.check_create(&c.path, true).map_err(|e| internal("create", e))?;
+                let new = self.new_perm(&c.owner, c.mode).map_err(|e| internal("create", e))?;
+                let perm = match new {
+                    NewPerm::Legacy => self.legacy_perm(false)?,
+                    NewPerm::Owned { owner, mode } => Perm { owner, group: self.parent_group(&c.path), mode },
+                };
                 let f = FileMeta {
                     replication: c.replication,
                     chunk_size: c.chunk_size,
                     chunks: vec![],
                     mtime_ms: time_ms,
+                    perm,
                 };
                 self.insert_child(&c.path, Node::File(f), time_ms);
             }
+            Op::SetAttr(a) => self.apply_set_attr(a).map_err(|e| internal("set attributes", e))?,
             Op::Delete(d) => {
                 self.check_delete(&d.path, true).map_err(|e| internal("delete", e))?;
                 return Ok(self.apply_delete(&d.path, time_ms));
@@ -251,22 +322,65 @@ impl Namespace {
         Ok(vec![])
     }
 
-    /// Creates `path` and any missing ancestors as directories.
-    fn apply_mkdir(&mut self, path: &str, time_ms: i64) -> Result<()> {
-        self.check_mkdir(path, true)?;
-        let mut all = ancestors(path);
-        all.push(path.to_string());
+    /// Creates `m.path` and any missing ancestors as directories. The
+    /// ancestors get the mode with u+wx added, so that their creator can
+    /// create below them (as HDFS does); each takes its parent's group.
+    fn apply_mkdir(&mut self, m: &MkdirOp, time_ms: i64) -> Result<()> {
+        self.check_mkdir(&m.path, true)?;
+        let new = self.new_perm(&m.owner, m.mode)?;
+        let legacy = self.legacy_perm(true)?;
+        let mut all = ancestors(&m.path);
+        all.push(m.path.clone());
         for p in all {
-            if !self.nodes.contains_key(&p) {
-                self.insert_child(&p, Node::new_dir(time_ms), time_ms);
+            if self.nodes.contains_key(&p) {
+                continue;
             }
+            let perm = match new {
+                NewPerm::Legacy => legacy,
+                NewPerm::Owned { owner, mode } => {
+                    let mode = if p == m.path { mode } else { mode | 0o300 };
+                    Perm { owner, group: self.parent_group(&p), mode }
+                }
+            };
+            self.insert_child(&p, Node::new_dir(time_ms, perm), time_ms);
         }
+        Ok(())
+    }
+
+    /// The permissions an op's new entries get: `mode` unset is an op from
+    /// before permissions.
+    fn new_perm(&mut self, owner: &str, mode: Option<u32>) -> Result<NewPerm> {
+        let Some(mode) = mode else { return Ok(NewPerm::Legacy) };
+        gfs_common::perm::check_mode(mode)?;
+        Ok(NewPerm::Owned { owner: self.names.intern(owner)?, mode: mode as u16 })
+    }
+
+    /// The group of the parent directory of `path` (HDFS: a new entry
+    /// takes its parent's group).
+    fn parent_group(&self, path: &str) -> u32 {
+        parent(path).and_then(|p| self.nodes.get(p)).map_or(Perm::root().group, |n| n.perm().group)
+    }
+
+    /// chmod / chown: sets the mode and the owner and group that are given.
+    fn apply_set_attr(&mut self, a: &SetAttrOp) -> Result<()> {
+        self.lookup(&a.path)?;
+        if let Some(m) = a.mode {
+            gfs_common::perm::check_mode(m)?;
+        }
+        let owner = (!a.owner.is_empty()).then(|| self.names.intern(&a.owner)).transpose()?;
+        let group = (!a.group.is_empty()).then(|| self.names.intern(&a.group)).transpose()?;
+        let perm = self.nodes.get_mut(&a.path).expect("looked up").perm_mut();
+        if let Some(m) = a.mode {
+            perm.mode = m as u16;
+        }
+        perm.owner = owner.unwrap_or(perm.owner);
+        perm.group = group.unwrap_or(perm.group);
         Ok(())
     }
 
     fn insert_child(&mut self, path: &str, node: Node, time_ms: i64) {
         if let Some(p) = parent(path)
-            && let Some(Node::Dir { mtime_ms, children }) = self.nodes.get_mut(p)
+            && let Some(Node::Dir { mtime_ms, children, .. }) = self.nodes.get_mut(p)
         {
             children.insert(file_name(path).to_string());
             *mtime_ms = time_ms;
@@ -276,21 +390,24 @@ impl Namespace {
 
     fn detach_from_parent(&mut self, path: &str, time_ms: i64) {
         if let Some(p) = parent(path)
-            && let Some(Node::Dir { mtime_ms, children }) = self.nodes.get_mut(p)
+            && let Some(Node::Dir { mtime_ms, children, .. }) = self.nodes.get_mut(p)
         {
             children.remove(file_name(path));
             *mtime_ms = time_ms;
         }
     }
 
-    /// Returns every key equal to or below `path`.
-    fn subtree_keys(&self, path: &str) -> Vec<String> {
+    /// Iterates over `path` and every node below it.
+    pub fn subtree(&self, path: &str) -> impl Iterator<Item = (&String, &Node)> {
         self.nodes
             .range(path.to_string()..)
-            .take_while(|(k, _)| k.starts_with(path))
-            .filter(|(k, _)| is_within(k, path))
-            .map(|(k, _)| k.clone())
-            .collect()
+            .take_while(move |(k, _)| k.starts_with(path))
+            .filter(move |(k, _)| is_within(k, path))
+    }
+
+    /// Returns every key equal to or below `path`.
+    fn subtree_keys(&self, path: &str) -> Vec<String> {
+        self.subtree(path).map(|(k, _)| k.clone()).collect()
     }
 
     fn apply_delete(&mut self, path: &str, time_ms: i64) -> Vec<u64> {
@@ -359,10 +476,10 @@ mod tests {
     use gfs_proto::{CreateOp, DeleteOp, MkdirOp, RenameOp};
 
     fn mkdir(p: &str) -> Op {
-        Op::Mkdir(MkdirOp { path: p.into() })
+        Op::Mkdir(MkdirOp { path: p.into(), ..Default::default() })
     }
     fn create(p: &str) -> Op {
-        Op::Create(CreateOp { path: p.into(), replication: 3, chunk_size: 1 << 20 })
+        Op::Create(CreateOp { path: p.into(), replication: 3, chunk_size: 1 << 20, ..Default::default() })
     }
 
     #[test]

@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn frames_detect_torn_and_corrupt_tails() {
-        let rec = LogRecord { seq: 1, time_ms: 2, op: Some(Op::Mkdir(MkdirOp { path: "/a".into() })) };
+        let rec =
+            LogRecord { seq: 1, time_ms: 2, op: Some(Op::Mkdir(MkdirOp { path: "/a".into(), ..Default::default() })) };
         let mut buf = Vec::new();
         encode_frame(&rec.encode_to_vec(), &mut buf);
         let one = buf.len();

@@ -254,7 +254,8 @@ mod tests {
 
     fn meta_with_chunk() -> Meta {
         let mut m = Meta::new();
-        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 100 }), 1).unwrap();
+        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 3, chunk_size: 100, ..Default::default() }), 1)
+            .unwrap();
         m.apply(&Op::AddChunk(AddChunkOp { path: "/f".into(), index: 0, handle: 1, version: 3 }), 1).unwrap();
         let info = ServerInfo { id: "s".into(), address: "a:1".into(), zone: "z".into() };
         m.servers.register(info, 1000, 0, Instant::now());

@@ -290,7 +290,11 @@ mod tests {
     /// A master that applied `/f` with chunks `handles` at log index `index`.
     fn master(handles: &[u64], index: u64) -> Meta {
         let mut m = Meta::new();
-        m.apply(&Op::Create(CreateOp { path: "/f".into(), replication: 2, chunk_size: CHUNK }), 1).unwrap();
+        m.apply(
+            &Op::Create(CreateOp { path: "/f".into(), replication: 2, chunk_size: CHUNK, ..Default::default() }),
+            1,
+        )
+        .unwrap();
         for (i, h) in handles.iter().enumerate() {
             let op = Op::AddChunk(AddChunkOp { path: "/f".into(), index: i as u64, handle: *h, version: 1 });
             m.apply(&op, 1).unwrap();

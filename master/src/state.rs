@@ -126,22 +126,31 @@ impl Meta {
         let entries = self
             .ns
             .iter()
-            .map(|(path, node)| match node {
-                Node::Dir { mtime_ms, .. } => {
-                    CheckpointFile { path: path.clone(), is_dir: true, mtime_ms: *mtime_ms, ..Default::default() }
-                }
-                Node::File(f) => CheckpointFile {
-                    path: path.clone(),
-                    is_dir: false,
-                    replication: f.replication,
-                    chunk_size: f.chunk_size,
-                    mtime_ms: f.mtime_ms,
-                    chunks: f
-                        .chunks
-                        .iter()
-                        .map(|h| CheckpointChunk { handle: *h, version: self.chunks.get(*h).map_or(0, |c| c.version) })
-                        .collect(),
-                },
+            .map(|(path, node)| {
+                let perm = node.perm();
+                let mut e = match node {
+                    Node::Dir { mtime_ms, .. } => {
+                        CheckpointFile { path: path.clone(), is_dir: true, mtime_ms: *mtime_ms, ..Default::default() }
+                    }
+                    Node::File(f) => CheckpointFile {
+                        path: path.clone(),
+                        is_dir: false,
+                        replication: f.replication,
+                        chunk_size: f.chunk_size,
+                        mtime_ms: f.mtime_ms,
+                        chunks: f
+                            .chunks
+                            .iter()
+                            .map(|h| CheckpointChunk {
+                                handle: *h,
+                                version: self.chunks.get(*h).map_or(0, |c| c.version),
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
+                };
+                (e.mode, e.owner, e.group) = (Some(u32::from(perm.mode)), perm.owner, perm.group);
+                e
             })
             .collect();
         let server_states =
@@ -158,11 +167,13 @@ impl Meta {
             server_states,
             retries: self.retries.to_proto(),
             token_keys: self.token_keys.values().cloned().collect(),
+            names: self.ns.names().to_list(),
         }
     }
 
-    /// CRC32C of the replicated metadata (namespace, chunks and versions,
-    /// admin states, membership): equal on masters with equal state.
+    /// CRC32C of the replicated metadata (namespace with owners and modes,
+    /// the name table, chunks and versions, admin states, membership):
+    /// equal on masters with equal state.
     pub fn digest(&self) -> u32 {
         let mut cp = self.snapshot();
         // Not part of the namespace: the Raft position (a new leader adds
@@ -202,12 +213,24 @@ impl Meta {
         }
     }
 
-    /// Rebuilds metadata from a checkpoint.
+    /// Rebuilds metadata from a checkpoint. Entries of a checkpoint from
+    /// before permissions (no mode) get the pre-permission defaults.
     pub fn from_checkpoint(cp: &Checkpoint) -> Result<Meta> {
         let mut m = Meta::new();
+        m.ns.set_names(crate::perm::Names::from_list(&cp.names)?);
         for e in &cp.entries {
+            let perm = match e.mode {
+                Some(mode) => {
+                    gfs_common::perm::check_mode(mode)
+                        .map_err(|err| Error::Internal(format!("checkpoint entry {}: {err}", e.path)))?;
+                    let perm = crate::perm::Perm { owner: e.owner, group: e.group, mode: mode as u16 };
+                    m.ns.check_perm_ids(&e.path, perm)?;
+                    perm
+                }
+                None => m.ns.legacy_perm(e.is_dir)?,
+            };
             let node = if e.is_dir {
-                Node::Dir { mtime_ms: e.mtime_ms, children: Default::default() }
+                Node::new_dir(e.mtime_ms, perm)
             } else {
                 for c in &e.chunks {
                     m.chunks.insert(c.handle, c.version, e.replication, e.chunk_size);
@@ -217,6 +240,7 @@ impl Meta {
                     chunk_size: e.chunk_size,
                     chunks: e.chunks.iter().map(|c| c.handle).collect(),
                     mtime_ms: e.mtime_ms,
+                    perm,
                 })
             };
             m.ns.load_entry(&e.path, node)?;
@@ -271,8 +295,18 @@ impl Meta {
 
     /// `FileInfo` for the node at `path`.
     pub fn file_info(&self, path: &str, node: &Node) -> FileInfo {
+        let perm = node.perm();
+        let names = self.ns.names();
+        let mut info = self.file_info_of(path, node);
+        info.owner = names.name(perm.owner).to_string();
+        info.group = names.name(perm.group).to_string();
+        info.mode = u32::from(perm.mode);
+        info
+    }
+
+    fn file_info_of(&self, path: &str, node: &Node) -> FileInfo {
         match node {
-            Node::Dir { mtime_ms, children } => FileInfo {
+            Node::Dir { mtime_ms, children, .. } => FileInfo {
                 path: path.to_string(),
                 r#type: FileType::Directory as i32,
                 mtime_ms: *mtime_ms,
@@ -297,7 +331,7 @@ impl Meta {
                     chunk_size: f.chunk_size,
                     chunk_count: f.chunks.len() as u64,
                     mtime_ms: f.mtime_ms,
-                    children: 0,
+                    ..Default::default()
                 }
             }
         }
@@ -382,6 +416,12 @@ impl Shared {
         }
     }
 
+    /// Who `caller` is for namespace permissions, with this master's
+    /// superusers.
+    pub fn requester(&self, caller: &gfs_common::auth::Caller) -> crate::perm::Requester {
+        crate::perm::Requester::of(caller, &self.cfg.superusers, &self.cfg.supergroup)
+    }
+
     /// Locks the metadata (never held across an await).
     pub fn meta(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
@@ -458,53 +498,5 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use gfs_proto::{AddChunkOp, CreateOp, DeleteOp, MkdirOp, RenameOp, SetVersionOp};
-
-    fn ops() -> Vec<Op> {
-        vec![
-            Op::Mkdir(MkdirOp { path: "/a/b".into() }),
-            Op::Create(CreateOp { path: "/a/b/f".into(), replication: 2, chunk_size: 1 << 20 }),
-            Op::AddChunk(AddChunkOp { path: "/a/b/f".into(), index: 0, handle: 1, version: 1 }),
-            Op::AddChunk(AddChunkOp { path: "/a/b/f".into(), index: 1, handle: 2, version: 1 }),
-            Op::SetVersion(SetVersionOp { handle: 1, version: 4 }),
-            Op::Create(CreateOp { path: "/a/g".into(), replication: 3, chunk_size: 1 << 20 }),
-            Op::AddChunk(AddChunkOp { path: "/a/g".into(), index: 0, handle: 3, version: 1 }),
-            Op::Rename(RenameOp { src: "/a/b".into(), dst: "/c".into() }),
-            Op::Delete(DeleteOp { path: "/a/g".into() }),
-        ]
-    }
-
-    #[test]
-    fn checkpoint_restores_the_replicated_state() {
-        let mut live = Meta::new();
-        for (i, op) in ops().into_iter().enumerate() {
-            live.apply(&op, 1000 + i as i64).unwrap();
-        }
-        live.applied = Some(crate::raft::log_id(3, 2, 41));
-        let cp = live.snapshot();
-        assert_eq!((cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last), (41, 3, 2, true));
-        let back = Meta::from_checkpoint(&cp).unwrap();
-        assert_eq!(back.ns, live.ns);
-        assert_eq!(back.applied, live.applied);
-        assert_eq!(back.chunks.get(1).unwrap().version, 4);
-        assert!(back.chunks.get(3).is_none());
-        assert_eq!(back.chunks.next_handle(), 4);
-        assert_eq!(back.digest(), live.digest());
-        // Any replicated difference changes the digest.
-        let mut other = Meta::from_checkpoint(&cp).unwrap();
-        other.apply(&Op::Mkdir(MkdirOp { path: "/z".into() }), 5).unwrap();
-        assert_ne!(other.digest(), live.digest());
-    }
-
-    #[test]
-    fn a_failing_op_changes_nothing() {
-        let mut m = Meta::new();
-        m.apply(&Op::Mkdir(MkdirOp { path: "/a".into() }), 1).unwrap();
-        let before = m.digest();
-        let err = m.apply(&Op::Create(CreateOp { path: "/a".into(), replication: 3, chunk_size: 1 << 20 }), 2);
-        assert!(err.is_err());
-        assert_eq!(m.digest(), before);
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -79,8 +79,14 @@ async fn a_clone_that_finds_no_space_backs_off() {
     let (h, token, mut c) = start(cfg).await;
     let (_source, addr1) = fake_server().await;
     register(&mut c, "s1", &addr1, vec![]).await;
-    let req =
-        CreateRequest { path: "/f".into(), replication: 2, exclusive: true, call: None, allow_under_replicated: true };
+    let req = CreateRequest {
+        path: "/f".into(),
+        replication: 2,
+        exclusive: true,
+        call: None,
+        allow_under_replicated: true,
+        umask: None,
+    };
     c.create(req).await.unwrap();
     write_lease(&mut c, "/f", 0).await.unwrap();
     // The only other server, the clone's one possible destination, is full

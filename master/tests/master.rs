@@ -29,6 +29,7 @@ async fn namespace_survives_restart() {
             exclusive: false,
             call: None,
             allow_under_replicated: true,
+            umask: None,
         })
         .await
         .unwrap();
@@ -47,6 +48,7 @@ async fn namespace_survives_restart() {
             exclusive: true,
             call: None,
             allow_under_replicated: true,
+            umask: None,
         })
         .await;
     assert_eq!(kind(big), ErrorKind::InvalidArgument);
@@ -385,6 +387,7 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
         exclusive: true,
         call: call(seq),
         allow_under_replicated: true,
+        umask: None,
     };
     let first = c.create(create("/f", 1)).await.unwrap().into_inner().info.unwrap();
     // The reply was "lost": the same call again answers with the file.
@@ -392,8 +395,8 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     assert_eq!((again.path.as_str(), again.mtime_ms), (first.path.as_str(), first.mtime_ms));
     // A new call on the same path is a new create: refused.
     assert_eq!(kind(c.create(create("/f", 2)).await), ErrorKind::AlreadyExists);
-    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
-    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3), umask: None }).await.unwrap();
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3), umask: None }).await.unwrap();
     assert_eq!(kind(mkdir(&mut c, "/d", false).await), ErrorKind::AlreadyExists);
     c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
     c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
@@ -412,6 +415,7 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
         exclusive: true,
         call: Some(CallId { client: 78, seq: 3 }),
         allow_under_replicated: true,
+        umask: None,
     };
     assert_eq!(kind(c.create(other).await), ErrorKind::AlreadyExists);
 
@@ -422,7 +426,7 @@ async fn retried_calls_get_their_outcome_not_a_second_run() {
     let (h, token, mut c) = start(config(dir.path())).await;
     c.rename(RenameRequest { src: "/f".into(), dst: "/g".into(), call: call(4), ..Default::default() }).await.unwrap();
     c.delete(DeleteRequest { path: "/g".into(), recursive: false, call: call(5), ..Default::default() }).await.unwrap();
-    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3) }).await.unwrap();
+    c.mkdir(MkdirRequest { path: "/d".into(), parents: false, call: call(3), umask: None }).await.unwrap();
     stop(h, token).await;
 }
 

@@ -45,6 +45,13 @@ pub struct ClusterOptions {
     /// Data dirs of given chunkservers (by index) instead of folders of
     /// the cluster's temporary dir, e.g. a small [`Tmpfs`].
     pub chunkserver_dirs: std::collections::BTreeMap<usize, PathBuf>,
+    /// The master's superusers (it runs `--insecure`, so a caller is the
+    /// user it claims). By default the harness's own callers are:
+    /// [`Cluster::client`] (the login user, as any `ClientConfig`) and raw
+    /// gRPC clients that claim no user (`anonymous`), so tests of other
+    /// features find no permissions in their way; permission tests narrow
+    /// this.
+    pub superusers: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +70,7 @@ impl Default for ClusterOptions {
             scrub_idle_ms: 1_000,
             disk_reserve_bytes: None,
             chunkserver_dirs: Default::default(),
+            superusers: vec!["gfs".into(), gfs_client::default_user(), gfs_common::auth::ANONYMOUS.into()],
         }
     }
 }
@@ -168,6 +176,7 @@ impl Cluster {
             leader_warmup_ms: self.opts.dead_after_ms,
             checkpoint_every: self.opts.checkpoint_every,
             heal: self.opts.heal.clone(),
+            superusers: self.opts.superusers.clone(),
             ..Default::default()
         }
     }

@@ -84,6 +84,15 @@ impl MasterService for FakeMaster {
     async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
         unimpl()
     }
+    async fn set_permission(
+        &self,
+        _: Request<SetPermissionRequest>,
+    ) -> Result<Response<SetPermissionResponse>, Status> {
+        unimpl()
+    }
+    async fn set_owner(&self, _: Request<SetOwnerRequest>) -> Result<Response<SetOwnerResponse>, Status> {
+        unimpl()
+    }
     async fn get_chunks(&self, _: Request<GetChunksRequest>) -> Result<Response<GetChunksResponse>, Status> {
         unimpl()
     }

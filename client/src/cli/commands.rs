@@ -68,6 +68,8 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         Command::Rm { recursive, path } => Ok(client.delete(&path, recursive).await?),
         Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
+        Command::Chmod { recursive, mode, path } => chmod(&client, recursive, &mode, &path).await,
+        Command::Chown { recursive, owner, path } => chown(&client, recursive, &owner, &path).await,
         Command::Admin { command: AdminCommand::Status { json } } => {
             let st = client.cluster_status().await?;
             let out = if json {
@@ -102,6 +104,44 @@ async fn admin(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
     };
     let info = st.server.clone().unwrap_or_default();
     print_stdout(&format!("{} ({}): {}{note}\n", info.id, info.address, output::state_name(st.state())))
+}
+
+/// The entries a chmod/chown touches: PATH, or with `-R` everything at
+/// and below it, each after what is below it (see [`Client::walk`]).
+async fn targets(client: &Client, recursive: bool, path: &str) -> anyhow::Result<Vec<crate::FileInfo>> {
+    Ok(if recursive { client.walk(path).await? } else { vec![client.stat(path).await?.info] })
+}
+
+/// `gfs chmod`: the mode is parsed against each entry's current one
+/// (symbolic modes depend on it). Stops at the first refusal.
+async fn chmod(client: &Client, recursive: bool, spec: &str, path: &str) -> anyhow::Result<()> {
+    // A bad mode fails before anything changes.
+    gfs_common::perm::parse_mode(spec, 0, false)?;
+    for e in targets(client, recursive, path).await? {
+        let dir = e.r#type() == FileType::Directory;
+        let mode = gfs_common::perm::parse_mode(spec, e.mode, dir)?;
+        client.set_permission(&e.path, mode).await?;
+    }
+    Ok(())
+}
+
+/// Splits `OWNER`, `OWNER:GROUP`, `:GROUP` (an empty part: unchanged).
+pub(crate) fn owner_spec(spec: &str) -> anyhow::Result<(Option<&str>, Option<&str>)> {
+    let (owner, group) = spec.split_once(':').unwrap_or((spec, ""));
+    let (owner, group) = ((!owner.is_empty()).then_some(owner), (!group.is_empty()).then_some(group));
+    if owner.is_none() && group.is_none() {
+        bail!("chown {spec:?}: give OWNER, OWNER:GROUP or :GROUP");
+    }
+    Ok((owner, group))
+}
+
+/// `gfs chown`. Stops at the first refusal.
+async fn chown(client: &Client, recursive: bool, spec: &str, path: &str) -> anyhow::Result<()> {
+    let (owner, group) = owner_spec(spec)?;
+    for e in targets(client, recursive, path).await? {
+        client.set_owner(&e.path, owner, group).await?;
+    }
+    Ok(())
 }
 
 fn print_stdout(s: &str) -> anyhow::Result<()> {

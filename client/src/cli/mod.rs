@@ -80,7 +80,8 @@ pub enum Command {
     Append { remote: String, local: String },
     /// List a directory.
     Ls {
-        /// Long format: type, replication, size, mtime, name.
+        /// Long format: permissions, replication, owner, group, size, mtime,
+        /// name.
         #[arg(short = 'l')]
         long: bool,
         /// JSON output.
@@ -116,6 +117,28 @@ pub enum Command {
     },
     /// Rename SRC to DST.
     Mv { src: String, dst: String },
+    /// Change the mode of PATH (its owner or a superuser may): octal
+    /// (755, 0640, 1777 with the sticky bit) or symbolic (u+x, go-w, a=rX,
+    /// +t; several joined by commas).
+    Chmod {
+        /// Also everything below PATH.
+        #[arg(short = 'R')]
+        recursive: bool,
+        #[arg(allow_hyphen_values = true)]
+        mode: String,
+        path: String,
+    },
+    /// Change the owner and/or group of PATH: OWNER, OWNER:GROUP or :GROUP.
+    /// Only a superuser changes an owner; the owner may set the group to
+    /// one of their own groups.
+    Chown {
+        /// Also everything below PATH.
+        #[arg(short = 'R')]
+        recursive: bool,
+        #[arg(value_name = "[OWNER][:GROUP]")]
+        owner: String,
+        path: String,
+    },
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -260,6 +283,12 @@ mod tests {
         assert!(matches!(c.command, Command::Admin { command: AdminCommand::MarkLost { .. } }));
         let c = Cli::try_parse_from(["gfs", "ls", "--all", "/x"]).unwrap();
         assert!(matches!(c.command, Command::Ls { all: true, .. }));
+        let c = Cli::try_parse_from(["gfs", "chmod", "-R", "go-w", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Chmod { recursive: true, ref mode, .. } if mode == "go-w"));
+        let c = Cli::try_parse_from(["gfs", "chmod", "-w", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Chmod { recursive: false, ref mode, .. } if mode == "-w"));
+        let c = Cli::try_parse_from(["gfs", "chown", "alice:eng", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Chown { recursive: false, ref owner, .. } if owner == "alice:eng"));
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub fn name_of(path: &str) -> &str {
     }
 }
 
-/// One `ls --json` entry.
+/// `drwxr-xr-x` / `-rw-r--r--` for an entry.
+pub fn permission(info: &FileInfo) -> String {
+    gfs_common::perm::mode_string(info.r#type() == FileType::Directory, info.mode)
+}
+
+/// One `ls --json` entry. `mode` is octal text (`"0644"`), as chmod takes it.
 pub fn entry_json(info: &FileInfo) -> Value {
     json!({
         "path": info.path,
@@ -30,6 +35,10 @@ pub fn entry_json(info: &FileInfo) -> Value {
         "size": info.size,
         "replication": info.replication,
         "mtime_ms": info.mtime_ms,
+        "owner": info.owner,
+        "group": info.group,
+        "mode": gfs_common::perm::octal(info.mode),
+        "permission": permission(info),
     })
 }
 
@@ -60,6 +69,10 @@ pub fn stat_json(info: &FileInfo, chunks: &[ChunkLocation]) -> Value {
         "replication": info.replication,
         "chunk_size": info.chunk_size,
         "mtime_ms": info.mtime_ms,
+        "owner": info.owner,
+        "group": info.group,
+        "mode": gfs_common::perm::octal(info.mode),
+        "permission": permission(info),
         "under_replicated_chunks": short,
         "chunks": chunks,
     })
@@ -71,6 +84,9 @@ pub fn stat_text(info: &FileInfo, chunks: &[ChunkLocation]) -> String {
     s.push_str(&format!("path:        {}\n", info.path));
     s.push_str(&format!("type:        {}\n", type_name(info)));
     s.push_str(&format!("mtime:       {}\n", format_time_ms(info.mtime_ms)));
+    s.push_str(&format!("owner:       {}\n", info.owner));
+    s.push_str(&format!("group:       {}\n", info.group));
+    s.push_str(&format!("mode:        {} ({})\n", permission(info), gfs_common::perm::octal(info.mode)));
     if info.r#type() == FileType::Directory {
         s.push_str(&format!("entries:     {}\n", info.children));
         return s;
@@ -97,17 +113,22 @@ pub fn stat_text(info: &FileInfo, chunks: &[ChunkLocation]) -> String {
     s
 }
 
-/// `ls -l` table.
+/// `ls -l` table, as HDFS's: permissions, replication (`-` for
+/// directories), owner, group, size, mtime, name.
 pub fn ls_long(entries: &[FileInfo]) -> String {
+    let owner_w = entries.iter().map(|e| e.owner.len()).max().unwrap_or(0);
+    let group_w = entries.iter().map(|e| e.group.len()).max().unwrap_or(0);
     let mut s = String::new();
     for e in entries {
         let dir = e.r#type() == FileType::Directory;
         let name = if dir { format!("{}/", name_of(&e.path)) } else { name_of(&e.path).to_string() };
         let repl = if dir { "-".to_string() } else { e.replication.to_string() };
         s.push_str(&format!(
-            "{:<4} {:>3} {:>14} {} {}\n",
-            if dir { "dir" } else { "file" },
+            "{} {:>3} {:<owner_w$} {:<group_w$} {:>14} {} {}\n",
+            permission(e),
             repl,
+            e.owner,
+            e.group,
             e.size,
             format_time_ms(e.mtime_ms),
             name
@@ -358,6 +379,40 @@ mod tests {
         assert!(stat_text(&info, &[c]).contains("under-replicated: 1 chunk(s) with fewer than 3 replicas"));
         assert_eq!(v["chunks"][0]["replicas"][0], "h:1");
         assert_eq!(entry_json(&info)["name"], "b");
+    }
+
+    #[test]
+    fn permissions_show_in_ls_and_json() {
+        let f = FileInfo {
+            path: "/d/f".into(),
+            r#type: FileType::File as i32,
+            size: 12,
+            replication: 3,
+            mtime_ms: 0,
+            owner: "alice".into(),
+            group: "eng".into(),
+            mode: 0o640,
+            ..Default::default()
+        };
+        let d = FileInfo {
+            path: "/d/sub".into(),
+            r#type: FileType::Directory as i32,
+            owner: "bob".into(),
+            group: "supergroup".into(),
+            mode: 0o1777,
+            ..Default::default()
+        };
+        let t = ls_long(&[f.clone(), d.clone()]);
+        assert_eq!(
+            t,
+            "-rw-r-----   3 alice eng                    12 1970-01-01 00:00:00 f\n\
+             drwxrwxrwt   - bob   supergroup              0 1970-01-01 00:00:00 sub/\n"
+        );
+        let j = entry_json(&f);
+        assert_eq!((j["owner"].as_str(), j["group"].as_str()), (Some("alice"), Some("eng")));
+        assert_eq!((j["mode"].as_str(), j["permission"].as_str()), (Some("0640"), Some("-rw-r-----")));
+        assert_eq!(stat_json(&d, &[])["mode"], "1777");
+        assert!(stat_text(&d, &[]).contains("mode:        drwxrwxrwt (1777)\n"));
     }
 
     fn masters() -> Vec<MasterInfo> {

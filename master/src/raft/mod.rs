@@ -131,7 +131,11 @@ mod tests {
     fn entries_round_trip_through_the_disk_format() {
         let batch = LogBatch {
             time_ms: 5,
-            ops: vec![LogRecord { seq: 0, time_ms: 5, op: Some(Op::Mkdir(MkdirOp { path: "/a".into() })) }],
+            ops: vec![LogRecord {
+                seq: 0,
+                time_ms: 5,
+                op: Some(Op::Mkdir(MkdirOp { path: "/a".into(), ..Default::default() })),
+            }],
             proposer: 2,
             request_id: 9,
             call: Some(gfs_proto::CallId { client: 4, seq: 6 }),

@@ -267,7 +267,7 @@ mod tests {
     }
 
     fn mkdir(p: &str) -> Op {
-        Op::Mkdir(MkdirOp { path: p.into() })
+        Op::Mkdir(MkdirOp { path: p.into(), ..Default::default() })
     }
 
     /// One entry carries several callers' batches: each applies on its own,
@@ -329,7 +329,12 @@ mod tests {
             call,
             ..batch(
                 request_id,
-                vec![Op::Create(gfs_proto::CreateOp { path: "/f".into(), replication: 3, chunk_size: 1 })],
+                vec![Op::Create(gfs_proto::CreateOp {
+                    path: "/f".into(),
+                    replication: 3,
+                    chunk_size: 1,
+                    ..Default::default()
+                })],
             )
         };
         let (tx, rx) = tokio::sync::oneshot::channel();

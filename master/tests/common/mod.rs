@@ -14,10 +14,35 @@ use gfs_master::{Config, MasterHandle};
 use gfs_proto::chunk_service_server::{ChunkService, ChunkServiceServer};
 use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::*;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-pub type Client = MasterServiceClient<Channel>;
+/// A raw master client whose requests claim a user (the test masters are
+/// insecure, so the claim is who the caller is).
+pub type Client = MasterServiceClient<InterceptedService<Channel, Claim>>;
+
+/// The user and groups a [`Client`] claims.
+#[derive(Clone)]
+pub struct Claim {
+    user: String,
+    groups: Vec<String>,
+}
+
+impl Interceptor for Claim {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        gfs_common::auth::claim(&mut req, &self.user, &self.groups);
+        Ok(req)
+    }
+}
+
+/// A client of the master at `addr` as `user` in `groups`.
+pub async fn connect_as(addr: std::net::SocketAddr, user: &str, groups: &[&str]) -> Client {
+    let ch = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let claim = Claim { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect() };
+    MasterServiceClient::with_interceptor(ch, claim)
+}
 
 pub fn config(dir: &Path) -> Config {
     Config {
@@ -30,10 +55,12 @@ pub fn config(dir: &Path) -> Config {
     }
 }
 
+/// Starts a master; the client acts as the superuser `gfs` (tests of
+/// other features need no permissions in their way).
 pub async fn start(cfg: Config) -> (MasterHandle, CancellationToken, Client) {
     let token = CancellationToken::new();
     let h = gfs_master::start(cfg, token.clone()).await.unwrap();
-    let c = MasterServiceClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    let c = connect_as(h.addr, "gfs", &[]).await;
     (h, token, c)
 }
 
@@ -47,7 +74,7 @@ pub fn kind<T: std::fmt::Debug>(r: Result<T, Status>) -> ErrorKind {
 }
 
 pub async fn mkdir(c: &mut Client, p: &str, parents: bool) -> Result<(), Status> {
-    c.mkdir(MkdirRequest { path: p.into(), parents, call: None }).await.map(|_| ())
+    c.mkdir(MkdirRequest { path: p.into(), parents, call: None, umask: None }).await.map(|_| ())
 }
 
 /// Creates a file; most tests run without chunkservers, so replication is
@@ -59,6 +86,7 @@ pub async fn create(c: &mut Client, p: &str) -> Result<FileInfo, Status> {
         exclusive: true,
         call: None,
         allow_under_replicated: true,
+        umask: None,
     })
     .await?
     .into_inner()

@@ -418,6 +418,9 @@ impl Gfs {
         let mut child = Command::new(bin("gfs"))
             .args(security_args(self.tls.as_ref().map(|t| t.admin.as_path())))
             .args(["--master", &self.master, "put", "-", path])
+            // Without TLS the master believes the claimed user ($USER):
+            // claim its superuser, as the admin certificate is with TLS.
+            .env("USER", "gfs")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

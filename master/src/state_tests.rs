@@ -1,0 +1,120 @@
+//! Checkpoints, digests and apply of the replicated state.
+
+use super::*;
+use gfs_proto::{AddChunkOp, CreateOp, DeleteOp, MkdirOp, RenameOp, SetAttrOp, SetVersionOp};
+
+fn create(path: &str, replication: u32, owner: &str) -> Op {
+    let mode = Some(0o640);
+    Op::Create(CreateOp { path: path.into(), replication, chunk_size: 1 << 20, owner: owner.into(), mode })
+}
+
+fn ops() -> Vec<Op> {
+    vec![
+        Op::Mkdir(MkdirOp { path: "/a/b".into(), owner: "alice".into(), mode: Some(0o750) }),
+        create("/a/b/f", 2, "bob"),
+        Op::AddChunk(AddChunkOp { path: "/a/b/f".into(), index: 0, handle: 1, version: 1 }),
+        Op::AddChunk(AddChunkOp { path: "/a/b/f".into(), index: 1, handle: 2, version: 1 }),
+        Op::SetVersion(SetVersionOp { handle: 1, version: 4 }),
+        create("/a/g", 3, "carol"),
+        Op::SetAttr(SetAttrOp { path: "/a/b/f".into(), mode: Some(0o1600), owner: "dave".into(), group: "eng".into() }),
+        Op::AddChunk(AddChunkOp { path: "/a/g".into(), index: 0, handle: 3, version: 1 }),
+        Op::Rename(RenameOp { src: "/a/b".into(), dst: "/c".into() }),
+        Op::Delete(DeleteOp { path: "/a/g".into() }),
+    ]
+}
+
+#[test]
+fn checkpoint_restores_the_replicated_state() {
+    let mut live = Meta::new();
+    for (i, op) in ops().into_iter().enumerate() {
+        live.apply(&op, 1000 + i as i64).unwrap();
+    }
+    live.applied = Some(crate::raft::log_id(3, 2, 41));
+    let cp = live.snapshot();
+    assert_eq!((cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last), (41, 3, 2, true));
+    let back = Meta::from_checkpoint(&cp).unwrap();
+    assert_eq!(back.ns, live.ns);
+    assert_eq!(back.applied, live.applied);
+    assert_eq!(back.chunks.get(1).unwrap().version, 4);
+    assert!(back.chunks.get(3).is_none());
+    assert_eq!(back.chunks.next_handle(), 4);
+    assert_eq!(back.digest(), live.digest());
+    // Any replicated difference changes the digest.
+    let mut other = Meta::from_checkpoint(&cp).unwrap();
+    other.apply(&Op::Mkdir(MkdirOp { path: "/z".into(), ..Default::default() }), 5).unwrap();
+    assert_ne!(other.digest(), live.digest());
+    // So does a permission change, alone.
+    for change in [
+        SetAttrOp { path: "/c/f".into(), mode: Some(0o600), ..Default::default() },
+        SetAttrOp { path: "/c/f".into(), owner: "bob".into(), ..Default::default() },
+        SetAttrOp { path: "/c/f".into(), group: "alice".into(), ..Default::default() },
+    ] {
+        let mut other = Meta::from_checkpoint(&cp).unwrap();
+        other.apply(&Op::SetAttr(change.clone()), 5).unwrap();
+        assert_ne!(other.digest(), live.digest(), "{change:?}");
+    }
+}
+
+#[test]
+fn checkpoints_keep_owners_groups_and_modes() {
+    let mut live = Meta::new();
+    for (i, op) in ops().into_iter().enumerate() {
+        live.apply(&op, 1000 + i as i64).unwrap();
+    }
+    let back = Meta::from_checkpoint(&live.snapshot()).unwrap();
+    let info = |m: &Meta, p: &str| {
+        let i = m.file_info(p, m.ns.get(p).unwrap());
+        (i.owner, i.group, i.mode)
+    };
+    // Renamed with /a/b: the owner, the group taken from /a then, and
+    // the chmod/chown.
+    assert_eq!(info(&back, "/c/f"), ("dave".into(), "eng".into(), 0o1600));
+    assert_eq!(info(&back, "/c"), ("alice".into(), "supergroup".into(), 0o750));
+    assert_eq!(info(&back, "/a"), ("alice".into(), "supergroup".into(), 0o750 | 0o300));
+    assert_eq!(info(&back, "/"), ("gfs".into(), "supergroup".into(), 0o755));
+    assert_eq!(back.ns.names(), live.ns.names());
+    // A later op interns the same ids on both.
+    let op = create("/c/new", 1, "erin");
+    let mut l2 = Meta::from_checkpoint(&live.snapshot()).unwrap();
+    live.apply(&op, 9).unwrap();
+    l2.apply(&op, 9).unwrap();
+    assert_eq!(l2.digest(), live.digest());
+}
+
+#[test]
+fn checkpoints_from_before_permissions_keep_everyones_access() {
+    let mut live = Meta::new();
+    for (i, op) in ops().into_iter().enumerate() {
+        live.apply(&op, 1000 + i as i64).unwrap();
+    }
+    let mut cp = live.snapshot();
+    // What an older master wrote: no names, no modes.
+    cp.names.clear();
+    for e in &mut cp.entries {
+        (e.mode, e.owner, e.group) = (None, 0, 0);
+    }
+    let old = Meta::from_checkpoint(&cp).unwrap();
+    for (p, n) in old.ns.iter() {
+        let want = if n.is_dir() { 0o777 } else { 0o666 };
+        let i = old.file_info(p, n);
+        assert_eq!((i.owner.as_str(), i.group.as_str(), i.mode), ("gfs", "supergroup", want), "{p}");
+    }
+    // Entries referring to names the table lacks refuse to load.
+    let mut bad = live.snapshot();
+    bad.entries[1].owner = 999;
+    let e = Meta::from_checkpoint(&bad).unwrap_err();
+    assert!(e.to_string().contains("not in its name table"), "{e}");
+    let mut bad = live.snapshot();
+    bad.entries[1].mode = Some(0o7777);
+    assert!(Meta::from_checkpoint(&bad).is_err());
+}
+
+#[test]
+fn a_failing_op_changes_nothing() {
+    let mut m = Meta::new();
+    m.apply(&Op::Mkdir(MkdirOp { path: "/a".into(), ..Default::default() }), 1).unwrap();
+    let before = m.digest();
+    let err = m.apply(&create("/a", 3, "bob"), 2);
+    assert!(err.is_err());
+    assert_eq!(m.digest(), before);
+}
