@@ -194,15 +194,19 @@ pub async fn fake_server() -> (FakeChunkServer, String) {
     (fake, addr)
 }
 
-/// The session of each server id's last registration in this process.
-fn sessions() -> &'static Mutex<std::collections::HashMap<String, String>> {
-    static S: std::sync::OnceLock<Mutex<std::collections::HashMap<String, String>>> = std::sync::OnceLock::new();
+/// Sessions by (test thread, server id): tests of one binary run at the
+/// same time, each with its own master, and reuse the same ids.
+type Sessions = Mutex<std::collections::HashMap<(std::thread::ThreadId, String), String>>;
+
+fn sessions() -> &'static Sessions {
+    static S: std::sync::OnceLock<Sessions> = std::sync::OnceLock::new();
     S.get_or_init(Default::default)
 }
 
-/// The session secret `register` got for `id` (empty if none).
+/// The session secret this test's last `register` of `id` got (empty if none).
 pub fn session(id: &str) -> String {
-    sessions().lock().unwrap().get(id).cloned().unwrap_or_default()
+    let key = (std::thread::current().id(), id.to_string());
+    sessions().lock().unwrap().get(&key).cloned().unwrap_or_default()
 }
 
 pub async fn register(c: &mut Client, id: &str, addr: &str, chunks: Vec<ChunkReport>) -> RegisterResponse {
@@ -216,7 +220,7 @@ pub async fn register(c: &mut Client, id: &str, addr: &str, chunks: Vec<ChunkRep
         ..Default::default()
     };
     let resp = c.register(req).await.unwrap().into_inner();
-    sessions().lock().unwrap().insert(id.to_string(), resp.session.clone());
+    sessions().lock().unwrap().insert((std::thread::current().id(), id.to_string()), resp.session.clone());
     resp
 }
 
