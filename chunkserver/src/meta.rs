@@ -86,8 +86,32 @@ pub fn encode_slot(meta: &Meta) -> Vec<u8> {
     out
 }
 
+/// Where a `.meta` file's bytes come from: the file itself, or a buffer
+/// (the fuzz target and tests decode bytes without a file).
+pub trait Source {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl Source for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// Reads exactly `len` bytes at `offset`; a short file is reported.
-fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+fn read_at(file: &(impl Source + ?Sized), offset: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset).map_err(|e| format!("{len} bytes at {offset}: {e}"))?;
     Ok(buf)
@@ -114,12 +138,18 @@ fn body_len(length: u64) -> Result<usize, String> {
 }
 
 /// Decodes the slot at `offset`.
-fn read_slot(file: &File, offset: u64) -> Result<Meta, String> {
+fn read_slot(file: &(impl Source + ?Sized), offset: u64) -> Result<Meta, String> {
     let header = read_at(file, offset, HEADER_LEN)?;
     if &header[..8] != MAGIC {
         return Err("no slot magic".into());
     }
     let (seq, version, length) = (u64_at(&header, 8), u64_at(&header, 16), u64_at(&header, 24));
+    if seq == u64::MAX {
+        // The writer counts up from 0 by one per update and never gets
+        // here; a slot that claims it would leave no next sequence number
+        // (the next update would wrap to 0 and lose to this slot forever).
+        return Err("sequence number out of range".into());
+    }
     let body = read_at(file, offset + HEADER_LEN as u64, body_len(length)?)?;
     if checksum(&header[..32], &body) != u32_at(&header, 32) {
         return Err("checksum mismatch (torn or damaged)".into());
@@ -128,7 +158,7 @@ fn read_slot(file: &File, offset: u64) -> Result<Meta, String> {
 }
 
 /// Decodes a file written before slots existed (sequence 0).
-fn read_old(file: &File) -> Result<Meta, String> {
+fn read_old(file: &(impl Source + ?Sized)) -> Result<Meta, String> {
     let header = read_at(file, 0, OLD_HEADER_LEN)?;
     if &header[..8] != OLD_MAGIC {
         return Err("no metadata magic".into());
@@ -143,7 +173,7 @@ fn read_old(file: &File) -> Result<Meta, String> {
 
 /// Loads the newest valid state of a metadata file, describing what is
 /// wrong with each slot when none is valid.
-pub fn load(file: &File) -> Result<Meta, String> {
+pub fn load(file: &(impl Source + ?Sized)) -> Result<Meta, String> {
     let first = read_slot(file, 0).or_else(|e| read_old(file).map_err(|old| format!("{e}; {old}")));
     let second = read_slot(file, SLOT_SIZE);
     match (first, second) {
@@ -197,6 +227,20 @@ mod tests {
         // Only one slot written so far (a new chunk).
         let (_d, f) = file_with(&[(slot_offset(1), encode_slot(&meta(1, 0)))]);
         assert_eq!(load(&f).unwrap(), meta(1, 0));
+    }
+
+    #[test]
+    fn a_slot_claiming_the_last_sequence_number_is_refused() {
+        // Found by fuzzing: such a slot always won, and the next update
+        // (sequence + 1 wrapped to 0) could never replace it.
+        let good = meta(8, BLOCK_SIZE);
+        let mut bytes = vec![0u8; 2 * SLOT_SIZE as usize];
+        let poisoned = encode_slot(&meta(u64::MAX, 0));
+        bytes[slot_offset(8) as usize..][..slot_len(BLOCK_SIZE) as usize].copy_from_slice(&encode_slot(&good));
+        bytes[SLOT_SIZE as usize..][..poisoned.len()].copy_from_slice(&poisoned);
+        assert_eq!(load(bytes.as_slice()).unwrap(), good);
+        let (_d, f) = file_with(&[(SLOT_SIZE, poisoned)]);
+        assert!(load(&f).unwrap_err().contains("sequence number out of range"));
     }
 
     #[test]

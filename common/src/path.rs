@@ -48,20 +48,24 @@ pub fn is_forbidden_char(c: char) -> bool {
 }
 
 /// Returns a short, printable rendering of an untrusted path for errors
-/// and logs: the first [`ERROR_QUOTE_CHARS`] characters, forbidden ones
-/// escaped, and the total length when cut.
+/// and logs: at most [`ERROR_QUOTE_CHARS`] characters of it, forbidden
+/// ones escaped (an escape counts with its own length), and the total
+/// length when cut.
 pub fn quote(path: &str) -> String {
     let mut out = String::new();
-    for (n, c) in path.chars().enumerate() {
-        if n == ERROR_QUOTE_CHARS {
+    let mut shown = 0;
+    for c in path.chars() {
+        let width = if is_forbidden_char(c) { c.escape_unicode().count() } else { 1 };
+        if shown + width > ERROR_QUOTE_CHARS {
             out.push_str(&format!("...({} bytes in all)", path.len()));
             break;
         }
-        if is_forbidden_char(c) {
+        if width > 1 {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
+        shown += width;
     }
     out
 }
@@ -225,6 +229,11 @@ mod tests {
         assert!(e.contains("bytes in all"), "{e}");
         let e = normalize("/a\u{7}b").unwrap_err().to_string();
         assert!(!e.contains('\u{7}') && e.contains("u{7}"), "{e}");
+        // Escapes count with their length (found by fuzzing: 128 escaped
+        // NULs quoted as 640 characters).
+        let nuls = format!("/{}", "\0".repeat(1000));
+        let q = quote(&nuls);
+        assert!(q.chars().count() <= ERROR_QUOTE_CHARS + 30 && q.ends_with("(1001 bytes in all)"), "{q}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gfs_common::path::{ancestors, check_limits, file_name, is_within, join, parent, quote};
+use gfs_common::path::{ancestors, check_limits, file_name, is_within, join, normalize, parent, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{MkdirOp, SetAttrOp};
@@ -279,6 +279,23 @@ impl Namespace {
     /// file; `SetVersion` does not touch the namespace. Returns the chunk
     /// handles of files removed by a delete.
     pub fn apply(&mut self, op: &Op, time_ms: i64) -> Result<Vec<u64>> {
+        // The leader logs canonical paths only; a log entry with any other
+        // (damage the CRC missed, a bug) must not add an entry that no
+        // lookup reaches and no checkpoint can load.
+        let paths: &[&str] = match op {
+            Op::Mkdir(m) => &[&m.path],
+            Op::Create(c) => &[&c.path],
+            Op::SetAttr(a) => &[&a.path],
+            Op::Delete(d) => &[&d.path],
+            Op::Rename(r) => &[&r.src, &r.dst],
+            Op::AddChunk(a) => &[&a.path],
+            Op::SetVersion(_) | Op::ServerState(_) | Op::TokenKey(_) => &[],
+        };
+        for p in paths {
+            if normalize(p).ok().as_deref() != Some(*p) {
+                return Err(Error::Internal(format!("logged operation on a non-canonical path {}", quote(p))));
+            }
+        }
         match op {
             Op::Mkdir(m) => self.apply_mkdir(m, time_ms).map_err(|e| internal("mkdir", e))?,
             Op::Create(c) => {
@@ -444,8 +461,18 @@ impl Namespace {
     /// Inserts a node while loading a checkpoint (parents come first).
     pub fn load_entry(&mut self, path: &str, node: Node) -> Result<()> {
         if path == "/" {
-            self.nodes.insert("/".into(), node);
+            // The root exists from the start: a checkpoint entry replaces
+            // its times and permissions, never its type or its children.
+            let Node::Dir { mtime_ms, perm, .. } = node else {
+                return Err(Error::Internal("checkpoint entry /: the root is not a directory".into()));
+            };
+            if let Some(Node::Dir { mtime_ms: m, perm: p, .. }) = self.nodes.get_mut("/") {
+                (*m, *p) = (mtime_ms, perm);
+            }
             return Ok(());
+        }
+        if normalize(path).ok().as_deref() != Some(path) {
+            return Err(Error::Internal(format!("checkpoint entry {}: not a canonical path", quote(path))));
         }
         self.check_parent_dir(path).map_err(|e| Error::Internal(format!("checkpoint entry {path}: {e}")))?;
         if self.nodes.contains_key(path) {

@@ -33,6 +33,13 @@ impl Meta {
     /// `seq`, into the chunk table. Entries older than a change the server
     /// acknowledged since are skipped: they would undo that change.
     pub fn process_reports(&mut self, server: &str, seq: u64, reports: &[ChunkReport], out: &mut ReportOutcome) {
+        // Callers check the session first; a report naming a server the
+        // registry does not hold must still never become a replica (no
+        // heartbeat would ever expire it).
+        if self.servers.get(server).is_none() {
+            warn!(server = %quote(server), reports = reports.len(), "chunk reports from an unregistered server ignored");
+            return;
+        }
         for r in reports {
             if self.allocating.contains(&r.handle)
                 || self.servers.get(server).is_some_and(|s| s.report_predates(r.handle, seq))

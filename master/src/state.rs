@@ -245,6 +245,10 @@ impl Meta {
             };
             m.ns.load_entry(&e.path, node)?;
         }
+        // The root keeps its built-in owner when the checkpoint has no
+        // entry for it; those must be in the checkpoint's name table too.
+        let root = m.ns.lookup("/")?.perm();
+        m.ns.check_perm_ids("/", root)?;
         m.chunks.bump_next_handle(cp.next_handle);
         for st in &cp.server_states {
             m.apply_server_state(st);

@@ -118,3 +118,65 @@ fn a_failing_op_changes_nothing() {
     assert!(err.is_err());
     assert_eq!(m.digest(), before);
 }
+
+// Found by fuzzing (fuzz/fuzz_targets/log_entry.rs, checkpoint.rs,
+// chunkserver_report.rs): each made a master panic at its next start or
+// left state that no checkpoint could load.
+
+#[test]
+fn logged_ops_on_non_canonical_paths_are_refused() {
+    let mut m = Meta::new();
+    for bad in ["relative", "/a//b", "/a/./b", "/a/", "/a\u{0}b"] {
+        let op = Op::Mkdir(MkdirOp { path: bad.into(), owner: "alice".into(), mode: Some(0o755) });
+        let e = m.apply(&op, 1).unwrap_err();
+        assert!(e.to_string().contains("non-canonical"), "{bad:?}: {e}");
+        let op = Op::Rename(RenameOp { src: "/".into(), dst: bad.into() });
+        assert!(m.apply(&op, 1).is_err(), "{bad:?}");
+    }
+    assert_eq!(m.ns.counts(), Meta::new().ns.counts());
+    // What was refused left a checkpoint that loads.
+    Meta::from_checkpoint(&m.snapshot()).unwrap();
+}
+
+#[test]
+fn checkpoints_with_a_bad_root_are_refused() {
+    let mut live = Meta::new();
+    for op in ops() {
+        live.apply(&op, 5).unwrap();
+    }
+    let cp = live.snapshot();
+    assert_eq!(cp.entries[0].path, "/");
+    // The root as a file.
+    let mut bad = cp.clone();
+    bad.entries[0].is_dir = false;
+    let e = Meta::from_checkpoint(&bad).unwrap_err().to_string();
+    assert!(e.contains("root is not a directory"), "{e}");
+    // The root after its children keeps them.
+    let mut late = cp.clone();
+    let root = late.entries.remove(0);
+    late.entries.push(root);
+    assert_eq!(Meta::from_checkpoint(&late).unwrap().ns, live.ns);
+    // No root entry and a name table without the root's owner and group.
+    let mut no_root = cp.clone();
+    no_root.entries.clear();
+    no_root.names.truncate(1);
+    let e = Meta::from_checkpoint(&no_root).unwrap_err().to_string();
+    assert!(e.contains("not in its name table"), "{e}");
+    // A non-canonical entry.
+    let mut odd = cp;
+    odd.entries[1].path = "/a/".into();
+    assert!(Meta::from_checkpoint(&odd).unwrap_err().to_string().contains("not a canonical path"));
+}
+
+#[test]
+fn reports_from_an_unregistered_server_change_nothing() {
+    let mut m = Meta::new();
+    for op in ops() {
+        m.apply(&op, 5).unwrap();
+    }
+    let report = gfs_proto::ChunkReport { handle: 1, version: 4, length: 10 };
+    let mut out = crate::report::ReportOutcome::default();
+    m.process_reports("ghost", 1, &[report], &mut out);
+    assert!(m.chunks.get(1).unwrap().replicas.is_empty());
+    assert_eq!(out, Default::default());
+}

@@ -89,6 +89,14 @@ impl Machine {
         }
     }
 
+    /// Applies the batches of one committed entry, each on its own (a
+    /// failing batch does not stop the ones after it).
+    pub fn apply_group(&self, meta: &mut Meta, group: &LogGroup) {
+        for batch in &group.batches {
+            self.apply_one(meta, batch);
+        }
+    }
+
     fn take(&self, request_id: u64) -> Option<Then> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request_id)
     }
@@ -199,9 +207,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             continue;
                         }
                     };
-                    for batch in &group.batches {
-                        self.m.apply_one(&mut meta, batch);
-                    }
+                    self.m.apply_group(&mut meta, &group);
                     out.push(Response::default());
                 }
             }
