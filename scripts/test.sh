@@ -26,9 +26,11 @@ done
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 step "cargo build (binaries the process tests drive)"
 cargo build --workspace --bins --locked
@@ -61,3 +63,8 @@ fi
 
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2
+
+# Every decoder of disk and peer bytes, fuzzed for a bounded time from the
+# corpus in fuzz/corpus (GFS_FUZZ_SECONDS per target; scripts/fuzz.sh).
+step "fuzz (${GFS_FUZZ_SECONDS:-30}s per target)"
+scripts/fuzz.sh --seconds "${GFS_FUZZ_SECONDS:-30}"
