@@ -48,6 +48,11 @@ run "$gfs" append /quickstart/logs/app.log "$sample.rec"
 run "$gfs" cat /quickstart/logs/app.log
 run "$gfs" mv /quickstart/logs/app.log /quickstart/logs/app.log.1
 run "$gfs" ls /quickstart/logs
+# Owners and modes (HDFS's model): the admin certificate's user owns what
+# it created; chmod takes octal or symbolic modes.
+run "$gfs" chmod 640 /quickstart/sample.bin
+run "$gfs" chmod -R go-w /quickstart/logs
+run "$gfs" ls -l /quickstart
 rm -f "$sample" "$sample.back" "$sample.rec"
 echo
 echo "gfs is running: GFS_MASTER=$GFS_MASTER GFS_TLS_DIR=$GFS_TLS_DIR, data in $data, log in $data/server.log"
