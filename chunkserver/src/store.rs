@@ -295,6 +295,8 @@ impl Store {
     /// Writes `records` back to back from `offset` with one sync (a group
     /// of record appends). Returns the new chunk length.
     pub async fn write_records(&self, handle: u64, offset: u64, records: Vec<Bytes>) -> Result<u64> {
+        let total = records.iter().try_fold(0u64, |sum, d| sum.checked_add(d.len() as u64));
+        check_end("write", total.and_then(|t| offset.checked_add(t)))?;
         let sync = self.sync;
         self.mutate(handle, move |paths, meta| {
             let file = open_rw(&paths.data)?;
@@ -321,6 +323,7 @@ impl Store {
     /// Extends the chunk with zeros up to `to_len` (no-op if already that
     /// long). Returns the new chunk length.
     pub async fn pad(&self, handle: u64, to_len: u64) -> Result<u64> {
+        check_end("pad", Some(to_len))?;
         let sync = self.sync;
         self.mutate(handle, move |paths, meta| {
             if to_len <= meta.length {
@@ -510,6 +513,20 @@ fn read_block(handle: u64, file: &File, meta: &Meta, b: u64) -> Result<Vec<u8>> 
 /// Extends the chunk with zeros from `meta.length` to `to` and updates the
 /// checksums of the blocks involved. The old partial last block is verified
 /// first so a corrupt block is never re-checksummed.
+/// Refuses a mutation ending past the largest chunk a `.meta` slot can
+/// describe (or past `u64::MAX`). The RPC handlers check their requests
+/// first; this keeps the store's own arithmetic in bounds whoever calls it.
+fn check_end(what: &str, end: Option<u64>) -> Result<()> {
+    match end {
+        Some(end) if end <= meta::MAX_CHUNK_LEN => Ok(()),
+        _ => Err(Error::TooLarge {
+            what: format!("{what} end offset"),
+            size: end.unwrap_or(u64::MAX),
+            limit: meta::MAX_CHUNK_LEN,
+        }),
+    }
+}
+
 fn zero_fill(handle: u64, file: &File, meta: &mut Meta, to: u64) -> Result<()> {
     let old = meta.length;
     let first = old / BS;

@@ -223,3 +223,21 @@ fn server_id_is_stable() {
     assert_eq!(a, b);
     assert_eq!(a.len(), 16);
 }
+
+#[tokio::test]
+async fn mutations_past_the_largest_chunk_are_refused_and_change_nothing() {
+    // The chunk_store fuzz target: an offset near u64::MAX overflowed the
+    // store's own end arithmetic (the RPC handlers check first).
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path()).await;
+    store.create(1, 1).await.unwrap();
+    store.write(1, 0, Bytes::from_static(b"kept")).await.unwrap();
+    for (offset, len) in [(u64::MAX - 3, 10usize), (meta::MAX_CHUNK_LEN, 1), (meta::MAX_CHUNK_LEN - 1, 2)] {
+        let e = store.write(1, offset, Bytes::from(vec![7u8; len])).await.unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+        let e = store.write_records(1, offset, vec![Bytes::from(vec![7u8; len])]).await.unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    }
+    assert!(matches!(store.pad(1, meta::MAX_CHUNK_LEN + 1).await.unwrap_err(), Error::TooLarge { .. }));
+    assert_eq!(store.read(1, 1, 0, 100).await.unwrap(), (Bytes::from_static(b"kept"), 4));
+}

@@ -212,5 +212,20 @@ fn main() {
         ..Default::default()
     };
     write("chunkserver_report", "0", &hb.encode_to_vec());
+    // chunk_store: 13-byte ops (kind, offset, length).
+    let op = |kind: u8, offset: u64, len: u32| {
+        [vec![kind], offset.to_le_bytes().to_vec(), len.to_le_bytes().to_vec()].concat()
+    };
+    let ops = [
+        op(0, 0, 100_000),
+        op(0, 70_000, 5),
+        op(3, 65_530, 20),
+        op(1, 300_000, 200_000),
+        op(2, 1_000_000, 0),
+        op(3, 0, 300_000),
+        op(0x80, u64::MAX - 3, 10),
+        op(0x82, 1 << 31, 0),
+    ];
+    write("chunk_store", "0", &ops.concat());
     println!("seeds written under fuzz/corpus");
 }
