@@ -81,14 +81,30 @@ impl ClientConfig {
     }
 }
 
-/// The login name (`$USER`, else `$LOGNAME`) if it is a valid gfs user
-/// name, else `anonymous`.
+/// The login name (`$USER`, else `$LOGNAME`, else the name of this
+/// process's uid in `/etc/passwd`, as HDFS takes the OS user) if it is a
+/// valid gfs user name, else `anonymous`.
 pub fn default_user() -> String {
     ["USER", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
+        .chain(passwd_name())
         .find(|u| gfs_common::auth::check_name("user", u).is_ok())
         .unwrap_or_else(|| gfs_common::auth::ANONYMOUS.to_string())
+}
+
+/// The `/etc/passwd` name of the uid this process runs as (the owner of
+/// `/proc/self`), if there is one.
+fn passwd_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let uid_field = fields.nth(1)?;
+        (uid_field.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 /// Default of [`ClientConfig::failover_timeout`]: a Raft election takes
@@ -104,3 +120,13 @@ pub(crate) const MAX_CONNECT_ATTEMPTS: u32 = 3;
 pub(crate) const LOCATION_BATCH: u64 = 16;
 /// Most channels kept open.
 pub(crate) const MAX_CHANNELS: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_passwd_name_is_the_os_user() {
+        let out = std::process::Command::new("id").arg("-un").output().unwrap();
+        let os_user = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(super::passwd_name().as_deref(), Some(os_user.as_str()));
+    }
+}
