@@ -55,7 +55,7 @@ if ((${#targets[@]} == 0)); then
   mapfile -t targets < <("${fuzz[@]}" list)
 fi
 
-echo "==> building ${#targets[@]} fuzz targets"
+echo "==> building the fuzz targets"
 "${fuzz[@]}" build "${flags[@]}"
 
 if ((${#replay[@]})); then

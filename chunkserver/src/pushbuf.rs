@@ -6,7 +6,7 @@
 //! and are removed when a mutation takes them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,16 +39,21 @@ struct Entry {
     _reservation: Reservation,
 }
 
-/// Bytes of budget held until dropped.
+/// Bytes of budget held until dropped. Weak: finished pushes live inside
+/// `Inner`, and a strong reference back would keep a dropped buffer and
+/// every push in it alive forever (the push_buffer fuzz target's RSS grew
+/// by each dropped buffer's pushes).
 struct Reservation {
-    inner: Arc<Inner>,
+    inner: Weak<Inner>,
     bytes: u64,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut s = self.inner.state.lock().expect("pushbuf lock");
-        s.reserved = s.reserved.saturating_sub(self.bytes);
+        if let Some(inner) = self.inner.upgrade() {
+            let mut s = inner.state.lock().expect("pushbuf lock");
+            s.reserved = s.reserved.saturating_sub(self.bytes);
+        }
     }
 }
 
@@ -91,7 +96,7 @@ impl PushBuffer {
         s.reserved += total_len;
         drop(s);
         drop(old);
-        let reservation = Reservation { inner: self.inner.clone(), bytes: total_len };
+        let reservation = Reservation { inner: Arc::downgrade(&self.inner), bytes: total_len };
         Ok(PushWriter { inner: self.inner.clone(), data_id, total_len, buf: self.inner.pool.get(), reservation })
     }
 
@@ -179,6 +184,19 @@ impl PushWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_buffer_frees_its_pushes() {
+        let pb = PushBuffer::new(MAX_IO_SIZE, Duration::from_secs(60));
+        let mut w = pb.begin(1, 3).unwrap();
+        w.append(b"abc").unwrap();
+        w.finish().unwrap();
+        let _open = pb.begin(2, 10).unwrap();
+        let inner = Arc::downgrade(&pb.inner);
+        drop(pb);
+        drop(_open);
+        assert!(inner.upgrade().is_none(), "finished pushes kept the buffer alive");
+    }
 
     #[test]
     fn budget_take_and_sizes() {

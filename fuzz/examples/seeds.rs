@@ -227,5 +227,18 @@ fn main() {
         op(0x82, 1 << 31, 0),
     ];
     write("chunk_store", "0", &ops.concat());
+    // push_buffer: 6-byte ops (kind, slot or id, length).
+    let op = |kind: u8, which: u8, n: u32| [vec![kind, which], n.to_le_bytes().to_vec()].concat();
+    let ops = [
+        op(0, 1, 100),
+        op(1, 0, 60),
+        op(1, 0, 40),
+        op(2, 0, 0),
+        op(3, 1, 0),
+        op(0, 2, 3 << 20),
+        op(0, 3, 9 << 20),
+        op(4, 2, 0),
+    ];
+    write("push_buffer", "0", &ops.concat());
     println!("seeds written under fuzz/corpus");
 }
