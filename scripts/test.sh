@@ -30,7 +30,11 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
+if ! cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings; then
+  echo "fuzz/ fails clippy, or fuzz/Cargo.lock is stale after a dependency change" \
+    "(run cargo check --manifest-path fuzz/Cargo.toml and commit fuzz/Cargo.lock)" >&2
+  exit 1
+fi
 
 step "cargo build (binaries the process tests drive)"
 cargo build --workspace --bins --locked
