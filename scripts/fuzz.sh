@@ -11,7 +11,8 @@
 # --merge adds the inputs that found new coverage to fuzz/corpus (commit
 # them). cargo-fuzz is installed once under $XDG_CACHE_HOME/gfs/tools. It
 # uses the nightly toolchain when rustup has one, else the stable one with
-# RUSTC_BOOTSTRAP=1 (libFuzzer's coverage flags are nightly-only flags).
+# RUSTC_BOOTSTRAP=1 (accepts any nightly-only flag cargo-fuzz may pass;
+# with no sanitizer it passes only stable -C flags today).
 # No sanitizer: gfs forbids unsafe code, so a bug shows as a panic, which
 # libFuzzer reports as a crash; debug assertions (overflow checks) are on.
 set -euo pipefail
@@ -75,7 +76,11 @@ for t in "${targets[@]}"; do
       >"$scratch.log" 2>&1; then
     grep -E '^(stat::number_of_executed_units|stat::new_units_added)' "$scratch.log" | sed "s/^/    /" || true
     if ((merge)); then
-      "${fuzz[@]}" run "${flags[@]}" "$t" "$corpus" "$scratch" -- -merge=1 >/dev/null 2>&1
+      if ! "${fuzz[@]}" run "${flags[@]}" "$t" "$corpus" "$scratch" -- -merge=1 >"$scratch.log" 2>&1; then
+        tail -n 20 "$scratch.log"
+        echo "!! $t: merging new inputs into $corpus failed" >&2
+        exit 1
+      fi
       echo "    corpus now $(find "$corpus" -type f | wc -l) inputs"
     fi
   else

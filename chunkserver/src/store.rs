@@ -296,7 +296,7 @@ impl Store {
     /// of record appends). Returns the new chunk length.
     pub async fn write_records(&self, handle: u64, offset: u64, records: Vec<Bytes>) -> Result<u64> {
         let total = records.iter().try_fold(0u64, |sum, d| sum.checked_add(d.len() as u64));
-        check_end("write", total.and_then(|t| offset.checked_add(t)))?;
+        let end = check_end("write", total.and_then(|t| offset.checked_add(t)))?;
         let sync = self.sync;
         self.mutate(handle, move |paths, meta| {
             let file = open_rw(&paths.data)?;
@@ -305,9 +305,8 @@ impl Store {
                 if offset > new.length {
                     zero_fill(handle, &file, &mut new, offset)?;
                 }
-                let total: u64 = records.iter().map(|d| d.len() as u64).sum();
-                space::reserve(&file, offset, total, "reserve chunk data")?;
-                reserve_meta(paths, new.seq + 1, new.length.max(offset + total))?;
+                space::reserve(&file, offset, end - offset, "reserve chunk data")?;
+                reserve_meta(paths, new.seq + 1, new.length.max(end))?;
                 let mut at = offset;
                 for data in records.iter().filter(|d| !d.is_empty()) {
                     write_data(handle, &file, &mut new, at, data)?;
@@ -513,12 +512,13 @@ fn read_block(handle: u64, file: &File, meta: &Meta, b: u64) -> Result<Vec<u8>> 
 /// Extends the chunk with zeros from `meta.length` to `to` and updates the
 /// checksums of the blocks involved. The old partial last block is verified
 /// first so a corrupt block is never re-checksummed.
-/// Refuses a mutation ending past the largest chunk a `.meta` slot can
-/// describe (or past `u64::MAX`). The RPC handlers check their requests
-/// first; this keeps the store's own arithmetic in bounds whoever calls it.
-fn check_end(what: &str, end: Option<u64>) -> Result<()> {
+/// The end offset of a mutation, refused past the largest chunk a `.meta`
+/// slot can describe (or past `u64::MAX`: `None`). The RPC handlers check
+/// their requests first; this keeps the store's own arithmetic in bounds
+/// whoever calls it.
+fn check_end(what: &str, end: Option<u64>) -> Result<u64> {
     match end {
-        Some(end) if end <= meta::MAX_CHUNK_LEN => Ok(()),
+        Some(end) if end <= meta::MAX_CHUNK_LEN => Ok(end),
         _ => Err(Error::TooLarge {
             what: format!("{what} end offset"),
             size: end.unwrap_or(u64::MAX),
