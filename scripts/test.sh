@@ -68,6 +68,24 @@ fi
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2
 
+# gfs on a real 2-node Kubernetes cluster (e2e/cluster: its parts are built
+# once into $cache/k8s; later runs start it in about a minute): the images
+# of this checkout, the chart, a GfsCluster, data through a client pod,
+# losing the leader master and a chunkserver with its volume.
+if [[ "${GFS_SKIP_CLUSTER:-0}" != 1 ]]; then
+  [[ $(id -u) == 0 ]] || { echo "the real-cluster suite needs root (or GFS_SKIP_CLUSTER=1)" >&2; exit 1; }
+  step "container images of this checkout (scripts/build-images.sh)"
+  scripts/build-images.sh
+  step "real cluster (e2e/cluster up)"
+  # The operator tests are done with the bare control plane: free it.
+  e2e/control-plane down >/dev/null 2>&1 || true
+  kubeconfig=$(e2e/cluster up | tail -n 1)
+  trap 'e2e/cluster down >/dev/null 2>&1 || true' EXIT
+  e2e/cluster import "$cache"/images/*.oci.tar
+  step "real-cluster suite (e2e/tests/cluster)"
+  GFS_CLUSTER_KUBECONFIG="$kubeconfig" cargo test -p gfs-e2e --test cluster --locked -- --ignored --nocapture
+fi
+
 # Every decoder of disk and peer bytes, fuzzed for a bounded time from the
 # corpus in fuzz/corpus (GFS_FUZZ_SECONDS per target; scripts/fuzz.sh).
 step "fuzz (${GFS_FUZZ_SECONDS:-30}s per target)"

@@ -146,7 +146,8 @@ enum Tool {
     },
 }
 
-/// Parses `123`, `64KiB`, `1MiB`, `2GiB`, `4K`, `8M`, `1G` (binary units).
+/// Parses `123`, `64KiB`, `1MiB`, `2GiB`, `4K`, `8M`, `1G` (binary units),
+/// and Kubernetes quantities `64Mi`, `1Gi` (what the operator passes).
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -154,9 +155,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with optional unit"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
+        "k" | "kb" | "kib" | "ki" => 1 << 10,
+        "m" | "mb" | "mib" | "mi" => 1 << 20,
+        "g" | "gb" | "gib" | "gi" => 1 << 30,
         other => return Err(format!("invalid size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
@@ -248,6 +249,8 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("1XB").is_err());
     }

@@ -1,5 +1,7 @@
 //! The master's admin API (ClusterStatus, Decommission, Recommission,
-//! MarkLost), each call with a deadline.
+//! MarkLost, membership), each call with a deadline and sent to the
+//! leader: a Service address reaches any master, so a follower's
+//! `NotLeader` hint is followed and the leader remembered per address.
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ const MEMBER_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct MasterAdmin {
     pool: ChannelPool,
+    /// The leader last found behind each address the operator was given.
+    leaders: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     /// Set when the operator has no usable identity for this cluster
     /// (its admin certificate is missing or broken): every call fails with
     /// this reason instead of dialling, and never falls back to plaintext.
@@ -40,7 +44,11 @@ impl MasterAdmin {
     /// Talks to masters with `security` (with TLS: an admin certificate,
     /// and masters must present the master role).
     pub fn new(security: &Security) -> Self {
-        Self { pool: ChannelPool::new(256, Duration::from_secs(3), security, &[Role::Master]), blocked: None }
+        Self {
+            pool: ChannelPool::new(256, Duration::from_secs(3), security, &[Role::Master]),
+            leaders: Default::default(),
+            blocked: None,
+        }
     }
 
     /// An admin client whose every call fails with `reason` (no identity to
@@ -72,38 +80,40 @@ impl MasterAdmin {
 
     /// Returns the master's cluster status.
     pub async fn status(&self, addr: &str) -> Result<ClusterStatusResponse> {
-        let mut c = self.client(addr)?;
-        c.cluster_status(with_deadline(ClusterStatusRequest {}, DEADLINE))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.fail(addr, s))
+        self.to_leader(addr, |mut c| async move {
+            c.cluster_status(with_deadline(ClusterStatusRequest {}, DEADLINE)).await.map(|r| r.into_inner())
+        })
+        .await
     }
 
     /// Starts draining `server` (id or address); returns its new status.
     pub async fn decommission(&self, addr: &str, server: &str) -> Result<Option<ServerStatus>> {
-        let mut c = self.client(addr)?;
-        c.decommission(with_deadline(DecommissionRequest { server: server.into() }, DEADLINE))
-            .await
-            .map(|r| r.into_inner().server)
-            .map_err(|s| self.fail(addr, s))
+        self.to_leader(addr, |mut c| async move {
+            c.decommission(with_deadline(DecommissionRequest { server: server.into() }, DEADLINE))
+                .await
+                .map(|r| r.into_inner().server)
+        })
+        .await
     }
 
     /// Cancels a drain of `server`.
     pub async fn recommission(&self, addr: &str, server: &str) -> Result<Option<ServerStatus>> {
-        let mut c = self.client(addr)?;
-        c.recommission(with_deadline(RecommissionRequest { server: server.into() }, DEADLINE))
-            .await
-            .map(|r| r.into_inner().server)
-            .map_err(|s| self.fail(addr, s))
+        self.to_leader(addr, |mut c| async move {
+            c.recommission(with_deadline(RecommissionRequest { server: server.into() }, DEADLINE))
+                .await
+                .map(|r| r.into_inner().server)
+        })
+        .await
     }
 
     /// Declares `server` lost so repair starts at once.
     pub async fn mark_lost(&self, addr: &str, server: &str) -> Result<MarkLostResponse> {
-        let mut c = self.client(addr)?;
-        c.mark_lost(with_deadline(MarkLostRequest { server: server.into() }, DEADLINE))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.fail(addr, s))
+        self.to_leader(addr, |mut c| async move {
+            c.mark_lost(with_deadline(MarkLostRequest { server: server.into() }, DEADLINE))
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
     }
 
     /// Adds master `id` at `address` to the group (through the leader:
@@ -127,19 +137,43 @@ impl MasterAdmin {
         .await
     }
 
+    /// The leader last seen behind `addr`, if any.
+    pub fn leader_of(&self, addr: &str) -> Option<String> {
+        self.leaders.lock().expect("leaders lock").get(addr).cloned()
+    }
+
+    /// Calls the leader behind `addr`: the remembered leader first, then
+    /// `addr` itself; a `NotLeader` hint is followed once per attempt.
     async fn to_leader<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
     where
         F: Fn(MasterServiceClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
-        match call(self.client(addr)?).await {
-            Ok(v) => Ok(v),
-            Err(s) => match gfs_common::Error::from(s.clone()) {
-                gfs_common::Error::NotLeader { leader: Some(l) } if l != addr => {
-                    call(self.client(&l)?).await.map_err(|s| self.fail(&l, s))
-                }
-                _ => Err(self.fail(addr, s)),
-            },
+        let mut tries = Vec::with_capacity(2);
+        tries.extend(self.leader_of(addr).filter(|l| l != addr));
+        tries.push(addr.to_string());
+        let mut last = None;
+        for target in tries {
+            let status = match call(self.client(&target)?).await {
+                Ok(v) => return Ok(self.found(addr, &target, v)),
+                Err(s) => s,
+            };
+            match gfs_common::Error::from(status.clone()) {
+                gfs_common::Error::NotLeader { leader: Some(l) } if l != target => match call(self.client(&l)?).await {
+                    Ok(v) => return Ok(self.found(addr, &l, v)),
+                    Err(s) => last = Some(self.fail(&l, s)),
+                },
+                _ => last = Some(self.fail(&target, status)),
+            }
+            self.leaders.lock().expect("leaders lock").remove(addr);
         }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn found<T>(&self, addr: &str, leader: &str, v: T) -> T {
+        if leader != addr {
+            self.leaders.lock().expect("leaders lock").insert(addr.into(), leader.into());
+        }
+        v
     }
 }

@@ -340,10 +340,16 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
 
     autoscale(&gc, &ctx, &mut st, master.as_ref(), &chunk_sts).await?;
 
+    // The Leader column names the master that answered as leader (the
+    // address the operator dialled may be a Service in front of all).
+    let leader = master
+        .as_ref()
+        .and_then(|m| m.masters.iter().find(|x| x.id == m.leader_id).map(|x| x.address.clone()))
+        .unwrap_or_else(|| addr.clone());
     let obs = Observed {
         gc: &gc,
         master: master.as_ref(),
-        leader: &addr,
+        leader: &leader,
         master_sts: &master_sts,
         chunk_sts: &chunk_sts,
         notes: &notes,

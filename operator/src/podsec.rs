@@ -4,7 +4,8 @@
 //! [`crate::render`].
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, KeyToPath, PodSecurityContext, PodSpec, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, EnvVar, KeyToPath, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 
 use crate::certs::CertRole;
@@ -43,6 +44,20 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
 }
 
+/// The container settings of the Pod Security Standard "restricted": the
+/// binaries write only their data volume, need no capability and never
+/// gain privileges.
+pub fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
 /// Adds the security settings of component `c` to `pod` (one container).
 pub fn secure(gc: &GfsCluster, c: Component, pod: &mut PodSpec) {
     let n = Names::of(gc);
@@ -53,6 +68,7 @@ pub fn secure(gc: &GfsCluster, c: Component, pod: &mut PodSpec) {
         fs_group: Some(USER),
         // Only a volume whose root has another group is walked.
         fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     });
     let mut volumes = Vec::new();
@@ -73,6 +89,7 @@ pub fn secure(gc: &GfsCluster, c: Component, pod: &mut PodSpec) {
     }
     pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
     if let Some(container) = pod.containers.first_mut() {
+        container.security_context = Some(restricted());
         container.volume_mounts.get_or_insert_with(Vec::new).extend(mounts);
         container.env.get_or_insert_with(Vec::new).extend(envs);
     }

@@ -326,7 +326,9 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             "--replication".into(),
             s.replication.to_string(),
             "--chunk-size".into(),
-            s.chunk_size.clone(),
+            // In bytes: a quantity's decimal units ("64M") are not the
+            // binary ones gfs-master reads for the same letter.
+            crate::scaling::parse_quantity(&s.chunk_size).map_or_else(|_| s.chunk_size.clone(), |b| b.to_string()),
             "--admin-listen".into(),
             format!("0.0.0.0:{ADMIN_PORT}"),
         ]),
@@ -426,7 +428,9 @@ fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: Persiste
             replicas: Some(plan.replicas),
             service_name: Some(n.sts(c)),
             selector: LabelSelector { match_labels: Some(selector_labels(&n.cluster, c)), ..Default::default() },
-            pod_management_policy: Some("OrderedReady".into()),
+            // Masters join one at a time (pod 0 founds the group); chunkservers
+            // are independent, so a stuck one never holds back the others.
+            pod_management_policy: Some(if c == Component::Master { "OrderedReady" } else { "Parallel" }.into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateStatefulSetStrategy {

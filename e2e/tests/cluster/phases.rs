@@ -1,0 +1,353 @@
+//! The steps of the real-cluster suite, in order; each returns an error
+//! that says what it saw.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use crate::kube::{Kube, condition, items, name, pod_ready, repo, wait_for};
+use crate::{CLUSTER, NS, OP_NS};
+
+/// What later steps check again.
+#[derive(Default)]
+pub struct Data {
+    /// sha256 of the 200 MiB file `/e2e/big`.
+    pub big_sum: RefCell<String>,
+}
+
+const CLIENT: &str = "gfs-client";
+const BIG: u64 = 200 << 20;
+/// A new leader after the old leader's pod is deleted (graceful stop;
+/// the process benchmark's kill -9 failover median is 4.4 s).
+const FAILOVER_GOAL: Duration = Duration::from_secs(20);
+
+pub fn clean(k: &Kube) -> Result<()> {
+    // Operator first, so that it cannot put the finalizer back; then the
+    // finalizer by hand (this is a throwaway cluster, not a cleanup test).
+    k.helm(&["uninstall", "gfs-operator", "-n", OP_NS, "--ignore-not-found", "--wait"])?;
+    let _ = k.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "gfsc",
+        CLUSTER,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    k.kubectl(&["delete", "ns", NS, OP_NS, "--ignore-not-found", "--timeout", "180s"])?;
+    Ok(())
+}
+
+pub fn install_operator(k: &Kube) -> Result<()> {
+    k.kubectl(&["create", "namespace", OP_NS])?;
+    let chart = repo().join("charts/gfs-operator");
+    k.helm(&[
+        "install",
+        "gfs-operator",
+        chart.to_str().expect("utf-8 path"),
+        "-n",
+        OP_NS,
+        "--set",
+        "image.tag=dev",
+        "--wait",
+        "--timeout",
+        "180s",
+    ])?;
+    let pod = wait_for("a Ready operator pod", Duration::from_secs(120), || {
+        let pods = k.json(&["-n", OP_NS, "get", "pods", "-l", "app.kubernetes.io/instance=gfs-operator"])?;
+        Ok(items(&pods).into_iter().find(pod_ready).map(|p| name(&p)))
+    })?;
+    let holder = wait_for("the operator's leader Lease", Duration::from_secs(60), || {
+        let lease = k.json(&["-n", OP_NS, "get", "lease", "gfs-operator"])?;
+        Ok(lease["spec"]["holderIdentity"].as_str().map(str::to_string))
+    })?;
+    ensure!(holder == pod, "the Lease is held by {holder}, not by the Ready pod {pod}");
+    Ok(())
+}
+
+fn component_pods(k: &Kube, component: &str) -> Result<Vec<Value>> {
+    let sel = format!("app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/component={component}");
+    Ok(items(&k.json(&["-n", NS, "get", "pods", "-l", &sel])?))
+}
+
+/// Waits until `n` pods of the component are Ready; returns them.
+fn ready_pods(k: &Kube, component: &str, n: usize, timeout: Duration) -> Result<Vec<Value>> {
+    wait_for(&format!("{n} Ready {component} pods"), timeout, || {
+        let pods = component_pods(k, component)?;
+        let ready = pods.iter().filter(|p| pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null()).count();
+        Ok((ready == n && pods.len() == n).then_some(pods))
+    })
+}
+
+fn check_restricted(pod: &Value) -> Result<()> {
+    let p = &pod["spec"]["securityContext"];
+    let c = &pod["spec"]["containers"][0]["securityContext"];
+    let pod_name = name(pod);
+    ensure!(p["runAsNonRoot"] == true && p["fsGroup"] == 65532, "{pod_name}: pod securityContext {p}");
+    ensure!(
+        c["readOnlyRootFilesystem"] == true
+            && c["allowPrivilegeEscalation"] == false
+            && c["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+        "{pod_name}: container securityContext {c}"
+    );
+    Ok(())
+}
+
+pub fn create_cluster(k: &Kube) -> Result<()> {
+    k.apply(&std::fs::read_to_string(repo().join("e2e/k8s/gfscluster.yaml"))?)?;
+    let masters = ready_pods(k, "master", 3, Duration::from_secs(420))?;
+    let chunkservers = ready_pods(k, "chunkserver", 4, Duration::from_secs(300))?;
+    for p in masters.iter().chain(&chunkservers) {
+        check_restricted(p)?;
+    }
+    let pvcs = items(&k.json(&["-n", NS, "get", "pvc"])?);
+    let bound = pvcs.iter().filter(|p| p["status"]["phase"] == "Bound").count();
+    ensure!(pvcs.len() == 7 && bound == 7, "PVCs: {bound} of {} Bound (want 7)", pvcs.len());
+    wait_for("GfsCluster Available", Duration::from_secs(120), || {
+        let gc = k.json(&["-n", NS, "get", "gfsc", CLUSTER])?;
+        Ok(condition(&gc, "Available").is_some_and(|c| c["status"] == "True").then_some(()))
+    })?;
+    let cols = k.kubectl(&["-n", NS, "get", "gfsc", CLUSTER])?;
+    eprintln!("{cols}");
+    Ok(())
+}
+
+fn client_yaml() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {CLIENT}, namespace: {NS}}}
+spec:
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+    seccompProfile: {{type: RuntimeDefault}}
+  containers:
+  - name: client
+    image: localhost/busybox:1.35
+    imagePullPolicy: Never
+    command: [sleep, "86400"]
+    env:
+    - {{name: PATH, value: "/opt/gfs/usr/local/bin:/bin"}}
+    - {{name: GFS_MASTER, value: "{CLUSTER}.{NS}.svc:9700"}}
+    - {{name: GFS_TLS_DIR, value: /etc/gfs/tls}}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL]}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: gfs, mountPath: /opt/gfs, readOnly: true}}
+    - {{name: tls, mountPath: /etc/gfs/tls, readOnly: true}}
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  # The gfs CLI from its own image (an image volume), next to a shell.
+  - {{name: gfs, image: {{reference: "localhost/gfs:dev", pullPolicy: IfNotPresent}}}}
+  - {{name: tls, secret: {{secretName: e2e-client-tls, defaultMode: 0400}}}}
+"#
+    )
+}
+
+/// A client certificate (role admin, group supergroup) signed by the
+/// cluster's CA Secret, as a user of the cluster would make one.
+fn client_secret(k: &Kube) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ca_dir, out) = (dir.path().join("ca"), dir.path().join("out"));
+    std::fs::create_dir_all(&ca_dir)?;
+    for (key, file) in [("tls.crt", "ca.crt"), ("tls.key", "ca.key")] {
+        let tpl = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        let pem = k.kubectl(&["-n", NS, "get", "secret", &format!("{CLUSTER}-ca"), "-o", &tpl])?;
+        ensure!(pem.contains("-----BEGIN"), "{CLUSTER}-ca has no {key}");
+        std::fs::write(ca_dir.join(file), pem)?;
+    }
+    let st = std::process::Command::new(gfs_e2e::bin("gfs"))
+        .args(["cert", "issue", "--role", "admin", "--user", "e2e", "--group", "supergroup", "--ca-dir"])
+        .arg(&ca_dir)
+        .arg("--out")
+        .arg(&out)
+        .status()?;
+    ensure!(st.success(), "gfs cert issue: {st}");
+    let file = |f: &str| format!("--from-file={f}={}", out.join(f).display());
+    k.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "e2e-client-tls",
+        &file("tls.crt"),
+        &file("tls.key"),
+        &file("ca.crt"),
+    ])?;
+    Ok(())
+}
+
+fn gfs_json(k: &Kube, args: &str) -> Result<Value> {
+    let out = k.sh(NS, CLIENT, &format!("gfs {args}"))?;
+    serde_json::from_str(&out).with_context(|| format!("gfs {args}: not JSON: {out}"))
+}
+
+fn sha_of(k: &Kube, remote: &str) -> Result<String> {
+    let out = k.sh(NS, CLIENT, &format!("gfs cat {remote} | sha256sum"))?;
+    Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// The chunkserver pod of a replica address (`<pod>.<service>...:port`).
+fn pod_of(address: &str) -> &str {
+    address.split('.').next().unwrap_or(address)
+}
+
+/// Every chunk of `remote` has `want` replicas on distinct chunkserver pods.
+fn replicas_ok(k: &Kube, remote: &str, want: usize) -> Result<Option<Vec<BTreeSet<String>>>> {
+    let st = gfs_json(k, &format!("stat --json {remote}"))?;
+    let chunks = st["chunks"].as_array().context("stat has no chunks")?;
+    let mut sets = Vec::new();
+    for c in chunks {
+        let pods: BTreeSet<String> = c["replicas"]
+            .as_array()
+            .context("chunk without replicas")?
+            .iter()
+            .filter_map(|r| r.as_str().map(|a| pod_of(a).to_string()))
+            .collect();
+        if pods.len() != want || !pods.iter().all(|p| p.starts_with(&format!("{CLUSTER}-chunkserver-"))) {
+            return Ok(None);
+        }
+        sets.push(pods);
+    }
+    Ok(Some(sets))
+}
+
+pub fn client_io(k: &Kube, data: &Data) -> Result<()> {
+    client_secret(k)?;
+    k.apply(&client_yaml())?;
+    wait_for("the client pod Ready", Duration::from_secs(120), || {
+        Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
+    })?;
+    let made = k.sh(NS, CLIENT, &format!("head -c {BIG} /dev/urandom > /work/in && sha256sum /work/in"))?;
+    let sum = made.split_whitespace().next().unwrap_or_default().to_string();
+    let t = Instant::now();
+    k.sh(NS, CLIENT, "gfs mkdir -p /e2e && gfs put /work/in /e2e/big")?;
+    eprintln!("put 200 MiB in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let back = sha_of(k, "/e2e/big")?;
+    eprintln!("cat 200 MiB in {:.1} s", t.elapsed().as_secs_f64());
+    ensure!(back == sum, "read back sha256 {back}, wrote {sum}");
+    let st = gfs_json(k, "stat --json /e2e/big")?;
+    ensure!(st["size"] == BIG, "size {} (want {BIG})", st["size"]);
+    let sets = replicas_ok(k, "/e2e/big", 3)?.context("a chunk without 3 replicas on 3 chunkserver pods")?;
+    ensure!(sets.len() == 4, "{} chunks (want 4 of 64 MiB)", sets.len());
+    eprintln!("replica pods per chunk: {sets:?}");
+    *data.big_sum.borrow_mut() = sum;
+    Ok(())
+}
+
+fn status(k: &Kube) -> Result<Value> {
+    gfs_json(k, "admin status --json")
+}
+
+fn leader_pod(st: &Value) -> Option<String> {
+    st["masters"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] == "leader")
+        .map(|m| pod_of(m["address"].as_str().unwrap_or_default()).to_string())
+}
+
+fn term(st: &Value) -> u64 {
+    st["masters"].as_array().into_iter().flatten().filter_map(|m| m["term"].as_u64()).max().unwrap_or(0)
+}
+
+pub fn lose_leader(k: &Kube, data: &Data) -> Result<()> {
+    let before = status(k)?;
+    let old = leader_pod(&before).context("no leader in admin status")?;
+    let old_uid = k.json(&["-n", NS, "get", "pod", &old])?["metadata"]["uid"].clone();
+    k.sh(NS, CLIENT, "echo acknowledged-before-failover | gfs put - /e2e/before")?;
+    let t = Instant::now();
+    k.kubectl(&["-n", NS, "delete", "pod", &old, "--wait=false"])?;
+    // Unavailability: until a new write is acknowledged and a leader named.
+    let mut n = 0;
+    let leader = wait_for("a write acknowledged after the leader's pod went", FAILOVER_GOAL * 3, || {
+        n += 1;
+        k.sh(NS, CLIENT, &format!("echo during-failover | gfs put - /e2e/failover-{n}"))?;
+        Ok(leader_pod(&status(k)?))
+    })?;
+    let took = t.elapsed();
+    let recreated = wait_for(&format!("{old} recreated and Ready"), Duration::from_secs(180), || {
+        let p = k.json(&["-n", NS, "get", "pod", &old])?;
+        Ok((p["metadata"]["uid"] != old_uid && pod_ready(&p)).then_some(()))
+    });
+    recreated?;
+    let after = wait_for("3 reachable masters with one leader", Duration::from_secs(120), || {
+        let st = status(k)?;
+        let up = st["masters"].as_array().map(|m| m.iter().filter(|m| m["reachable"] == true).count());
+        Ok((up == Some(3) && leader_pod(&st).is_some()).then_some(st))
+    })?;
+    eprintln!(
+        "leader {old} (term {}) deleted: writes acknowledged again after {:.1} s by leader {leader}; now {} leads in term {}",
+        term(&before),
+        took.as_secs_f64(),
+        leader_pod(&after).unwrap_or_default(),
+        term(&after)
+    );
+    ensure!(took <= FAILOVER_GOAL, "writes failed for {took:?} (goal {FAILOVER_GOAL:?})");
+    // The operator follows the leader, and its Leader column says so.
+    let now = leader_pod(&after).unwrap_or_default();
+    wait_for("the GfsCluster's Leader column to name the leader", Duration::from_secs(60), || {
+        let gc = k.json(&["-n", NS, "get", "gfsc", CLUSTER])?;
+        Ok(gc["status"]["leader"].as_str().is_some_and(|l| pod_of(l) == now).then_some(()))
+    })?;
+    ensure!(k.sh(NS, CLIENT, "gfs cat /e2e/before")?.trim() == "acknowledged-before-failover", "/e2e/before changed");
+    ensure!(k.sh(NS, CLIENT, &format!("gfs cat /e2e/failover-{n}"))?.trim() == "during-failover", "lost a write");
+    ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed after the failover");
+    Ok(())
+}
+
+pub fn lose_chunkserver(k: &Kube, data: &Data) -> Result<()> {
+    let victim = format!("{CLUSTER}-chunkserver-3");
+    let before = status(k)?;
+    let old_ids: Vec<String> = before["servers"]
+        .as_array()
+        .context("no servers")?
+        .iter()
+        .filter(|s| pod_of(s["address"].as_str().unwrap_or_default()) == victim)
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(old_ids.len() == 1, "{victim} is {} servers in admin status", old_ids.len());
+    let old_uid = k.json(&["-n", NS, "get", "pvc", &format!("data-{victim}")])?["metadata"]["uid"].clone();
+    let t = Instant::now();
+    k.kubectl(&["-n", NS, "delete", "pvc", &format!("data-{victim}"), "--wait=false"])?;
+    k.kubectl(&["-n", NS, "delete", "pod", &victim])?;
+    wait_for("3 replicas of every chunk, none on the lost server", Duration::from_secs(420), || {
+        let st = status(k)?;
+        let on_old = st["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| old_ids.iter().any(|id| s["id"] == id.as_str()) && s["alive"] == true);
+        Ok((st["under_replicated_chunks"] == 0 && !on_old && replicas_ok(k, "/e2e/big", 3)?.is_some()).then_some(()))
+    })?;
+    eprintln!("full replication {:.1} s after deleting {victim} and its PVC", t.elapsed().as_secs_f64());
+    let pods = ready_pods(k, "chunkserver", 4, Duration::from_secs(300))?;
+    ensure!(pods.iter().any(|p| name(p) == victim), "{victim} did not come back");
+    let new_uid = k.json(&["-n", NS, "get", "pvc", &format!("data-{victim}")])?["metadata"]["uid"].clone();
+    ensure!(new_uid != old_uid, "{victim} came back on its old PVC");
+    wait_for(&format!("{victim} registered again"), Duration::from_secs(120), || {
+        let st = status(k)?;
+        let alive: Vec<&Value> = st["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["alive"] == true && pod_of(s["address"].as_str().unwrap_or_default()) == victim)
+            .collect();
+        Ok((st["live_servers"] == 4 && alive.len() == 1).then_some(()))
+    })?;
+    ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed");
+    Ok(())
+}
