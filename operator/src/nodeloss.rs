@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use gfs_proto::ClusterStatusResponse;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -123,7 +123,17 @@ pub async fn handle(
                 }
             }
             if gc.spec.node_loss.pvc_policy == LostNodePvcPolicy::Delete {
-                delete_pvc(gc, ctx, &n.pvc(Component::Chunkserver, ord)).await?;
+                let pvc = n.pvc(Component::Chunkserver, ord);
+                match volume_of(ctx, &n.namespace, &pvc).await? {
+                    Some(pv) if !node_local(&pv) => {
+                        let note = format!(
+                            "kept PVC {pvc} of {name}: its volume {} is not node-local, so the pod reattaches it elsewhere",
+                            pv.name_any()
+                        );
+                        ctx.event(gc, EventType::Normal, "PvcKept", "Delete", note).await;
+                    }
+                    _ => delete_pvc(gc, ctx, &pvc).await?,
+                }
             }
         }
         pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
@@ -157,6 +167,28 @@ pub fn clusters_on_node(pods: &[std::sync::Arc<Pod>], node: &str) -> Vec<(String
 }
 
 /// Pod label naming the GfsCluster a pod belongs to.
+/// The volume bound to PVC `name`, if any.
+async fn volume_of(ctx: &Context, ns: &str, name: &str) -> Result<Option<PersistentVolume>> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(volume) = pvcs.get_opt(name).await?.and_then(|c| c.spec?.volume_name) else { return Ok(None) };
+    Ok(Api::<PersistentVolume>::all(ctx.client.clone()).get_opt(&volume).await?)
+}
+
+/// Whether a volume lives on one node's disk (a local or hostPath volume,
+/// or one pinned to a host name, as the local-path provisioner's are):
+/// its data went with the node, so only a new PVC lets the pod move. A
+/// network volume is never node-local and its PVC is never deleted.
+pub fn node_local(pv: &PersistentVolume) -> bool {
+    let Some(spec) = pv.spec.as_ref() else { return false };
+    if spec.local.is_some() || spec.host_path.is_some() {
+        return true;
+    }
+    let terms = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()).map(|r| &r.node_selector_terms);
+    terms.into_iter().flatten().any(|t| {
+        t.match_expressions.iter().flatten().any(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
+    })
+}
+
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// Selector of every pod the operator manages.
 pub const GFS_PODS: &str = "app.kubernetes.io/name=gfs";
@@ -165,6 +197,24 @@ pub const GFS_PODS: &str = "app.kubernetes.io/name=gfs";
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn pv(spec: serde_json::Value) -> PersistentVolume {
+        serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn only_node_local_volumes_count_as_lost_with_their_node() {
+        let pinned = json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node2"]}]}]}}});
+        assert!(node_local(&pv(pinned)), "local-path: hostPath pinned by host name");
+        assert!(node_local(&pv(json!({"local": {"path": "/mnt/disk"}}))));
+        assert!(node_local(&pv(json!({"hostPath": {"path": "/var/x"}}))));
+        let zonal = json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}]}}});
+        assert!(!node_local(&pv(zonal)), "a zonal network volume survives the node");
+        assert!(!node_local(&pv(json!({"nfs": {"server": "s", "path": "/"}}))));
+    }
 
     fn node(ready: &str, since: &str) -> Node {
         serde_json::from_value(json!({

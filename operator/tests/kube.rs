@@ -185,7 +185,8 @@ async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
         margs.contains(&format!("--peers 0=alpha-master-0.alpha-master.{ns}.svc:9700 ")),
         "{margs}"
     );
-    assert!(margs.contains("--chunk-size 32Mi"), "{margs}");
+    // In bytes: gfs-master reads "32M" as MiB, a quantity as 10^6.
+    assert!(margs.contains("--chunk-size 33554432 "), "{margs}");
     let mv = master.spec.volume_claim_templates.as_ref().unwrap()[0].spec.clone().unwrap();
     assert_eq!(mv.storage_class_name.as_deref(), Some("standard"));
     assert_eq!(mv.resources.unwrap().requests.unwrap()["storage"].0, "10Gi");
