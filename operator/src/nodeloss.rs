@@ -184,9 +184,10 @@ pub fn node_local(pv: &PersistentVolume) -> bool {
         return true;
     }
     let terms = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()).map(|r| &r.node_selector_terms);
-    terms.into_iter().flatten().any(|t| {
-        t.match_expressions.iter().flatten().any(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
-    })
+    terms
+        .into_iter()
+        .flatten()
+        .any(|t| t.match_expressions.iter().flatten().any(|e| e.key == "kubernetes.io/hostname" && e.operator == "In"))
 }
 
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";

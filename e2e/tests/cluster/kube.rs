@@ -85,6 +85,11 @@ impl Kube {
         )
     }
 
+    /// `e2e/cluster ARGS` (node power, links).
+    pub fn cluster(&self, args: &[&str]) -> Result<String> {
+        output(Command::new(repo().join("e2e/cluster")).args(args), &format!("e2e/cluster {}", args.join(" ")))
+    }
+
     /// Runs `sh -c SCRIPT` in a pod's first container.
     pub fn sh(&self, ns: &str, pod: &str, script: &str) -> Result<String> {
         self.kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script])

@@ -48,4 +48,7 @@ fn gfs_on_a_real_cluster() {
     step("4b. a chunkserver pod and its PVC are deleted: full replication, it rejoins", || {
         phases::lose_chunkserver(&k, &data)
     });
+    step("5a. a node loses power: chunkservers come back on the other node, 3 replicas again", || {
+        phases::lose_node(&k, &data)
+    });
 }

@@ -351,3 +351,84 @@ pub fn lose_chunkserver(k: &Kube, data: &Data) -> Result<()> {
     ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed");
     Ok(())
 }
+
+fn node_of(pod: &Value) -> String {
+    pod["spec"]["nodeName"].as_str().unwrap_or_default().to_string()
+}
+
+fn node_ready(k: &Kube, node: &str) -> Result<bool> {
+    Ok(condition(&k.json(&["get", "node", node])?, "Ready").is_some_and(|c| c["status"] == "True"))
+}
+
+/// Moves the pods of `selector` in `ns` off `node` (cordoned) and waits
+/// until one of them is Ready elsewhere.
+fn move_off(k: &Kube, ns: &str, selector: &str, node: &str) -> Result<()> {
+    for p in items(&k.json(&["-n", ns, "get", "pods", "-l", selector])?) {
+        if node_of(&p) == node {
+            k.kubectl(&["-n", ns, "delete", "pod", &name(&p)])?;
+        }
+    }
+    wait_for(&format!("{selector} Ready off {node}"), Duration::from_secs(120), || {
+        let pods = items(&k.json(&["-n", ns, "get", "pods", "-l", selector])?);
+        Ok(pods.iter().any(|p| pod_ready(p) && node_of(p) != node).then_some(()))
+    })
+}
+
+/// Power loss of a node: its kubelet, kube-proxy, containerd and every
+/// container die at once. The operator must mark its chunkservers lost,
+/// the StatefulSet must bring them back on the other node (new volumes:
+/// local-path volumes die with their node), and re-replication must
+/// restore 3 replicas; nothing written is lost.
+pub fn lose_node(k: &Kube, data: &Data) -> Result<()> {
+    let masters = component_pods(k, "master")?;
+    let on = |n: &str| masters.iter().filter(|p| node_of(p) == n).count();
+    // The node with fewer masters, so that the group keeps its quorum.
+    let (victim, survivor) = if on("node1") <= on("node2") { ("node1", "node2") } else { ("node2", "node1") };
+    let lost: Vec<String> =
+        component_pods(k, "chunkserver")?.iter().filter(|p| node_of(p) == victim).map(name).collect();
+    ensure!(!lost.is_empty(), "no chunkserver runs on {victim}: nothing to lose");
+    // Operator and client stay up (their own high availability is not what
+    // this step checks): cordon the victim and move them off it first.
+    k.kubectl(&["cordon", victim])?;
+    move_off(k, OP_NS, "app.kubernetes.io/instance=gfs-operator", victim)?;
+    if node_of(&k.json(&["-n", NS, "get", "pod", CLIENT])?) == victim {
+        k.kubectl(&["-n", NS, "delete", "pod", CLIENT])?;
+        k.apply(&client_yaml())?;
+        wait_for("the client pod Ready again", Duration::from_secs(120), || {
+            Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
+        })?;
+    }
+    let t = Instant::now();
+    k.cluster(&["node-stop", victim, "--power-off"])?;
+    eprintln!("{victim} powered off with chunkservers {lost:?} and {} master(s)", on(victim));
+    wait_for(&format!("{lost:?} Ready on {survivor}"), Duration::from_secs(300), || {
+        let pods = component_pods(k, "chunkserver")?;
+        Ok(lost
+            .iter()
+            .all(|l| pods.iter().any(|p| name(p) == *l && pod_ready(p) && node_of(p) == survivor))
+            .then_some(()))
+    })?;
+    eprintln!("chunkservers back on {survivor} after {:.1} s", t.elapsed().as_secs_f64());
+    wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
+        let st = status(k)?;
+        Ok((st["under_replicated_chunks"] == 0 && st["live_servers"] == 4 && replicas_ok(k, "/e2e/big", 3)?.is_some())
+            .then_some(()))
+    })?;
+    eprintln!("full replication {:.1} s after the power loss", t.elapsed().as_secs_f64());
+    let events = k.kubectl(&["-n", NS, "get", "events", "--field-selector", "reason=MarkedLost", "-o", "name"])?;
+    ensure!(!events.trim().is_empty(), "the operator never marked a chunkserver lost (no MarkedLost event)");
+    ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed after the node loss");
+    k.sh(NS, CLIENT, "echo after-node-loss | gfs put - /e2e/after-node-loss")?;
+    // The node comes back: its master (volume on that node) rejoins.
+    k.cluster(&["node-start", victim])?;
+    wait_for(&format!("{victim} Ready"), Duration::from_secs(180), || Ok(node_ready(k, victim)?.then_some(())))?;
+    k.kubectl(&["uncordon", victim])?;
+    ready_pods(k, "master", 3, Duration::from_secs(300))?;
+    wait_for("3 reachable masters", Duration::from_secs(120), || {
+        let st = status(k)?;
+        let up = st["masters"].as_array().map(|m| m.iter().filter(|m| m["reachable"] == true).count());
+        Ok((up == Some(3) && leader_pod(&st).is_some()).then_some(()))
+    })?;
+    ensure!(k.sh(NS, CLIENT, "gfs cat /e2e/after-node-loss")?.trim() == "after-node-loss", "lost a write");
+    Ok(())
+}
