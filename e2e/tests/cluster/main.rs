@@ -51,4 +51,8 @@ fn gfs_on_a_real_cluster() {
     step("5a. a node loses power: chunkservers come back on the other node, 3 replicas again", || {
         phases::lose_node(&k, &data)
     });
+    step("5b. a node is cut off with its pods running: replaced, old processes fenced, nothing lost", || {
+        phases::partition_node(&k, &data)
+    });
+    step("8. GfsCluster delete keeps the PVCs (Retain); helm uninstall removes the operator", || phases::uninstall(&k));
 }

@@ -374,6 +374,14 @@ fn move_off(k: &Kube, ns: &str, selector: &str, node: &str) -> Result<()> {
     })
 }
 
+/// Waits until chunkserver pods `pods` run Ready on `node`.
+fn back_on(k: &Kube, pods: &[String], node: &str) -> Result<()> {
+    wait_for(&format!("{pods:?} Ready on {node}"), Duration::from_secs(300), || {
+        let now = component_pods(k, "chunkserver")?;
+        Ok(pods.iter().all(|l| now.iter().any(|p| name(p) == *l && pod_ready(p) && node_of(p) == node)).then_some(()))
+    })
+}
+
 /// Power loss of a node: its kubelet, kube-proxy, containerd and every
 /// container die at once. The operator must mark its chunkservers lost,
 /// the StatefulSet must bring them back on the other node (new volumes:
@@ -401,13 +409,7 @@ pub fn lose_node(k: &Kube, data: &Data) -> Result<()> {
     let t = Instant::now();
     k.cluster(&["node-stop", victim, "--power-off"])?;
     eprintln!("{victim} powered off with chunkservers {lost:?} and {} master(s)", on(victim));
-    wait_for(&format!("{lost:?} Ready on {survivor}"), Duration::from_secs(300), || {
-        let pods = component_pods(k, "chunkserver")?;
-        Ok(lost
-            .iter()
-            .all(|l| pods.iter().any(|p| name(p) == *l && pod_ready(p) && node_of(p) == survivor))
-            .then_some(()))
-    })?;
+    back_on(k, &lost, survivor)?;
     eprintln!("chunkservers back on {survivor} after {:.1} s", t.elapsed().as_secs_f64());
     wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
         let st = status(k)?;
@@ -430,5 +432,126 @@ pub fn lose_node(k: &Kube, data: &Data) -> Result<()> {
         Ok((up == Some(3) && leader_pod(&st).is_some()).then_some(()))
     })?;
     ensure!(k.sh(NS, CLIENT, "gfs cat /e2e/after-node-loss")?.trim() == "after-node-loss", "lost a write");
+    Ok(())
+}
+
+/// Ids of the live chunkservers whose address names one of `pods`.
+fn server_ids(st: &Value, pods: &[String]) -> Vec<String> {
+    st["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["alive"] == true && pods.iter().any(|p| pod_of(s["address"].as_str().unwrap_or_default()) == p))
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Recreates chunkservers `pods` on node `to` with new volumes (`from`
+/// cordoned meanwhile), then waits for full replication.
+fn move_chunkservers(k: &Kube, pods: &[String], from: &str, to: &str) -> Result<()> {
+    k.kubectl(&["cordon", from])?;
+    for p in pods {
+        k.kubectl(&["-n", NS, "delete", "pvc", &format!("data-{p}"), "--wait=false"])?;
+        k.kubectl(&["-n", NS, "delete", "pod", p])?;
+    }
+    back_on(k, pods, to)?;
+    k.kubectl(&["uncordon", from])?;
+    wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
+        let st = status(k)?;
+        Ok((st["under_replicated_chunks"] == 0 && st["live_servers"] == 4 && replicas_ok(k, "/e2e/big", 3)?.is_some())
+            .then_some(()))
+    })
+}
+
+/// A partition: the node's link is cut while everything on it keeps
+/// running. Its chunkservers are replaced on the other node; when the
+/// link returns, the old processes must not count again (marked lost,
+/// then killed by their kubelet), and nothing is lost or written twice.
+pub fn partition_node(k: &Kube, data: &Data) -> Result<()> {
+    let masters = component_pods(k, "master")?;
+    let on = |n: &str| masters.iter().filter(|p| node_of(p) == n).count();
+    let (victim, survivor) = if on("node1") <= on("node2") { ("node1", "node2") } else { ("node2", "node1") };
+    let mut cut: Vec<String> =
+        component_pods(k, "chunkserver")?.iter().filter(|p| node_of(p) == victim).map(name).collect();
+    if cut.len() < 2 {
+        // After a node loss every chunkserver may run on the survivor:
+        // move two back (new volumes, as an operator would rebalance).
+        let moving: Vec<String> = component_pods(k, "chunkserver")?
+            .iter()
+            .filter(|p| node_of(p) == survivor)
+            .map(name)
+            .take(2 - cut.len())
+            .collect();
+        move_chunkservers(k, &moving, survivor, victim)?;
+        cut.extend(moving);
+    }
+    let old_ids = server_ids(&status(k)?, &cut);
+    ensure!(old_ids.len() == cut.len(), "{cut:?} are servers {old_ids:?}");
+    k.kubectl(&["cordon", victim])?;
+    move_off(k, OP_NS, "app.kubernetes.io/instance=gfs-operator", victim)?;
+    if node_of(&k.json(&["-n", NS, "get", "pod", CLIENT])?) == victim {
+        k.kubectl(&["-n", NS, "delete", "pod", CLIENT])?;
+        k.apply(&client_yaml())?;
+        wait_for("the client pod Ready again", Duration::from_secs(120), || {
+            Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
+        })?;
+    }
+    let t = Instant::now();
+    k.cluster(&["partition", victim])?;
+    eprintln!("{victim} cut off with chunkservers {cut:?} (servers {old_ids:?}) and {} master(s)", on(victim));
+    back_on(k, &cut, survivor)?;
+    eprintln!("chunkservers replaced on {survivor} after {:.1} s", t.elapsed().as_secs_f64());
+    wait_for(
+        "3 replicas of every chunk on 4 live chunkservers, none of the cut-off ones",
+        Duration::from_secs(360),
+        || {
+            let st = status(k)?;
+            let stale = old_ids.iter().any(|id| server_ids(&st, &cut).contains(id));
+            Ok((st["under_replicated_chunks"] == 0
+                && st["live_servers"] == 4
+                && !stale
+                && replicas_ok(k, "/e2e/big", 3)?.is_some())
+            .then_some(()))
+        },
+    )?;
+    eprintln!("full replication {:.1} s after the partition", t.elapsed().as_secs_f64());
+    k.sh(NS, CLIENT, "echo during-partition | gfs put - /e2e/during-partition")?;
+    k.cluster(&["heal", victim])?;
+    wait_for(&format!("{victim} Ready"), Duration::from_secs(180), || Ok(node_ready(k, victim)?.then_some(())))?;
+    k.kubectl(&["uncordon", victim])?;
+    // The old processes are back on the network until their kubelet
+    // kills them: they must never count as live servers again.
+    let healed = Instant::now();
+    while healed.elapsed() < Duration::from_secs(30) {
+        let st = status(k)?;
+        let back: Vec<String> = server_ids(&st, &cut).into_iter().filter(|id| old_ids.contains(id)).collect();
+        ensure!(back.is_empty(), "cut-off chunkservers {back:?} count as live again after the partition healed");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    ready_pods(k, "master", 3, Duration::from_secs(300))?;
+    ready_pods(k, "chunkserver", 4, Duration::from_secs(120))?;
+    ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed after the partition");
+    let size = gfs_json(k, "stat --json /e2e/big")?["size"].clone();
+    ensure!(size == BIG, "/e2e/big is {size} bytes after the partition (want {BIG})");
+    ensure!(k.sh(NS, CLIENT, "gfs cat /e2e/during-partition")? == "during-partition\n", "a write changed or doubled");
+    Ok(())
+}
+
+/// GfsCluster delete (finalizer; PVCs kept by the default whenDeleted:
+/// Retain), then `helm uninstall` (the CRD stays, as Helm keeps crds/).
+pub fn uninstall(k: &Kube) -> Result<()> {
+    let pvcs = items(&k.json(&["-n", NS, "get", "pvc"])?).len();
+    k.kubectl(&["-n", NS, "delete", "gfsc", CLUSTER, "--timeout", "120s"])?;
+    wait_for("the cluster's pods and StatefulSets gone", Duration::from_secs(180), || {
+        let sts = items(&k.json(&["-n", NS, "get", "statefulsets"])?).len();
+        let pods = component_pods(k, "master")?.len() + component_pods(k, "chunkserver")?.len();
+        Ok((sts == 0 && pods == 0).then_some(()))
+    })?;
+    let kept = items(&k.json(&["-n", NS, "get", "pvc"])?).len();
+    ensure!(kept == pvcs && kept == 7, "{kept} of {pvcs} PVCs kept (whenDeleted: Retain keeps all 7)");
+    k.helm(&["uninstall", "gfs-operator", "-n", OP_NS, "--wait"])?;
+    let left = items(&k.json(&["-n", OP_NS, "get", "deploy,pods"])?);
+    ensure!(left.is_empty(), "left after helm uninstall: {:?}", left.iter().map(name).collect::<Vec<_>>());
+    k.kubectl(&["get", "crd", "gfsclusters.gfs.dev"])?;
     Ok(())
 }
