@@ -291,8 +291,9 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         Component::Chunkserver,
     )
     .await;
-    let chunk_sts =
-        ssa(client, &ns, &render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan })).await?;
+    let want = render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan });
+    replace_if_immutable_changed(&gc, &ctx, cur_chunk.as_ref(), &want).await?;
+    let chunk_sts = ssa(client, &ns, &want).await?;
 
     let m_pods = pods_of(cur_master.as_ref());
     let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
@@ -562,6 +563,42 @@ async fn chunk_replicas(
             Ok(current)
         }
     }
+}
+
+/// A StatefulSet's `podManagementPolicy` cannot change in place (the
+/// apiserver refuses the apply). When an older operator made it with
+/// another policy, delete it with `propagationPolicy: Orphan`: its pods and
+/// PVCs stay, and the apply that follows adopts them under the new object.
+async fn replace_if_immutable_changed(
+    gc: &GfsCluster,
+    ctx: &Context,
+    live: Option<&StatefulSet>,
+    want: &StatefulSet,
+) -> Result<()> {
+    let Some(live) = live else { return Ok(()) };
+    let had = live.spec.pod_management_policy.clone();
+    let wants = want.spec.pod_management_policy.clone();
+    if had.is_none() || had == wants {
+        return Ok(());
+    }
+    let name = live.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &Names::of(gc).namespace);
+    api.delete(&name, &DeleteParams::orphan()).await?;
+    // The garbage collector releases the pods, then the object goes; the
+    // apply that follows must create a new one, not patch this one.
+    for _ in 0..40 {
+        if api.get_opt(&name).await?.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let note = format!(
+        "recreating StatefulSet {name} (podManagementPolicy {} -> {}); its pods and PVCs are kept",
+        had.as_deref().unwrap_or_default(),
+        wants.as_deref().unwrap_or_default()
+    );
+    ctx.event(gc, EventType::Normal, "StatefulSetReplaced", "Reconcile", note).await;
+    Ok(())
 }
 
 /// Deletes a PVC if it exists, with an Event.

@@ -27,6 +27,13 @@ pub const GROUP: &str = "gfs.dev";
     shortname = "gfsc",
     status = "GfsClusterStatus",
     doc = "A gfs cluster: masters and chunkservers run as StatefulSets managed by gfs-operator",
+    // Children are named <name>-chunkserver-<n> and carry the StatefulSet
+    // revision label <name>-chunkserver-<hash> (at most 63 characters).
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: the chunkserver pods and their revision labels add 23"),
+    // The client Service is <name>; another cluster's headless Services are
+    // <name>-master and <name>-chunkserver: a cluster named demo-master
+    // would take the Service of the masters of a cluster named demo.
+    validation = Rule::new("!self.metadata.name.endsWith('-master') && !self.metadata.name.endsWith('-chunkserver')").message("metadata.name must not end in -master or -chunkserver: those names belong to the Services of another cluster's masters and chunkservers"),
     scale(
         spec_replicas_path = ".spec.chunkservers.replicas",
         status_replicas_path = ".status.chunkservers",

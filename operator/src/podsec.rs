@@ -123,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn every_pod_meets_the_restricted_pod_security_standard() {
+        for pod in pods(&cluster()) {
+            let p = pod.security_context.as_ref().unwrap();
+            assert_eq!(p.run_as_non_root, Some(true));
+            assert_eq!(p.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+            let c = pod.containers[0].security_context.as_ref().unwrap();
+            assert_eq!((c.allow_privilege_escalation, c.read_only_root_filesystem), (Some(false), Some(true)));
+            assert_eq!(c.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        }
+    }
+
+    #[test]
     fn tls_on_mounts_each_component_its_own_secret_read_only() {
         let gc = cluster();
         for (pod, secret) in pods(&gc).iter().zip(["demo-master-tls", "demo-chunkserver-tls"]) {

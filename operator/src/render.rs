@@ -238,11 +238,15 @@ pub fn client_service(gc: &GfsCluster) -> Service {
     }
 }
 
-/// Returns the PDB of a component: masters keep a quorum, chunkservers lose
-/// at most one at a time.
+/// Returns the PDB of a component: masters keep a quorum (a single master
+/// may go), chunkservers lose at most one at a time.
 pub fn pdb(gc: &GfsCluster, c: Component) -> PodDisruptionBudget {
     let n = Names::of(gc);
     let (min_available, max_unavailable) = match c {
+        // A single master has no quorum to keep: a budget of "1 available"
+        // would block every node drain forever, so it may go (the cluster
+        // pauses while it moves).
+        Component::Master if gc.spec.masters.replicas < 3 => (None, Some(IntOrString::Int(1))),
         Component::Master => (Some(IntOrString::Int(gc.spec.masters.replicas / 2 + 1)), None),
         Component::Chunkserver => (None, Some(IntOrString::Int(1))),
     };
@@ -574,6 +578,24 @@ mod tests {
         let gc = cluster();
         assert_eq!(pdb(&gc, Component::Master).spec.unwrap().min_available, Some(IntOrString::Int(2)));
         assert_eq!(pdb(&gc, Component::Chunkserver).spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn a_single_master_never_blocks_a_node_drain() {
+        let mut gc = cluster();
+        gc.spec.masters.replicas = 1;
+        let spec = pdb(&gc, Component::Master).spec.unwrap();
+        assert_eq!((spec.min_available, spec.max_unavailable), (None, Some(IntOrString::Int(1))));
+        gc.spec.masters.replicas = 5;
+        assert_eq!(pdb(&gc, Component::Master).spec.unwrap().min_available, Some(IntOrString::Int(3)));
+    }
+
+    #[test]
+    fn chunkservers_start_in_parallel_masters_in_order() {
+        let gc = cluster();
+        let plan = StsPlan { replicas: 3, partition: 0 };
+        assert_eq!(chunkserver_sts(&gc, plan).spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(master_sts(&gc, plan).spec.pod_management_policy.as_deref(), Some("OrderedReady"));
     }
 
     #[test]

@@ -72,6 +72,17 @@ async fn invalid_clusters_are_refused_with_clear_messages() {
         let text = err.to_string();
         assert!(text.contains(msg), "case {i}: {text} lacks {msg:?}");
     }
+    // Names whose children would be too long, or would take the Services of
+    // another cluster's masters (a cluster "demo-master" next to "demo").
+    for (name, msg) in [
+        ("x".repeat(41), "metadata.name must be at most 40 characters"),
+        ("demo-master".to_string(), "must not end in -master or -chunkserver"),
+        ("demo-chunkserver".to_string(), "must not end in -master or -chunkserver"),
+    ] {
+        let v = cluster_json(&name, 3);
+        let err = api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains(msg), "{name}: {err} lacks {msg:?}");
+    }
     // And a valid one is accepted, with defaults filled in by the schema.
     let ok =
         api.create(&PostParams::default(), &serde_json::from_value(cluster_json("good", 3)).unwrap()).await.unwrap();
