@@ -132,7 +132,22 @@ impl ServerRegistry {
     /// heard from within `dead_after` (a second process claiming a live
     /// server's id would take over its replicas). The same address (a
     /// restart) and a dead or silent holder may be replaced.
+    ///
+    /// Also refuses a second live id at one address: requests for either
+    /// would reach whichever process the address leads to. This is how a
+    /// replaced server stays fenced: after a partition, the old process
+    /// of a pod that was recreated elsewhere (same DNS name, new id)
+    /// cannot register again while its successor is alive.
     pub fn check_claim(&self, info: &ServerInfo, now: Instant, dead_after: Duration) -> Result<()> {
+        let live = |h: &ServerEntry| h.alive && now.saturating_duration_since(h.last_heartbeat) <= dead_after;
+        if let Some(h) =
+            self.servers.values().find(|h| h.info.id != info.id && h.info.address == info.address && live(h))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "address {} belongs to live chunkserver {}; chunkserver {} cannot register there (the old process of a replaced server?)",
+                info.address, h.info.id, info.id
+            )));
+        }
         match self.servers.get(&info.id) {
             Some(h)
                 if h.alive
@@ -321,6 +336,23 @@ mod tests {
         assert!(r.session_ok("s1", &session));
         assert!(!r.session_ok("s1", "") && !r.session_ok("s1", &new_session()) && !r.session_ok("s2", &session));
         assert!(!same_secret("", ""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_has_one_live_id() {
+        let mut r = ServerRegistry::default();
+        let dead_after = Duration::from_secs(1);
+        let id = |id: &str| ServerInfo { id: id.into(), address: "pod-0.svc:9800".into(), zone: "z".into() };
+        r.register(id("new"), 100, 0, Instant::now());
+        let e = r.check_claim(&id("old"), Instant::now(), dead_after).unwrap_err();
+        assert!(e.to_string().contains("belongs to live chunkserver new"), "{e}");
+        r.check_claim(&id("new"), Instant::now(), dead_after).unwrap();
+        // Once the holder is silent (or marked lost), the address is free.
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        r.check_claim(&id("old"), Instant::now(), dead_after).unwrap();
+        r.register(id("new"), 100, 0, Instant::now());
+        r.mark_lost("new");
+        r.check_claim(&id("old"), Instant::now(), dead_after).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
