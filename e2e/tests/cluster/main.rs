@@ -54,5 +54,10 @@ fn gfs_on_a_real_cluster() {
     step("5b. a node is cut off with its pods running: replaced, old processes fenced, nothing lost", || {
         phases::partition_node(&k, &data)
     });
-    step("8. GfsCluster delete keeps the PVCs (Retain); helm uninstall removes the operator", || phases::uninstall(&k));
+    // GFS_CLUSTER_KEEP=1 leaves the cluster as step 5 left it, to look at.
+    if std::env::var_os("GFS_CLUSTER_KEEP").is_none() {
+        step("8. GfsCluster delete keeps the PVCs (Retain); helm uninstall removes the operator", || {
+            phases::uninstall(&k)
+        });
+    }
 }

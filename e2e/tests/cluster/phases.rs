@@ -374,6 +374,39 @@ fn move_off(k: &Kube, ns: &str, selector: &str, node: &str) -> Result<()> {
     })
 }
 
+/// The node with fewer masters (so the group keeps its quorum), the other
+/// node, and how many masters the first runs.
+fn pick_victim(k: &Kube) -> Result<(&'static str, &'static str, usize)> {
+    let masters = component_pods(k, "master")?;
+    let on = |n: &str| masters.iter().filter(|p| node_of(p) == n).count();
+    Ok(if on("node1") <= on("node2") { ("node1", "node2", on("node1")) } else { ("node2", "node1", on("node2")) })
+}
+
+/// Cordons `victim` and moves the operator and the client pod off it:
+/// their own high availability is not what the node-loss steps check.
+fn clear_for_loss(k: &Kube, victim: &str) -> Result<()> {
+    k.kubectl(&["cordon", victim])?;
+    move_off(k, OP_NS, "app.kubernetes.io/instance=gfs-operator", victim)?;
+    if node_of(&k.json(&["-n", NS, "get", "pod", CLIENT])?) == victim {
+        k.kubectl(&["-n", NS, "delete", "pod", CLIENT])?;
+        k.apply(&client_yaml())?;
+        wait_for("the client pod Ready again", Duration::from_secs(120), || {
+            Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits until every chunk of `/e2e/big` has 3 replicas and 4
+/// chunkservers are live, with nothing under-replicated.
+fn full_replication(k: &Kube) -> Result<()> {
+    wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
+        let st = status(k)?;
+        Ok((st["under_replicated_chunks"] == 0 && st["live_servers"] == 4 && replicas_ok(k, "/e2e/big", 3)?.is_some())
+            .then_some(()))
+    })
+}
+
 /// Waits until chunkserver pods `pods` run Ready on `node`.
 fn back_on(k: &Kube, pods: &[String], node: &str) -> Result<()> {
     wait_for(&format!("{pods:?} Ready on {node}"), Duration::from_secs(300), || {
@@ -388,34 +421,17 @@ fn back_on(k: &Kube, pods: &[String], node: &str) -> Result<()> {
 /// local-path volumes die with their node), and re-replication must
 /// restore 3 replicas; nothing written is lost.
 pub fn lose_node(k: &Kube, data: &Data) -> Result<()> {
-    let masters = component_pods(k, "master")?;
-    let on = |n: &str| masters.iter().filter(|p| node_of(p) == n).count();
-    // The node with fewer masters, so that the group keeps its quorum.
-    let (victim, survivor) = if on("node1") <= on("node2") { ("node1", "node2") } else { ("node2", "node1") };
+    let (victim, survivor, masters_there) = pick_victim(k)?;
     let lost: Vec<String> =
         component_pods(k, "chunkserver")?.iter().filter(|p| node_of(p) == victim).map(name).collect();
     ensure!(!lost.is_empty(), "no chunkserver runs on {victim}: nothing to lose");
-    // Operator and client stay up (their own high availability is not what
-    // this step checks): cordon the victim and move them off it first.
-    k.kubectl(&["cordon", victim])?;
-    move_off(k, OP_NS, "app.kubernetes.io/instance=gfs-operator", victim)?;
-    if node_of(&k.json(&["-n", NS, "get", "pod", CLIENT])?) == victim {
-        k.kubectl(&["-n", NS, "delete", "pod", CLIENT])?;
-        k.apply(&client_yaml())?;
-        wait_for("the client pod Ready again", Duration::from_secs(120), || {
-            Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
-        })?;
-    }
+    clear_for_loss(k, victim)?;
     let t = Instant::now();
     k.cluster(&["node-stop", victim, "--power-off"])?;
-    eprintln!("{victim} powered off with chunkservers {lost:?} and {} master(s)", on(victim));
+    eprintln!("{victim} powered off with chunkservers {lost:?} and {masters_there} master(s)");
     back_on(k, &lost, survivor)?;
     eprintln!("chunkservers back on {survivor} after {:.1} s", t.elapsed().as_secs_f64());
-    wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
-        let st = status(k)?;
-        Ok((st["under_replicated_chunks"] == 0 && st["live_servers"] == 4 && replicas_ok(k, "/e2e/big", 3)?.is_some())
-            .then_some(()))
-    })?;
+    full_replication(k)?;
     eprintln!("full replication {:.1} s after the power loss", t.elapsed().as_secs_f64());
     let events = k.kubectl(&["-n", NS, "get", "events", "--field-selector", "reason=MarkedLost", "-o", "name"])?;
     ensure!(!events.trim().is_empty(), "the operator never marked a chunkserver lost (no MarkedLost event)");
@@ -456,11 +472,7 @@ fn move_chunkservers(k: &Kube, pods: &[String], from: &str, to: &str) -> Result<
     }
     back_on(k, pods, to)?;
     k.kubectl(&["uncordon", from])?;
-    wait_for("3 replicas of every chunk on 4 live chunkservers", Duration::from_secs(300), || {
-        let st = status(k)?;
-        Ok((st["under_replicated_chunks"] == 0 && st["live_servers"] == 4 && replicas_ok(k, "/e2e/big", 3)?.is_some())
-            .then_some(()))
-    })
+    full_replication(k)
 }
 
 /// A partition: the node's link is cut while everything on it keeps
@@ -468,9 +480,7 @@ fn move_chunkservers(k: &Kube, pods: &[String], from: &str, to: &str) -> Result<
 /// link returns, the old processes must not count again (marked lost,
 /// then killed by their kubelet), and nothing is lost or written twice.
 pub fn partition_node(k: &Kube, data: &Data) -> Result<()> {
-    let masters = component_pods(k, "master")?;
-    let on = |n: &str| masters.iter().filter(|p| node_of(p) == n).count();
-    let (victim, survivor) = if on("node1") <= on("node2") { ("node1", "node2") } else { ("node2", "node1") };
+    let (victim, survivor, masters_there) = pick_victim(k)?;
     let mut cut: Vec<String> =
         component_pods(k, "chunkserver")?.iter().filter(|p| node_of(p) == victim).map(name).collect();
     if cut.len() < 2 {
@@ -487,18 +497,10 @@ pub fn partition_node(k: &Kube, data: &Data) -> Result<()> {
     }
     let old_ids = server_ids(&status(k)?, &cut);
     ensure!(old_ids.len() == cut.len(), "{cut:?} are servers {old_ids:?}");
-    k.kubectl(&["cordon", victim])?;
-    move_off(k, OP_NS, "app.kubernetes.io/instance=gfs-operator", victim)?;
-    if node_of(&k.json(&["-n", NS, "get", "pod", CLIENT])?) == victim {
-        k.kubectl(&["-n", NS, "delete", "pod", CLIENT])?;
-        k.apply(&client_yaml())?;
-        wait_for("the client pod Ready again", Duration::from_secs(120), || {
-            Ok(pod_ready(&k.json(&["-n", NS, "get", "pod", CLIENT])?).then_some(()))
-        })?;
-    }
+    clear_for_loss(k, victim)?;
     let t = Instant::now();
     k.cluster(&["partition", victim])?;
-    eprintln!("{victim} cut off with chunkservers {cut:?} (servers {old_ids:?}) and {} master(s)", on(victim));
+    eprintln!("{victim} cut off with chunkservers {cut:?} (servers {old_ids:?}) and {masters_there} master(s)");
     back_on(k, &cut, survivor)?;
     eprintln!("chunkservers replaced on {survivor} after {:.1} s", t.elapsed().as_secs_f64());
     wait_for(
@@ -550,8 +552,10 @@ pub fn uninstall(k: &Kube) -> Result<()> {
     let kept = items(&k.json(&["-n", NS, "get", "pvc"])?).len();
     ensure!(kept == pvcs && kept == 7, "{kept} of {pvcs} PVCs kept (whenDeleted: Retain keeps all 7)");
     k.helm(&["uninstall", "gfs-operator", "-n", OP_NS, "--wait"])?;
-    let left = items(&k.json(&["-n", OP_NS, "get", "deploy,pods"])?);
-    ensure!(left.is_empty(), "left after helm uninstall: {:?}", left.iter().map(name).collect::<Vec<_>>());
+    // Helm waits for the Deployment; its pods take their grace period.
+    wait_for("the operator's pods gone after helm uninstall", Duration::from_secs(120), || {
+        Ok(items(&k.json(&["-n", OP_NS, "get", "deploy,pods"])?).is_empty().then_some(()))
+    })?;
     k.kubectl(&["get", "crd", "gfsclusters.gfs.dev"])?;
     Ok(())
 }
