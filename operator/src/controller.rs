@@ -7,8 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gfs_proto::{ClusterStatusResponse, ServerState};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,13 +22,13 @@ use tracing::{Span, field, info, instrument, warn};
 
 use crate::admin::MasterAdmin;
 use crate::crd::{DrainStatus, GfsCluster, GfsClusterStatus, RetentionPolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Fault, Result};
 use crate::metrics::Metrics;
 use crate::pki::{self, AdminClients, CertManagerMode, CertManagerProbe};
 use crate::render::{self, Component, Names, StsPlan};
 use crate::scaling::{self, AutoscaleInput, Rollout, StsObserved};
 use crate::status::{self, Observed};
-use crate::{FIELD_MANAGER, nodeloss};
+use crate::{FIELD_MANAGER, nodeloss, storage};
 
 /// Finalizer that runs the PVC retention policy before a GfsCluster goes.
 pub static FINALIZER: &str = "gfs.dev/cleanup";
@@ -192,7 +191,10 @@ pub fn error_policy(gc: Arc<GfsCluster>, error: &Error, ctx: Arc<Context>) -> Ac
         *n = n.saturating_add(1);
         *n
     };
-    Action::requeue(backoff(n))
+    // A partial failure ran everything else: the node-loss and autoscaler
+    // clocks must keep their pace while the refused object waits for a fix.
+    let delay = if error.is_partial() { backoff(n).min(ctx.config.requeue) } else { backoff(n) };
+    Action::requeue(delay)
 }
 
 /// Returns the delay after `failures` consecutive failures.
@@ -222,21 +224,85 @@ pub fn master_address(gc: &GfsCluster, ctx: &Context) -> (String, bool) {
     }
 }
 
+/// Steps of one reconcile that failed without stopping the others: a
+/// child the apiserver refuses (say a StatefulSet whose resources it finds
+/// invalid) must not keep the status, the masters or the autoscaler from
+/// being reconciled.
+#[derive(Default)]
+struct Faults(Vec<Fault>);
+
+impl Faults {
+    /// Runs `step`; its failure is kept and `None` returned.
+    async fn run<T>(
+        &mut self,
+        what: impl Into<String>,
+        step: impl std::future::Future<Output = Result<T>>,
+    ) -> Option<T> {
+        match step.await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let what = what.into();
+                warn!(step = %what, error = %e, "reconcile step failed");
+                self.0.push(Fault { what, reason: e.reason(), message: e.to_string() });
+                None
+            }
+        }
+    }
+}
+
+/// Applies the spec; an error that stopped the pass before the status was
+/// written still reaches the status (condition `Reconciled`) and an Event.
 async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    match apply_spec(gc.clone(), ctx.clone()).await {
+        Err(e) if !e.is_partial() => {
+            report_failure(&gc, &ctx, &e).await;
+            Err(e)
+        }
+        r => r,
+    }
+}
+
+/// Writes a failed pass into the `Reconciled` condition (other status
+/// fields keep their values) and publishes a Warning Event. Best effort:
+/// the apiserver may be what failed.
+async fn report_failure(gc: &GfsCluster, ctx: &Context, e: &Error) {
+    let fault = Fault { what: "reconcile".into(), reason: e.reason(), message: e.to_string() };
+    ctx.event(gc, EventType::Warning, "ReconcileFailed", "Reconcile", format!("{}: {}", fault.reason, fault.message))
+        .await;
+    let prev = gc.status.clone().unwrap_or_default();
+    let conditions = status::with_reconciled(&prev.conditions, &[fault], gc.metadata.generation, Timestamp::now());
+    let api: Api<GfsCluster> = Api::namespaced(ctx.client.clone(), &Names::of(gc).namespace);
+    if let Err(e) = api
+        .patch_status(
+            &gc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": { "conditions": conditions } })),
+        )
+        .await
+    {
+        warn!(error = %e, "writing the failure into the status failed");
+    }
+}
+
+async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let client = &ctx.client;
     let n = Names::of(&gc);
     let ns = n.namespace.clone();
+    let mut faults = Faults::default();
     for obj in [
         render::headless_service(&gc, Component::Master),
         render::headless_service(&gc, Component::Chunkserver),
         render::client_service(&gc),
     ] {
-        ssa::<Service>(client, &ns, &obj).await?;
+        faults.run(format!("apply Service {}", obj.name_any()), ssa::<Service>(client, &ns, &obj)).await;
     }
-    ssa::<ServiceAccount>(client, &ns, &render::service_account(&gc)).await?;
-    ssa::<ConfigMap>(client, &ns, &render::config_map(&gc)).await?;
+    let sa = render::service_account(&gc);
+    faults.run(format!("apply ServiceAccount {}", sa.name_any()), ssa(client, &ns, &sa)).await;
+    let cm = render::config_map(&gc);
+    faults.run(format!("apply ConfigMap {}", cm.name_any()), ssa(client, &ns, &cm)).await;
     for c in [Component::Master, Component::Chunkserver] {
-        ssa::<PodDisruptionBudget>(client, &ns, &render::pdb(&gc, c)).await?;
+        let pdb = render::pdb(&gc, c);
+        faults.run(format!("apply PodDisruptionBudget {}", pdb.name_any()), ssa(client, &ns, &pdb)).await;
     }
 
     let mut notes = status::Notes::default();
@@ -269,15 +335,33 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let mut st =
         GfsClusterStatus { drain: prev.drain.clone(), autoscaler: prev.autoscaler.clone(), ..Default::default() };
 
-    let lost = nodeloss::handle(&gc, &ctx, &admin, master.as_ref(), &addr, positional).await?;
+    let lost = faults
+        .run("node loss", nodeloss::handle(&gc, &ctx, &admin, master.as_ref(), &addr, positional))
+        .await
+        .unwrap_or_default();
     notes.lost_pods = lost.removed;
 
     // Chunkservers: scale-up at once, scale-down only after the drain.
     let desired = gc.spec.chunkservers.replicas;
     let current = cur_chunk.as_ref().and_then(|s| s.spec.replicas).unwrap_or(desired);
-    let replicas =
-        chunk_replicas(&gc, &ctx, &admin, &mut st, &mut notes, master.as_ref(), &addr, positional, desired, current)
-            .await?;
+    let replicas = faults
+        .run(
+            "chunkserver scale-down",
+            chunk_replicas(
+                &gc,
+                &ctx,
+                &admin,
+                &mut st,
+                &mut notes,
+                master.as_ref(),
+                &addr,
+                positional,
+                desired,
+                current,
+            ),
+        )
+        .await
+        .unwrap_or(current);
 
     let under = master.as_ref().map(|m| m.under_replicated_chunks);
     let chunk_plan = plan_rollout(
@@ -291,9 +375,16 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         Component::Chunkserver,
     )
     .await;
-    let want = render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan });
-    replace_if_immutable_changed(&gc, &ctx, cur_chunk.as_ref(), &want).await?;
-    let chunk_sts = ssa(client, &ns, &want).await?;
+    let mut want = render::chunkserver_sts(&gc, StsPlan { replicas, partition: chunk_plan });
+    render::keep_claim_templates(&mut want, cur_chunk.as_ref());
+    let chunk_sts = faults
+        .run(format!("apply StatefulSet {}", want.name_any()), async {
+            replace_if_immutable_changed(&gc, &ctx, cur_chunk.as_ref(), &want).await?;
+            ssa(client, &ns, &want).await
+        })
+        .await
+        .or_else(|| cur_chunk.clone())
+        .unwrap_or_default();
 
     let m_pods = pods_of(cur_master.as_ref());
     let m_cur = cur_master.as_ref().and_then(|s| s.spec.replicas);
@@ -325,10 +416,15 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         Component::Master,
     )
     .await;
-    let master_sts =
-        ssa(client, &ns, &render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: m_plan })).await?;
+    let mut want = render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: m_plan });
+    render::keep_claim_templates(&mut want, cur_master.as_ref());
+    let master_sts = faults
+        .run(format!("apply StatefulSet {}", want.name_any()), ssa(client, &ns, &want))
+        .await
+        .or_else(|| cur_master.clone())
+        .unwrap_or_default();
 
-    if cur_chunk.is_none() {
+    if cur_chunk.is_none() && chunk_sts.metadata.uid.is_some() {
         ctx.event(
             &gc,
             EventType::Normal,
@@ -339,7 +435,17 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         .await;
     }
 
-    autoscale(&gc, &ctx, &mut st, master.as_ref(), &chunk_sts).await?;
+    faults.run("autoscaling", autoscale(&gc, &ctx, &mut st, master.as_ref(), &chunk_sts)).await;
+    for c in [Component::Master, Component::Chunkserver] {
+        let step = format!("expand {} PVCs", c.as_str());
+        if let Some(r) = faults.run(step, storage::reconcile(&gc, &ctx, c)).await.flatten() {
+            if r.reason == "Resizing" {
+                notes.progress.push(r.message.clone());
+            }
+            notes.resize.push(r);
+        }
+    }
+    notes.faults = faults.0;
 
     // The Leader column names the master that answered as leader (the
     // address the operator dialled may be a Service in front of all).
@@ -367,6 +473,15 @@ async fn apply(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         &Patch::Merge(serde_json::json!({ "status": status_patch(&new) })),
     )
     .await?;
+    if !notes.faults.is_empty() {
+        for f in &notes.faults {
+            let note = format!("{}: {}", f.what, f.message);
+            ctx.event(&gc, EventType::Warning, "ReconcileFailed", "Reconcile", note).await;
+        }
+        // The status says what failed; the error policy counts it and
+        // comes back (no later than the periodic requeue).
+        return Err(Error::Partial { faults: std::mem::take(&mut notes.faults) });
+    }
 
     let busy = new.drain.is_some() || !notes.progress.is_empty();
     let mut next = if busy { ctx.config.requeue.min(Duration::from_secs(2)) } else { ctx.config.requeue };

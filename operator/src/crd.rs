@@ -4,7 +4,11 @@
 //! all derived from these types; `gfs-operator crd` prints them and
 //! `crds/gfscluster.yaml` must equal that output (checked by CI).
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::crd::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
@@ -170,6 +174,10 @@ impl PullPolicy {
 /// A PVC request: a size and an optional storage class.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// A PVC only grows, and keeps its class: a change the volumes cannot follow
+// is refused here, not left to wedge the reconcile.
+#[x_kube(validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message(Message::Expression("'storage size cannot shrink from ' + oldSelf.size + ' to ' + self.size + ': volumes only grow'".into())))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storageClassName cannot change on an existing cluster: its PVCs keep their class"))]
 pub struct StorageSpec {
     /// Requested size, as a quantity (e.g. 10Gi).
     #[schemars(length(max = 32))]
@@ -193,6 +201,55 @@ pub struct MasterSpec {
     /// CPU and memory of each master.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Additions to the pods (scheduling, pull secrets, labels, security).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+/// What a user may add to the pods of one component, like Strimzi's
+/// `template.pod` or Stackable's `podOverrides`, typed so that the
+/// apiserver checks it. Labels and annotations are added to the operator's
+/// own (which win); tolerations and pod anti-affinity terms are added to
+/// the operator's; the security contexts override the restricted defaults
+/// field by field.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.labels) || !self.labels.exists(k, k.startsWith('app.kubernetes.io/'))").message("podTemplate.labels must not set app.kubernetes.io/ labels: the operator's selectors use them"))]
+#[x_kube(validation = Rule::new("!has(self.annotations) || !self.annotations.exists(k, k.startsWith('gfs.dev/'))").message("podTemplate.annotations must not set gfs.dev/ annotations: the operator sets them"))]
+pub struct PodOverrides {
+    /// Labels added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Nodes the pods may run on, by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod affinity; pod anti-affinity terms are added to the
+    /// operator's spreading of the component over hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Secrets for pulling the images from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Pod security context: fields set here replace the restricted
+    /// default's (user and group 65532, fsGroup, seccomp RuntimeDefault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Container security context: fields set here replace the restricted
+    /// default's (non-root, read-only root filesystem, no capabilities, no
+    /// privilege escalation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 }
 
 /// The chunkserver replicas.
@@ -207,6 +264,9 @@ pub struct ChunkserverSpec {
     /// CPU and memory of each chunkserver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Additions to the pods (scheduling, pull secrets, labels, security).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
     /// How chunkservers are spread over failure domains.
     #[serde(default)]
     pub topology: TopologySpec,
@@ -485,7 +545,8 @@ pub struct GfsClusterStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Available, Progressing and Degraded.
+    /// Available, Progressing, Degraded, StorageResized (PVCs at the spec's
+    /// size) and Reconciled (the last pass applied everything; else what failed).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Ready master pods.

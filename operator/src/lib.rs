@@ -3,7 +3,7 @@
 //! `run` elects a leader on a Lease and, while it leads, runs the
 //! controller of [`controller`]. Everything that decides is pure and lives
 //! in [`scaling`], [`status`], [`render`], [`podsec`] and [`certs`]; I/O
-//! lives in [`controller`], [`nodeloss`], [`pki`], [`certmanager`],
+//! lives in [`controller`], [`nodeloss`], [`storage`], [`pki`], [`certmanager`],
 //! [`admin`] and [`leader`].
 pub mod admin;
 pub mod certmanager;
@@ -20,6 +20,7 @@ pub mod podsec;
 pub mod render;
 pub mod scaling;
 pub mod status;
+pub mod storage;
 
 use std::time::Duration;
 

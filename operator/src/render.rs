@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{GfsCluster, WhenUnsatisfiable};
+use crate::crd::{GfsCluster, PodOverrides, WhenUnsatisfiable};
 
 /// Port of the master's gRPC service.
 pub const MASTER_PORT: i32 = 9700;
@@ -297,6 +297,20 @@ fn pvc_template(cluster: &str, c: Component, size: &str, class: &Option<String>)
     }
 }
 
+/// Keeps the live StatefulSet's claim template in `want`: the apiserver
+/// refuses any change to `volumeClaimTemplates`, so a new size is carried
+/// out on the PVCs (`storage::reconcile`), not by the template.
+pub fn keep_claim_templates(want: &mut StatefulSet, live: Option<&StatefulSet>) {
+    let Some(live) = live.and_then(|l| l.spec.volume_claim_templates.as_ref()) else { return };
+    let Some(want) = want.spec.volume_claim_templates.as_mut() else { return };
+    for w in want.iter_mut() {
+        let Some(l) = live.iter().find(|l| l.metadata.name == w.metadata.name) else { continue };
+        let (Some(ws), Some(ls)) = (w.spec.as_mut(), l.spec.as_ref()) else { continue };
+        ws.resources = ls.resources.clone();
+        ws.storage_class_name = ls.storage_class_name.clone();
+    }
+}
+
 /// Settings of a StatefulSet that the reconciler decides (not the spec alone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StsPlan {
@@ -352,7 +366,12 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
         ..Default::default()
     };
     crate::podsec::secure(gc, c, &mut pod);
-    sts(gc, c, plan, pod, pvc_template(&n.cluster, c, &s.masters.storage.size, &s.masters.storage.storage_class_name))
+    let pvc = pvc_template(&n.cluster, c, &s.masters.storage.size, &s.masters.storage.storage_class_name);
+    let mut out = sts(gc, c, plan, pod, pvc);
+    if let Some(o) = &s.masters.pod_template {
+        apply_overrides(o, &mut out.spec.template);
+    }
+    out
 }
 
 /// Returns the chunkserver StatefulSet.
@@ -414,13 +433,82 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
         ..Default::default()
     };
     crate::podsec::secure(gc, c, &mut pod);
-    sts(
-        gc,
-        c,
-        plan,
-        pod,
-        pvc_template(&n.cluster, c, &s.chunkservers.storage.size, &s.chunkservers.storage.storage_class_name),
-    )
+    let pvc = pvc_template(&n.cluster, c, &s.chunkservers.storage.size, &s.chunkservers.storage.storage_class_name);
+    let mut out = sts(gc, c, plan, pod, pvc);
+    if let Some(o) = &s.chunkservers.pod_template {
+        apply_overrides(o, &mut out.spec.template);
+    }
+    out
+}
+
+/// Adds a user's pod overrides to a rendered pod template: labels and
+/// annotations join the operator's (the operator's win), scheduling fields
+/// and pull secrets are set, tolerations and pod anti-affinity terms are
+/// added, and the security contexts are overridden field by field.
+pub fn apply_overrides(o: &PodOverrides, t: &mut PodTemplateSpec) {
+    let meta = t.metadata.get_or_insert_with(Default::default);
+    for (ours, theirs) in [(&mut meta.labels, &o.labels), (&mut meta.annotations, &o.annotations)] {
+        if let Some(theirs) = theirs {
+            let ours = ours.get_or_insert_with(Default::default);
+            for (k, v) in theirs {
+                ours.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    let Some(pod) = t.spec.as_mut() else { return };
+    if o.node_selector.is_some() {
+        pod.node_selector = o.node_selector.clone();
+    }
+    if let Some(tol) = &o.tolerations {
+        pod.tolerations.get_or_insert_with(Vec::new).extend(tol.iter().cloned());
+    }
+    if o.image_pull_secrets.is_some() {
+        pod.image_pull_secrets = o.image_pull_secrets.clone();
+    }
+    if o.priority_class_name.is_some() {
+        pod.priority_class_name = o.priority_class_name.clone();
+    }
+    if let Some(a) = &o.affinity {
+        let ours = pod.affinity.get_or_insert_with(Default::default);
+        if a.node_affinity.is_some() {
+            ours.node_affinity = a.node_affinity.clone();
+        }
+        if a.pod_affinity.is_some() {
+            ours.pod_affinity = a.pod_affinity.clone();
+        }
+        if let Some(anti) = &a.pod_anti_affinity {
+            let mine = ours.pod_anti_affinity.get_or_insert_with(Default::default);
+            if let Some(req) = &anti.required_during_scheduling_ignored_during_execution {
+                mine.required_during_scheduling_ignored_during_execution
+                    .get_or_insert_with(Vec::new)
+                    .extend(req.iter().cloned());
+            }
+            if let Some(pref) = &anti.preferred_during_scheduling_ignored_during_execution {
+                mine.preferred_during_scheduling_ignored_during_execution
+                    .get_or_insert_with(Vec::new)
+                    .extend(pref.iter().cloned());
+            }
+        }
+    }
+    if let Some(sc) = &o.security_context {
+        pod.security_context = Some(merged(pod.security_context.take().unwrap_or_default(), sc));
+    }
+    if let (Some(sc), Some(container)) = (&o.container_security_context, pod.containers.first_mut()) {
+        container.security_context = Some(merged(container.security_context.take().unwrap_or_default(), sc));
+    }
+}
+
+/// `base` with every field that `over` sets replaced by `over`'s.
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(base: T, over: &T) -> T {
+    let (Ok(mut b), Ok(o)) = (serde_json::to_value(&base), serde_json::to_value(over)) else { return base };
+    if let (Some(b), Some(o)) = (b.as_object_mut(), o.as_object()) {
+        for (k, v) in o {
+            if !v.is_null() {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(b).unwrap_or(base)
 }
 
 fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: PersistentVolumeClaim) -> StatefulSet {
@@ -541,6 +629,74 @@ mod tests {
         gc.metadata.namespace = Some("prod".into());
         gc.metadata.uid = Some("uid-1".into());
         gc
+    }
+
+    #[test]
+    fn pod_overrides_join_the_operators_settings() {
+        let mut gc = cluster();
+        gc.spec.chunkservers.pod_template = Some(
+            serde_json::from_value(serde_json::json!({
+                "labels": {"team": "storage"},
+                "annotations": {"example.com/owner": "ops"},
+                "nodeSelector": {"disk": "nvme"},
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gfs", "effect": "NoSchedule"}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "example.com/rack", "labelSelector": {"matchLabels": {"app": "db"}}}]}},
+                "imagePullSecrets": [{"name": "registry"}],
+                "priorityClassName": "storage-critical",
+                "securityContext": {"runAsUser": 1000, "fsGroup": 1000},
+                "containerSecurityContext": {"readOnlyRootFilesystem": false},
+            }))
+            .unwrap(),
+        );
+        let s = chunkserver_sts(&gc, StsPlan { replicas: 4, partition: 0 });
+        let meta = s.spec.template.metadata.as_ref().unwrap();
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "storage");
+        assert_eq!(labels["app.kubernetes.io/component"], "chunkserver", "the selector labels stay");
+        assert_eq!(meta.annotations.as_ref().unwrap()["example.com/owner"], "ops");
+        assert!(meta.annotations.as_ref().unwrap().contains_key(CONFIG_HASH));
+        let pod = s.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "nvme");
+        assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("storage-critical"));
+        // The operator's one-per-host term is kept; the user's is added.
+        let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+        let keys: Vec<&str> = anti
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|t| t.topology_key.as_str())
+            .collect();
+        assert_eq!(keys, ["kubernetes.io/hostname", "example.com/rack"]);
+        // Field by field: the rest of the restricted defaults stay.
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!((psc.run_as_user, psc.fs_group, psc.run_as_non_root), (Some(1000), Some(1000), Some(true)));
+        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let csc = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(csc.read_only_root_filesystem, Some(false));
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        // The masters got none of it.
+        let m = master_sts(&gc, StsPlan { replicas: 3, partition: 0 });
+        assert!(m.spec.template.spec.as_ref().unwrap().node_selector.is_none());
+    }
+
+    #[test]
+    fn the_live_claim_template_is_kept() {
+        let live = chunkserver_sts(&cluster(), StsPlan { replicas: 4, partition: 0 });
+        let mut grown = cluster();
+        grown.spec.chunkservers.storage.size = "200Gi".into();
+        let mut want = chunkserver_sts(&grown, StsPlan { replicas: 4, partition: 0 });
+        keep_claim_templates(&mut want, Some(&live));
+        assert_eq!(want.spec.volume_claim_templates, live.spec.volume_claim_templates);
+        // With nothing live (a new StatefulSet), the spec's size is used.
+        let mut fresh = chunkserver_sts(&grown, StsPlan { replicas: 4, partition: 0 });
+        keep_claim_templates(&mut fresh, None);
+        let spec = fresh.spec.volume_claim_templates.unwrap()[0].spec.clone().unwrap();
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "200Gi");
     }
 
     #[test]

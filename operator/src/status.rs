@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{GfsCluster, GfsClusterStatus};
+use crate::error::Fault;
 use crate::render::{Component, selector_string};
+use crate::storage::Resize;
 
 /// Things the reconcile loop noticed on the way.
 #[derive(Debug, Default)]
@@ -22,6 +24,10 @@ pub struct Notes {
     pub security: Option<(String, String)>,
     /// Why the master did not answer (a TLS failure says so here).
     pub master_error: Option<String>,
+    /// Steps of this pass that failed (the others ran).
+    pub faults: Vec<Fault>,
+    /// PVCs growing to a new size, or refused it, per component.
+    pub resize: Vec<Resize>,
 }
 
 /// Inputs of [`build`].
@@ -177,8 +183,47 @@ pub fn build(o: &Observed<'_>, mut st: GfsClusterStatus, prev: &GfsClusterStatus
     } else {
         cond("Degraded", false, "Healthy", "every chunk has its replicas".into(), gen_, pc, now)
     };
-    st.conditions = vec![available, progressing, degraded];
+    let resized = match o.notes.resize.iter().find(|r| r.reason != "Resizing").or(o.notes.resize.first()) {
+        None => {
+            cond("StorageResized", true, "AtRequestedSize", "every PVC has the size of the spec".into(), gen_, pc, now)
+        }
+        Some(r) => {
+            let msg = o.notes.resize.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ");
+            cond("StorageResized", false, r.reason, msg, gen_, pc, now)
+        }
+    };
+    st.conditions = vec![available, progressing, degraded, resized, reconciled(&o.notes.faults, gen_, pc, now)];
     st
+}
+
+/// Longest condition message written (the API allows 32 KiB; a person
+/// reads the first failures).
+const MAX_MESSAGE: usize = 2048;
+
+/// The `Reconciled` condition: True when every step of the pass worked,
+/// else False with the first failure's reason and every failure listed.
+fn reconciled(faults: &[Fault], gen_: Option<i64>, prev: &[Condition], now: Timestamp) -> Condition {
+    let Some(first) = faults.first() else {
+        return cond("Reconciled", true, "Applied", "every step of the last pass worked".into(), gen_, prev, now);
+    };
+    let mut msg = faults.iter().map(|f| format!("{}: {}", f.what, f.message)).collect::<Vec<_>>().join("; ");
+    if msg.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("...");
+    }
+    cond("Reconciled", false, &first.reason, msg, gen_, prev, now)
+}
+
+/// `prev` with its `Reconciled` condition replaced by one for `faults`
+/// (for a pass that failed before it could build the whole status).
+pub fn with_reconciled(prev: &[Condition], faults: &[Fault], gen_: Option<i64>, now: Timestamp) -> Vec<Condition> {
+    let mut out: Vec<Condition> = prev.iter().filter(|c| c.type_ != "Reconciled").cloned().collect();
+    out.push(reconciled(faults, gen_, prev, now));
+    out
 }
 
 /// Condition changes worth an Event: (reason, message, warning).
@@ -189,7 +234,12 @@ pub fn transitions(prev: &GfsClusterStatus, new: &GfsClusterStatus) -> Vec<(Stri
         if old.is_some_and(|o| o.status == c.status && o.reason == c.reason) {
             continue;
         }
+        // Failed steps publish their own Warning Events on every pass.
+        if c.type_ == "Reconciled" && (c.status == "False" || old.is_none()) {
+            continue;
+        }
         let warning = (c.type_ == "Degraded" && c.status == "True")
+            || (c.type_ == "StorageResized" && c.reason == "ExpansionNotAllowed")
             || (c.type_ == "Available" && c.status == "False" && old.is_some());
         out.push((
             format!("{}{}", c.type_, if c.status == "True" { "" } else { "False" }),
@@ -198,4 +248,59 @@ pub fn transitions(prev: &GfsClusterStatus, new: &GfsClusterStatus) -> Vec<(Stri
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(what: &str, reason: &str) -> Fault {
+        Fault { what: what.into(), reason: reason.into(), message: format!("{what} was refused") }
+    }
+
+    #[test]
+    fn reconciled_names_the_first_failure_and_lists_all() {
+        let now = Timestamp::now();
+        let c = reconciled(
+            &[fault("apply StatefulSet a", "KubeInvalid"), fault("autoscaling", "KubeConflict")],
+            Some(7),
+            &[],
+            now,
+        );
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.observed_generation), ("False", "KubeInvalid", Some(7)));
+        assert!(c.message.contains("apply StatefulSet a") && c.message.contains("autoscaling"), "{}", c.message);
+        let ok = reconciled(&[], Some(8), std::slice::from_ref(&c), now);
+        assert_eq!((ok.status.as_str(), ok.reason.as_str()), ("True", "Applied"));
+    }
+
+    #[test]
+    fn a_long_failure_is_cut_at_a_char_boundary() {
+        let mut f = fault("x", "KubeInvalid");
+        f.message = "é".repeat(3000);
+        let c = reconciled(&[f], None, &[], Timestamp::now());
+        assert!(c.message.len() <= MAX_MESSAGE + 3 && c.message.ends_with("..."));
+    }
+
+    #[test]
+    fn with_reconciled_keeps_the_other_conditions() {
+        let now = Timestamp::now();
+        let avail = cond("Available", true, "Ready", "ok".into(), Some(1), &[], now);
+        let old = reconciled(&[], Some(1), &[], now);
+        let out = with_reconciled(&[avail.clone(), old], &[fault("reconcile", "CertificateError")], Some(2), now);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], avail);
+        assert_eq!((out[1].status.as_str(), out[1].reason.as_str()), ("False", "CertificateError"));
+    }
+
+    #[test]
+    fn only_a_recovery_of_reconciled_is_an_event_of_its_own() {
+        let now = Timestamp::now();
+        let st = |c: Condition| GfsClusterStatus { conditions: vec![c], ..Default::default() };
+        let failed = st(reconciled(&[fault("a", "KubeInvalid")], None, &[], now));
+        let fine = st(reconciled(&[], None, &[], now));
+        assert!(transitions(&fine, &failed).is_empty(), "failures publish their own Warning Events");
+        let back = transitions(&failed, &fine);
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].0.as_str(), back[0].2), ("Reconciled", false));
+    }
 }

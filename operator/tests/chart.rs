@@ -241,10 +241,19 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
     let json: Value = serde_json::from_str(dash["data"]["gfs-overview.json"].as_str().unwrap()).unwrap();
     assert!(!json["panels"].as_array().unwrap().is_empty());
-    assert_eq!(find(&all, "ClusterRole").len(), 1, "only Nodes are cluster-wide with watchNamespace");
+    assert_eq!(
+        find(&all, "ClusterRole").len(),
+        1,
+        "only Nodes, PVs and StorageClasses are cluster-wide with watchNamespace"
+    );
     let cr = find(&all, "ClusterRole")[0];
-    assert_eq!(cr["rules"].as_array().unwrap().len(), 1);
-    assert_eq!(cr["rules"][0]["resources"][0], "nodes");
+    let rules = cr["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["resources"][0], "nodes");
+    assert_eq!(
+        (rules[1]["resources"][0].as_str(), rules[1]["verbs"].to_string().as_str()),
+        (Some("storageclasses"), r#"["get"]"#)
+    );
     let dep = find(&all, "Deployment")[0];
     assert_eq!(dep["spec"]["replicas"], 2);
     let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();

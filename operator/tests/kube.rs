@@ -64,6 +64,10 @@ async fn invalid_clusters_are_refused_with_clear_messages() {
         (json!({"tls": {"enabled": false, "issuerRef": {"name": "corp-ca"}}}), "tls.issuerRef needs tls.enabled: true"),
         (json!({"tls": {"issuerRef": {"name": "Corp_CA"}}}), "issuerRef.name must be a DNS subdomain name"),
         (json!({"metrics": {"authTokenSecret": {"name": "scrape", "key": "a/b"}}}), "secret key may hold only letters"),
+        (
+            json!({"chunkservers": {"podTemplate": {"labels": {"app.kubernetes.io/component": "x"}}}}),
+            "podTemplate.labels must not set app.kubernetes.io/ labels",
+        ),
     ];
     for (i, (patch, msg)) in cases.into_iter().enumerate() {
         let mut v = cluster_json(&format!("bad-{i}"), 4);
@@ -776,4 +780,184 @@ async fn master_count_changes_drive_membership_one_member_at_a_time() {
     // Two adds and two removes, each recorded once.
     assert_eq!(count_events(&admin, &ns, "mm", "MasterMembership").await, 4);
     op.shutdown().await;
+}
+
+/// A child the apiserver refuses (resources whose request exceeds their
+/// limit pass the CRD schema but not StatefulSet validation) is reported in
+/// the `Reconciled` condition, a Warning Event and the failure metric, and
+/// does not stop the rest: the master StatefulSet and the status are still
+/// written. Fixing the spec clears it.
+#[tokio::test]
+async fn a_refused_child_is_reported_and_the_rest_still_reconciles() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "refused").await;
+    let gfs = Gfs::start(3).await;
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-refused");
+    let mut v = cluster_json("rho", 3);
+    v["spec"]["chunkservers"]["resources"] = json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1"}});
+    // Pod overrides reach the StatefulSet that the apiserver accepts.
+    v["spec"]["masters"]["podTemplate"] = json!({
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gfs", "effect": "NoSchedule"}],
+        "labels": {"team": "storage"},
+    });
+    create_cluster(&admin, &ns, v).await;
+    let gcs: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+
+    let c = wait("Reconciled False", || async {
+        let gc = gcs.get("rho").await.ok()?;
+        let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Reconciled")?.clone();
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(c.reason, "KubeInvalid");
+    assert!(c.message.contains("apply StatefulSet rho-chunkserver"), "{}", c.message);
+    assert!(c.message.contains("must be less than or equal to cpu limit"), "{}", c.message);
+    let gc = gcs.get("rho").await.unwrap();
+    assert_eq!(c.observed_generation, gc.metadata.generation);
+    // The rest ran: the masters' StatefulSet, the Services, the status.
+    let m = get_sts(&admin, &ns, "rho-master").await.unwrap();
+    let pod = m.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+    assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+    assert_eq!(m.spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap()["team"], "storage");
+    assert!(get_sts(&admin, &ns, "rho-chunkserver").await.is_none());
+    assert!(Api::<Service>::namespaced(admin.clone(), &ns).get_opt("rho").await.unwrap().is_some());
+    let st = gc.status.as_ref().unwrap();
+    assert_eq!(st.observed_generation, gc.metadata.generation);
+    assert!(st.conditions.iter().any(|c| c.type_ == "Available"), "{:?}", st.conditions);
+    wait("ReconcileFailed event", || async {
+        (count_events(&admin, &ns, "rho", "ReconcileFailed").await >= 1).then_some(())
+    })
+    .await;
+    let failures = |label: &str| {
+        op.metrics.failures.get_or_create(&gfs_operator::metrics::ErrorLabels { error: label.into() }).get()
+    };
+    assert!(failures("KubeInvalid") >= 1);
+
+    // Fixed: the StatefulSet appears and the condition clears.
+    gcs.patch(
+        "rho",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"chunkservers": {"resources": {"limits": {"cpu": "4"}}}}})),
+    )
+    .await
+    .unwrap();
+    wait("chunkserver sts", || get_sts(&admin, &ns, "rho-chunkserver")).await;
+    let gen_ = gcs.get("rho").await.unwrap().metadata.generation;
+    wait("Reconciled True", || async {
+        let gc = gcs.get("rho").await.ok()?;
+        let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Reconciled")?.clone();
+        (c.status == "True" && c.observed_generation == gen_).then_some(())
+    })
+    .await;
+    op.shutdown().await;
+}
+
+/// Plays the StatefulSet controller and the provisioner: a Bound PVC of
+/// `size` in `class` for `component` pod `name`.
+async fn bound_pvc(admin: &Client, ns: &str, cluster: &str, component: &str, name: &str, class: &str, size: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    let pvc = json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/name": "gfs", "app.kubernetes.io/instance": cluster, "app.kubernetes.io/component": component}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "resources": {"requests": {"storage": size}}}});
+    api.create(&PostParams::default(), &serde_json::from_value(pvc).unwrap()).await.unwrap();
+    pvc_capacity(admin, ns, name, size).await;
+}
+
+/// Plays the resizer: the volume now has `size`.
+async fn pvc_capacity(admin: &Client, ns: &str, name: &str, size: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    let st = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": size}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&st)).await.unwrap();
+}
+
+fn requested(p: &PersistentVolumeClaim) -> String {
+    p.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0.clone()
+}
+
+/// A larger storage size grows the bound PVCs whose StorageClass allows
+/// it (the StatefulSet's claim template, which cannot change, is left as
+/// it was) and the status follows them; a class that does not allow it is
+/// named in the status and a Warning Event; shrinking or changing the
+/// class is refused by the apiserver with a clear message.
+#[tokio::test]
+async fn storage_grows_where_the_class_allows_and_never_shrinks() {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "storage").await;
+    let classes: Api<StorageClass> = Api::all(admin.clone());
+    let (grow, fixed) = (format!("{ns}-grow"), format!("{ns}-fixed"));
+    for (name, allow) in [(&grow, true), (&fixed, false)] {
+        let sc = json!({"metadata": {"name": name}, "provisioner": "example.com/none", "allowVolumeExpansion": allow});
+        classes.create(&PostParams::default(), &serde_json::from_value(sc).unwrap()).await.unwrap();
+    }
+    let gfs = Gfs::start(3).await;
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-storage");
+    let mut v = cluster_json("sigma", 3);
+    v["spec"]["masters"]["storage"] = json!({"size": "1Gi", "storageClassName": fixed});
+    v["spec"]["chunkservers"]["storage"] = json!({"size": "1Gi", "storageClassName": grow});
+    create_cluster(&admin, &ns, v).await;
+    wait("chunkserver sts", || get_sts(&admin, &ns, "sigma-chunkserver")).await;
+    bound_pvc(&admin, &ns, "sigma", "master", "data-sigma-master-0", &fixed, "1Gi").await;
+    for i in 0..3 {
+        bound_pvc(&admin, &ns, "sigma", "chunkserver", &format!("data-sigma-chunkserver-{i}"), &grow, "1Gi").await;
+    }
+    let gcs: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let grow_to = |path: &'static str, size: &'static str| {
+        let gcs = gcs.clone();
+        async move {
+            let patch = json!({"spec": {path: {"storage": {"size": size}}}});
+            gcs.patch("sigma", &PatchParams::default(), &Patch::Merge(patch)).await
+        }
+    };
+    let resized = || async {
+        let gc = gcs.get("sigma").await.ok()?;
+        let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == "StorageResized")?.clone();
+        Some((c.status, c.reason, c.message, c.observed_generation == gc.metadata.generation))
+    };
+
+    grow_to("chunkservers", "2Gi").await.unwrap();
+    for i in 0..3 {
+        let name = format!("data-sigma-chunkserver-{i}");
+        wait("PVC request 2Gi", || async { (requested(&pvcs.get(&name).await.ok()?) == "2Gi").then_some(()) }).await;
+    }
+    let (status, _, msg, _) = wait("Resizing", || async { resized().await.filter(|r| r.1 == "Resizing" && r.3) }).await;
+    assert_eq!(status, "False");
+    assert!(msg.contains("data-sigma-chunkserver-0"), "{msg}");
+    // The claim template is the one the StatefulSet was made with, and the
+    // apply of the StatefulSet was not refused.
+    let sts = get_sts(&admin, &ns, "sigma-chunkserver").await.unwrap();
+    let vct = &sts.spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(vct.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "1Gi");
+    for i in 0..3 {
+        pvc_capacity(&admin, &ns, &format!("data-sigma-chunkserver-{i}"), "2Gi").await;
+    }
+    wait("AtRequestedSize", || async { resized().await.filter(|r| r.0 == "True" && r.1 == "AtRequestedSize") }).await;
+    let gc = gcs.get("sigma").await.unwrap();
+    let rec = gc.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Reconciled").unwrap();
+    assert_eq!(rec.status, "True", "{}", rec.message);
+
+    // The masters' class does not allow expansion: said, not attempted.
+    grow_to("masters", "2Gi").await.unwrap();
+    let (_, _, msg, _) =
+        wait("ExpansionNotAllowed", || async { resized().await.filter(|r| r.1 == "ExpansionNotAllowed") }).await;
+    assert!(msg.contains(&format!("StorageClass {fixed} does not allow volume expansion")), "{msg}");
+    assert!(msg.contains("data-sigma-master-0"), "{msg}");
+    assert_eq!(requested(&pvcs.get("data-sigma-master-0").await.unwrap()), "1Gi");
+    wait("StorageResizedFalse warning", || async {
+        (count_events(&admin, &ns, "sigma", "StorageResizedFalse").await >= 1).then_some(())
+    })
+    .await;
+
+    // Shrinking and a new class are refused by the CRD's rules.
+    let err = grow_to("chunkservers", "1Gi").await.unwrap_err().to_string();
+    assert!(err.contains("storage size cannot shrink from 2Gi to 1Gi"), "{err}");
+    let patch = json!({"spec": {"chunkservers": {"storage": {"storageClassName": fixed}}}});
+    let err = gcs.patch("sigma", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap_err().to_string();
+    assert!(err.contains("storageClassName cannot change"), "{err}");
+    op.shutdown().await;
+    for name in [&grow, &fixed] {
+        classes.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 }

@@ -160,6 +160,8 @@ where
 pub struct Operator {
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The operator's metrics (shared counters).
+    pub metrics: Metrics,
 }
 
 impl Operator {
@@ -220,8 +222,9 @@ impl Operator {
         cfg.lease.renew_every = Duration::from_secs(1);
         tune(&mut cfg);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(gfs_operator::run(client, cfg, Metrics::default(), stop.clone()));
-        Self { stop, task }
+        let metrics = Metrics::default();
+        let task = tokio::spawn(gfs_operator::run(client, cfg, metrics.clone(), stop.clone()));
+        Self { stop, task, metrics }
     }
 
     pub async fn shutdown(self) {
