@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Span, field, info, instrument, warn};
 
 use crate::admin::MasterAdmin;
-use crate::crd::{DrainStatus, GfsCluster, GfsClusterStatus, RetentionPolicy};
+use crate::crd::{DrainStatus, GfsCluster, GfsClusterStatus, RetentionPolicy, RetiredServer};
 use crate::error::{Error, Fault, Result};
 use crate::metrics::Metrics;
 use crate::pki::{self, AdminClients, CertManagerMode, CertManagerProbe};
@@ -331,9 +331,18 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
             None
         }
     };
-    let prev = gc.status.clone().unwrap_or_default();
-    let mut st =
-        GfsClusterStatus { drain: prev.drain.clone(), autoscaler: prev.autoscaler.clone(), ..Default::default() };
+    // The status memory (drain, retired servers, autoscaler windows) is read
+    // from the apiserver, not the watch cache: a requeue may start before
+    // the cache has seen the last pass's status write, and building on that
+    // would forget what the last pass recorded.
+    let gcs: Api<GfsCluster> = Api::namespaced(client.clone(), &ns);
+    let prev = gcs.get(&gc.name_any()).await?.status.unwrap_or_default();
+    let mut st = GfsClusterStatus {
+        drain: prev.drain.clone(),
+        retired: prev.retired.clone(),
+        autoscaler: prev.autoscaler.clone(),
+        ..Default::default()
+    };
 
     let lost = faults
         .run("node loss", nodeloss::handle(&gc, &ctx, &admin, master.as_ref(), &addr, positional))
@@ -502,7 +511,7 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
 pub fn status_patch(st: &GfsClusterStatus) -> serde_json::Value {
     let mut v = serde_json::to_value(st).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
-        for k in ["observedGeneration", "leader", "drain", "autoscaler"] {
+        for k in ["observedGeneration", "leader", "drain", "retired", "autoscaler"] {
             m.entry(k).or_insert(serde_json::Value::Null);
         }
     }
@@ -600,6 +609,7 @@ async fn chunk_replicas(
             )
             .await;
         }
+        recommission_returning(gc, ctx, admin, st, notes, addr, desired).await;
         return Ok(desired);
     }
     let ordinal = current - 1;
@@ -617,6 +627,12 @@ async fn chunk_replicas(
     match state {
         ServerState::Decommissioned => {
             st.drain = None;
+            st.retired.retain(|r| r.ordinal != ordinal);
+            // A deleted PVC brings a new server id back; only a kept one
+            // brings this one.
+            if gc.spec.pvc_retention.when_scaled == RetentionPolicy::Retain {
+                st.retired.push(RetiredServer { ordinal, server: id.clone() });
+            }
             ctx.metrics.scale_decision("drain_finished");
             ctx.event(
                 gc,
@@ -676,6 +692,39 @@ async fn chunk_replicas(
             )
             .await;
             Ok(current)
+        }
+    }
+}
+
+/// A scale-up brings back ordinals that a scale-down drained: a pod on a
+/// retained PVC keeps its server id, which the master still holds
+/// DECOMMISSIONED and would never give new chunks. Recommission each such
+/// server (once; a server the master no longer knows is forgotten). Drains
+/// an admin started by hand are not the operator's and are left alone.
+async fn recommission_returning(
+    gc: &GfsCluster,
+    ctx: &Context,
+    admin: &MasterAdmin,
+    st: &mut GfsClusterStatus,
+    notes: &mut status::Notes,
+    addr: &str,
+    desired: i32,
+) {
+    let n = Names::of(gc);
+    let back: Vec<RetiredServer> = st.retired.iter().filter(|r| r.ordinal < desired).cloned().collect();
+    for r in back {
+        let pod = n.pod(Component::Chunkserver, r.ordinal);
+        match admin.recommission(addr, &r.server).await {
+            Ok(_) => {
+                st.retired.retain(|x| x != &r);
+                ctx.metrics.scale_decision("recommissioned");
+                let note = format!("{pod} is back: recommissioned {} (it kept its PVC)", r.server);
+                ctx.event(gc, EventType::Normal, "Recommissioned", "Recommission", note).await;
+            }
+            Err(Error::Master { status, .. }) if status.code() == tonic::Code::NotFound => {
+                st.retired.retain(|x| x != &r);
+            }
+            Err(e) => notes.progress.push(format!("recommissioning {pod} ({}): {e}", r.server)),
         }
     }
 }

@@ -585,6 +585,12 @@ pub struct GfsClusterStatus {
     /// The chunkserver being drained before a scale-down, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainStatus>,
+    /// Chunkservers a scale-down drained and removed: their PVC may be
+    /// kept (`whenScaled: Retain`), and when a scale-up brings the ordinal
+    /// back on it, the server is recommissioned (it keeps its id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub retired: Vec<RetiredServer>,
     /// Autoscaler memory, so an operator restart keeps its windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
@@ -602,6 +608,16 @@ pub struct DrainStatus {
     pub state: String,
     /// RFC 3339 time the drain started.
     pub started: String,
+}
+
+/// A chunkserver removed by a scale-down after its drain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredServer {
+    /// StatefulSet ordinal it ran at.
+    pub ordinal: i32,
+    /// Its server id at the master.
+    pub server: String,
 }
 
 /// Autoscaler state persisted in status.

@@ -434,12 +434,27 @@ async fn scale_down_of_an_empty_chunkserver_completes_and_scale_up_is_immediate(
             .filter(|g| g.status.as_ref().is_some_and(|s| s.drain.is_none() && s.chunkservers == 3))
     })
     .await;
+    let retired = api.get("iota").await.unwrap().status.unwrap().retired;
+    assert_eq!(
+        retired.iter().map(|r| r.ordinal).collect::<Vec<_>>(),
+        [3],
+        "{:?}",
+        api.get("iota").await.unwrap().status
+    );
     // Scale-up needs no drain: the StatefulSet follows at once.
     api.patch_scale("iota", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
     wait("scaled up", || async {
         get_sts(&admin, &ns, "iota-chunkserver").await.filter(|s| s.spec.replicas == Some(5))
     })
     .await;
+    // Ordinal 3 comes back on its kept PVC with its old server id: the
+    // master takes it into service again, and the status forgets it.
+    wait("recommissioned", || async { (gfs.state(3).await == "LIVE").then_some(()) }).await;
+    wait("retired cleared", || async {
+        api.get("iota").await.ok().filter(|g| g.status.as_ref().is_some_and(|s| s.retired.is_empty()))
+    })
+    .await;
+    assert_eq!(count_events(&admin, &ns, "iota", "Recommissioned").await, 1);
     op.shutdown().await;
 }
 
