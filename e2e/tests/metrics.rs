@@ -67,6 +67,7 @@ const MASTER_FAMILIES: &[&str] = &[
     "gfs_master_under_replicated_chunks",
     "gfs_master_replication_backlog_bytes",
     "gfs_master_replication_backlog_chunks",
+    "gfs_master_drain_backlog_bytes",
     "gfs_master_active_clones",
     "gfs_master_chunkserver_heartbeat_age_seconds",
     "gfs_master_raft_term",

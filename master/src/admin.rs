@@ -147,6 +147,8 @@ impl Shared {
             capacity_bytes: live().map(|s| s.capacity).sum(),
             used_bytes: live().map(|s| s.used).sum(),
             corrupt_replicas_kept: meta.corrupt_kept(),
+            drain_backlog_chunks: backlog.drain_chunks,
+            drain_backlog_bytes: backlog.drain_bytes,
             ..Default::default()
         }
     }

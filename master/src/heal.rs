@@ -106,6 +106,11 @@ pub struct Backlog {
     pub bytes: u64,
     /// Age of the oldest pending repair.
     pub oldest_ms: u64,
+    /// Chunks whose deficit is only replicas on draining servers (still
+    /// live): copies a planned drain owes, no replica at risk.
+    pub drain_chunks: u64,
+    /// Their bytes.
+    pub drain_bytes: u64,
 }
 
 impl Meta {
@@ -209,6 +214,10 @@ impl Meta {
             *b.deficits.entry(missing).or_default() += 1;
             b.chunks += 1;
             b.bytes += v.length;
+            if v.replicas.len() >= v.base as usize {
+                b.drain_chunks += 1;
+                b.drain_bytes += v.length;
+            }
             if let Some(t) = self.heal.pending_since.get(&v.handle) {
                 b.oldest_ms = b.oldest_ms.max(now.saturating_duration_since(*t).as_millis() as u64);
             }
@@ -460,5 +469,42 @@ pub(crate) fn clone_deadline(cfg: &crate::config::Config, length: u64) -> Durati
     match cfg.heal.clone_bytes_per_sec {
         0 => base * 2,
         bps => base + Duration::from_secs_f64(2.0 * length.max(cfg.chunk_size) as f64 / bps as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(handle: u64, length: u64, replicas: &[&str], in_service: &[&str]) -> ChunkView {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ChunkView {
+            handle,
+            length,
+            base: 3,
+            target: 3,
+            replicas: ids(replicas),
+            in_service: ids(in_service),
+            hidden: false,
+            blocking: false,
+            busy: false,
+            avoid: vec![],
+        }
+    }
+
+    #[test]
+    fn a_planned_drain_is_backlog_but_not_at_risk() {
+        let views = [
+            // c is draining: its replica still counts as live.
+            view(1, 100, &["a", "b", "c"], &["a", "b"]),
+            // a replica was lost.
+            view(2, 50, &["a", "b"], &["a", "b"]),
+            // lost one and draining another: at risk.
+            view(3, 20, &["a", "c"], &["a"]),
+            view(4, 10, &["a", "b", "d"], &["a", "b", "d"]),
+        ];
+        let b = Meta::new().backlog(&views, Instant::now());
+        assert_eq!((b.chunks, b.bytes), (3, 170));
+        assert_eq!((b.drain_chunks, b.drain_bytes), (1, 100));
     }
 }

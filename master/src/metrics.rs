@@ -94,6 +94,9 @@ pub struct Metrics {
     pub backlog_bytes: Gauge,
     /// Chunks short of replicas.
     pub backlog_chunks: Gauge,
+    /// The part of `backlog_bytes` that planned drains owe (no replica at
+    /// risk): backlog minus this is the lag a scaler should read.
+    pub drain_backlog_bytes: Gauge,
     /// Clones in flight.
     pub active_clones: Gauge,
     /// Chunkservers alive.
@@ -133,6 +136,7 @@ impl Default for Metrics {
             under_replicated: Family::default(),
             backlog_bytes: Gauge::default(),
             backlog_chunks: Gauge::default(),
+            drain_backlog_bytes: Gauge::default(),
             active_clones: Gauge::default(),
             chunkservers_alive: Gauge::default(),
             heartbeat_age: Family::default(),
@@ -166,6 +170,11 @@ impl Metrics {
         );
         r.register("replication_backlog_bytes", "Bytes of under-replicated chunks", self.backlog_bytes.clone());
         r.register("replication_backlog_chunks", "Under-replicated chunks", self.backlog_chunks.clone());
+        r.register(
+            "drain_backlog_bytes",
+            "Bytes of the backlog that planned drains owe (replicas still live on decommissioning servers)",
+            self.drain_backlog_bytes.clone(),
+        );
         r.register("active_clones", "Chunk clones in flight", self.active_clones.clone());
         r.register("chunkservers_alive", "Chunkservers alive", self.chunkservers_alive.clone());
         r.register("raft_term", "Current Raft term of the master group", self.raft_term.clone());
@@ -226,6 +235,7 @@ impl Metrics {
         self.chunks.set(st.chunk_count as i64);
         self.backlog_bytes.set(st.replication_backlog_bytes as i64);
         self.backlog_chunks.set(st.replication_backlog_chunks as i64);
+        self.drain_backlog_bytes.set(st.drain_backlog_bytes as i64);
         self.active_clones.set(st.active_clones as i64);
         self.corrupt_kept.set(st.corrupt_replicas_kept as i64);
         self.chunkservers_alive.set(st.servers.iter().filter(|s| s.alive).count() as i64);

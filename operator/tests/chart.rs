@@ -384,9 +384,17 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
 }
 
 /// The metric name of a `max(NAME{...})`-style PromQL query.
-fn metric_of(query: &str) -> String {
-    let inner = query.trim().strip_prefix("max(").unwrap_or(query);
-    inner.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect()
+/// The metric names (`gfs_...`) a PromQL query reads.
+fn metrics_of(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = query;
+    while let Some(i) = rest.find("gfs_") {
+        let name: String =
+            rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+        rest = &rest[i + name.len()..];
+        out.push(name);
+    }
+    out
 }
 
 fn free_addr() -> String {
@@ -410,8 +418,12 @@ fn keda_query_names_a_metric_the_master_serves() {
     let trig = &so["spec"]["triggers"][0];
     assert_eq!(trig["type"], "prometheus");
     let query = trig["metadata"]["query"].as_str().unwrap();
-    let metric = metric_of(query);
-    assert_eq!(metric, "gfs_master_replication_backlog_bytes", "query: {query}");
+    let metrics = metrics_of(query);
+    assert_eq!(
+        metrics,
+        ["gfs_master_replication_backlog_bytes", "gfs_master_drain_backlog_bytes"],
+        "the backlog less what planned drains owe: {query}"
+    );
     assert!(trig["metadata"]["threshold"].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
 
     // A real gfs-master, scraped on its --admin-listen /metrics.
@@ -430,7 +442,7 @@ fn keda_query_names_a_metric_the_master_serves() {
             let err = std::fs::read_to_string(dir.path().join("master-err.log")).unwrap_or_default();
             panic!(
                 "gfs-master exited ({status}) with --admin-listen: the master does not serve /metrics yet, so the \
-                 KEDA query's metric {metric} cannot exist.\n{err}"
+                 KEDA query's metrics {metrics:?} cannot exist.\n{err}"
             );
         }
         if let Some(b) = http_get(&admin_addr, "/metrics").filter(|b| b.starts_with("HTTP/1.1 200")) {
@@ -441,9 +453,11 @@ fn keda_query_names_a_metric_the_master_serves() {
     };
     let _ = master.kill();
     let _ = master.wait();
-    let exported = body.lines().any(|l| {
-        l.starts_with(&format!("# TYPE {metric} gauge"))
-            || l.strip_prefix(metric.as_str()).is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-    });
-    assert!(exported, "gfs-master /metrics does not export {metric} (the KEDA ScaledObject's query):\n{body}");
+    for metric in &metrics {
+        let exported = body.lines().any(|l| {
+            l.starts_with(&format!("# TYPE {metric} gauge"))
+                || l.strip_prefix(metric.as_str()).is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        });
+        assert!(exported, "gfs-master /metrics does not export {metric} (the KEDA ScaledObject's query):\n{body}");
+    }
 }
