@@ -45,9 +45,9 @@ if ! diff -u crds/gfscluster.yaml <("$CARGO_TARGET_DIR/debug/gfs-operator" crd);
   exit 1
 fi
 
-step "chart CRD check: charts/gfs-operator/crds/gfscluster.yaml == crds/gfscluster.yaml"
-if ! diff -u crds/gfscluster.yaml charts/gfs-operator/crds/gfscluster.yaml; then
-  echo "the chart's CRD is stale: cp crds/gfscluster.yaml charts/gfs-operator/crds/" >&2
+step "chart CRD check: charts/gfs-operator/files/gfscluster.yaml == crds/gfscluster.yaml"
+if ! diff -u crds/gfscluster.yaml charts/gfs-operator/files/gfscluster.yaml; then
+  echo "the chart's CRD is stale: cp crds/gfscluster.yaml charts/gfs-operator/files/" >&2
   exit 1
 fi
 

@@ -180,6 +180,10 @@ impl Heartbeat {
             None => s.free,
         });
         let full = free.is_some_and(|f| DiskSpace { capacity, free: f }.is_full(self.disk_reserve));
+        self.shared.metrics.capacity_bytes.set(capacity as i64);
+        if let Some(f) = free {
+            self.shared.metrics.free_bytes.set(f as i64);
+        }
         Disk { capacity, used, free, full }
     }
 

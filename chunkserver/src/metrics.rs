@@ -57,6 +57,10 @@ pub struct Metrics {
     pub chunks: Family<ServerLabel, Gauge>,
     /// 1 while registered with the master.
     pub registered: Family<ServerLabel, Gauge>,
+    /// Capacity of the data volume (or the `--capacity` override).
+    pub capacity_bytes: Family<ServerLabel, Gauge>,
+    /// Bytes still free for chunks (bounded by the override).
+    pub free_bytes: Family<ServerLabel, Gauge>,
     /// Records per group-committed append mutation (as primary).
     pub append_group_records: Family<ServerLabel, Histogram>,
 }
@@ -70,6 +74,8 @@ impl Default for Metrics {
             written_bytes: Family::default(),
             chunks: Family::default(),
             registered: Family::default(),
+            capacity_bytes: Family::default(),
+            free_bytes: Family::default(),
             append_group_records: Family::new_with_constructor(|| {
                 Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
             }),
@@ -87,6 +93,8 @@ impl Metrics {
         r.register("written_bytes", "Chunk bytes written", self.written_bytes.clone());
         r.register("chunks", "Chunks held", self.chunks.clone());
         r.register("registered", "1 while registered with the master", self.registered.clone());
+        r.register("capacity_bytes", "Capacity of the data volume", self.capacity_bytes.clone());
+        r.register("free_bytes", "Bytes of the data volume still free for chunks", self.free_bytes.clone());
         r.register(
             "append_group_records",
             "Records per group-committed append mutation (as primary)",
@@ -103,6 +111,8 @@ impl Metrics {
             written_bytes: self.written_bytes.get_or_create(&label).clone(),
             chunks: self.chunks.get_or_create(&label).clone(),
             registered: self.registered.get_or_create(&label).clone(),
+            capacity_bytes: self.capacity_bytes.get_or_create(&label).clone(),
+            free_bytes: self.free_bytes.get_or_create(&label).clone(),
             append_group_records: self.append_group_records.get_or_create(&label).clone(),
             families: self.clone(),
             server: server.into(),
@@ -123,6 +133,10 @@ pub struct ServerMetrics {
     pub chunks: Gauge,
     /// 1 while registered.
     pub registered: Gauge,
+    /// Capacity of the data volume.
+    pub capacity_bytes: Gauge,
+    /// Free bytes of the data volume.
+    pub free_bytes: Gauge,
     /// Records per group-committed append mutation.
     pub append_group_records: Histogram,
 }

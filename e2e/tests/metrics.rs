@@ -87,6 +87,8 @@ const CHUNKSERVER_FAMILIES: &[&str] = &[
     "gfs_chunkserver_read_bytes",
     "gfs_chunkserver_written_bytes",
     "gfs_chunkserver_chunks",
+    "gfs_chunkserver_capacity_bytes",
+    "gfs_chunkserver_free_bytes",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,6 +189,10 @@ async fn separate_processes_serve_metrics_and_readiness() {
     assert!(value(&all, "gfs_chunkserver_rpc_duration_seconds_count", &["method=\"Read\""]) >= 1.0);
     assert!(written >= 3.0 * data.len() as f64, "three replicas of every byte: {written}");
     assert!(read >= data.len() as f64);
+    // The disk gauges (the chart's disk-nearly-full alert reads them).
+    let (cap, free) =
+        (value(&all, "gfs_chunkserver_capacity_bytes", &[]), value(&all, "gfs_chunkserver_free_bytes", &[]));
+    assert!(cap > 0.0 && free > 0.0 && free <= cap, "capacity {cap} free {free}");
     wait_for("chunk gauges", 10, || async {
         let mut sum = 0.0;
         for a in &cs_admin {

@@ -640,7 +640,11 @@ pub struct AutoscalerStatus {
 
 /// Returns the CRD as YAML, exactly what `crds/gfscluster.yaml` holds.
 pub fn crd_yaml() -> String {
-    serde_saphyr::to_string(&GfsCluster::crd()).expect("CRD serializes")
+    let mut crd = GfsCluster::crd();
+    // The chart installs the CRD as a template so `helm upgrade` updates
+    // it; this keeps it (and every GfsCluster) through `helm uninstall`.
+    crd.metadata.annotations = Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into());
+    serde_saphyr::to_string(&crd).expect("CRD serializes")
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ async fn apply_all(admin: &Client, objs: &[Value], ns: &str) {
 /// ScaledObject).
 async fn fixture_crds(admin: &Client) {
     let mut objs = Vec::new();
-    for f in ["servicemonitor-crd.yaml", "podmonitor-crd.yaml", "scaledobject-crd.yaml"] {
+    for f in ["servicemonitor-crd.yaml", "podmonitor-crd.yaml", "prometheusrule-crd.yaml", "scaledobject-crd.yaml"] {
         let text = std::fs::read_to_string(repo_root().join("operator/tests/fixtures").join(f)).unwrap();
         objs.extend(docs(&text));
     }
@@ -159,8 +159,14 @@ async fn get_sts(admin: &Client, ns: &str, name: &str) -> Option<StatefulSet> {
 fn chart_crd_is_a_copy_of_crds_folder() {
     let root = repo_root();
     let a = std::fs::read_to_string(root.join("crds/gfscluster.yaml")).unwrap();
-    let b = std::fs::read_to_string(root.join("charts/gfs-operator/crds/gfscluster.yaml")).unwrap();
-    assert!(a == b, "charts/gfs-operator/crds/gfscluster.yaml differs from crds/gfscluster.yaml: copy it");
+    let b = std::fs::read_to_string(root.join("charts/gfs-operator/files/gfscluster.yaml")).unwrap();
+    assert!(a == b, "charts/gfs-operator/files/gfscluster.yaml differs from crds/gfscluster.yaml: copy it");
+    // A template (so `helm upgrade` updates it) that `helm uninstall` keeps.
+    let crd = find(&render("gfs", "default", &[]), "CustomResourceDefinition")[0].clone();
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(crd["metadata"]["name"], "gfsclusters.gfs.dev");
+    let off = render("gfs", "default", &["--set", "crds.install=false"]);
+    assert!(find(&off, "CustomResourceDefinition").is_empty(), "crds.install=false still renders the CRD");
 }
 
 #[test]
@@ -231,7 +237,16 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
     // Every option on, watching only the release namespace: namespaced Roles.
     let ns2 = namespace(&admin, "chart-all").await;
     let all = render("gfs", &ns2, &["-f", ALL_ON, "--set", &format!("watchNamespace={ns2}")]);
-    for k in ["ServiceMonitor", "ScaledObject", "NetworkPolicy", "GfsCluster", "ConfigMap", "PodDisruptionBudget"] {
+    for k in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ScaledObject",
+        "NetworkPolicy",
+        "GfsCluster",
+        "ConfigMap",
+        "PodDisruptionBudget",
+    ] {
         assert_eq!(find(&all, k).len(), 1, "{k} missing from the all-on render");
     }
     // The Grafana dashboard ConfigMap carries the sidecar label and valid
@@ -409,6 +424,50 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+/// The alerts group by the labels the PodMonitor's relabelling adds and
+/// read only metrics the binaries serve (e2e/tests/metrics.rs checks each
+/// of these families on real processes).
+#[test]
+fn alerts_read_served_metrics_and_the_pod_monitor_labels() {
+    let all = render("gfs", "gfs-ci", &["-f", ALL_ON]);
+    let rules = find(&all, "PrometheusRule")[0]["spec"]["groups"][0]["rules"].as_array().unwrap().clone();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(alerts, ["GfsUnderReplicated", "GfsNoLeader", "GfsChunkserverDown", "GfsDiskNearlyFull"]);
+    let mut used: Vec<String> = rules
+        .iter()
+        .flat_map(|r| metrics_of(r["expr"].as_str().unwrap()))
+        .filter(|m| !m.starts_with("gfs_cluster") && !m.starts_with("gfs_component"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(
+        used,
+        [
+            "gfs_chunkserver_capacity_bytes",
+            "gfs_chunkserver_free_bytes",
+            "gfs_master_drain_backlog_bytes",
+            "gfs_master_raft_is_leader",
+            "gfs_master_replication_backlog_bytes"
+        ]
+    );
+    let pm = find(&all, "PodMonitor")[0];
+    let targets: Vec<&str> = pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["targetLabel"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["gfs_cluster", "gfs_component"]);
+    for r in &rules {
+        let expr = r["expr"].as_str().unwrap();
+        assert!(
+            !expr.contains("by (") || expr.contains("gfs_cluster"),
+            "{}: groups without the cluster label: {expr}",
+            r["alert"]
+        );
+    }
 }
 
 #[test]

@@ -540,7 +540,7 @@ pub fn partition_node(k: &Kube, data: &Data) -> Result<()> {
 }
 
 /// GfsCluster delete (finalizer; PVCs kept by the default whenDeleted:
-/// Retain), then `helm uninstall` (the CRD stays, as Helm keeps crds/).
+/// Retain), then `helm uninstall` (the CRD stays: resource-policy keep).
 pub fn uninstall(k: &Kube) -> Result<()> {
     let pvcs = items(&k.json(&["-n", NS, "get", "pvc"])?).len();
     k.kubectl(&["-n", NS, "delete", "gfsc", CLUSTER, "--timeout", "120s"])?;
