@@ -349,6 +349,12 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         .await
         .unwrap_or_default();
     notes.lost_pods = lost.removed;
+    if !lost.waiting.is_empty() {
+        notes.progress.push(format!(
+            "pods on lost nodes wait for the master to fence them before they are replaced: {}",
+            lost.waiting.join(", ")
+        ));
+    }
 
     // Chunkservers: scale-up at once, scale-down only after the drain.
     let desired = gc.spec.chunkservers.replicas;

@@ -19,6 +19,10 @@ use crate::error::Result;
 use crate::render::{Component, Names};
 use crate::scaling;
 
+/// The taint an admin puts on a node that is shut down and will not come
+/// back soon (Kubernetes' non-graceful node shutdown).
+pub const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
+
 /// What a node's state means for the pods on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeState {
@@ -33,6 +37,12 @@ pub enum NodeState {
 /// Classifies a node (`None`: deleted) against the grace period.
 pub fn node_state(node: Option<&Node>, grace: SignedDuration, now: Timestamp) -> NodeState {
     let Some(node) = node else { return NodeState::Lost("node deleted".into()) };
+    // An admin's word that the node is down for good (non-graceful node
+    // shutdown): no grace to wait out.
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    if taints.into_iter().flatten().any(|t| t.key == OUT_OF_SERVICE) {
+        return NodeState::Lost(format!("node tainted {OUT_OF_SERVICE}"));
+    }
     let ready =
         node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     let Some(c) = ready else { return NodeState::Fine };
@@ -53,6 +63,9 @@ pub fn node_state(node: Option<&Node>, grace: SignedDuration, now: Timestamp) ->
 pub struct NodeLossPass {
     /// Pods force-deleted in this pass.
     pub removed: Vec<String>,
+    /// Chunkserver pods on lost nodes left in place because the master did
+    /// not answer: they are force-deleted only after it is told (fenced).
+    pub waiting: Vec<String>,
     /// The soonest a NotReady node holding pods runs out of grace: the
     /// reconcile comes back then rather than at the periodic requeue.
     pub recheck_in: Option<std::time::Duration>,
@@ -111,6 +124,13 @@ pub async fn handle(
                         return Err(e);
                     }
                 },
+                // Fence first: with no master to tell, the old process could
+                // still count as a live replica holder while a new pod takes
+                // its place. Wait for the master.
+                None if master.is_none() => {
+                    pass.waiting.push(name.clone());
+                    continue;
+                }
                 None => {
                     ctx.event(
                         gc,
@@ -241,6 +261,20 @@ mod tests {
         assert_eq!(node_state(None, grace, now), NodeState::Lost("node deleted".into()));
         let fresh: Node = serde_json::from_value(json!({"metadata": {"name": "n2"}})).unwrap();
         assert_eq!(node_state(Some(&fresh), grace, now), NodeState::Fine, "no Ready condition yet");
+    }
+
+    #[test]
+    fn the_out_of_service_taint_skips_the_grace() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let mut n = node("False", "2026-01-01T00:00:55Z");
+        n.spec = Some(
+            serde_json::from_value(
+                json!({"taints": [{"key": OUT_OF_SERVICE, "value": "nodeshutdown", "effect": "NoExecute"}]}),
+            )
+            .unwrap(),
+        );
+        let lost = node_state(Some(&n), SignedDuration::from_secs(300), now);
+        assert_eq!(lost, NodeState::Lost(format!("node tainted {OUT_OF_SERVICE}")));
     }
 
     #[test]

@@ -976,3 +976,52 @@ async fn storage_grows_where_the_class_allows_and_never_shrinks() {
         classes.delete(name, &DeleteParams::default()).await.unwrap();
     }
 }
+
+/// Fencing comes before replacing: with the master unreachable, a pod on a
+/// lost node is left in place (the status says why) rather than
+/// force-deleted while its old process may still count at the master. Once
+/// the master answers, it is marked lost and then replaced. The node here
+/// is lost through the out-of-service taint, which skips the grace period.
+#[tokio::test]
+async fn a_lost_pod_is_fenced_at_the_master_before_it_is_replaced() {
+    let (admin, op_client) = setup().await;
+    let ns = namespace(&admin, "fence").await;
+    let gfs = Gfs::start(4).await;
+    let mut v = cluster_json("phi", 4);
+    v["spec"]["nodeLoss"] = json!({"gracePeriodSeconds": 3600, "pvcPolicy": "Retain"});
+    // A master address nobody listens on.
+    v["metadata"]["annotations"] = json!({"gfs.dev/master-address": "127.0.0.1:1"});
+    create_cluster(&admin, &ns, v).await;
+    let nodes: Vec<String> = (0..4).map(|i| format!("{ns}-n{i}")).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        node(&admin, n, true).await;
+        pod_on(&admin, &ns, &format!("phi-chunkserver-{i}"), "phi", n).await;
+    }
+    let op = Operator::start(op_client, &ns, &gfs.master, "op-fence");
+    wait("sts", || get_sts(&admin, &ns, "phi-chunkserver")).await;
+    // Node 1 is shut down for good: NotReady for 5 s only (the grace is an
+    // hour), but tainted out-of-service.
+    node_since(&admin, &nodes[1], false, 5).await;
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    Api::<Node>::all(admin.clone()).patch(&nodes[1], &PatchParams::default(), &Patch::Merge(taint)).await.unwrap();
+    let gcs: Api<GfsCluster> = Api::namespaced(admin.clone(), &ns);
+    wait("the pod waits for the master", || async {
+        let gc = gcs.get("phi").await.ok()?;
+        let c = gc.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Progressing")?.clone();
+        c.message.contains("wait for the master to fence them").then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    assert!(pods.get_opt("phi-chunkserver-1").await.unwrap().is_some(), "replaced before it was fenced");
+    assert_eq!(gfs.state(1).await, "LIVE");
+
+    // The master is reachable again: fenced (LOST), then replaced.
+    let patch = json!({"metadata": {"annotations": {"gfs.dev/master-address": gfs.master}}});
+    gcs.patch("phi", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    wait("pod force-deleted", || async { pods.get_opt("phi-chunkserver-1").await.unwrap().is_none().then_some(()) })
+        .await;
+    assert_eq!(gfs.state(1).await, "LOST");
+    assert_eq!(count_events(&admin, &ns, "phi", "MarkedLost").await, 1);
+    assert!(pods.get_opt("phi-chunkserver-0").await.unwrap().is_some(), "pods on ready nodes stay");
+    op.shutdown().await;
+}
