@@ -5,9 +5,12 @@
 # images/Dockerfile: two layers (base files, then one binary), user
 # 65532:65532, entrypoint /usr/local/bin/<binary>, read-only-rootfs safe.
 #
-# Usage: scripts/build-images.sh [--strict] [--out DIR] [--tag TAG]
+# Usage: scripts/build-images.sh [--strict] [--out DIR] [--tag TAG] [--profile P]
 #   --strict   fail if the operator binary exists but does not build
 #              (default: warn and skip its image)
+#   --profile P  cargo profile of the binaries (default release; CI's
+#              real-cluster suite uses dev: it checks behaviour, not speed,
+#              and a cold release build takes 20 min on 2 cores)
 #   --out DIR  output folder (default ${XDG_CACHE_HOME:-$HOME/.cache}/gfs/images)
 #   --tag TAG  image tag (default dev); names are localhost/<binary>:TAG
 #
@@ -21,12 +24,14 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/gfs"
 out="$cache/images"
 tag="dev"
 strict=0
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --strict) strict=1 ;;
     --out) out="$2"; shift ;;
     --tag) tag="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --profile) profile="$2"; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -60,18 +65,22 @@ case "$host" in
 esac
 # An explicit --target keeps +crt-static off build scripts and proc macros.
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static"
-bindir="$CARGO_TARGET_DIR/$host/release"
+case "$profile" in
+  dev) bindir="$CARGO_TARGET_DIR/$host/debug" ;;
+  release) bindir="$CARGO_TARGET_DIR/$host/release" ;;
+  *) echo "--profile must be dev or release" >&2; exit 2 ;;
+esac
 
 bins=(gfs-master gfs-chunkserver gfs)
-step "cargo build --release (static) ${bins[*]}"
-cargo build --release --locked --target "$host" "${bins[@]/#/--bin=}"
+step "cargo build --profile $profile (static) ${bins[*]}"
+cargo build --profile "$profile" --locked --target "$host" "${bins[@]/#/--bin=}"
 
 # The operator crate is young: build its image only when the bin exists.
 has_operator=$(cargo metadata --no-deps --format-version 1 --locked |
   jq '[.packages[].targets[] | select(.kind == ["bin"] and .name == "gfs-operator")] | length')
 if [ "$has_operator" -gt 0 ]; then
-  step "cargo build --release (static) gfs-operator"
-  if cargo build --release --locked --target "$host" --bin gfs-operator; then
+  step "cargo build --profile $profile (static) gfs-operator"
+  if cargo build --profile "$profile" --locked --target "$host" --bin gfs-operator; then
     bins+=(gfs-operator)
   elif [ "$strict" = 1 ]; then
     echo "gfs-operator does not build" >&2; exit 1

@@ -47,7 +47,7 @@ rootfs_with() {
   fi
 }
 
-# build_addon_images <coredns bin> <local-path bin> <keda bin> <keda adapter bin>
+# build_addon_images <coredns bin> <local-path bin>
 build_addon_images() {
   local w; w=$(mktemp -d "${TMPDIR:-/tmp}/gfs-rootfs.XXXXXX")
   mkdir -p "$IMAGES"
@@ -63,9 +63,16 @@ build_addon_images() {
   oci_image "localhost/coredns:$COREDNS_VERSION" "$w/coredns" 65532:65532 /coredns
   rootfs_with "$w/lpp" "$2" /usr/bin/local-path-provisioner
   oci_image "localhost/local-path-provisioner:$LOCAL_PATH_VERSION" "$w/lpp" 0:0 /usr/bin/local-path-provisioner
-  rootfs_with "$w/keda" "$3" /keda
+  rm -rf "$w"
+}
+
+# build_keda_images <keda bin> <keda adapter bin>
+build_keda_images() {
+  local w; w=$(mktemp -d "${TMPDIR:-/tmp}/gfs-rootfs.XXXXXX")
+  mkdir -p "$IMAGES"
+  rootfs_with "$w/keda" "$1" /keda
   oci_image "localhost/keda:$KEDA_VERSION" "$w/keda" 1000:1000 /keda
-  rootfs_with "$w/keda-adapter" "$4" /keda-adapter
+  rootfs_with "$w/keda-adapter" "$2" /keda-adapter
   oci_image "localhost/keda-metrics-apiserver:$KEDA_VERSION" "$w/keda-adapter" 1000:1000 /keda-adapter
   rm -rf "$w"
 }
