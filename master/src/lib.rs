@@ -264,6 +264,20 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
         // A group of one need not wait for an election timeout.
         let _ = raft.trigger().elect().await;
     }
+    // A stopping master stops heartbeating and campaigning at once: while it
+    // finishes its in-flight requests, its followers stop hearing from it
+    // and elect a new leader after the lease and one election timeout
+    // (about 3.5 s), instead of after the whole drain and then that. A
+    // deposed leader commits nothing: its appends find a higher term.
+    {
+        let (raft, shutdown) = (raft.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            raft.runtime_config().heartbeat(false);
+            raft.runtime_config().elect(false);
+            info!("stopping: heartbeats and elections off, so the group elects a leader without this master");
+        });
+    }
     let shared = Arc::new(Shared::new(config.clone(), id, meta, machine, raft.clone(), log, metrics));
     info!(%addr, id, peers = ?peers, data_dir = %config.data_dir.display(), "master listening");
 
