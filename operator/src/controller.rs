@@ -466,7 +466,8 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     // address the operator dialled may be a Service in front of all).
     let leader = master
         .as_ref()
-        .and_then(|m| m.masters.iter().find(|x| x.id == m.leader_id).map(|x| x.address.clone()))
+        // By role: ids start at 0, so leader_id 0 cannot tell pod 0 from none.
+        .and_then(|m| m.masters.iter().find(|x| x.role() == gfs_proto::MasterRole::Leader).map(|x| x.address.clone()))
         .unwrap_or_else(|| addr.clone());
     let obs = Observed {
         gc: &gc,

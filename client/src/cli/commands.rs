@@ -89,11 +89,11 @@ async fn admin(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Status { .. } => unreachable!("handled above"),
         AdminCommand::AddMaster { id, address } => {
             let members = client.add_master(id, &address).await?;
-            return print_stdout(&format!("added master {id} ({address})\n{}", output::masters_text(&members, 0)));
+            return print_stdout(&format!("added master {id} ({address})\n{}", output::masters_text(&members)));
         }
         AdminCommand::RemoveMaster { id } => {
             let members = client.remove_master(id).await?;
-            return print_stdout(&format!("removed master {id}\n{}", output::masters_text(&members, 0)));
+            return print_stdout(&format!("removed master {id}\n{}", output::masters_text(&members)));
         }
         AdminCommand::Decommission { server } => (client.decommission(&server).await?, String::new()),
         AdminCommand::Recommission { server } => (client.recommission(&server).await?, String::new()),

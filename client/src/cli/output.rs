@@ -207,12 +207,19 @@ pub fn role_name(r: MasterRole) -> &'static str {
     }
 }
 
-/// The master group table; `leader_id` (0 = unknown) is starred.
-pub fn masters_text(masters: &[MasterInfo], leader_id: u64) -> String {
+/// The member that reports itself leader. Ids start at 0 (a StatefulSet's
+/// pod 0), so `leader_id == 0` alone cannot tell "member 0" from "none".
+pub fn leader_of(masters: &[MasterInfo]) -> Option<&MasterInfo> {
+    masters.iter().find(|m| m.role() == MasterRole::Leader)
+}
+
+/// The master group table; the leader (by role) is starred.
+pub fn masters_text(masters: &[MasterInfo]) -> String {
+    let leader = leader_of(masters).map(|m| m.id);
     let rows: Vec<[String; 7]> = masters
         .iter()
         .map(|m| {
-            let id = if leader_id != 0 && m.id == leader_id { format!("{}*", m.id) } else { m.id.to_string() };
+            let id = if leader == Some(m.id) { format!("{}*", m.id) } else { m.id.to_string() };
             [
                 id,
                 m.address.clone(),
@@ -288,13 +295,12 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
         s.push_str(&format!("corrupt replicas kept (last copies, not deleted): {}\n", st.corrupt_replicas_kept));
     }
     if !st.masters.is_empty() {
-        let leader = match st.masters.iter().find(|m| m.id == st.leader_id && st.leader_id != 0) {
+        let leader = match leader_of(&st.masters) {
             Some(m) => format!("{} ({})", m.id, m.address),
-            None if st.leader_id != 0 => st.leader_id.to_string(),
             None => "unknown".to_string(),
         };
         s.push_str(&format!("\nmasters: {}  leader: {leader}\n", st.masters.len()));
-        s.push_str(&masters_text(&st.masters, st.leader_id));
+        s.push_str(&masters_text(&st.masters));
     }
     s
 }
@@ -455,6 +461,17 @@ mod tests {
         assert!(t.contains("ID  ADDRESS  ROLE      VOTER  TERM  LAST APPLIED  REACHABLE\n"), "{t}");
         assert!(t.contains("1*  m1:9700  leader    yes    4     120           yes\n"), "{t}");
         assert!(t.contains("2   m2:9700  follower  yes    4     118           no\n"), "{t}");
+        // Ids start at 0 (a StatefulSet's pod 0): member 0 leading is named.
+        let mut zero = masters();
+        zero[0].id = 0;
+        let t = status_text(&ClusterStatusResponse { masters: zero, leader_id: 0, ..Default::default() });
+        assert!(t.contains("masters: 2  leader: 0 (m1:9700)"), "{t}");
+        assert!(t.contains("0*  m1:9700  leader"), "{t}");
+        // No member reports itself leader: unknown, nobody starred.
+        let mut none = masters();
+        none[0].role = MasterRole::Candidate as i32;
+        let t = status_text(&ClusterStatusResponse { masters: none, leader_id: 0, ..Default::default() });
+        assert!(t.contains("leader: unknown") && !t.contains('*'), "{t}");
         // A master without a group (older master) prints no master table.
         let t = status_text(&ClusterStatusResponse::default());
         assert!(!t.contains("masters:"), "{t}");
