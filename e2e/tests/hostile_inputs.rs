@@ -231,6 +231,12 @@ async fn a_chunkserver_id_is_spoken_for_only_by_its_registration() {
     // holder (it used to take the id over and drop the holder's replicas).
     let e = refused(m.register(claim(&id0, "127.0.0.1:1")).await);
     assert_eq!(e, Error::ServerIdInUse { id: id0.clone(), holder: addr0 });
+    // A new id at the address of a server that is talking is refused: it
+    // would retire that server and drop its replicas.
+    let addr1 = cluster.chunkserver_addr(1).unwrap();
+    let e = refused(m.register(claim("intruder", &addr1)).await);
+    assert!(e.to_string().contains("belongs to live chunkserver"), "{e}");
+    assert!(replicated(&c, "/a", 3).await, "a refused claim dropped replicas");
     // A heartbeat for a live server without its registration's secret is
     // told to re-register and changes nothing (its empty full report used
     // to drop every replica of that server).

@@ -104,9 +104,21 @@ impl Shared {
         {
             let mut meta = self.meta();
             let dead_after = Duration::from_millis(self.cfg.dead_after_ms);
-            if let Err(e) = meta.servers.check_claim(&info, Instant::now(), dead_after) {
+            let talking = Duration::from_millis(self.cfg.heartbeat_ms.saturating_mul(3));
+            if let Err(e) = meta.servers.check_claim(&info, Instant::now(), dead_after, talking) {
                 warn!(server = %id, address = %quote(&info.address), error = %e, "registration refused");
                 return Err(e);
+            }
+            // A silent predecessor at this address (a pod recreated with an
+            // empty volume) is dead now: its replicas stop counting and
+            // repair starts, instead of after dead_after.
+            for (old, chunks) in meta.servers.retire_at(&info.address, &id) {
+                warn!(server = %old, successor = %id, chunks = chunks.len(), "chunkserver replaced at its address: declared dead");
+                for h in chunks {
+                    if let Some(c) = meta.chunks.get_mut(h) {
+                        c.replicas.remove(&old);
+                    }
+                }
             }
             let seq = req.report_seq;
             let old: Vec<u64> = meta.servers.get(&id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default();

@@ -138,8 +138,15 @@ impl ServerRegistry {
     /// replaced server stays fenced: after a partition, the old process
     /// of a pod that was recreated elsewhere (same DNS name, new id)
     /// cannot register again while its successor is alive.
-    pub fn check_claim(&self, info: &ServerInfo, now: Instant, dead_after: Duration) -> Result<()> {
-        let live = |h: &ServerEntry| h.alive && now.saturating_duration_since(h.last_heartbeat) <= dead_after;
+    ///
+    /// Only a holder still talking (a heartbeat within `talking`, a few
+    /// heartbeat periods) keeps the address: a successor whose predecessor
+    /// went silent takes it at once (see [`Self::retire_at`]) rather than
+    /// after the whole `dead_after`, so a pod recreated with an empty
+    /// volume serves within seconds.
+    pub fn check_claim(&self, info: &ServerInfo, now: Instant, dead_after: Duration, talking: Duration) -> Result<()> {
+        let talking = talking.min(dead_after);
+        let live = |h: &ServerEntry| h.alive && now.saturating_duration_since(h.last_heartbeat) <= talking;
         if let Some(h) =
             self.servers.values().find(|h| h.info.id != info.id && h.info.address == info.address && live(h))
         {
@@ -245,6 +252,20 @@ impl ServerRegistry {
         self.servers.values().find(|s| s.info.address == server).map(|s| s.info.id.clone())
     }
 
+    /// Declares dead every other live id at `address` (a predecessor that
+    /// went silent, replaced by `id`); returns each with the chunks it held.
+    pub fn retire_at(&mut self, address: &str, id: &str) -> Vec<(String, HashSet<u64>)> {
+        let mut out = Vec::new();
+        for s in self.servers.values_mut() {
+            if s.alive && s.info.address == address && s.info.id != id {
+                s.alive = false;
+                s.pending_delete.clear();
+                out.push((s.info.id.clone(), std::mem::take(&mut s.chunks)));
+            }
+        }
+        out
+    }
+
     /// Declares a server lost now; returns the chunks it held.
     pub fn mark_lost(&mut self, id: &str) -> HashSet<u64> {
         let Some(s) = self.servers.get_mut(id) else { return HashSet::new() };
@@ -327,11 +348,11 @@ mod tests {
         let dead_after = Duration::from_secs(1);
         let at = |addr: &str| ServerInfo { id: "s1".into(), address: addr.into(), zone: "z".into() };
         r.register(at("x:1"), 100, 0, Instant::now()).session = new_session();
-        let e = r.check_claim(&at("y:2"), Instant::now(), dead_after).unwrap_err();
+        let e = r.check_claim(&at("y:2"), Instant::now(), dead_after, dead_after).unwrap_err();
         assert_eq!(e, Error::ServerIdInUse { id: "s1".into(), holder: "x:1".into() });
-        r.check_claim(&at("x:1"), Instant::now(), dead_after).unwrap();
+        r.check_claim(&at("x:1"), Instant::now(), dead_after, dead_after).unwrap();
         tokio::time::advance(Duration::from_millis(1100)).await;
-        r.check_claim(&at("y:2"), Instant::now(), dead_after).unwrap();
+        r.check_claim(&at("y:2"), Instant::now(), dead_after, dead_after).unwrap();
         let session = r.get("s1").unwrap().session.clone();
         assert!(r.session_ok("s1", &session));
         assert!(!r.session_ok("s1", "") && !r.session_ok("s1", &new_session()) && !r.session_ok("s2", &session));
@@ -341,18 +362,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_address_has_one_live_id() {
         let mut r = ServerRegistry::default();
-        let dead_after = Duration::from_secs(1);
+        let (dead_after, talking) = (Duration::from_secs(60), Duration::from_secs(3));
         let id = |id: &str| ServerInfo { id: id.into(), address: "pod-0.svc:9800".into(), zone: "z".into() };
         r.register(id("new"), 100, 0, Instant::now());
-        let e = r.check_claim(&id("old"), Instant::now(), dead_after).unwrap_err();
+        r.get_mut("new").unwrap().chunks.insert(7);
+        let e = r.check_claim(&id("old"), Instant::now(), dead_after, talking).unwrap_err();
         assert!(e.to_string().contains("belongs to live chunkserver new"), "{e}");
-        r.check_claim(&id("new"), Instant::now(), dead_after).unwrap();
-        // Once the holder is silent (or marked lost), the address is free.
-        tokio::time::advance(Duration::from_millis(1100)).await;
-        r.check_claim(&id("old"), Instant::now(), dead_after).unwrap();
-        r.register(id("new"), 100, 0, Instant::now());
-        r.mark_lost("new");
-        r.check_claim(&id("old"), Instant::now(), dead_after).unwrap();
+        r.check_claim(&id("new"), Instant::now(), dead_after, talking).unwrap();
+        // A holder silent for a few heartbeats (long before dead_after)
+        // gives the address up; the claim retires it with its chunks.
+        tokio::time::advance(Duration::from_millis(3100)).await;
+        r.check_claim(&id("old"), Instant::now(), dead_after, talking).unwrap();
+        r.register(id("old"), 100, 0, Instant::now());
+        let retired = r.retire_at("pod-0.svc:9800", "old");
+        assert_eq!(retired.len(), 1);
+        assert_eq!((retired[0].0.as_str(), retired[0].1.iter().copied().collect::<Vec<_>>()), ("new", vec![7]));
+        assert!(!r.is_alive("new") && r.is_alive("old"));
+        // And the retired one cannot come back while its successor talks.
+        let e = r.check_claim(&id("new"), Instant::now(), dead_after, talking).unwrap_err();
+        assert!(e.to_string().contains("belongs to live chunkserver old"), "{e}");
+        r.mark_lost("old");
+        r.check_claim(&id("new"), Instant::now(), dead_after, talking).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
