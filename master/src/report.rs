@@ -112,14 +112,11 @@ impl Shared {
             // A silent predecessor at this address (a pod recreated with an
             // empty volume) is dead now: its replicas stop counting and
             // repair starts, instead of after dead_after.
-            for (old, chunks) in meta.servers.retire_at(&info.address, &id) {
+            let retired = meta.servers.retire_at(&info.address, &id);
+            for (old, chunks) in &retired {
                 warn!(server = %old, successor = %id, chunks = chunks.len(), "chunkserver replaced at its address: declared dead");
-                for h in chunks {
-                    if let Some(c) = meta.chunks.get_mut(h) {
-                        c.replicas.remove(&old);
-                    }
-                }
             }
+            meta.drop_replicas_of(retired);
             let seq = req.report_seq;
             let old: Vec<u64> = meta.servers.get(&id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default();
             let (recent, old): (Vec<u64>, Vec<u64>) =

@@ -231,13 +231,17 @@ impl ServerRegistry {
     /// Marks servers silent for longer than `dead_after` dead; returns each
     /// one with the chunks it held (to remove from replica sets).
     pub fn expire(&mut self, now: Instant, dead_after: Duration) -> Vec<(String, HashSet<u64>)> {
+        self.mark_dead(|s| now.saturating_duration_since(s.last_heartbeat) > dead_after)
+    }
+
+    /// Marks the live servers `pick` selects dead; returns each one with
+    /// the chunks it held.
+    fn mark_dead(&mut self, pick: impl Fn(&ServerEntry) -> bool) -> Vec<(String, HashSet<u64>)> {
         let mut out = Vec::new();
-        for s in self.servers.values_mut() {
-            if s.alive && now.saturating_duration_since(s.last_heartbeat) > dead_after {
-                s.alive = false;
-                s.pending_delete.clear();
-                out.push((s.info.id.clone(), std::mem::take(&mut s.chunks)));
-            }
+        for s in self.servers.values_mut().filter(|s| s.alive && pick(s)) {
+            s.alive = false;
+            s.pending_delete.clear();
+            out.push((s.info.id.clone(), std::mem::take(&mut s.chunks)));
         }
         out
     }
@@ -255,15 +259,7 @@ impl ServerRegistry {
     /// Declares dead every other live id at `address` (a predecessor that
     /// went silent, replaced by `id`); returns each with the chunks it held.
     pub fn retire_at(&mut self, address: &str, id: &str) -> Vec<(String, HashSet<u64>)> {
-        let mut out = Vec::new();
-        for s in self.servers.values_mut() {
-            if s.alive && s.info.address == address && s.info.id != id {
-                s.alive = false;
-                s.pending_delete.clear();
-                out.push((s.info.id.clone(), std::mem::take(&mut s.chunks)));
-            }
-        }
-        out
+        self.mark_dead(|s| s.info.address == address && s.info.id != id)
     }
 
     /// Declares a server lost now; returns the chunks it held.
@@ -310,12 +306,23 @@ impl LivenessWorker {
                 _ = tokio::time::sleep(tick) => {}
             }
             let mut meta = self.shared.meta();
-            for (id, chunks) in meta.servers.expire(Instant::now(), dead_after) {
+            let dead = meta.servers.expire(Instant::now(), dead_after);
+            for (id, chunks) in &dead {
                 warn!(server = %id, chunks = chunks.len(), "chunkserver declared dead");
-                for h in chunks {
-                    if let Some(c) = meta.chunks.get_mut(h) {
-                        c.replicas.remove(&id);
-                    }
+            }
+            meta.drop_replicas_of(dead);
+        }
+    }
+}
+
+impl crate::state::Meta {
+    /// Takes dead servers (from `expire` or `retire_at`) out of the replica
+    /// sets of the chunks they held.
+    pub fn drop_replicas_of(&mut self, dead: Vec<(String, HashSet<u64>)>) {
+        for (id, chunks) in dead {
+            for h in chunks {
+                if let Some(c) = self.chunks.get_mut(h) {
+                    c.replicas.remove(&id);
                 }
             }
         }

@@ -459,9 +459,7 @@ pub fn apply_overrides(o: &PodOverrides, t: &mut PodTemplateSpec) {
     if o.node_selector.is_some() {
         pod.node_selector = o.node_selector.clone();
     }
-    if let Some(tol) = &o.tolerations {
-        pod.tolerations.get_or_insert_with(Vec::new).extend(tol.iter().cloned());
-    }
+    append(&mut pod.tolerations, &o.tolerations);
     if o.image_pull_secrets.is_some() {
         pod.image_pull_secrets = o.image_pull_secrets.clone();
     }
@@ -478,16 +476,14 @@ pub fn apply_overrides(o: &PodOverrides, t: &mut PodTemplateSpec) {
         }
         if let Some(anti) = &a.pod_anti_affinity {
             let mine = ours.pod_anti_affinity.get_or_insert_with(Default::default);
-            if let Some(req) = &anti.required_during_scheduling_ignored_during_execution {
-                mine.required_during_scheduling_ignored_during_execution
-                    .get_or_insert_with(Vec::new)
-                    .extend(req.iter().cloned());
-            }
-            if let Some(pref) = &anti.preferred_during_scheduling_ignored_during_execution {
-                mine.preferred_during_scheduling_ignored_during_execution
-                    .get_or_insert_with(Vec::new)
-                    .extend(pref.iter().cloned());
-            }
+            append(
+                &mut mine.required_during_scheduling_ignored_during_execution,
+                &anti.required_during_scheduling_ignored_during_execution,
+            );
+            append(
+                &mut mine.preferred_during_scheduling_ignored_during_execution,
+                &anti.preferred_during_scheduling_ignored_during_execution,
+            );
         }
     }
     if let Some(sc) = &o.security_context {
@@ -495,6 +491,13 @@ pub fn apply_overrides(o: &PodOverrides, t: &mut PodTemplateSpec) {
     }
     if let (Some(sc), Some(container)) = (&o.container_security_context, pod.containers.first_mut()) {
         container.security_context = Some(merged(container.security_context.take().unwrap_or_default(), sc));
+    }
+}
+
+/// Adds `theirs` (when set) after `ours`.
+fn append<T: Clone>(ours: &mut Option<Vec<T>>, theirs: &Option<Vec<T>>) {
+    if let Some(t) = theirs {
+        ours.get_or_insert_with(Vec::new).extend(t.iter().cloned());
     }
 }
 
