@@ -1,4 +1,4 @@
-//! chmod and chown, and the tree walk their `-R` forms use.
+//! chmod, chown and setrep, and the tree walk their recursive forms use.
 //!
 //! The master checks who may: the owner or a superuser sets the mode; a
 //! superuser sets the owner, and the owner may set the group to one of
@@ -8,7 +8,7 @@
 use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_common::path::normalize;
-use gfs_proto::{FileInfo, FileType, SetOwnerRequest, SetPermissionRequest};
+use gfs_proto::{FileInfo, FileType, SetOwnerRequest, SetPermissionRequest, SetReplicationRequest};
 
 use super::Client;
 
@@ -25,6 +25,28 @@ impl Client {
             })
             .await?;
         resp.info.ok_or_else(|| gfs_common::Error::Internal("set permission reply without file info".into()))
+    }
+
+    /// Sets the replication of file `path` (1..=16); repair adds the
+    /// replicas or drops the extra ones afterwards. A goal above the
+    /// chunkservers in service is refused unless `allow_under_replicated`.
+    /// Returns the file's new info.
+    pub async fn set_replication(
+        &self,
+        path: &str,
+        replication: u32,
+        allow_under_replicated: bool,
+    ) -> Result<FileInfo> {
+        let path = normalize(path)?;
+        let call = self.next_call();
+        let resp = self
+            .master_call(|mut m, t| {
+                let req =
+                    SetReplicationRequest { path: path.clone(), replication, call: Some(call), allow_under_replicated };
+                async move { m.set_replication(with_deadline(req, t)).await }
+            })
+            .await?;
+        resp.info.ok_or_else(|| gfs_common::Error::Internal("set replication reply without file info".into()))
     }
 
     /// Sets the owner and/or the group of `path` (`None`: unchanged);

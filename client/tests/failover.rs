@@ -121,6 +121,12 @@ impl MasterService for Fake {
     async fn set_owner(&self, _: Request<SetOwnerRequest>) -> Result<Response<SetOwnerResponse>, Status> {
         unimpl()
     }
+    async fn set_replication(
+        &self,
+        _: Request<SetReplicationRequest>,
+    ) -> Result<Response<SetReplicationResponse>, Status> {
+        unimpl()
+    }
     async fn get_chunks(&self, r: Request<GetChunksRequest>) -> Result<Response<GetChunksResponse>, Status> {
         let r = r.into_inner();
         self.enter("get_chunks", r.allow_stale)?;

@@ -183,3 +183,56 @@ async fn stale_replicas_of_a_restarted_server_are_deleted_and_never_served() {
         assert!(c.read_all("/st").await.unwrap() == new);
     }
 }
+
+/// Live replicas of each chunk of `path`, as the master lists them.
+async fn replica_counts(c: &Client, path: &str) -> Vec<usize> {
+    c.stat(path).await.unwrap().chunks.iter().map(|ch| ch.replicas.len()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setrep_adds_and_drops_replicas_and_refuses_what_cannot_be_held() {
+    let cluster = Cluster::start(opts(4)).await.unwrap();
+    let c = cluster.client();
+    let d = data(9, (3 * CHUNK + 11) as usize);
+    c.create("/r", None).await.unwrap();
+    c.write_at("/r", 0, &d).await.unwrap();
+    let handles: Vec<u64> = c.stat("/r").await.unwrap().chunks.iter().map(|ch| ch.handle).collect();
+    assert_eq!(replica_counts(&c, "/r").await, vec![3; 4]);
+
+    // Up: repair makes a fourth replica of every chunk, on disk too.
+    assert_eq!(c.set_replication("/r", 4, false).await.unwrap().replication, 4);
+    gfs_e2e::wait_for("4 replicas of every chunk", 60, || async {
+        replica_counts(&c, "/r").await == vec![4; 4] && handles.iter().all(|h| on_disk(&cluster, *h) == 4)
+    })
+    .await;
+    // Down: the extra replicas are dropped from the table and the disks.
+    assert_eq!(c.set_replication("/r", 2, false).await.unwrap().replication, 2);
+    gfs_e2e::wait_for("2 replicas of every chunk", 60, || async {
+        replica_counts(&c, "/r").await == vec![2; 4] && handles.iter().all(|h| on_disk(&cluster, *h) == 2)
+    })
+    .await;
+    assert!(c.read_all("/r").await.unwrap() == d, "reads back after setrep");
+
+    // Above the chunkservers in service: refused, and nothing changes...
+    let err = c.set_replication("/r", 5, false).await.unwrap_err().to_string();
+    assert!(err.contains("only 4 chunkservers"), "{err}");
+    assert_eq!(c.stat("/r").await.unwrap().info.replication, 2);
+    // ...unless asked for: the file is then under-replicated, and says so.
+    c.set_replication("/r", 5, true).await.unwrap();
+    gfs_e2e::wait_for("4 of 5 replicas, backlog counted", 60, || async {
+        let st = status(&c).await;
+        replica_counts(&c, "/r").await == vec![4; 4] && st.under_replicated_chunks == 4
+    })
+    .await;
+    // Bad input: a directory, a goal outside 1..=16, a missing file.
+    c.mkdir("/dir", false).await.unwrap();
+    let err = c.set_replication("/dir", 2, false).await.unwrap_err().to_string();
+    assert!(err.contains("not a file"), "{err}");
+    for bad in [0, 17] {
+        let err = c.set_replication("/r", bad, true).await.unwrap_err().to_string();
+        assert!(err.contains("outside 1..=16"), "{err}");
+    }
+    let err = c.set_replication("/nope", 2, false).await.unwrap_err().to_string();
+    assert!(err.contains("/nope"), "{err}");
+    assert!(c.read_all("/r").await.unwrap() == d, "nothing lost");
+}

@@ -114,6 +114,7 @@ async fn the_certificate_decides_who_may_do_what() {
     denied(bob.delete("/home/alice/private/f", false).await, "bob");
     denied(bob.rename("/home/alice/private", "/home/alice/p2").await, "bob");
     denied(bob.set_permission("/home/alice/private", 0o777).await, "bob");
+    denied(bob.set_replication("/home/alice/private/f", 1, true).await, "bob");
 
     // The CLI too: the certificate decides, `$USER` does not.
     let out = cli(&master, &bob_dir, &["ls", "/home/alice/private"]);
@@ -121,6 +122,9 @@ async fn the_certificate_decides_who_may_do_what() {
     assert!(!out.status.success() && err.starts_with("gfs: permission denied: user=bob"), "{err}");
     let out = cli(&master, &alice_dir, &["chmod", "640", "/home/alice/private/f"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&master, &alice_dir, &["setrep", "-w", "1", "/home/alice/private"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said == "Replication 1 set: /home/alice/private/f\n", "{said}");
     let out = cli(&master, &alice_dir, &["ls", "-l", "/home/alice/private"]);
     let ls = String::from_utf8_lossy(&out.stdout);
     assert!(ls.starts_with("-rw-r-----   1 alice alice") && ls.trim_end().ends_with(" f"), "{ls}");

@@ -70,6 +70,7 @@ fn groups() -> Vec<LogGroup> {
                         mode: Some(0o1777),
                         owner: "carol".into(),
                         group: "ops".into(),
+                        replication: None,
                     })],
                 ),
                 batch(3, vec![Op::Rename(RenameOp { src: "/x/y".into(), dst: "/x/z".into() })]),

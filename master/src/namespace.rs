@@ -378,11 +378,23 @@ impl Namespace {
         parent(path).and_then(|p| self.nodes.get(p)).map_or(Perm::root().group, |n| n.perm().group)
     }
 
-    /// chmod / chown: sets the mode and the owner and group that are given.
+    /// chmod / chown / setrep: sets the mode, the owner and group, and a
+    /// file's replication that are given.
     fn apply_set_attr(&mut self, a: &SetAttrOp) -> Result<()> {
-        self.lookup(&a.path)?;
+        let node = self.lookup(&a.path)?;
         if let Some(m) = a.mode {
             gfs_common::perm::check_mode(m)?;
+        }
+        if let Some(r) = a.replication {
+            if !matches!(node, Node::File(_)) {
+                return Err(Error::InvalidArgument(format!("replication of {}: not a file", quote(&a.path))));
+            }
+            if !(1..=crate::config::MAX_REPLICATION).contains(&r) {
+                return Err(Error::InvalidArgument(format!(
+                    "replication {r} is outside 1..={}",
+                    crate::config::MAX_REPLICATION
+                )));
+            }
         }
         let owner = (!a.owner.is_empty()).then(|| self.names.intern(&a.owner)).transpose()?;
         let group = (!a.group.is_empty()).then(|| self.names.intern(&a.group)).transpose()?;
@@ -392,6 +404,9 @@ impl Namespace {
         }
         perm.owner = owner.unwrap_or(perm.owner);
         perm.group = group.unwrap_or(perm.group);
+        if let (Some(r), Some(Node::File(f))) = (a.replication, self.nodes.get_mut(&a.path)) {
+            f.replication = r;
+        }
         Ok(())
     }
 

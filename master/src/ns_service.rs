@@ -1,12 +1,12 @@
 //! The namespace handlers of `MasterService` (mkdir, create, delete,
-//! rename, list, stat, chunk lookups, chmod, chown, length reports). Each
+//! rename, list, stat, chunk lookups, chmod, chown, setrep, length reports). Each
 //! takes the path locks of its call, then checks the caller's permissions
 //! (`access.rs`) before the namespace checks, then commits.
 
 use std::time::Duration;
 
 use gfs_common::path::normalize;
-use gfs_common::perm::{DEFAULT_UMASK, DIR_BASE, FILE_BASE, READ, check_mode, check_umask};
+use gfs_common::perm::{DEFAULT_UMASK, DIR_BASE, FILE_BASE, READ, WRITE, check_mode, check_umask};
 use gfs_common::token::READ as READ_TOKEN;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
@@ -280,6 +280,57 @@ impl Service {
         Ok(SetPermissionResponse { info: Some(meta.file_info(&path, node)) })
     }
 
+    /// setrep: WRITE on the file (HDFS's setReplication) sets its
+    /// replication and the goal of each of its chunks. Repair then adds
+    /// replicas, or drops the extra ones.
+    pub(crate) async fn do_set_replication(
+        &self,
+        req: SetReplicationRequest,
+        who: &Requester,
+    ) -> Result<SetReplicationResponse> {
+        let path = normalize(&req.path)?;
+        if !(1..=MAX_REPLICATION).contains(&req.replication) {
+            return Err(Error::InvalidArgument(format!(
+                "replication {} is outside 1..={MAX_REPLICATION}",
+                req.replication
+            )));
+        }
+        let (r, w) = for_mutation(&path);
+        let _g = self.shared.locks.lock(&r, &w).await;
+        let replay = self.shared.meta().retries.outcome(req.call.as_ref());
+        match replay {
+            Some(done) => done?,
+            None => {
+                let old = {
+                    let meta = self.shared.meta();
+                    meta.ns.allow_access(who, &path, WRITE)?;
+                    match meta.ns.lookup(&path)? {
+                        Node::File(f) => f.replication,
+                        _ => {
+                            return Err(Error::InvalidArgument(format!(
+                                "setrep {}: not a file (set the replication of each file below it)",
+                                gfs_common::path::quote(&path)
+                            )));
+                        }
+                    }
+                };
+                if req.replication > old && !req.allow_under_replicated {
+                    check_replication(&self.shared, req.replication)?;
+                }
+                if req.replication != old {
+                    let op = SetAttrOp { path: path.clone(), replication: Some(req.replication), ..Default::default() };
+                    self.shared.commit_call(req.call.as_ref(), vec![Op::SetAttr(op)]).await?;
+                }
+                let quoted = gfs_common::path::quote(&path);
+                info!(path = %quoted, user = %who.user, from = old, to = req.replication, "replication set");
+            }
+        }
+        let meta = self.shared.meta();
+        meta.ns.allow_lookup(who, &path)?;
+        let node = meta.ns.lookup(&path)?;
+        Ok(SetReplicationResponse { info: Some(meta.file_info(&path, node)) })
+    }
+
     /// chown: a superuser sets the owner and/or group; the owner may set
     /// the group to one of their own groups (HDFS's rule).
     pub(crate) async fn do_set_owner(&self, req: SetOwnerRequest, who: &Requester) -> Result<SetOwnerResponse> {
@@ -310,7 +361,13 @@ impl Service {
                     let new: Vec<&str> = owner.into_iter().chain(group).collect();
                     meta.ns.names().check_room_for(&new)?;
                 }
-                let op = SetAttrOp { path: path.clone(), mode: None, owner: req.owner.clone(), group: req.group };
+                let op = SetAttrOp {
+                    path: path.clone(),
+                    mode: None,
+                    owner: req.owner.clone(),
+                    group: req.group,
+                    replication: None,
+                };
                 self.shared.commit_call(req.call.as_ref(), vec![Op::SetAttr(op)]).await?;
                 let quoted = gfs_common::path::quote(&path);
                 info!(path = %quoted, user = %who.user, owner = %req.owner, "owner set");

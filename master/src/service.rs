@@ -153,6 +153,15 @@ impl MasterService for Service {
         }
     }
 
+    #[instrument(skip_all, fields(path = %quote(&req.get_ref().path), replication = req.get_ref().replication))]
+    async fn set_replication(&self, req: Request<SetReplicationRequest>) -> Reply<SetReplicationResponse> {
+        let t = self.shared.metrics.rpc("SetReplication");
+        match self.user(&req, "SetReplication", true) {
+            Ok(who) => t.reply(self.do_set_replication(req.into_inner(), &who).await),
+            Err(e) => t.reply(Err(e)),
+        }
+    }
+
     #[instrument(skip_all, fields(path = %quote(&req.get_ref().path)))]
     async fn set_owner(&self, req: Request<SetOwnerRequest>) -> Reply<SetOwnerResponse> {
         let t = self.shared.metrics.rpc("SetOwner");

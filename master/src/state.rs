@@ -75,6 +75,16 @@ impl Meta {
                     c.version = c.version.max(s.version);
                 }
             }
+            Op::SetAttr(a) => {
+                if let Some(r) = a.replication {
+                    let handles = self.ns.file(&a.path)?.chunks.clone();
+                    for h in handles {
+                        if let Some(c) = self.chunks.get_mut_if(h, |c| c.replication != r) {
+                            c.replication = r;
+                        }
+                    }
+                }
+            }
             Op::ServerState(s) => self.apply_server_state(s),
             Op::TokenKey(k) => {
                 // Pruned by the batch's time, so every master keeps the same set.

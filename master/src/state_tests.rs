@@ -16,7 +16,13 @@ fn ops() -> Vec<Op> {
         Op::AddChunk(AddChunkOp { path: "/a/b/f".into(), index: 1, handle: 2, version: 1 }),
         Op::SetVersion(SetVersionOp { handle: 1, version: 4 }),
         create("/a/g", 3, "carol"),
-        Op::SetAttr(SetAttrOp { path: "/a/b/f".into(), mode: Some(0o1600), owner: "dave".into(), group: "eng".into() }),
+        Op::SetAttr(SetAttrOp {
+            path: "/a/b/f".into(),
+            mode: Some(0o1600),
+            owner: "dave".into(),
+            group: "eng".into(),
+            replication: None,
+        }),
         Op::AddChunk(AddChunkOp { path: "/a/g".into(), index: 0, handle: 3, version: 1 }),
         Op::Rename(RenameOp { src: "/a/b".into(), dst: "/c".into() }),
         Op::Delete(DeleteOp { path: "/a/g".into() }),
@@ -53,6 +59,33 @@ fn checkpoint_restores_the_replicated_state() {
         other.apply(&Op::SetAttr(change.clone()), 5).unwrap();
         assert_ne!(other.digest(), live.digest(), "{change:?}");
     }
+}
+
+#[test]
+fn setrep_sets_the_file_and_chunk_goals_and_survives_a_checkpoint() {
+    let mut live = Meta::new();
+    for (i, op) in ops().into_iter().enumerate() {
+        live.apply(&op, 1000 + i as i64).unwrap();
+    }
+    let before = live.digest();
+    let setrep = |r| Op::SetAttr(SetAttrOp { path: "/c/f".into(), replication: Some(r), ..Default::default() });
+    live.apply(&setrep(5), 2000).unwrap();
+    assert_eq!(live.ns.file("/c/f").unwrap().replication, 5);
+    assert_eq!([1, 2].map(|h| live.chunks.get(h).unwrap().replication), [5, 5]);
+    assert_ne!(live.digest(), before);
+    let back = Meta::from_checkpoint(&live.snapshot()).unwrap();
+    assert_eq!(back.ns.file("/c/f").unwrap().replication, 5);
+    assert_eq!([1, 2].map(|h| back.chunks.get(h).unwrap().replication), [5, 5]);
+    // A directory has no replication; a goal outside 1..=16 is refused,
+    // and neither changes anything.
+    let on_dir = Op::SetAttr(SetAttrOp { path: "/c".into(), replication: Some(2), ..Default::default() });
+    for bad in [on_dir, setrep(0), setrep(17)] {
+        let digest = live.digest();
+        assert!(live.apply(&bad, 2001).is_err(), "{bad:?}");
+        assert_eq!(live.digest(), digest, "{bad:?}");
+    }
+    live.apply(&setrep(1), 2002).unwrap();
+    assert_eq!(live.chunks.get(2).unwrap().replication, 1);
 }
 
 #[test]

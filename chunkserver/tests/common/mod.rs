@@ -93,6 +93,12 @@ impl MasterService for FakeMaster {
     async fn set_owner(&self, _: Request<SetOwnerRequest>) -> Result<Response<SetOwnerResponse>, Status> {
         unimpl()
     }
+    async fn set_replication(
+        &self,
+        _: Request<SetReplicationRequest>,
+    ) -> Result<Response<SetReplicationResponse>, Status> {
+        unimpl()
+    }
     async fn get_chunks(&self, _: Request<GetChunksRequest>) -> Result<Response<GetChunksResponse>, Status> {
         unimpl()
     }

@@ -70,6 +70,9 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
         Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
         Command::Chmod { recursive, mode, path } => chmod(&client, recursive, &mode, &path).await,
         Command::Chown { recursive, owner, path } => chown(&client, recursive, &owner, &path).await,
+        Command::Setrep { wait, allow_under_replicated, replication, path } => {
+            setrep(&client, replication, &path, allow_under_replicated, wait).await
+        }
         Command::Admin { command: AdminCommand::Status { json } } => {
             let st = client.cluster_status().await?;
             let out = if json {
@@ -121,6 +124,35 @@ async fn chmod(client: &Client, recursive: bool, spec: &str, path: &str) -> anyh
         let dir = e.r#type() == FileType::Directory;
         let mode = gfs_common::perm::parse_mode(spec, e.mode, dir)?;
         client.set_permission(&e.path, mode).await?;
+    }
+    Ok(())
+}
+
+/// `gfs setrep`: every file at or below PATH, then with `-w` a wait until
+/// each of their chunks has exactly that many live replicas.
+async fn setrep(client: &Client, replication: u32, path: &str, allow: bool, wait: bool) -> anyhow::Result<()> {
+    let files: Vec<_> =
+        targets(client, true, path).await?.into_iter().filter(|e| e.r#type() == FileType::File).collect();
+    for f in &files {
+        client.set_replication(&f.path, replication, allow).await?;
+        print_stdout(&format!("Replication {replication} set: {}\n", f.path))?;
+    }
+    if !wait {
+        return Ok(());
+    }
+    for f in &files {
+        let mut told = false;
+        loop {
+            let st = client.stat(&f.path).await?;
+            if st.chunks.iter().all(|c| c.replicas.len() == replication as usize) {
+                break;
+            }
+            if !told {
+                eprintln!("Waiting for {} ...", f.path);
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
     Ok(())
 }

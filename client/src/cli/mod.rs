@@ -139,6 +139,21 @@ pub enum Command {
         owner: String,
         path: String,
     },
+    /// Set the replication of PATH (every file below it for a directory),
+    /// as HDFS's `setrep`. Repair makes the new replicas or drops the
+    /// extra ones in the background.
+    Setrep {
+        /// Wait until every chunk has exactly REPLICATION live replicas.
+        #[arg(short = 'w')]
+        wait: bool,
+        /// Allow a replication above the number of chunkservers in service
+        /// (the files stay under-replicated until more join).
+        #[arg(long)]
+        allow_under_replicated: bool,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=16))]
+        replication: u32,
+        path: String,
+    },
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -289,6 +304,11 @@ mod tests {
         assert!(matches!(c.command, Command::Chmod { recursive: false, ref mode, .. } if mode == "-w"));
         let c = Cli::try_parse_from(["gfs", "chown", "alice:eng", "/x"]).unwrap();
         assert!(matches!(c.command, Command::Chown { recursive: false, ref owner, .. } if owner == "alice:eng"));
+        let c = Cli::try_parse_from(["gfs", "setrep", "-w", "5", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Setrep { wait: true, replication: 5, .. }));
+        for bad in ["0", "17", "x"] {
+            assert!(Cli::try_parse_from(["gfs", "setrep", bad, "/x"]).is_err(), "{bad}");
+        }
     }
 
     #[test]
