@@ -5,9 +5,10 @@
 //! Plain HTTP/1.1 on a tokio listener, one request per connection, no
 //! framework: the surface is three GETs and must stay dependency-light.
 //!
-//! With a token ([`Admin::auth`], `--admin-auth-token-file`), `/metrics`
-//! and `/debug/pprof/*` need `Authorization: Bearer <token>` and answer
-//! 401 otherwise; the probes stay open (see [`crate::admin_auth`]).
+//! With a token ([`Admin::auth`], `--admin-auth-token-file`), `/metrics`,
+//! `/debug/pprof/*` and an extra route ([`Admin::route`]) need
+//! `Authorization: Bearer <token>` and answer 401 otherwise; the probes
+//! stay open (see [`crate::admin_auth`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,15 @@ pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Hook run before each `/metrics` encoding (refreshes derived gauges).
 pub type Refresh = Arc<dyn Fn() + Send + Sync>;
 
+/// An answer: status line, content type, body.
+pub type Answer = (&'static str, &'static str, String);
+
+/// Handler of an extra route: given the request target (path and query),
+/// the answer. It runs while the connection holds one of the
+/// `MAX_CONNECTIONS` slots, so it must bound its own time.
+pub type Handler =
+    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>> + Send + Sync>;
+
 /// What the admin port serves.
 #[derive(Clone)]
 pub struct Admin {
@@ -56,15 +66,17 @@ pub struct Admin {
     /// Serves `/debug/pprof/profile?seconds=N` (a CPU flame graph, SVG)
     /// when set (`--profiling`).
     pub profiling: bool,
-    /// Bearer token required by `/metrics` and `/debug/pprof/*`; open
-    /// when `None`.
+    /// Bearer token required by `/metrics`, `/debug/pprof/*` and the extra
+    /// route; open when `None`.
     pub auth: Option<Arc<TokenFile>>,
+    /// GETs below this path prefix go to the handler.
+    pub route: Option<(&'static str, Handler)>,
 }
 
 impl Admin {
     /// An admin surface that is always ready.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, ready: Arc::new(|| true), refresh: None, profiling: false, auth: None }
+        Self { registry, ready: Arc::new(|| true), refresh: None, profiling: false, auth: None, route: None }
     }
 
     /// Requires `token` for `/metrics` and `/debug/pprof/*` (none: open).
@@ -76,7 +88,8 @@ impl Admin {
     /// True if `path` needs the token and `authorization` (the header's
     /// value) does not carry it.
     pub fn refuses(&self, path: &str, authorization: Option<&str>) -> bool {
-        let guarded = path == "/metrics" || path.starts_with("/debug/");
+        let routed = self.route.as_ref().is_some_and(|(prefix, _)| path.starts_with(prefix));
+        let guarded = path == "/metrics" || path.starts_with("/debug/") || routed;
         guarded && self.auth.as_ref().is_some_and(|t| !t.allows(authorization))
     }
 
@@ -89,6 +102,12 @@ impl Admin {
     /// Turns the CPU profile endpoint on or off.
     pub fn profiling(mut self, on: bool) -> Self {
         self.profiling = on;
+        self
+    }
+
+    /// Serves GETs below `prefix` (which ends with `/`) with `handler`.
+    pub fn route(mut self, prefix: &'static str, handler: Handler) -> Self {
+        self.route = Some((prefix, handler));
         self
     }
 
@@ -228,6 +247,12 @@ async fn handle(mut sock: TcpStream, admin: &Admin) -> std::io::Result<()> {
         ("401 Unauthorized", "text/plain", "a bearer token is required (Authorization: Bearer <token>)\n".to_string())
     } else if admin.profiling && target.split('?').next() == Some("/debug/pprof/profile") {
         admin.profile(target).await
+    } else if let Some((_, handler)) = admin.route.as_ref().filter(|(prefix, _)| path.starts_with(prefix)) {
+        if line.starts_with("GET ") || line.starts_with("HEAD ") {
+            handler(target.to_string()).await
+        } else {
+            ("405 Method Not Allowed", "text/plain", "only GET\n".into())
+        }
     } else {
         admin.respond(line)
     };
@@ -387,7 +412,8 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "t0ken\n").unwrap();
         let token = crate::admin_auth::TokenFile::open(&file).unwrap();
-        let admin = Admin::new(Arc::default()).profiling(true).auth(Some(token));
+        let echo: Handler = Arc::new(|target| Box::pin(async move { ("200 OK", "text/plain", target) }));
+        let admin = Admin::new(Arc::default()).profiling(true).auth(Some(token)).route("/extra/", echo);
         let shutdown = CancellationToken::new();
         let addr = serve("127.0.0.1:0", admin, shutdown.clone()).await.unwrap();
         let (s, head, _) = get_with(addr, "/metrics", &[]).await.unwrap();
@@ -401,6 +427,11 @@ mod tests {
         assert_eq!(get_with(addr, "/debug/pprof/profile?seconds=0", &auth).await.unwrap().0, 400);
         assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
         assert_eq!(get(addr, "/readyz").await.unwrap().0, 200);
+        // The extra route is guarded too, and gets the whole target.
+        assert_eq!(get_with(addr, "/extra/a?b=1", &[]).await.unwrap().0, 401);
+        let (s, _, body) = get_with(addr, "/extra/a?b=1", &auth).await.unwrap();
+        assert_eq!((s, body.as_str()), (200, "/extra/a?b=1"));
+        assert_eq!(get_with(addr, "/extrax", &auth).await.unwrap().0, 404);
         // Without a token the port stays open, as before.
         let open = serve("127.0.0.1:0", Admin::new(Arc::default()), shutdown.clone()).await.unwrap();
         assert_eq!(get(open, "/metrics").await.unwrap().0, 200);

@@ -867,8 +867,7 @@ async fn autoscale(
         desired: gc.spec.chunkservers.replicas,
         current: chunk_sts.spec.replicas.unwrap_or(0),
         ready: ready_of(Some(chunk_sts)),
-        // What planned drains owe is not lag: nothing is at risk.
-        lag_bytes: m.replication_backlog_bytes.saturating_sub(m.drain_backlog_bytes),
+        lag_bytes: crate::status::replication_lag(m),
         used_bytes: m.used_bytes,
         capacity_bytes: m.capacity_bytes,
         draining: st.drain.is_some(),

@@ -573,9 +573,14 @@ pub struct GfsClusterStatus {
     /// Chunks with fewer live replicas than their goal.
     #[serde(default)]
     pub under_replicated_chunks: i64,
-    /// Replication backlog in bytes (the replication lag).
+    /// Replication lag in bytes: chunks short of live replicas, not
+    /// counting copies that planned drains owe (nothing is at risk there).
+    /// What the autoscaler and KEDA's trigger read.
     #[serde(default)]
     pub replication_lag_bytes: i64,
+    /// Bytes that drains (a decommission, a scale-down) still have to copy.
+    #[serde(default)]
+    pub drain_backlog_bytes: i64,
     /// Total capacity of live chunkservers in bytes.
     #[serde(default)]
     pub capacity_bytes: i64,

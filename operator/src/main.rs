@@ -51,8 +51,10 @@ struct RunArgs {
     /// Requeue period of a healthy cluster, in seconds.
     #[arg(long, env = "GFS_OPERATOR_REQUEUE_SECONDS", default_value_t = 10)]
     requeue_seconds: u64,
-    /// Serve /metrics, /healthz and /readyz here (`--metrics-listen` is the
-    /// older name; `/health` stays an alias of `/healthz`).
+    /// Serve /metrics, /healthz, /readyz and the scaling figures
+    /// (/scaling/namespaces/NS/gfsclusters/NAME, for KEDA) here
+    /// (`--metrics-listen` is the older name; `/health` stays an alias of
+    /// `/healthz`).
     #[arg(long, alias = "metrics-listen", env = "GFS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     admin_listen: String,
     /// Serve a CPU profile (flame graph) at /debug/pprof/profile?seconds=N
@@ -99,8 +101,17 @@ async fn main() -> anyhow::Result<()> {
             let auth = a.admin_auth.open()?;
             let listener = tokio::net::TcpListener::bind(&a.admin_listen).await?;
             let ready = http::Readiness::default();
-            tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), a.profiling, auth, shutdown.clone()));
             let client = kube::Client::try_default().await?;
+            let scaling = http::Scaling { client: client.clone(), namespace: cfg.controller.namespace.clone() };
+            tokio::spawn(http::serve(
+                listener,
+                Arc::new(registry),
+                ready.clone(),
+                a.profiling,
+                auth,
+                Some(scaling),
+                shutdown.clone(),
+            ));
             gfs_operator::run_with_readiness(client, cfg, metrics, shutdown, ready).await
         }
     }

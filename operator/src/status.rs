@@ -76,6 +76,13 @@ fn cond(
     }
 }
 
+/// Bytes waiting for re-replication with a replica at risk: the master's
+/// backlog without what planned drains owe (a scale-down's own drain must
+/// never ask for a scale-up).
+pub fn replication_lag(m: &ClusterStatusResponse) -> u64 {
+    m.replication_backlog_bytes.saturating_sub(m.drain_backlog_bytes)
+}
+
 /// Returns the new status.
 pub fn build(o: &Observed<'_>, mut st: GfsClusterStatus, prev: &GfsClusterStatus, now: Timestamp) -> GfsClusterStatus {
     let spec = &o.gc.spec;
@@ -90,13 +97,15 @@ pub fn build(o: &Observed<'_>, mut st: GfsClusterStatus, prev: &GfsClusterStatus
     if let Some(m) = o.master {
         st.leader = Some(o.leader.to_string());
         st.under_replicated_chunks = m.under_replicated_chunks as i64;
-        st.replication_lag_bytes = m.replication_backlog_bytes as i64;
+        st.replication_lag_bytes = replication_lag(m) as i64;
+        st.drain_backlog_bytes = m.drain_backlog_bytes as i64;
         st.capacity_bytes = m.capacity_bytes as i64;
         st.used_bytes = m.used_bytes as i64;
     } else {
         // Keep the last known figures; Degraded says the master is unreachable.
         st.under_replicated_chunks = prev.under_replicated_chunks;
         st.replication_lag_bytes = prev.replication_lag_bytes;
+        st.drain_backlog_bytes = prev.drain_backlog_bytes;
         st.capacity_bytes = prev.capacity_bytes;
         st.used_bytes = prev.used_bytes;
     }

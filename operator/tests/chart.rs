@@ -141,10 +141,16 @@ async fn apply_all(admin: &Client, objs: &[Value], ns: &str) {
 }
 
 /// The test-only CRDs of the optional kinds (ServiceMonitor, PodMonitor,
-/// ScaledObject).
+/// PrometheusRule, ScaledObject, TriggerAuthentication).
 async fn fixture_crds(admin: &Client) {
     let mut objs = Vec::new();
-    for f in ["servicemonitor-crd.yaml", "podmonitor-crd.yaml", "prometheusrule-crd.yaml", "scaledobject-crd.yaml"] {
+    for f in [
+        "servicemonitor-crd.yaml",
+        "podmonitor-crd.yaml",
+        "prometheusrule-crd.yaml",
+        "scaledobject-crd.yaml",
+        "triggerauthentication-crd.yaml",
+    ] {
         let text = std::fs::read_to_string(repo_root().join("operator/tests/fixtures").join(f)).unwrap();
         objs.extend(docs(&text));
     }
@@ -177,6 +183,8 @@ fn schema_refuses_bad_values() {
         "nosuchkey=1",
         "image.pullPolicy=Sometimes",
         "keda.prometheus.threshold=lots",
+        "keda.threshold=lots",
+        "keda.source=graphite",
         "example.masters.replicas=2",
         "watchNamespace=Not_A_Namespace",
     ] {
@@ -242,6 +250,7 @@ async fn chart_applies_and_operator_runs_under_its_rbac() {
         "PodMonitor",
         "PrometheusRule",
         "ScaledObject",
+        "TriggerAuthentication",
         "NetworkPolicy",
         "GfsCluster",
         "ConfigMap",
@@ -471,8 +480,50 @@ fn alerts_read_served_metrics_and_the_pod_monitor_labels() {
 }
 
 #[test]
-fn keda_query_names_a_metric_the_master_serves() {
+fn keda_reads_the_lag_the_operator_serves_for_that_cluster() {
     let all = render("gfs", "gfs-ci", &["-f", ALL_ON]);
+    let so = find(&all, "ScaledObject")[0];
+    let trig = &so["spec"]["triggers"][0];
+    assert_eq!((trig["type"].as_str(), trig["metricType"].as_str()), (Some("metrics-api"), Some("Value")));
+    let url = trig["metadata"]["url"].as_str().unwrap();
+    // The operator's Service, on its port...
+    let svc = find(&all, "Service").into_iter().find(|s| s["metadata"]["name"] == "gfs-gfs-operator-metrics").unwrap();
+    let port = svc["spec"]["ports"][0]["port"].as_u64().unwrap();
+    let base = format!("http://gfs-gfs-operator-metrics.gfs-ci.svc:{port}");
+    let path = url.strip_prefix(&base).unwrap_or_else(|| panic!("{url} is not on {base}"));
+    // ...at a path the operator parses into the ScaledObject's target...
+    let target = so["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
+    let ns = so["metadata"]["namespace"].as_str().unwrap();
+    assert_eq!(gfs_operator::http::scaling_target(path), Ok((ns, target)));
+    // ...and a key its answer has.
+    let mut gc = GfsCluster::new(
+        target,
+        serde_json::from_value(serde_json::json!({
+            "masters": {"replicas": 1, "storage": {"size": "1Gi"}},
+            "chunkservers": {"replicas": 3, "storage": {"size": "1Gi"}},
+        }))
+        .unwrap(),
+    );
+    gc.status = Some(gfs_operator::crd::GfsClusterStatus {
+        observed_generation: Some(1),
+        replication_lag_bytes: 42,
+        ..Default::default()
+    });
+    let (_, _, body) = gfs_operator::http::scaling_answer(ns, target, Some(&gc));
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let key = trig["metadata"]["valueLocation"].as_str().unwrap();
+    assert_eq!(answer[key], 42, "{key} in {body}");
+    // With metricsAuth the trigger sends the operator's bearer token.
+    assert_eq!(trig["metadata"]["authMode"], "bearer");
+    let ta = find(&all, "TriggerAuthentication")[0];
+    assert_eq!(ta["metadata"]["name"], trig["authenticationRef"]["name"]);
+    assert_eq!(ta["spec"]["secretTargetRef"][0]["parameter"], "token");
+    assert_eq!(ta["spec"]["secretTargetRef"][0]["name"], "gfs-metrics-token");
+}
+
+#[test]
+fn keda_query_names_a_metric_the_master_serves() {
+    let all = render("gfs", "gfs-ci", &["-f", ALL_ON, "--set", "keda.source=prometheus"]);
     let so = find(&all, "ScaledObject")[0];
     let trig = &so["spec"]["triggers"][0];
     assert_eq!(trig["type"], "prometheus");
