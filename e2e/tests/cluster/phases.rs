@@ -539,6 +539,157 @@ pub fn partition_node(k: &Kube, data: &Data) -> Result<()> {
     Ok(())
 }
 
+/// The chart's values that turn the ScaledObject on for this suite: KEDA
+/// reads the lag from the operator (the default source) every 5 s; one
+/// MiB of lag asks for a chunkserver more, up to 5; 60 s of no lag gives
+/// one back (through a drain).
+const KEDA_VALUES: &[&str] = &[
+    "keda.enabled=true",
+    "keda.clusterName=demo",
+    "keda.clusterNamespace=gfs",
+    "keda.minReplicas=4",
+    "keda.maxReplicas=5",
+    "keda.pollingInterval=5",
+    "keda.cooldownPeriod=30",
+    "keda.threshold=1048576",
+    "keda.scaleDownStabilizationSeconds=60",
+];
+
+fn helm_upgrade(k: &Kube, set: &[&str]) -> Result<()> {
+    let chart = repo().join("charts/gfs-operator");
+    let mut args = vec!["upgrade", "gfs-operator", chart.to_str().expect("utf-8 path"), "-n", OP_NS, "--reuse-values"];
+    for v in set {
+        args.extend(["--set", v]);
+    }
+    args.extend(["--wait", "--timeout", "180s"]);
+    k.helm(&args)?;
+    Ok(())
+}
+
+fn desired_chunkservers(k: &Kube) -> Result<i64> {
+    k.json(&["-n", NS, "get", "gfsc", CLUSTER])?["spec"]["chunkservers"]["replicas"]
+        .as_i64()
+        .context("no spec.chunkservers.replicas")
+}
+
+fn sts_replicas(k: &Kube) -> Result<i64> {
+    let sts = k.json(&["-n", NS, "get", "statefulset", &format!("{CLUSTER}-chunkserver")])?;
+    sts["spec"]["replicas"].as_i64().context("chunkserver StatefulSet without spec.replicas")
+}
+
+/// The master's view of the chunkserver at pod `pod` (the live one, or
+/// the last one listed).
+fn server_at(st: &Value, pod: &str) -> Option<Value> {
+    let at: Vec<&Value> =
+        st["servers"].as_array()?.iter().filter(|s| pod_of(s["address"].as_str().unwrap_or_default()) == pod).collect();
+    at.iter().find(|s| s["alive"] == true).or(at.last()).map(|s| (*s).clone())
+}
+
+/// Step 6: the chart's ScaledObject, read by the real KEDA. A file whose
+/// replication is raised to 5 on 4 chunkservers is lag that only a fifth
+/// chunkserver can clear: KEDA scales up; once the fifth replicas exist
+/// and the goal is back at 3, KEDA scales down, and the operator drains
+/// the fifth chunkserver before its StatefulSet shrinks, while the drain's
+/// own copies never count as lag (no scale-up in the middle of it).
+pub fn keda_scaling(k: &Kube, data: &Data) -> Result<()> {
+    helm_upgrade(k, KEDA_VALUES)?;
+    let so = format!("{CLUSTER}-chunkservers");
+    wait_for("the ScaledObject Ready (KEDA reads the operator's lag)", Duration::from_secs(120), || {
+        let obj = k.json(&["-n", NS, "get", "scaledobject", &so])?;
+        Ok(condition(&obj, "Ready").is_some_and(|c| c["status"] == "True").then_some(()))
+    })?;
+    ensure!(desired_chunkservers(k)? == 4, "KEDA changed the count with no lag");
+    let fifth = format!("{CLUSTER}-chunkserver-4");
+
+    // Lag that 4 chunkservers cannot clear.
+    let t = Instant::now();
+    k.sh(NS, CLIENT, "gfs setrep --allow-under-replicated 5 /e2e/big")?;
+    wait_for("KEDA to ask for a fifth chunkserver", Duration::from_secs(180), || {
+        Ok((desired_chunkservers(k)? == 5).then_some(()))
+    })?;
+    eprintln!("lag of 200 MiB: KEDA set 5 chunkservers after {:.1} s", t.elapsed().as_secs_f64());
+    wait_for("5 replicas of every chunk, one on the new chunkserver", Duration::from_secs(300), || {
+        Ok(replicas_ok(k, "/e2e/big", 5)?.filter(|sets| sets.iter().all(|p| p.contains(&fifth))))
+    })?;
+    eprintln!("5 replicas {:.1} s after the lag appeared", t.elapsed().as_secs_f64());
+
+    // Back to 3; new data lands on the emptiest server, the new one, so
+    // that its drain has something to copy.
+    k.sh(NS, CLIENT, "gfs setrep -w 3 /e2e/big")?;
+    let mut more = Vec::new();
+    for i in 0..3 {
+        let f = format!("/e2e/more-{i}");
+        let out = k.sh(
+            NS,
+            CLIENT,
+            &format!("head -c 67108864 /dev/urandom > /work/m && gfs put /work/m {f} && sha256sum /work/m"),
+        )?;
+        more.push((f, out.split_whitespace().next().unwrap_or_default().to_string()));
+        let held = server_at(&status(k)?, &fifth).and_then(|s| s["chunk_count"].as_u64()).unwrap_or(0);
+        if held > 0 {
+            eprintln!("{fifth} holds {held} chunk(s) before the scale-down");
+            break;
+        }
+    }
+    let fifth_id = server_at(&status(k)?, &fifth).and_then(|s| s["id"].as_str().map(str::to_string));
+    let fifth_id = fifth_id.context("the fifth chunkserver is not registered")?;
+
+    // KEDA lowers the count; the StatefulSet keeps the pod until the
+    // master has copied everything off it, and nothing scales back up.
+    let t = Instant::now();
+    wait_for("KEDA to give the fifth chunkserver back", Duration::from_secs(300), || {
+        Ok((desired_chunkservers(k)? == 4).then_some(()))
+    })?;
+    eprintln!("no lag: KEDA set 4 chunkservers after {:.1} s", t.elapsed().as_secs_f64());
+    // (wait_for retries errors: a broken rule is recorded and ends the wait.)
+    let (mut drain_seen, mut held_while_draining, mut broken) = (false, 0u64, None::<String>);
+    wait_for("the StatefulSet at 4 after the drain", Duration::from_secs(300), || {
+        if desired_chunkservers(k)? != 4 {
+            broken = Some("the count went back up during the drain".into());
+            return Ok(Some(()));
+        }
+        let gc = k.json(&["-n", NS, "get", "gfsc", CLUSTER])?;
+        let st = status(k)?;
+        if gc["status"]["drain"]["ordinal"] == 4 {
+            drain_seen = true;
+            let held = server_at(&st, &fifth).and_then(|s| s["chunk_count"].as_u64()).unwrap_or(0);
+            held_while_draining = held_while_draining.max(held);
+        }
+        if sts_replicas(k)? > 4 {
+            return Ok(None);
+        }
+        // Shrunk: only after the master called the server drained.
+        let state = st["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == fifth_id.as_str())
+            .map(|s| s["state"].as_str().unwrap_or_default().to_string());
+        if state.as_deref() != Some("decommissioned") {
+            broken = Some(format!("the StatefulSet shrank while {fifth} ({fifth_id}) was {state:?}"));
+        }
+        Ok(Some(()))
+    })?;
+    if let Some(b) = broken {
+        anyhow::bail!(b);
+    }
+    ensure!(drain_seen, "the scale-down never drained {fifth} (status.drain not seen)");
+    eprintln!(
+        "{fifth} drained ({held_while_draining} chunk(s) on it during the drain) and removed {:.1} s after KEDA's scale-down",
+        t.elapsed().as_secs_f64()
+    );
+    ensure!(desired_chunkservers(k)? == 4, "the count went back up after the drain");
+    ready_pods(k, "chunkserver", 4, Duration::from_secs(120))?;
+    full_replication(k)?;
+    ensure!(sha_of(k, "/e2e/big")? == *data.big_sum.borrow(), "/e2e/big changed");
+    for (f, sum) in &more {
+        ensure!(sha_of(k, f)? == *sum, "{f} changed");
+    }
+    // KEDA off again: the later steps own the count.
+    helm_upgrade(k, &["keda.enabled=false"])?;
+    Ok(())
+}
+
 /// GfsCluster delete (finalizer; PVCs kept by the default whenDeleted:
 /// Retain), then `helm uninstall` (the CRD stays: resource-policy keep).
 pub fn uninstall(k: &Kube) -> Result<()> {
@@ -550,7 +701,8 @@ pub fn uninstall(k: &Kube) -> Result<()> {
         Ok((sts == 0 && pods == 0).then_some(()))
     })?;
     let kept = items(&k.json(&["-n", NS, "get", "pvc"])?).len();
-    ensure!(kept == pvcs && kept == 7, "{kept} of {pvcs} PVCs kept (whenDeleted: Retain keeps all 7)");
+    // 7, and the one a scale-down retired (whenScaled: Retain) if step 6 ran.
+    ensure!(kept == pvcs && kept >= 7, "{kept} of {pvcs} PVCs kept (whenDeleted: Retain keeps them all)");
     k.helm(&["uninstall", "gfs-operator", "-n", OP_NS, "--wait"])?;
     // Helm waits for the Deployment; its pods take their grace period.
     wait_for("the operator's pods gone after helm uninstall", Duration::from_secs(120), || {
