@@ -420,24 +420,20 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await;
     }
-    let m_plan = plan_rollout(
-        &gc,
-        &ctx,
-        cur_master.as_ref(),
-        &render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: 0 }),
-        m_replicas,
-        Some(0),
-        &mut notes,
-        Component::Master,
-    )
-    .await;
-    let mut want = render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: m_plan });
+    // OnDelete: the partition is unused; `rollout::roll_masters` restarts them.
+    let mut want = render::master_sts(&gc, StsPlan { replicas: m_replicas, partition: 0 });
     render::keep_claim_templates(&mut want, cur_master.as_ref());
     let master_sts = faults
         .run(format!("apply StatefulSet {}", want.name_any()), ssa(client, &ns, &want))
         .await
         .or_else(|| cur_master.clone())
         .unwrap_or_default();
+    faults
+        .run(
+            format!("roll StatefulSet {}", want.name_any()),
+            crate::rollout::roll_masters(&gc, &ctx, Some(&master_sts), master.as_ref(), &mut notes),
+        )
+        .await;
 
     if cur_chunk.is_none() && chunk_sts.metadata.uid.is_some() {
         ctx.event(

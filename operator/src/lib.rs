@@ -18,6 +18,7 @@ pub mod nodeloss;
 pub mod pki;
 pub mod podsec;
 pub mod render;
+pub mod rollout;
 pub mod scaling;
 pub mod status;
 pub mod storage;

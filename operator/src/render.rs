@@ -526,12 +526,19 @@ fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: Persiste
             // Masters join one at a time (pod 0 founds the group); chunkservers
             // are independent, so a stuck one never holds back the others.
             pod_management_policy: Some(if c == Component::Master { "OrderedReady" } else { "Parallel" }.into()),
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    partition: Some(plan.partition),
-                    ..Default::default()
-                }),
+            // Masters: the operator restarts them itself, the leader last
+            // (`rollout.rs`). Chunkservers: one at a time from the highest
+            // ordinal, each step gated by the operator (the partition).
+            update_strategy: Some(if c == Component::Master {
+                StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }
+            } else {
+                StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                        partition: Some(plan.partition),
+                        ..Default::default()
+                    }),
+                }
             }),
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: Some(r.when_deleted.as_str().into()),

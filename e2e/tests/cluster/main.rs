@@ -64,6 +64,11 @@ fn gfs_on_a_real_cluster() {
     if on("6") {
         step("6. KEDA scales chunkservers up on lag and back down through a drain", || phases::keda_scaling(&k, &data));
     }
+    if on("7") {
+        step("7. a new image tag rolls masters (leader last) and chunkservers; every read succeeds", || {
+            phases::rolling_upgrade(&k, &data)
+        });
+    }
     // GFS_CLUSTER_KEEP=1 leaves the cluster as step 5 left it, to look at.
     if std::env::var_os("GFS_CLUSTER_KEEP").is_none() && on("8") {
         step("8. GfsCluster delete keeps the PVCs (Retain); helm uninstall removes the operator", || {

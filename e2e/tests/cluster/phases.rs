@@ -641,6 +641,7 @@ pub fn keda_scaling(k: &Kube, data: &Data) -> Result<()> {
         Ok((desired_chunkservers(k)? == 4).then_some(()))
     })?;
     eprintln!("no lag: KEDA set 4 chunkservers after {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
     // (wait_for retries errors: a broken rule is recorded and ends the wait.)
     let (mut drain_seen, mut held_while_draining, mut broken) = (false, 0u64, None::<String>);
     wait_for("the StatefulSet at 4 after the drain", Duration::from_secs(300), || {
@@ -687,6 +688,100 @@ pub fn keda_scaling(k: &Kube, data: &Data) -> Result<()> {
     }
     // KEDA off again: the later steps own the count.
     helm_upgrade(k, &["keda.enabled=false"])?;
+    Ok(())
+}
+
+/// The reader loop of step 7: `gfs cat` of /e2e/big, one line per read
+/// (its sha256, or FAIL with the exit status), until /work/stop exists.
+const READER: &str = "rm -f /work/stop /work/reads /work/reads.err; \
+    setsid sh -c 'set -o pipefail; while [ ! -f /work/stop ]; do \
+      if s=$(gfs cat /e2e/big 2>>/work/reads.err | sha256sum); then echo \"${s%% *}\" >> /work/reads; \
+      else echo \"FAIL $?\" >> /work/reads; fi; done; echo done >> /work/reads' </dev/null >/dev/null 2>&1 &";
+
+/// Image tag step 7 rolls to.
+const NEXT_TAG: &str = "dev-next";
+
+fn image_of(pod: &Value) -> String {
+    pod["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string()
+}
+
+/// Step 7: a new image tag for masters and chunkservers. The operator
+/// restarts the masters one at a time, followers first and the leader
+/// last, and lets the chunkservers' StatefulSet update one pod at a time;
+/// a reader loop in the client pod sees every read succeed, byte-equal.
+pub fn rolling_upgrade(k: &Kube, data: &Data) -> Result<()> {
+    for image in ["gfs-master", "gfs-chunkserver"] {
+        k.cluster(&["tag", &format!("localhost/{image}:dev"), &format!("localhost/{image}:{NEXT_TAG}")])?;
+    }
+    k.sh(NS, CLIENT, READER)?;
+    wait_for("the reader's first read", Duration::from_secs(60), || {
+        Ok(k.sh(NS, CLIENT, "cat /work/reads 2>/dev/null || true")?.lines().next().map(str::to_string))
+    })?;
+    let t = Instant::now();
+    let patch = format!(
+        r#"{{"spec":{{"images":{{"master":"localhost/gfs-master:{NEXT_TAG}","chunkserver":"localhost/gfs-chunkserver:{NEXT_TAG}"}}}}}}"#
+    );
+    k.kubectl(&["-n", NS, "patch", "gfsc", CLUSTER, "--type", "merge", "-p", &patch])?;
+    let next = |p: &Value| image_of(p).ends_with(&format!(":{NEXT_TAG}"));
+    // Watch the masters: which pod goes, whether it led, and how many of
+    // the others already ran the new tag; never two masters down at once.
+    let mut uids: std::collections::BTreeMap<String, String> = Default::default();
+    let mut leader = String::new();
+    let mut restarts: Vec<(String, bool, usize)> = Vec::new();
+    let (mut min_masters, mut min_chunkservers) = (3usize, 4usize);
+    wait_for("every master and chunkserver on the new tag, Ready", Duration::from_secs(600), || {
+        let masters = component_pods(k, "master")?;
+        let chunkservers = component_pods(k, "chunkserver")?;
+        let up = |pods: &[Value]| {
+            pods.iter().filter(|p| pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null()).count()
+        };
+        min_masters = min_masters.min(up(&masters));
+        min_chunkservers = min_chunkservers.min(up(&chunkservers));
+        for p in &masters {
+            let (pod, uid) = (name(p), p["metadata"]["uid"].as_str().unwrap_or_default().to_string());
+            let gone = p["metadata"]["deletionTimestamp"].is_string();
+            if (gone || uids.get(&pod).is_some_and(|u| *u != uid)) && !restarts.iter().any(|(r, ..)| *r == pod) {
+                let others_new = masters.iter().filter(|o| name(o) != pod && next(o)).count();
+                restarts.push((pod.clone(), pod == leader, others_new));
+            }
+            uids.entry(pod).or_insert(uid);
+        }
+        if let Ok(st) = status(k)
+            && let Some(l) = leader_pod(&st)
+        {
+            leader = l;
+        }
+        let done = |pods: &[Value], n: usize| pods.len() == n && pods.iter().all(|p| next(p) && pod_ready(p));
+        Ok((done(&masters, 3) && done(&chunkservers, 4)).then_some(()))
+    })?;
+    eprintln!(
+        "rolled to :{NEXT_TAG} in {:.1} s; master restarts (pod, led, others on the new tag): {restarts:?}",
+        t.elapsed().as_secs_f64()
+    );
+    ensure!(min_masters >= 2, "{} masters Ready at one point (the rollout took more than one down)", min_masters);
+    ensure!(min_chunkservers >= 3, "{} chunkservers Ready at one point (more than one down)", min_chunkservers);
+    let last = restarts.last().context("no master was restarted")?;
+    ensure!(restarts.len() == 3, "master restarts seen: {restarts:?}");
+    ensure!(last.1 && last.2 == 2, "the leader was not restarted last, after both followers: {restarts:?}");
+    ensure!(restarts[..2].iter().all(|r| !r.1), "a leader went before the followers: {restarts:?}");
+    // The reader stops; every read it made succeeded and read the same bytes.
+    k.sh(NS, CLIENT, "touch /work/stop")?;
+    let reads = wait_for("the reader to stop", Duration::from_secs(60), || {
+        let r = k.sh(NS, CLIENT, "cat /work/reads")?;
+        Ok(r.lines().last().is_some_and(|l| l == "done").then_some(r))
+    })?;
+    let reads: Vec<&str> = reads.lines().filter(|l| *l != "done").collect();
+    let failed = reads.iter().filter(|l| **l != data.big_sum.borrow().as_str()).count();
+    let errors = k.sh(NS, CLIENT, "tail -n 5 /work/reads.err")?;
+    eprintln!("{} reads of /e2e/big during the rollout, {failed} failed or differed", reads.len());
+    ensure!(failed == 0, "{failed} of {} reads failed or differed; last errors:\n{errors}", reads.len());
+    // The loop reads back to back from before the patch until after the
+    // last pod is Ready: some read was in flight at every moment.
+    ensure!(reads.len() >= 3, "only {} reads during the rollout", reads.len());
+    let st = status(k)?;
+    let up = st["masters"].as_array().map(|m| m.iter().filter(|m| m["reachable"] == true).count());
+    ensure!(up == Some(3) && leader_pod(&st).is_some(), "masters after the rollout: {}", st["masters"]);
+    full_replication(k)?;
     Ok(())
 }
 
