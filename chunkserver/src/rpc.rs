@@ -15,6 +15,9 @@ use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::*;
 use tonic::transport::Channel;
 
+/// Longest TCP + TLS connect to a master or peer (as the client library's).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Client side of every RPC this chunkserver makes.
 #[derive(Clone)]
 pub struct Rpc {
@@ -34,8 +37,12 @@ impl Rpc {
     /// Returns an RPC helper with per-call `timeout`, talking to the leader
     /// of `masters`.
     pub fn new(masters: MasterSet, timeout: Duration, security: &Security) -> Self {
-        // One pool dials both the masters and peer chunkservers.
-        let pool = ChannelPool::new(256, timeout, security, &[Role::Master, Role::Chunkserver]);
+        // One pool dials both the masters and peer chunkservers. A connect
+        // is bounded apart from the call: a master pod recreated with a new
+        // address leaves its old one silent (SYNs unanswered), and a
+        // heartbeat must not wait the whole call deadline on it before the
+        // name is resolved again.
+        let pool = ChannelPool::new(256, timeout.min(CONNECT_TIMEOUT), security, &[Role::Master, Role::Chunkserver]);
         Self { pool, masters, timeout }
     }
 

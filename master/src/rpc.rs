@@ -22,7 +22,10 @@ pub struct ChunkRpc {
 impl ChunkRpc {
     /// Builds the helper; every call carries `timeout` as deadline.
     pub fn new(timeout: Duration, security: &Security) -> Self {
-        ChunkRpc { pool: ChannelPool::new(4096, timeout, security, &[Role::Chunkserver]), timeout }
+        // A connect is bounded apart from the call (a chunkserver pod
+        // recreated elsewhere leaves its old address silent).
+        let connect = timeout.min(Duration::from_secs(2));
+        ChunkRpc { pool: ChannelPool::new(4096, connect, security, &[Role::Chunkserver]), timeout }
     }
 
     /// Sends `GrantLease` to the chunkserver at `addr`.
