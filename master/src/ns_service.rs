@@ -249,6 +249,35 @@ impl Service {
         Ok((info, locs))
     }
 
+    /// The shape of chmod, chown and setrep: under the path's locks, a
+    /// retried call gets its first outcome; otherwise `decide` checks the
+    /// caller and returns the change to log, with what to log about it
+    /// (`None`: nothing to change). Answers the entry's info.
+    async fn set_attr(
+        &self,
+        path: &str,
+        call: Option<&CallId>,
+        who: &Requester,
+        decide: impl FnOnce() -> Result<Option<(SetAttrOp, String)>>,
+    ) -> Result<FileInfo> {
+        let (r, w) = for_mutation(path);
+        let _g = self.shared.locks.lock(&r, &w).await;
+        let replay = self.shared.meta().retries.outcome(call);
+        match replay {
+            Some(done) => done?,
+            None => {
+                if let Some((op, what)) = decide()? {
+                    self.shared.commit_call(call, vec![Op::SetAttr(op)]).await?;
+                    info!(path = %gfs_common::path::quote(path), user = %who.user, "{what}");
+                }
+            }
+        }
+        let meta = self.shared.meta();
+        meta.ns.allow_lookup(who, path)?;
+        let node = meta.ns.lookup(path)?;
+        Ok(meta.file_info(path, node))
+    }
+
     /// chmod: the owner or a superuser sets the mode (at most 0o1777).
     pub(crate) async fn do_set_permission(
         &self,
@@ -257,27 +286,16 @@ impl Service {
     ) -> Result<SetPermissionResponse> {
         let path = normalize(&req.path)?;
         check_mode(req.mode)?;
-        let (r, w) = for_mutation(&path);
-        let _g = self.shared.locks.lock(&r, &w).await;
-        let replay = self.shared.meta().retries.outcome(req.call.as_ref());
-        match replay {
-            Some(done) => done?,
-            None => {
-                {
-                    let meta = self.shared.meta();
-                    meta.ns.allow_chmod(who, &path)?;
-                    meta.ns.lookup(&path)?;
-                }
+        let info = self
+            .set_attr(&path, req.call.as_ref(), who, || {
+                let meta = self.shared.meta();
+                meta.ns.allow_chmod(who, &path)?;
+                meta.ns.lookup(&path)?;
                 let op = SetAttrOp { path: path.clone(), mode: Some(req.mode), ..Default::default() };
-                self.shared.commit_call(req.call.as_ref(), vec![Op::SetAttr(op)]).await?;
-                let quoted = gfs_common::path::quote(&path);
-                info!(path = %quoted, user = %who.user, mode = req.mode, "permission set");
-            }
-        }
-        let meta = self.shared.meta();
-        meta.ns.allow_lookup(who, &path)?;
-        let node = meta.ns.lookup(&path)?;
-        Ok(SetPermissionResponse { info: Some(meta.file_info(&path, node)) })
+                Ok(Some((op, format!("permission set to {:o}", req.mode))))
+            })
+            .await?;
+        Ok(SetPermissionResponse { info: Some(info) })
     }
 
     /// setrep: WRITE on the file (HDFS's setReplication) sets its
@@ -289,19 +307,13 @@ impl Service {
         who: &Requester,
     ) -> Result<SetReplicationResponse> {
         let path = normalize(&req.path)?;
-        if !(1..=MAX_REPLICATION).contains(&req.replication) {
-            return Err(Error::InvalidArgument(format!(
-                "replication {} is outside 1..={MAX_REPLICATION}",
-                req.replication
-            )));
+        let to = req.replication;
+        if !(1..=MAX_REPLICATION).contains(&to) {
+            return Err(Error::InvalidArgument(format!("replication {to} is outside 1..={MAX_REPLICATION}")));
         }
-        let (r, w) = for_mutation(&path);
-        let _g = self.shared.locks.lock(&r, &w).await;
-        let replay = self.shared.meta().retries.outcome(req.call.as_ref());
-        match replay {
-            Some(done) => done?,
-            None => {
-                let old = {
+        let info = self
+            .set_attr(&path, req.call.as_ref(), who, || {
+                let from = {
                     let meta = self.shared.meta();
                     meta.ns.allow_access(who, &path, WRITE)?;
                     match meta.ns.lookup(&path)? {
@@ -314,21 +326,14 @@ impl Service {
                         }
                     }
                 };
-                if req.replication > old && !req.allow_under_replicated {
-                    check_replication(&self.shared, req.replication)?;
+                if to > from && !req.allow_under_replicated {
+                    check_replication(&self.shared, to)?;
                 }
-                if req.replication != old {
-                    let op = SetAttrOp { path: path.clone(), replication: Some(req.replication), ..Default::default() };
-                    self.shared.commit_call(req.call.as_ref(), vec![Op::SetAttr(op)]).await?;
-                }
-                let quoted = gfs_common::path::quote(&path);
-                info!(path = %quoted, user = %who.user, from = old, to = req.replication, "replication set");
-            }
-        }
-        let meta = self.shared.meta();
-        meta.ns.allow_lookup(who, &path)?;
-        let node = meta.ns.lookup(&path)?;
-        Ok(SetReplicationResponse { info: Some(meta.file_info(&path, node)) })
+                let op = SetAttrOp { path: path.clone(), replication: Some(to), ..Default::default() };
+                Ok((to != from).then(|| (op, format!("replication set from {from} to {to}"))))
+            })
+            .await?;
+        Ok(SetReplicationResponse { info: Some(info) })
     }
 
     /// chown: a superuser sets the owner and/or group; the owner may set
@@ -347,36 +352,25 @@ impl Service {
                 return Err(Error::InvalidArgument(gfs_common::auth::bad_name(what, n)));
             }
         }
-        let (r, w) = for_mutation(&path);
-        let _g = self.shared.locks.lock(&r, &w).await;
-        let replay = self.shared.meta().retries.outcome(req.call.as_ref());
-        match replay {
-            Some(done) => done?,
-            None => {
-                {
-                    let meta = self.shared.meta();
-                    meta.ns.allow_lookup(who, &path)?;
-                    let node = meta.ns.lookup(&path)?;
-                    check_set_owner(node.perm(), &meta.ns.names().who(who), meta.ns.names(), owner, group)?;
-                    let new: Vec<&str> = owner.into_iter().chain(group).collect();
-                    meta.ns.names().check_room_for(&new)?;
-                }
+        let info = self
+            .set_attr(&path, req.call.as_ref(), who, || {
+                let meta = self.shared.meta();
+                meta.ns.allow_lookup(who, &path)?;
+                let node = meta.ns.lookup(&path)?;
+                check_set_owner(node.perm(), &meta.ns.names().who(who), meta.ns.names(), owner, group)?;
+                let new: Vec<&str> = owner.into_iter().chain(group).collect();
+                meta.ns.names().check_room_for(&new)?;
                 let op = SetAttrOp {
                     path: path.clone(),
                     mode: None,
                     owner: req.owner.clone(),
-                    group: req.group,
+                    group: req.group.clone(),
                     replication: None,
                 };
-                self.shared.commit_call(req.call.as_ref(), vec![Op::SetAttr(op)]).await?;
-                let quoted = gfs_common::path::quote(&path);
-                info!(path = %quoted, user = %who.user, owner = %req.owner, "owner set");
-            }
-        }
-        let meta = self.shared.meta();
-        meta.ns.allow_lookup(who, &path)?;
-        let node = meta.ns.lookup(&path)?;
-        Ok(SetOwnerResponse { info: Some(meta.file_info(&path, node)) })
+                Ok(Some((op, format!("owner set to {}:{}", req.owner, req.group))))
+            })
+            .await?;
+        Ok(SetOwnerResponse { info: Some(info) })
     }
 
     /// A writer's hint of a chunk's new length. Only a chunk under a lease
