@@ -147,6 +147,10 @@ impl MasterHandle {
 /// range.
 pub const HANDLE_EPOCH_SHIFT: u32 = 40;
 
+/// Added to a restarted member's election grace: how long the leader may
+/// spend on a connect to the member's old address before it dials again.
+const CONNECT_GRACE_MS: u64 = 2_000;
+
 /// Validates the config, recovers state, starts Raft, binds and serves
 /// until `shutdown` is cancelled. With `admin_listen` set, also serves
 /// `/metrics`, `/healthz` and `/readyz` there.
@@ -263,6 +267,25 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     if single {
         // A group of one need not wait for an election timeout.
         let _ = raft.trigger().elect().await;
+    }
+    // A member of a running group that restarts (a pod recreated with a new
+    // address, a crash) first gives the leader time to find it: until the
+    // leader's connection to its old address times out and its name is
+    // resolved again, it hears nothing, and campaigning after one election
+    // timeout would depose a healthy leader (seen on Kubernetes: every
+    // follower restart of a rollout forced an election). If no leader
+    // shows up within the grace, it campaigns as usual.
+    if initialized && !single && !join {
+        let grace = Duration::from_millis(r.heartbeat_ms.saturating_mul(4).saturating_add(CONNECT_GRACE_MS));
+        raft.runtime_config().elect(false);
+        let (raft, shutdown) = (raft.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(grace) => raft.runtime_config().elect(true),
+            }
+        });
+        info!(grace_ms = grace.as_millis() as u64, "restarted group member: no campaign before the grace ends");
     }
     // A stopping master stops heartbeating and campaigning at once: while it
     // finishes its in-flight requests, its followers stop hearing from it
