@@ -666,6 +666,7 @@ impl Client {
         let mut attempts = 0u32;
         // Leader-seeking failures: when the first one happened, how many.
         let mut seeking_since: Option<Instant> = None;
+        let mut unavailable_since: Option<Instant> = None;
         let mut seeks = 0usize;
         let mut hops = 0usize;
         let mut tried: Vec<String> = Vec::new();
@@ -717,6 +718,19 @@ impl Client {
                 let delay = seek_backoff.next_delay();
                 tokio::time::sleep(if remaining.is_zero() { delay } else { delay.min(remaining) }).await;
                 continue;
+            }
+            // A master that answers "not now" (a new leader collecting chunk
+            // reports, a chunk no chunkserver has reported to it yet) is the
+            // tail of a failover: wait it out like an election, within
+            // `failover_timeout`, however many attempts that takes.
+            if matches!(err, Error::Unavailable(_)) {
+                let since = *unavailable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < cfg.failover_timeout {
+                    tracing::debug!(error = %err, "master not ready to answer, retrying");
+                    let delay = backoff.next_delay();
+                    tokio::time::sleep(delay.min(cfg.failover_timeout.saturating_sub(since.elapsed()))).await;
+                    continue;
+                }
             }
             attempts += 1;
             if !err.is_retryable() || attempts >= cfg.max_attempts {

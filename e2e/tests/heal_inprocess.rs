@@ -236,3 +236,36 @@ async fn setrep_adds_and_drops_replicas_and_refuses_what_cannot_be_held() {
     assert!(err.contains("/nope"), "{err}");
     assert!(c.read_all("/r").await.unwrap() == d, "nothing lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_master_never_answers_a_read_with_a_short_size() {
+    let mut cluster = Cluster::start(opts(3)).await.unwrap();
+    let c = cluster.client();
+    let d = data(11, (2 * CHUNK + 500) as usize);
+    c.create("/s", None).await.unwrap();
+    c.write_at("/s", 0, &d).await.unwrap();
+    // Chunk lengths are soft state: a restarted master learns them from
+    // reports, and here no chunkserver is there to report.
+    for i in 0..3 {
+        cluster.stop_chunkserver(i).await.unwrap();
+    }
+    cluster.restart_master().await.unwrap();
+    // Past the warm-up (1 s here), the read is refused, not served short.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let mut cfg = gfs_client::ClientConfig::new(cluster.master_addr());
+    cfg.failover_timeout = std::time::Duration::from_secs(2);
+    let impatient = Client::new(cfg).unwrap();
+    let err = impatient.read_all("/s").await.expect_err("a read with unknown chunk lengths");
+    assert!(err.to_string().contains("has no live replica known to this master"), "{err}");
+    // Metadata still answers.
+    assert_eq!(c.stat("/s").await.unwrap().chunks.len(), 3);
+    // A reader that started before the chunkservers came back waits for
+    // them (within the client's failover timeout) and gets every byte.
+    let reader = tokio::spawn(async move { c.read_all("/s").await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for i in 0..3 {
+        cluster.start_chunkserver(i).await.unwrap();
+    }
+    let back = reader.await.unwrap().expect("read after the reports");
+    assert!(back == d, "read {} bytes, wrote {}", back.len(), d.len());
+}

@@ -222,6 +222,18 @@ impl Service {
         if warming && !meta.reported(node) {
             return Err(warming_up(&path));
         }
+        // A read needs the file's size, the sum of its chunks' lengths,
+        // which only replicas report: with a chunk no live replica has
+        // reported (all its holders down, or not registered yet with a new
+        // leader past its warm-up) the size here is short, and a reader
+        // would take a short file for the whole one. Refuse instead.
+        if file_only && let Some((index, handle)) = meta.unreported(node) {
+            return Err(Error::Unavailable(format!(
+                "{}: chunk {index} ({handle:#x}) has no live replica known to this master, so the file's size \
+                 is not known; retry once a chunkserver holding it reports",
+                gfs_common::path::quote(&path)
+            )));
+        }
         let info = meta.file_info(&path, node);
         let mut locs: Vec<ChunkLocation> = match node {
             Node::File(f) => {

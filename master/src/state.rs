@@ -301,9 +301,20 @@ impl Meta {
     /// True when every chunk of `node` (a file) has a reported replica;
     /// always for directories.
     pub fn reported(&self, node: &Node) -> bool {
+        self.unreported(node).is_none()
+    }
+
+    /// The first chunk of `node` (a file) that no live replica has
+    /// reported, as (index, handle): its length is not known here.
+    pub fn unreported(&self, node: &Node) -> Option<(usize, u64)> {
         match node {
-            Node::File(f) => f.chunks.iter().all(|h| self.chunks.get(*h).is_none_or(|c| !c.replicas.is_empty())),
-            Node::Dir { .. } => true,
+            Node::File(f) => f
+                .chunks
+                .iter()
+                .enumerate()
+                .find(|(_, h)| self.chunks.get(**h).is_some_and(|c| c.replicas.is_empty()))
+                .map(|(i, h)| (i, *h)),
+            Node::Dir { .. } => None,
         }
     }
 
