@@ -717,6 +717,14 @@ pub fn rolling_upgrade(k: &Kube, data: &Data) -> Result<()> {
     wait_for("the reader's first read", Duration::from_secs(60), || {
         Ok(k.sh(NS, CLIENT, "cat /work/reads 2>/dev/null || true")?.lines().next().map(str::to_string))
     })?;
+    // Before the patch: who leads, and each master's pod uid.
+    let mut leader = leader_pod(&status(k)?).context("no leader before the rollout")?;
+    let mut uids: std::collections::BTreeMap<String, String> = Default::default();
+    let mut seen_with: std::collections::BTreeMap<String, String> = Default::default();
+    for p in component_pods(k, "master")? {
+        uids.insert(name(&p), p["metadata"]["uid"].as_str().unwrap_or_default().to_string());
+        seen_with.insert(name(&p), leader.clone());
+    }
     let t = Instant::now();
     let patch = format!(
         r#"{{"spec":{{"images":{{"master":"localhost/gfs-master:{NEXT_TAG}","chunkserver":"localhost/gfs-chunkserver:{NEXT_TAG}"}}}}}}"#
@@ -725,10 +733,9 @@ pub fn rolling_upgrade(k: &Kube, data: &Data) -> Result<()> {
     let next = |p: &Value| image_of(p).ends_with(&format!(":{NEXT_TAG}"));
     // Watch the masters: which pod goes, whether it led, and how many of
     // the others already ran the new tag; never two masters down at once.
-    let mut uids: std::collections::BTreeMap<String, String> = Default::default();
-    let mut leader = String::new();
-    let mut restarts: Vec<(String, bool, usize)> = Vec::new();
-    let (mut min_masters, mut min_chunkservers) = (3usize, 4usize);
+    // (pod, the leader when it went, masters on the new tag besides it)
+    let mut restarts: Vec<(String, String, usize)> = Vec::new();
+    let (mut min_masters, mut min_chunkservers, mut elections) = (3usize, 4usize, 0usize);
     wait_for("every master and chunkserver on the new tag, Ready", Duration::from_secs(600), || {
         let masters = component_pods(k, "master")?;
         let chunkservers = component_pods(k, "chunkserver")?;
@@ -742,28 +749,40 @@ pub fn rolling_upgrade(k: &Kube, data: &Data) -> Result<()> {
             let gone = p["metadata"]["deletionTimestamp"].is_string();
             if (gone || uids.get(&pod).is_some_and(|u| *u != uid)) && !restarts.iter().any(|(r, ..)| *r == pod) {
                 let others_new = masters.iter().filter(|o| name(o) != pod && next(o)).count();
-                restarts.push((pod.clone(), pod == leader, others_new));
+                // The leader as known when the pod was last seen running
+                // (a status read after that may already show a successor).
+                let then = seen_with.get(&pod).cloned().unwrap_or_default();
+                restarts.push((pod.clone(), then, others_new));
+            } else if !gone && uids.get(&pod).is_none_or(|u| *u == uid) {
+                seen_with.insert(pod.clone(), leader.clone());
             }
             uids.entry(pod).or_insert(uid);
         }
         if let Ok(st) = status(k)
             && let Some(l) = leader_pod(&st)
+            && l != leader
         {
+            eprintln!("leader: {l} (term {}) at {:.1} s", term(&st), t.elapsed().as_secs_f64());
             leader = l;
+            elections += 1;
         }
         let done = |pods: &[Value], n: usize| pods.len() == n && pods.iter().all(|p| next(p) && pod_ready(p));
         Ok((done(&masters, 3) && done(&chunkservers, 4)).then_some(()))
     })?;
     eprintln!(
-        "rolled to :{NEXT_TAG} in {:.1} s; master restarts (pod, led, others on the new tag): {restarts:?}",
+        "rolled to :{NEXT_TAG} in {:.1} s; master restarts (pod, leader then, others on the new tag): {restarts:?}",
         t.elapsed().as_secs_f64()
     );
     ensure!(min_masters >= 2, "{} masters Ready at one point (the rollout took more than one down)", min_masters);
     ensure!(min_chunkservers >= 3, "{} chunkservers Ready at one point (more than one down)", min_chunkservers);
-    let last = restarts.last().context("no master was restarted")?;
     ensure!(restarts.len() == 3, "master restarts seen: {restarts:?}");
-    ensure!(last.1 && last.2 == 2, "the leader was not restarted last, after both followers: {restarts:?}");
-    ensure!(restarts[..2].iter().all(|r| !r.1), "a leader went before the followers: {restarts:?}");
+    // A leader goes only once both other masters run the new tag.
+    for (pod, leader_then, others_new) in &restarts {
+        ensure!(pod != leader_then || *others_new == 2, "leader {pod} restarted before the followers: {restarts:?}");
+    }
+    // Restarted followers do not campaign (election grace): the leader
+    // changes once, when the old leader itself restarts.
+    ensure!(elections <= 1, "{elections} leader changes during the rollout (want at most 1): {restarts:?}");
     // The reader stops; every read it made succeeded and read the same bytes.
     k.sh(NS, CLIENT, "touch /work/stop")?;
     let reads = wait_for("the reader to stop", Duration::from_secs(60), || {
