@@ -431,7 +431,7 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     faults
         .run(
             format!("roll StatefulSet {}", want.name_any()),
-            crate::rollout::roll_masters(&gc, &ctx, Some(&master_sts), master.as_ref(), &mut notes),
+            crate::rollout::roll_masters(&gc, &ctx, &master_sts, master.as_ref(), &mut notes),
         )
         .await;
 

@@ -71,10 +71,6 @@ pub struct NodeLossPass {
     pub recheck_in: Option<std::time::Duration>,
 }
 
-fn ordinal(pod: &str, sts: &str) -> Option<i32> {
-    pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
-}
-
 /// Handles pods of `gc` on lost nodes.
 pub async fn handle(
     gc: &GfsCluster,
@@ -108,8 +104,7 @@ pub async fn handle(
             NodeState::Lost(why) => why,
         };
         let name = pod.name_any();
-        let chunk_sts = n.sts(Component::Chunkserver);
-        if let Some(ord) = ordinal(&name, &chunk_sts) {
+        if let Some(ord) = n.ordinal(Component::Chunkserver, &name) {
             let server = master.and_then(|m| {
                 scaling::server_for_ordinal(m, &n.pod_address(Component::Chunkserver, ord), ord, positional)
             });

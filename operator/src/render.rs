@@ -90,6 +90,11 @@ impl Names {
     pub fn pod(&self, c: Component, ordinal: i32) -> String {
         format!("{}-{ordinal}", self.sts(c))
     }
+    /// Ordinal of a pod of component `c` (the inverse of [`Names::pod`]);
+    /// `None` for any other name.
+    pub fn ordinal(&self, c: Component, pod: &str) -> Option<i32> {
+        pod.strip_prefix(&self.sts(c))?.strip_prefix('-')?.parse().ok()
+    }
     /// PVC name of an ordinal (`<template>-<pod>`, as the StatefulSet names it).
     pub fn pvc(&self, c: Component, ordinal: i32) -> String {
         format!("{DATA_VOLUME}-{}", self.pod(c, ordinal))
@@ -707,6 +712,15 @@ mod tests {
         keep_claim_templates(&mut fresh, None);
         let spec = fresh.spec.volume_claim_templates.unwrap()[0].spec.clone().unwrap();
         assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "200Gi");
+    }
+
+    #[test]
+    fn ordinals_come_back_from_pod_names_of_that_component_only() {
+        let n = Names::of(&cluster());
+        assert_eq!(n.ordinal(Component::Master, &n.pod(Component::Master, 2)), Some(2));
+        for other in ["demo-chunkserver-2", "demo-master-", "demo-master-x", "demo-masterx-1", "demo-master"] {
+            assert_eq!(n.ordinal(Component::Master, other), None, "{other}");
+        }
     }
 
     #[test]

@@ -57,11 +57,7 @@ pub enum MasterStep {
 /// group is not whole.
 pub fn group_view(m: Option<&ClusterStatusResponse>, n: &Names, replicas: i32) -> Result<i32, String> {
     let m = m.ok_or("the master does not answer")?;
-    let sts = n.sts(Component::Master);
-    let ordinal_of = |address: &str| {
-        let pod = address.split('.').next().unwrap_or_default();
-        pod.strip_prefix(&sts)?.strip_prefix('-')?.parse::<i32>().ok()
-    };
+    let ordinal_of = |address: &str| n.ordinal(Component::Master, address.split('.').next().unwrap_or_default());
     let leader = m.masters.iter().find(|x| x.role() == MasterRole::Leader).ok_or("no master leads")?;
     let leader_ordinal =
         ordinal_of(&leader.address).ok_or_else(|| format!("leader {} is not a pod", leader.address))?;
@@ -111,8 +107,8 @@ pub fn next_master_step(
     }
 }
 
-fn master_pod(pod: &Pod, sts: &str) -> Option<MasterPod> {
-    let ordinal = pod.name_any().strip_prefix(sts)?.strip_prefix('-')?.parse().ok()?;
+fn master_pod(pod: &Pod, n: &Names) -> Option<MasterPod> {
+    let ordinal = n.ordinal(Component::Master, &pod.name_any())?;
     let ready = pod
         .status
         .as_ref()
@@ -130,11 +126,10 @@ fn master_pod(pod: &Pod, sts: &str) -> Option<MasterPod> {
 pub async fn roll_masters(
     gc: &GfsCluster,
     ctx: &Context,
-    sts: Option<&StatefulSet>,
+    sts: &StatefulSet,
     master: Option<&ClusterStatusResponse>,
     notes: &mut Notes,
 ) -> Result<()> {
-    let Some(sts) = sts else { return Ok(()) };
     let status = sts.status.as_ref();
     let Some(update) = status.and_then(|s| s.update_revision.clone()) else { return Ok(()) };
     // The StatefulSet controller has not seen the latest template yet: its
@@ -142,13 +137,19 @@ pub async fn roll_masters(
     if status.and_then(|s| s.observed_generation).unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
         return Ok(());
     }
+    let replicas = sts.spec.replicas.unwrap_or(0);
+    // Every pod already runs the update revision: no pod listing needed.
+    // (`updatedReplicas` counts pods of the update revision; with OnDelete
+    // `currentRevision` does not follow.)
+    if status.is_some_and(|s| s.updated_replicas == Some(replicas) && s.replicas == replicas) {
+        return Ok(());
+    }
     let n = Names::of(gc);
     let name = n.sts(Component::Master);
-    let replicas = sts.spec.replicas.unwrap_or(0);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.namespace);
     let lp = ListParams::default().labels(&selector_string(&n.cluster, Component::Master));
     let listed = api.list(&lp).await?;
-    let pods: Vec<MasterPod> = listed.items.iter().filter_map(|p| master_pod(p, &name)).collect();
+    let pods: Vec<MasterPod> = listed.items.iter().filter_map(|p| master_pod(p, &n)).collect();
     let step = next_master_step(&pods, &update, replicas, &group_view(master, &n, replicas));
     match step {
         MasterStep::Idle => Ok(()),

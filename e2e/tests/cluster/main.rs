@@ -69,7 +69,7 @@ fn gfs_on_a_real_cluster() {
             phases::rolling_upgrade(&k, &data)
         });
     }
-    // GFS_CLUSTER_KEEP=1 leaves the cluster as step 5 left it, to look at.
+    // GFS_CLUSTER_KEEP=1 leaves the cluster as the last step left it, to look at.
     if std::env::var_os("GFS_CLUSTER_KEEP").is_none() && on("8") {
         step("8. GfsCluster delete keeps the PVCs (Retain); helm uninstall removes the operator", || {
             phases::uninstall(&k)
