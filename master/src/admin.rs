@@ -64,6 +64,9 @@ impl Meta {
     }
 }
 
+/// Most repair-index slices a status call takes in before answering.
+const STATUS_SLICES: usize = 4;
+
 impl Shared {
     /// Starts draining a server (logged, so a restart keeps draining).
     pub async fn decommission(self: &Arc<Self>, server: &str) -> Result<ServerStatus> {
@@ -123,12 +126,13 @@ impl Shared {
 
     /// The cluster view for `gfs admin status`.
     pub fn cluster_status(&self) -> ClusterStatusResponse {
-        let meta = self.meta();
+        let mut meta = self.meta();
+        meta.index_catch_up(&self.cfg, STATUS_SLICES);
         let now = Instant::now();
         let mut servers: Vec<ServerStatus> = meta.servers.iter().map(|s| meta.server_status(&s.info.id, now)).collect();
         servers.sort_by(|a, b| a.server.as_ref().map(|s| &s.id).cmp(&b.server.as_ref().map(|s| &s.id)));
-        let views = meta.chunk_views(&self.cfg, now);
-        let backlog = meta.backlog(&views, now);
+        let backlog = meta.heal.index.totals();
+        let oldest_ms = meta.heal.index.oldest_ms(now);
         let (files, dirs) = meta.ns.counts();
         let live = || meta.servers.iter().filter(|s| s.alive);
         ClusterStatusResponse {
@@ -143,10 +147,10 @@ impl Shared {
             replication_backlog_chunks: backlog.chunks,
             replication_backlog_bytes: backlog.bytes,
             active_clones: meta.heal.active.len() as u32,
-            oldest_pending_repair_ms: backlog.oldest_ms,
+            oldest_pending_repair_ms: oldest_ms,
             capacity_bytes: live().map(|s| s.capacity).sum(),
             used_bytes: live().map(|s| s.used).sum(),
-            corrupt_replicas_kept: meta.corrupt_kept(),
+            corrupt_replicas_kept: backlog.corrupt_kept,
             drain_backlog_chunks: backlog.drain_chunks,
             drain_backlog_bytes: backlog.drain_bytes,
             ..Default::default()

@@ -40,6 +40,9 @@ pub struct ChunkEntry {
     /// Replicas their holder confirmed corrupt (`VerifyChunk`) but that
     /// are kept: the chunk had no other live replica that is not corrupt.
     pub corrupt: BTreeSet<String>,
+    /// The owning file is deleted (within a hidden entry, awaiting GC):
+    /// its repairs come after those of live files.
+    pub hidden: bool,
     /// Sequence number of this chunk's last change in the table's stream.
     changed: u64,
 }
@@ -119,6 +122,7 @@ impl ChunkTable {
             chunk_size,
             bumping_from: None,
             corrupt: BTreeSet::new(),
+            hidden: false,
             changed: 0,
         };
         if let Some(old) = self.chunks.get(&handle) {
@@ -167,6 +171,18 @@ impl ChunkTable {
         let entry = self.chunks.remove(&handle)?;
         self.changes.remove(&entry.changed);
         Some(entry)
+    }
+
+    /// Marks a chunk's file deleted or restored; a change only if it is one.
+    pub fn set_hidden(&mut self, handle: u64, hidden: bool) {
+        if let Some(c) = self.get_mut_if(handle, |c| c.hidden != hidden) {
+            c.hidden = hidden;
+        }
+    }
+
+    /// The last sequence number handed out by the change stream.
+    pub fn last_seq(&self) -> u64 {
+        self.change_seq
     }
 
     /// The change stream's id.

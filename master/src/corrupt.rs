@@ -62,17 +62,21 @@ impl Meta {
     }
 
     /// Replicas confirmed corrupt and kept (last copies).
+    /// Exact for the leader's repair index as of its last step; counted
+    /// over the chunks the index knows to have corrupt replicas.
     pub fn corrupt_kept(&self) -> u64 {
-        self.chunks.iter().map(|(_, c)| c.corrupt.iter().filter(|s| c.replicas.contains(*s)).count() as u64).sum()
+        let known = self.heal.index.corrupt().filter_map(|h| self.chunks.get(h));
+        known.map(|c| c.corrupt.iter().filter(|s| c.replicas.contains(*s)).count() as u64).sum()
     }
 
     /// Drops kept corrupt replicas of chunks that have a live replica that
     /// is not corrupt again (a server came back, a clone finished).
     pub fn drop_recovered_corrupt(&mut self) {
         let mut drop = vec![];
-        for (h, c) in self.chunks.iter().filter(|(_, c)| !c.corrupt.is_empty()) {
+        for h in self.heal.index.corrupt() {
+            let Some(c) = self.chunks.get(h) else { continue };
             if c.replicas.iter().any(|s| !c.corrupt.contains(s) && self.servers.is_alive(s)) {
-                drop.extend(c.corrupt.iter().map(|s| (*h, s.clone())));
+                drop.extend(c.corrupt.iter().map(|s| (h, s.clone())));
             }
         }
         for (h, s) in drop {
@@ -233,13 +237,16 @@ mod tests {
         assert_eq!(apply_verification(&mut m, 1, "b", 1, corrupt()), "dropped");
         assert_eq!(apply_verification(&mut m, 1, "c", 1, corrupt()), "kept");
         assert_eq!(m.chunks.get(1).unwrap().replicas.iter().collect::<Vec<_>>(), ["c"]);
+        m.refresh_index_now(&crate::config::Config::default());
         assert_eq!(m.corrupt_kept(), 1);
         assert!(m.servers.get("a").unwrap().pending_delete.contains(&1));
         assert!(!m.servers.get("c").unwrap().pending_delete.contains(&1));
         // A good replica back (a server returned): the corrupt one goes.
         m.add_replica(1, "b");
+        m.refresh_index_now(&crate::config::Config::default());
         m.drop_recovered_corrupt();
         assert_eq!(m.chunks.get(1).unwrap().replicas.iter().collect::<Vec<_>>(), ["b"]);
+        m.refresh_index_now(&crate::config::Config::default());
         assert_eq!(m.corrupt_kept(), 0);
     }
 

@@ -7,7 +7,7 @@
 //! version did not change meanwhile (a new lease bumps the version, so a
 //! copy that may have missed a mutation is stale and is deleted).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +21,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::backoff::CloneBackoff;
-use crate::hidden::is_within_hidden;
-use crate::namespace::Node;
-use crate::repair::{self, Caps, ChunkView, ServerView, Task};
+use crate::heal_index::HealIndex;
+use crate::repair::{self, Caps, ChunkView, Task};
 use crate::state::{Meta, Shared};
 
 /// Repair events kept for `RepairEvents`.
 pub const MAX_EVENTS: usize = 4096;
+/// Most index slices per repair step once the index is complete.
+const MAX_SLICES_PER_STEP: usize = 64;
 /// How long a client's need keeps a chunk at the head of the queue.
 const BLOCKING_FOR: Duration = Duration::from_secs(30);
 
@@ -38,8 +39,8 @@ pub struct HealState {
     pub active: HashMap<u64, Task>,
     /// Chunks a client needed and found under-replicated, with the time.
     pub blocked: HashMap<u64, Instant>,
-    /// When each chunk with a deficit was first seen with it.
-    pub pending_since: HashMap<u64, Instant>,
+    /// Which chunks need repair or trims, and the backlog totals.
+    pub index: HealIndex,
     /// Completed repairs, oldest first.
     pub events: VecDeque<RepairEvent>,
     next_seq: u64,
@@ -76,13 +77,27 @@ impl HealState {
         let dt = now.saturating_duration_since(last).as_secs_f64();
         if dt > 0.0 {
             let f = 0.5f64.powf(dt / half_life.as_secs_f64());
-            self.reads.retain(|_, v| {
+            let mut cooled = vec![];
+            self.reads.retain(|h, v| {
                 *v *= f;
-                *v >= 0.5
+                let keep = *v >= 0.5;
+                if !keep {
+                    cooled.push(*h);
+                }
+                keep
             });
+            self.index.mark(cooled);
             self.last_decay = Some(now);
         }
-        self.blocked.retain(|_, t| now.saturating_duration_since(*t) < BLOCKING_FOR);
+        let mut ended = vec![];
+        self.blocked.retain(|h, t| {
+            let keep = now.saturating_duration_since(*t) < BLOCKING_FOR;
+            if !keep {
+                ended.push(*h);
+            }
+            keep
+        });
+        self.index.mark(ended);
     }
 
     fn record(&mut self, mut e: RepairEvent) {
@@ -93,24 +108,6 @@ impl HealState {
         }
         self.events.push_back(e);
     }
-}
-
-/// Totals for `ClusterStatus`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Backlog {
-    /// Chunks by replicas missing.
-    pub deficits: BTreeMap<u32, u64>,
-    /// Chunks with a deficit.
-    pub chunks: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Age of the oldest pending repair.
-    pub oldest_ms: u64,
-    /// Chunks whose deficit is only replicas on draining servers (still
-    /// live): copies a planned drain owes, no replica at risk.
-    pub drain_chunks: u64,
-    /// Their bytes.
-    pub drain_bytes: u64,
 }
 
 impl Meta {
@@ -124,7 +121,6 @@ impl Meta {
         self.servers.iter().filter(|s| self.in_service(&s.info.id)).count()
     }
 
-    /// Placement candidates for new chunks: in-service servers only.
     /// Placement candidates for new chunks: in-service servers with room
     /// (not reported full, not held back after running out of space).
     pub fn placement_candidates(&mut self, now: Instant) -> Vec<crate::placement::Candidate> {
@@ -144,85 +140,6 @@ impl Meta {
             (None, Some(s)) if s.lost => ServerState::Lost,
             _ => ServerState::Dead,
         }
-    }
-
-    /// Views of every server for the planner.
-    pub fn server_views(&self, now: Instant) -> Vec<ServerView> {
-        let mut clones: HashMap<&str, u32> = HashMap::new();
-        for t in self.heal.active.values() {
-            *clones.entry(&t.source).or_default() += 1;
-            *clones.entry(&t.target).or_default() += 1;
-        }
-        let mut v: Vec<ServerView> = self
-            .servers
-            .iter()
-            .map(|s| ServerView {
-                id: s.info.id.clone(),
-                zone: s.info.zone.clone(),
-                capacity: s.capacity,
-                used: s.chunks.iter().filter_map(|h| self.chunks.get(*h)).map(|c| c.length).sum(),
-                in_service: self.in_service(&s.info.id),
-                clones: clones.get(s.info.id.as_str()).copied().unwrap_or(0),
-                full: s.full || self.heal.no_space(&s.info.id, now),
-                free: s.free,
-            })
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-
-    /// Views of every chunk of every file for the planner.
-    pub fn chunk_views(&self, cfg: &crate::config::Config, now: Instant) -> Vec<ChunkView> {
-        let grace = Duration::from_millis(cfg.rpc_timeout_ms);
-        let servers = self.servers.iter().filter(|s| self.in_service(&s.info.id)).count() as u32;
-        let mut out = Vec::with_capacity(self.chunks.len());
-        for (path, node) in self.ns.iter() {
-            let Node::File(f) = node else { continue };
-            let hidden = is_within_hidden(path);
-            for &h in &f.chunks {
-                let Some(c) = self.chunks.get(h) else { continue };
-                // A replica confirmed corrupt (kept as the last copy) is
-                // neither counted nor a clone source.
-                let usable = |s: &&String| self.servers.is_alive(s) && !c.corrupt.contains(*s);
-                let replicas: Vec<String> = c.replicas.iter().filter(usable).cloned().collect();
-                let in_service = replicas.iter().filter(|s| !self.admin.contains_key(*s)).cloned().collect();
-                let score = self.heal.reads.get(&h).copied().unwrap_or(0.0);
-                let heal = &cfg.heal;
-                let held = c.lease.as_ref().is_some_and(|l| l.is_held(now, grace));
-                out.push(ChunkView {
-                    handle: h,
-                    length: c.length,
-                    base: c.replication,
-                    target: repair::hot_target(c.replication, score, heal.hot_reads, heal.hot_extra_replicas, servers),
-                    replicas,
-                    in_service,
-                    hidden,
-                    blocking: self.heal.blocked.contains_key(&h),
-                    busy: held || c.bumping_from.is_some() || self.heal.active.contains_key(&h),
-                    avoid: self.heal.backoff.avoid(h, now),
-                });
-            }
-        }
-        out
-    }
-
-    /// Deficit totals over `views`.
-    pub fn backlog(&self, views: &[ChunkView], now: Instant) -> Backlog {
-        let mut b = Backlog::default();
-        for v in views.iter().filter(|v| v.in_service.len() < v.base as usize) {
-            let missing = v.base - v.in_service.len() as u32;
-            *b.deficits.entry(missing).or_default() += 1;
-            b.chunks += 1;
-            b.bytes += v.length;
-            if v.replicas.len() >= v.base as usize {
-                b.drain_chunks += 1;
-                b.drain_bytes += v.length;
-            }
-            if let Some(t) = self.heal.pending_since.get(&v.handle) {
-                b.oldest_ms = b.oldest_ms.max(now.saturating_duration_since(*t).as_millis() as u64);
-            }
-        }
-        b
     }
 
     /// Servers draining whose every chunk is fully replicated elsewhere.
@@ -278,7 +195,13 @@ impl RepairWorker {
         // chunkserver had time to report to it (a new leader starts with
         // no replica locations at all).
         let warm = Duration::from_millis(self.shared.cfg.leader_warmup_ms);
-        if !self.shared.is_leader() || self.shared.leader_for().is_none_or(|t| t < warm) {
+        if !self.shared.is_leader() {
+            return Ok(());
+        }
+        // The index is kept from the start, so status figures are there
+        // during the warm-up too (everything short until reported).
+        self.refresh_index().await;
+        if self.shared.leader_for().is_none_or(|t| t < warm) {
             return Ok(());
         }
         let now = Instant::now();
@@ -286,26 +209,26 @@ impl RepairWorker {
         let caps = Caps { total: cfg.heal.max_clones, per_server: cfg.heal.max_clones_per_server };
         let (starts, drained, revoke) = {
             let mut meta = self.shared.meta();
-            meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
             meta.drop_recovered_corrupt();
             meta.heal.backoff.prune(now, Duration::from_millis(cfg.heal.clone_retry_ms));
-            let mut views = meta.chunk_views(cfg, now);
+            let mut views = meta.queue_views(cfg, now);
             let mut servers = meta.server_views(now);
-            track_pending(&mut meta, &views, now);
             let delay = Duration::from_millis(cfg.heal.repair_delay_ms);
             let revoke = leases_blocking_repair(&meta, &views, now, delay);
             for v in views.iter_mut().filter(|v| v.missing() > 0 && !v.blocking) {
-                let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
+                let since = meta.heal.index.pending_since(v.handle).unwrap_or(now);
                 v.busy |= now.saturating_duration_since(since) < delay;
             }
             let active = meta.heal.active.len() as u32;
             let mut tasks = repair::plan_repairs(&views, &mut servers, active, caps);
-            if tasks.is_empty() && repair::queue(&views).is_empty() {
-                for (h, s) in repair::plan_trims(&views, &servers) {
+            if tasks.is_empty() && meta.heal.index.queue_is_empty() {
+                let excess = meta.excess_views(cfg, now);
+                for (h, s) in repair::plan_trims(&excess, &servers) {
                     info!(chunk = h, server = %s, "dropping extra replica");
                     drop_replica(&mut meta, h, &s);
                 }
                 if cfg.heal.rebalance_threshold > 0.0 {
+                    let views = meta.move_views(cfg, now);
                     tasks = repair::plan_moves(&views, &mut servers, active, caps, cfg.heal.rebalance_threshold);
                 }
             }
@@ -337,6 +260,33 @@ impl RepairWorker {
             info!(server = %id, "chunkserver decommissioned: every chunk is fully replicated elsewhere");
         }
         Ok(())
+    }
+
+    /// Brings the repair index up to date, a slice at a time with the
+    /// metadata lock released in between (see `heal_index.rs`).
+    async fn refresh_index(&self) {
+        let cfg = &self.shared.cfg;
+        let first = {
+            let mut meta = self.shared.meta();
+            let now = Instant::now();
+            meta.heal.decay(now, Duration::from_millis(cfg.heal.hot_half_life_ms));
+            meta.index_begin(cfg, true);
+            meta.index_slice(cfg, now)
+        };
+        let mut more = first;
+        let mut slices = 1;
+        while more {
+            tokio::task::yield_now().await;
+            let mut meta = self.shared.meta();
+            // Catch-up (a new leader's first pass) runs to the end; steady
+            // work under a stream of changes stops after a bounded number
+            // of slices and goes on next step.
+            if meta.heal.index.complete && slices >= MAX_SLICES_PER_STEP {
+                break;
+            }
+            more = meta.index_slice(cfg, Instant::now());
+            slices += 1;
+        }
     }
 
     /// Marks the task active and builds its request.
@@ -397,6 +347,7 @@ impl RepairWorker {
                 c.length = c.length.max(bytes.min(c.chunk_size));
             }
             meta.add_replica(t.handle, &t.target);
+            meta.heal.index.adjust_used(&t.target, true, bytes);
             if let (Some(s), Ok(r)) = (meta.servers.get_mut(&t.target), &res) {
                 s.note_ack(t.handle, r.report_seq);
             }
@@ -422,6 +373,8 @@ impl RepairWorker {
 
 /// Removes a replica from the table and tells its server to delete it.
 pub(crate) fn drop_replica(meta: &mut Meta, handle: u64, server: &str) {
+    let length = meta.chunks.get(handle).map_or(0, |c| c.length);
+    meta.heal.index.adjust_used(server, false, length);
     meta.remove_replica(handle, server);
     if let Some(s) = meta.servers.get_mut(server) {
         s.pending_delete.insert(handle);
@@ -439,7 +392,7 @@ fn leases_blocking_repair(meta: &Meta, views: &[ChunkView], now: Instant, delay:
         .iter()
         .filter(|v| v.missing() > 0 && !v.replicas.is_empty() && !meta.heal.active.contains_key(&v.handle))
         .filter(|v| {
-            let since = meta.heal.pending_since.get(&v.handle).copied().unwrap_or(now);
+            let since = meta.heal.index.pending_since(v.handle).unwrap_or(now);
             now.saturating_duration_since(since) >= delay
         })
         .filter(|v| {
@@ -451,15 +404,6 @@ fn leases_blocking_repair(meta: &Meta, views: &[ChunkView], now: Instant, delay:
         .map(|v| v.handle)
         .take(MAX_REVOKES_PER_STEP)
         .collect()
-}
-
-/// Keeps `pending_since` to the chunks that currently have a deficit.
-fn track_pending(meta: &mut Meta, views: &[ChunkView], now: Instant) {
-    let deficit: HashSet<u64> = views.iter().filter(|v| v.missing() > 0).map(|v| v.handle).collect();
-    meta.heal.pending_since.retain(|h, _| deficit.contains(h));
-    for h in deficit {
-        meta.heal.pending_since.entry(h).or_insert(now);
-    }
 }
 
 /// Deadline of one clone: the throttled copy time twice over, plus the RPC
@@ -475,6 +419,7 @@ pub(crate) fn clone_deadline(cfg: &crate::config::Config, length: u64) -> Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heal_index::Standing;
 
     fn view(handle: u64, length: u64, replicas: &[&str], in_service: &[&str]) -> ChunkView {
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
@@ -503,8 +448,20 @@ mod tests {
             view(3, 20, &["a", "c"], &["a"]),
             view(4, 10, &["a", "b", "d"], &["a", "b", "d"]),
         ];
-        let b = Meta::new().backlog(&views, Instant::now());
+        let mut ix = HealIndex::default();
+        let now = Instant::now();
+        for v in &views {
+            ix.set(v.handle, Some(Standing::of(v, 0, false)), now);
+        }
+        let b = ix.totals();
         assert_eq!((b.chunks, b.bytes), (3, 170));
         assert_eq!((b.drain_chunks, b.drain_bytes), (1, 100));
+        assert_eq!(b.deficits.iter().map(|(m, n)| (*m, *n)).collect::<Vec<_>>(), [(1, 2), (2, 1)]);
+        // Repaired and deleted chunks leave the totals.
+        ix.set(2, Some(Standing::of(&view(2, 50, &["a", "b", "d"], &["a", "b", "d"]), 0, false)), now);
+        ix.set(3, None, now);
+        let b = ix.totals();
+        assert_eq!((b.chunks, b.bytes, b.drain_chunks), (1, 100, 1));
+        assert_eq!(ix.queue().collect::<Vec<_>>(), [1]);
     }
 }

@@ -15,6 +15,7 @@ pub mod gc;
 pub mod grant;
 pub mod group;
 pub mod heal;
+pub mod heal_index;
 pub mod hidden;
 pub mod lease;
 pub mod locks;

@@ -69,6 +69,13 @@ impl Meta {
                 let f = self.ns.file(&a.path)?;
                 let (r, cs) = (f.replication, f.chunk_size);
                 self.chunks.insert(a.handle, a.version, r, cs);
+                self.chunks.set_hidden(a.handle, crate::hidden::is_within_hidden(&a.path));
+            }
+            Op::Rename(r) => {
+                let hidden = crate::hidden::is_within_hidden(&r.dst);
+                if hidden != crate::hidden::is_within_hidden(&r.src) {
+                    self.set_hidden_under(&r.dst, hidden);
+                }
             }
             Op::SetVersion(s) => {
                 if let Some(c) = self.chunks.get_mut(s.handle) {
@@ -94,6 +101,7 @@ impl Meta {
             _ => {}
         }
         for h in removed {
+            self.heal.index.set(h, None, tokio::time::Instant::now());
             if let Some(c) = self.chunks.remove(h) {
                 for s in c.replicas {
                     if let Some(e) = self.servers.get_mut(&s) {
@@ -104,6 +112,23 @@ impl Meta {
             }
         }
         Ok(())
+    }
+
+    /// Marks the chunks of every file at or under `path` as of a deleted
+    /// file or not (a delete or an undelete moved the entry).
+    fn set_hidden_under(&mut self, path: &str, hidden: bool) {
+        let handles: Vec<u64> = self
+            .ns
+            .subtree(path)
+            .filter_map(|(_, n)| match n {
+                Node::File(f) => Some(f.chunks.iter().copied()),
+                Node::Dir { .. } => None,
+            })
+            .flatten()
+            .collect();
+        for h in handles {
+            self.chunks.set_hidden(h, hidden);
+        }
     }
 
     /// Adds `server` as an up-to-date replica of `handle`.
@@ -242,8 +267,10 @@ impl Meta {
             let node = if e.is_dir {
                 Node::new_dir(e.mtime_ms, perm)
             } else {
+                let hidden = crate::hidden::is_within_hidden(&e.path);
                 for c in &e.chunks {
                     m.chunks.insert(c.handle, c.version, e.replication, e.chunk_size);
+                    m.chunks.set_hidden(c.handle, hidden);
                 }
                 Node::File(FileMeta {
                     replication: e.replication,
