@@ -19,8 +19,8 @@ use gfs_proto::master_service_client::MasterServiceClient;
 use gfs_proto::{
     AppendRequest, CallId, ChunkLocation, ChunkToken, ClusterStatusRequest, ClusterStatusResponse, CreateRequest,
     DeleteRequest, FileInfo, FileType, GetAppendLeaseRequest, GetChunksRequest, GetWriteLeaseRequest,
-    GetWriteLeaseResponse, LeaseInfo, ListRequest, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest,
-    ReportLengthRequest, ServerInfo, StatRequest, WriteRequest,
+    GetWriteLeaseResponse, LeaseInfo, MkdirRequest, PushDataFrame, ReadRequest, RenameRequest, ReportLengthRequest,
+    ServerInfo, StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::service::Interceptor;
@@ -36,8 +36,11 @@ use crate::retry::{BACKOFF_BASE, Backoff};
 #[path = "put.rs"]
 mod put;
 pub use put::{COPYING_SUFFIX, PutOptions, copying_path};
+#[path = "listing.rs"]
+mod listing;
 #[path = "perms.rs"]
 mod perms;
+pub use listing::{ListPage, Lister, TreeLister};
 
 /// Longest pause between two tries while looking for the leader master.
 const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -409,25 +412,6 @@ impl Client {
         self.forget_path(&src);
         self.forget_path(&dst);
         res.map(|_| ())
-    }
-
-    /// Lists a directory.
-    pub async fn list(&self, path: &str) -> Result<Vec<FileInfo>> {
-        self.list_with(path, false).await
-    }
-
-    /// Lists a directory, with deleted (hidden) entries awaiting garbage
-    /// collection when `include_hidden`.
-    pub async fn list_with(&self, path: &str, include_hidden: bool) -> Result<Vec<FileInfo>> {
-        let path = normalize(path)?;
-        let allow_stale = self.inner.config.allow_stale_reads;
-        let resp = self
-            .master_call(|mut m, t| {
-                let req = ListRequest { path: path.clone(), include_hidden, allow_stale };
-                async move { m.list(with_deadline(req, t)).await }
-            })
-            .await?;
-        Ok(resp.entries)
     }
 
     /// Returns a file's or directory's info and, for files, its chunks.

@@ -27,7 +27,7 @@ pub mod replicas;
 pub mod retry;
 pub mod size;
 
-pub use client::{COPYING_SUFFIX, Client, FileStat, Progress, PutOptions, copying_path};
+pub use client::{COPYING_SUFFIX, Client, FileStat, ListPage, Lister, Progress, PutOptions, TreeLister, copying_path};
 pub use config::{ClientConfig, DEFAULT_FAILOVER_TIMEOUT, default_user};
 pub use gfs_common::{Error, MasterSet, Result};
 pub use gfs_proto::{

@@ -105,7 +105,10 @@ impl MasterService for Fake {
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let r = r.into_inner();
         self.enter("list", r.allow_stale)?;
-        Ok(Response::new(ListResponse { entries: vec![self.file(&format!("{}/x", r.path.trim_end_matches('/')))] }))
+        Ok(Response::new(ListResponse {
+            entries: vec![self.file(&format!("{}/x", r.path.trim_end_matches('/')))],
+            has_more: false,
+        }))
     }
     async fn stat(&self, r: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
         let r = r.into_inner();

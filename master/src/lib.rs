@@ -8,6 +8,7 @@
 pub mod access;
 pub mod admin;
 pub mod backoff;
+pub mod children;
 pub mod chunks;
 pub mod config;
 pub mod corrupt;

@@ -33,8 +33,9 @@ pub struct FileMeta {
 /// One node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    /// A directory and the names of its direct children.
-    Dir { mtime_ms: i64, perm: Perm, children: BTreeSet<String> },
+    /// A directory, the names of its direct children, and how many of
+    /// them are hidden (deleted): kept by `children::insert`/`remove`.
+    Dir { mtime_ms: i64, perm: Perm, children: BTreeSet<String>, hidden: u32 },
     /// A regular file.
     File(FileMeta),
 }
@@ -42,7 +43,7 @@ pub enum Node {
 impl Node {
     /// An empty directory.
     pub fn new_dir(mtime_ms: i64, perm: Perm) -> Self {
-        Node::Dir { mtime_ms, perm, children: BTreeSet::new() }
+        Node::Dir { mtime_ms, perm, children: BTreeSet::new(), hidden: 0 }
     }
 
     /// Returns the owner, group and mode.
@@ -230,9 +231,7 @@ impl Namespace {
             return Err(Error::InvalidArgument("cannot delete the root directory".into()));
         }
         match self.lookup(path)? {
-            Node::Dir { children, .. }
-                if !recursive && children.iter().any(|c| !c.starts_with(crate::hidden::PREFIX)) =>
-            {
+            Node::Dir { children, hidden, .. } if !recursive && crate::children::visible(children, *hidden) > 0 => {
                 Err(Error::DirectoryNotEmpty { path: path.to_string() })
             }
             _ => Ok(()),
@@ -412,9 +411,9 @@ impl Namespace {
 
     fn insert_child(&mut self, path: &str, node: Node, time_ms: i64) {
         if let Some(p) = parent(path)
-            && let Some(Node::Dir { mtime_ms, children, .. }) = self.nodes.get_mut(p)
+            && let Some(Node::Dir { mtime_ms, children, hidden, .. }) = self.nodes.get_mut(p)
         {
-            children.insert(file_name(path).to_string());
+            crate::children::insert(children, hidden, file_name(path).to_string());
             *mtime_ms = time_ms;
         }
         self.nodes.insert(path.to_string(), node);
@@ -422,9 +421,9 @@ impl Namespace {
 
     fn detach_from_parent(&mut self, path: &str, time_ms: i64) {
         if let Some(p) = parent(path)
-            && let Some(Node::Dir { mtime_ms, children, .. }) = self.nodes.get_mut(p)
+            && let Some(Node::Dir { mtime_ms, children, hidden, .. }) = self.nodes.get_mut(p)
         {
-            children.remove(file_name(path));
+            crate::children::remove(children, hidden, file_name(path));
             *mtime_ms = time_ms;
         }
     }
@@ -494,9 +493,9 @@ impl Namespace {
             return Err(Error::Internal(format!("checkpoint entry {path}: duplicate")));
         }
         if let Some(p) = parent(path)
-            && let Some(Node::Dir { children, .. }) = self.nodes.get_mut(p)
+            && let Some(Node::Dir { children, hidden, .. }) = self.nodes.get_mut(p)
         {
-            children.insert(file_name(path).to_string());
+            crate::children::insert(children, hidden, file_name(path).to_string());
         }
         self.nodes.insert(path.to_string(), node);
         Ok(())

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gfs_common::path::normalize;
+use gfs_common::path::{join, normalize};
 use gfs_common::perm::{DEFAULT_UMASK, DIR_BASE, FILE_BASE, READ, WRITE, check_mode, check_umask};
 use gfs_common::token::READ as READ_TOKEN;
 use gfs_common::{Error, Result};
@@ -14,8 +14,9 @@ use gfs_proto::*;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::children::{PAGE_BYTES, check_cursor, page, page_limit};
 use crate::config::MAX_REPLICATION;
-use crate::hidden::{check_user_path, is_hidden_name};
+use crate::hidden::check_user_path;
 use crate::locks::{for_mutation, for_read};
 use crate::namespace::Node;
 use crate::perm::{Requester, check_set_owner};
@@ -173,28 +174,44 @@ impl Service {
         Ok(RenameResponse {})
     }
 
+    /// One page of a listing (HDFS getListing): the directory's children
+    /// after `start_after` in name order, at most the bounded limit and
+    /// about [`PAGE_BYTES`] of entries; a file lists as itself. The
+    /// metadata lock is held for O(log n + page), never for the whole
+    /// directory.
     pub(crate) async fn do_list(&self, req: ListRequest, who: &Requester) -> Result<ListResponse> {
         let path = normalize(&req.path)?;
+        check_cursor(&req.start_after)?;
+        let limit = page_limit(req.limit);
         let _g = self.shared.locks.lock(&for_read(&path), &[]).await;
         let warming = self.shared.warming_up();
         let meta = self.shared.meta();
         meta.ns.allow_list(who, &path)?;
         let node = meta.ns.lookup(&path)?;
-        if warming
-            && (!meta.reported(node)
-                || meta.ns.children(&path).iter().any(|c| meta.ns.get(c).is_some_and(|n| !meta.reported(n))))
-        {
-            return Err(warming_up(&path));
-        }
-        let entries = match node {
-            Node::File(_) => vec![meta.file_info(&path, node)],
-            Node::Dir { .. } => {
-                let children = meta.ns.children(&path);
-                let shown = children.iter().filter(|c| req.include_hidden || !is_hidden_name(c));
-                shown.filter_map(|c| meta.ns.get(c).map(|n| meta.file_info(c, n))).collect()
-            }
+        let children = match node {
+            Node::File(_) if warming && !meta.reported(node) => return Err(warming_up(&path)),
+            Node::File(_) => return Ok(ListResponse { entries: vec![meta.file_info(&path, node)], has_more: false }),
+            Node::Dir { children, .. } => children,
         };
-        Ok(ListResponse { entries })
+        let (names, mut has_more) = page(children, &req.start_after, req.include_hidden, limit);
+        let mut entries = Vec::with_capacity(names.len());
+        let mut bytes = 0;
+        for (i, name) in names.iter().enumerate() {
+            let child = join(&path, name);
+            let Some(n) = meta.ns.get(&child) else { continue };
+            // Sizes come from reports: only this page's files need them.
+            if warming && !meta.reported(n) {
+                return Err(warming_up(&path));
+            }
+            let info = meta.file_info(&child, n);
+            bytes += prost::Message::encoded_len(&info);
+            entries.push(info);
+            if bytes >= PAGE_BYTES && i + 1 < names.len() {
+                has_more = true;
+                break;
+            }
+        }
+        Ok(ListResponse { entries, has_more })
     }
 
     /// Info and chunk locations [start, start+count) (count 0 = all).

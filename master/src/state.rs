@@ -358,12 +358,13 @@ impl Meta {
 
     fn file_info_of(&self, path: &str, node: &Node) -> FileInfo {
         match node {
-            Node::Dir { mtime_ms, children, .. } => FileInfo {
+            Node::Dir { mtime_ms, children, hidden, .. } => FileInfo {
                 path: path.to_string(),
                 r#type: FileType::Directory as i32,
                 mtime_ms: *mtime_ms,
-                // Deleted entries awaiting GC are not shown, nor counted.
-                children: children.iter().filter(|c| !c.starts_with(crate::hidden::PREFIX)).count() as u64,
+                // Deleted entries awaiting GC are not shown, nor counted
+                // (kept count: no walk over a large directory's names).
+                children: crate::children::visible(children, *hidden) as u64,
                 ..Default::default()
             },
             Node::File(f) => {

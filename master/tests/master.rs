@@ -86,7 +86,7 @@ async fn namespace_survives_restart() {
     c.delete(DeleteRequest { path: "/gone".into(), recursive: true, call: None, ..Default::default() }).await.unwrap();
 
     let listed = c
-        .list(ListRequest { path: "/moved".into(), include_hidden: false, allow_stale: false })
+        .list(ListRequest { path: "/moved".into(), include_hidden: false, allow_stale: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -97,7 +97,7 @@ async fn namespace_survives_restart() {
     assert_eq!(names, sorted, "entries are sorted");
     assert_eq!(names.len(), 10);
     let one = c
-        .list(ListRequest { path: "/moved/f".into(), include_hidden: false, allow_stale: false })
+        .list(ListRequest { path: "/moved/f".into(), include_hidden: false, allow_stale: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -350,7 +350,7 @@ async fn concurrent_creates_share_raft_entries_and_survive_restart() {
     // A second create of any of them is refused: each was applied once.
     assert_eq!(kind(create(&mut c, "/many/f123").await), ErrorKind::AlreadyExists);
     let listed = c
-        .list(ListRequest { path: "/many".into(), include_hidden: false, allow_stale: false })
+        .list(ListRequest { path: "/many".into(), include_hidden: false, allow_stale: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -361,7 +361,7 @@ async fn concurrent_creates_share_raft_entries_and_survive_restart() {
     stop(h, token).await;
     let (h, token, mut c) = start(config(dir.path())).await;
     let names: std::collections::BTreeSet<String> = c
-        .list(ListRequest { path: "/many".into(), include_hidden: false, allow_stale: false })
+        .list(ListRequest { path: "/many".into(), include_hidden: false, allow_stale: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner()

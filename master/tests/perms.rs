@@ -55,7 +55,7 @@ async fn perms(c: &mut Client) -> Vec<(String, String, String, u32)> {
     let mut out = vec![];
     let mut todo = vec!["/".to_string()];
     while let Some(d) = todo.pop() {
-        let req = ListRequest { path: d, include_hidden: true, allow_stale: false };
+        let req = ListRequest { path: d, include_hidden: true, allow_stale: false, ..Default::default() };
         for e in c.list(req).await.unwrap().into_inner().entries {
             if e.r#type == FileType::Directory as i32 {
                 todo.push(e.path.clone());
@@ -89,7 +89,8 @@ async fn a_private_directory_is_closed_to_others_and_their_attempts_change_nothi
     assert_eq!(info(&mut alice, "/alice/f").await.owner, "alice");
 
     let before = (perms(&mut gfs).await, digest(&mut gfs).await);
-    let list = |p: &str| ListRequest { path: p.into(), include_hidden: false, allow_stale: false };
+    let list =
+        |p: &str| ListRequest { path: p.into(), include_hidden: false, allow_stale: false, ..Default::default() };
     let stat = |p: &str| StatRequest { path: p.into(), allow_stale: false };
     let e = denied(bob.list(list("/alice")).await);
     assert!(e.contains("user=bob, access=READ_EXECUTE, inode=\"/alice\":alice:alice:drwx------"), "{e}");
@@ -202,7 +203,7 @@ async fn chmod_and_chown_follow_hdfs_rules() {
     alice.delete(delete("/tmp/a", false)).await.unwrap();
     // Undelete is a rename: the hidden entry keeps its owner, and the
     // sticky bit guards it.
-    let req = ListRequest { path: "/tmp".into(), include_hidden: true, allow_stale: false };
+    let req = ListRequest { path: "/tmp".into(), include_hidden: true, allow_stale: false, ..Default::default() };
     let trash = gfs.list(req).await.unwrap().into_inner().entries;
     let a = trash.iter().find(|e| e.path.ends_with(".a")).unwrap().clone();
     assert_eq!(a.owner, "alice");

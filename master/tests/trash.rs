@@ -23,7 +23,7 @@ async fn rename(c: &mut Client, src: &str, dst: &str, overwrite: bool, call: Opt
 }
 
 async fn names(c: &mut Client, dir: &str) -> Vec<String> {
-    let req = ListRequest { path: dir.into(), include_hidden: true, allow_stale: false };
+    let req = ListRequest { path: dir.into(), include_hidden: true, allow_stale: false, ..Default::default() };
     let mut v: Vec<String> = c.list(req).await.unwrap().into_inner().entries.into_iter().map(|e| e.path).collect();
     v.sort();
     v

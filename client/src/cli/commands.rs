@@ -38,23 +38,8 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             println!("{offset}");
             Ok(())
         }
-        Command::Ls { long, json, all, path } => {
-            let mut entries = client.list_with(&path, all).await?;
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            let mut out = String::new();
-            if json {
-                let v: Vec<_> = entries.iter().map(output::entry_json).collect();
-                out = serde_json::to_string_pretty(&v)? + "\n";
-            } else if long {
-                out = output::ls_long(&entries);
-            } else {
-                for e in &entries {
-                    let dir = e.r#type() == FileType::Directory;
-                    out.push_str(output::name_of(&e.path));
-                    out.push_str(if dir { "/\n" } else { "\n" });
-                }
-            }
-            print_stdout(&out)
+        Command::Ls { long, json, all, recursive, path } => {
+            super::ls::run(&client, &path, super::ls::Format { long, json, all, recursive }).await
         }
         Command::Stat { json, path } => {
             let st = client.stat(&path).await?;

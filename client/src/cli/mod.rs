@@ -9,6 +9,7 @@ mod bench_tls;
 mod cert;
 mod commands;
 mod local_io;
+mod ls;
 mod output;
 mod server;
 
@@ -78,7 +79,7 @@ pub enum Command {
     Cat { remote: String },
     /// Append LOCAL's bytes (`-` = stdin) as one record; prints its offset.
     Append { remote: String, local: String },
-    /// List a directory.
+    /// List a directory (streamed a page of 1000 entries at a time).
     Ls {
         /// Long format: permissions, replication, owner, group, size, mtime,
         /// name.
@@ -91,6 +92,10 @@ pub enum Command {
         /// one with `gfs mv HIDDEN_NAME NAME`).
         #[arg(short = 'a', long = "all")]
         all: bool,
+        /// Recursive, as `hdfs dfs -ls -R`: every entry below PATH by its
+        /// full path, each directory before its entries.
+        #[arg(short = 'R', long = "recursive")]
+        recursive: bool,
         #[arg(default_value = "/")]
         path: String,
     },
@@ -297,7 +302,9 @@ mod tests {
         let c = Cli::try_parse_from(["gfs", "admin", "mark-lost", "s1"]).unwrap();
         assert!(matches!(c.command, Command::Admin { command: AdminCommand::MarkLost { .. } }));
         let c = Cli::try_parse_from(["gfs", "ls", "--all", "/x"]).unwrap();
-        assert!(matches!(c.command, Command::Ls { all: true, .. }));
+        assert!(matches!(c.command, Command::Ls { all: true, recursive: false, .. }));
+        let c = Cli::try_parse_from(["gfs", "ls", "-lR", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Ls { long: true, recursive: true, .. }));
         let c = Cli::try_parse_from(["gfs", "chmod", "-R", "go-w", "/x"]).unwrap();
         assert!(matches!(c.command, Command::Chmod { recursive: true, ref mode, .. } if mode == "go-w"));
         let c = Cli::try_parse_from(["gfs", "chmod", "-w", "/x"]).unwrap();

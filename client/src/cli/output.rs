@@ -114,27 +114,88 @@ pub fn stat_text(info: &FileInfo, chunks: &[ChunkLocation]) -> String {
 }
 
 /// `ls -l` table, as HDFS's: permissions, replication (`-` for
-/// directories), owner, group, size, mtime, name.
-pub fn ls_long(entries: &[FileInfo]) -> String {
-    let owner_w = entries.iter().map(|e| e.owner.len()).max().unwrap_or(0);
-    let group_w = entries.iter().map(|e| e.group.len()).max().unwrap_or(0);
-    let mut s = String::new();
-    for e in entries {
-        let dir = e.r#type() == FileType::Directory;
-        let name = if dir { format!("{}/", name_of(&e.path)) } else { name_of(&e.path).to_string() };
-        let repl = if dir { "-".to_string() } else { e.replication.to_string() };
-        s.push_str(&format!(
-            "{} {:>3} {:<owner_w$} {:<group_w$} {:>14} {} {}\n",
-            permission(e),
-            repl,
-            e.owner,
-            e.group,
-            e.size,
-            format_time_ms(e.mtime_ms),
-            name
-        ));
+/// directories), owner, group, size, mtime, name. Rows are formatted a
+/// page at a time: the owner and group columns
+/// are as wide as the widest seen so far (they only grow), so a listing
+/// streams without first holding every entry.
+#[derive(Debug, Default)]
+pub struct LongFormat {
+    owner_w: usize,
+    group_w: usize,
+    /// Name entries by full path (`ls -R`) instead of their last component.
+    full_paths: bool,
+}
+
+impl LongFormat {
+    /// Rows naming entries by their last component, or by full path.
+    pub fn new(full_paths: bool) -> Self {
+        LongFormat { full_paths, ..Default::default() }
     }
-    s
+
+    /// The rows of `entries`.
+    pub fn rows(&mut self, entries: &[FileInfo]) -> String {
+        self.owner_w = entries.iter().map(|e| e.owner.len()).fold(self.owner_w, usize::max);
+        self.group_w = entries.iter().map(|e| e.group.len()).fold(self.group_w, usize::max);
+        let (owner_w, group_w) = (self.owner_w, self.group_w);
+        let mut s = String::new();
+        for e in entries {
+            let dir = e.r#type() == FileType::Directory;
+            let repl = if dir { "-".to_string() } else { e.replication.to_string() };
+            s.push_str(&format!(
+                "{} {:>3} {:<owner_w$} {:<group_w$} {:>14} {} {}\n",
+                permission(e),
+                repl,
+                e.owner,
+                e.group,
+                e.size,
+                format_time_ms(e.mtime_ms),
+                self.name(e)
+            ));
+        }
+        s
+    }
+
+    /// The short form (`ls`): one name a line, `/` after directories.
+    pub fn names(&self, entries: &[FileInfo]) -> String {
+        entries.iter().map(|e| self.name(e) + "\n").collect()
+    }
+
+    fn name(&self, e: &FileInfo) -> String {
+        let name = if self.full_paths { e.path.as_str() } else { name_of(&e.path) };
+        match e.r#type() == FileType::Directory && name != "/" {
+            true => format!("{name}/"),
+            false => name.to_string(),
+        }
+    }
+}
+
+/// A JSON array of `ls --json` entries written a page at a time, the same
+/// text as the whole array pretty-printed at once.
+#[derive(Debug, Default)]
+pub struct JsonArray {
+    items: u64,
+}
+
+impl JsonArray {
+    /// The text of `entries`, after those written before.
+    pub fn items(&mut self, entries: &[FileInfo]) -> serde_json::Result<String> {
+        let mut s = String::new();
+        for e in entries {
+            s.push_str(if self.items == 0 { "[\n" } else { ",\n" });
+            let item = serde_json::to_string_pretty(&entry_json(e))?;
+            for (i, line) in item.lines().enumerate() {
+                s.push_str(if i == 0 { "  " } else { "\n  " });
+                s.push_str(line);
+            }
+            self.items += 1;
+        }
+        Ok(s)
+    }
+
+    /// The end of the array.
+    pub fn end(&self) -> &'static str {
+        if self.items == 0 { "[]\n" } else { "\n]\n" }
+    }
 }
 
 /// `admin status --json`.
@@ -408,7 +469,7 @@ mod tests {
             mode: 0o1777,
             ..Default::default()
         };
-        let t = ls_long(&[f.clone(), d.clone()]);
+        let t = LongFormat::default().rows(&[f.clone(), d.clone()]);
         assert_eq!(
             t,
             "-rw-r-----   3 alice eng                    12 1970-01-01 00:00:00 f\n\
@@ -476,6 +537,31 @@ mod tests {
         let t = status_text(&ClusterStatusResponse::default());
         assert!(!t.contains("masters:"), "{t}");
         assert_eq!(status_json(&ClusterStatusResponse::default())["masters"], json!([]));
+    }
+
+    #[test]
+    fn streamed_json_and_rows_match_whole_listings() {
+        let e = |p: &str, owner: &str, dir: bool| FileInfo {
+            path: p.into(),
+            r#type: if dir { FileType::Directory } else { FileType::File } as i32,
+            owner: owner.into(),
+            group: "g".into(),
+            ..Default::default()
+        };
+        let all = [e("/d/a", "al", false), e("/d/b", "bob", true), e("/d/c", "c", false)];
+        let whole = serde_json::to_string_pretty(&all.iter().map(entry_json).collect::<Vec<_>>()).unwrap() + "\n";
+        let mut j = JsonArray::default();
+        let streamed = j.items(&all[..1]).unwrap() + &j.items(&[]).unwrap() + &j.items(&all[1..]).unwrap() + j.end();
+        assert_eq!(streamed, whole);
+        assert_eq!(JsonArray::default().end(), "[]\n");
+        // Widths grow with the pages: a later wider owner widens later rows.
+        let mut f = LongFormat::default();
+        let (first, second) = (f.rows(&all[..1]), f.rows(&all[1..]));
+        assert!(first.contains(" al g ") && second.contains(" bob g ") && second.contains(" c   g "), "{second}");
+        assert_eq!(f.names(&all), "a\nb/\nc\n");
+        f.full_paths = true;
+        assert_eq!(f.names(&all[1..2]), "/d/b/\n");
+        assert!(f.rows(&all[1..2]).ends_with(" /d/b/\n"));
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub async fn tree(c: &mut Client) -> Vec<(String, i32, u32, u64)> {
     let mut todo = vec!["/".to_string()];
     while let Some(d) = todo.pop() {
         let entries = c
-            .list(ListRequest { path: d, include_hidden: false, allow_stale: false })
+            .list(ListRequest { path: d, include_hidden: false, allow_stale: false, ..Default::default() })
             .await
             .unwrap()
             .into_inner()
