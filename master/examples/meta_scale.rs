@@ -92,6 +92,25 @@ fn main() {
     let first = t.elapsed();
     println!("a new leader's first index pass (slices, lock released between): {:.1} ms", ms(first));
 
+    // Status counts and the garbage collector's look-up: a walk of every
+    // entry each (before) vs the namespace's index (now).
+    let t = Instant::now();
+    let visible = m.ns.iter().filter(|(p, _)| !gfs_master::hidden::is_within_hidden(p)).count();
+    let expired = m.ns.iter().filter(|(p, _)| gfs_master::hidden::is_hidden_name(p)).count();
+    let walk = t.elapsed();
+    let t = Instant::now();
+    let (f, d) = m.ns.counts();
+    let due = m.ns.deleted_before(i64::MAX, 1000).len();
+    let indexed = t.elapsed();
+    assert_eq!((f + d) as usize, visible);
+    assert_eq!(due, expired);
+    println!(
+        "status counts + GC look-up: walk of every entry {:.1} ms, index {:.4} ms; ratio {:.0}x",
+        ms(walk),
+        ms(indexed),
+        ms(walk) / ms(indexed).max(1e-6)
+    );
+
     // Steady repair steps: nothing changed, then 1 000 chunks lost a replica.
     let steps = 20;
     let (mut total, mut longest) = (Duration::ZERO, Duration::ZERO);

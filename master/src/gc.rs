@@ -15,7 +15,7 @@ use gfs_proto::log_record::Op;
 use gfs_proto::{CallId, DeleteOp, RenameOp};
 use tracing::{info, warn};
 
-use crate::hidden::{deleted_at, hidden_path, is_hidden_name, is_within_hidden};
+use crate::hidden::{hidden_path, is_within_hidden};
 use crate::locks::for_mutation;
 use crate::perm::Requester;
 use crate::state::Shared;
@@ -161,17 +161,16 @@ impl Shared {
         Ok(true)
     }
 
-    /// Hidden entries deleted at least `delay` ago.
+    /// Hidden entries deleted at least `delay` ago, oldest first, at most
+    /// [`GC_BATCH`] (from the namespace's index: no walk of the tree).
     fn expired(&self, now_ms: i64, delay: Duration) -> Vec<String> {
-        let meta = self.meta();
-        meta.ns
-            .iter()
-            .map(|(p, _)| p)
-            .filter(|p| is_hidden_name(p) && deleted_at(p).is_some_and(|t| now_ms - t >= delay.as_millis() as i64))
-            .cloned()
-            .collect()
+        let cutoff = now_ms.saturating_sub(delay.as_millis() as i64);
+        self.meta().ns.deleted_before(cutoff, GC_BATCH)
     }
 }
+
+/// Most entries one garbage collection step purges (the rest next step).
+const GC_BATCH: usize = 1000;
 
 /// Background task that reclaims expired hidden entries.
 pub struct GcWorker {

@@ -22,6 +22,7 @@ pub mod lease;
 pub mod locks;
 pub mod metrics;
 pub mod namespace;
+pub mod ns_index;
 pub mod ns_service;
 pub mod oplog;
 pub mod perm;

@@ -81,6 +81,7 @@ impl Node {
 pub struct Namespace {
     nodes: BTreeMap<String, Node>,
     names: Names,
+    index: crate::ns_index::NsIndex,
 }
 
 /// Permissions of entries an op creates.
@@ -107,8 +108,11 @@ impl Namespace {
     /// superuser with mode 0755.
     pub fn new() -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert("/".to_string(), Node::new_dir(0, Perm::root()));
-        Self { nodes, names: Names::default() }
+        let root = Node::new_dir(0, Perm::root());
+        let mut index = crate::ns_index::NsIndex::default();
+        index.added("/", &root);
+        nodes.insert("/".to_string(), root);
+        Self { nodes, names: Names::default(), index }
     }
 
     /// Returns the table of user and group names.
@@ -154,9 +158,13 @@ impl Namespace {
     /// Returns (file count, directory count), root included in directories.
     pub fn counts(&self) -> (u64, u64) {
         // Deleted entries awaiting garbage collection are not counted.
-        let visible = self.nodes.iter().filter(|(p, _)| !crate::hidden::is_within_hidden(p));
-        let (dirs, files): (Vec<_>, Vec<_>) = visible.partition(|(_, n)| n.is_dir());
-        (files.len() as u64, dirs.len() as u64)
+        (self.index.files, self.index.dirs)
+    }
+
+    /// Deleted entries whose deletion time is at or before `cutoff_ms`,
+    /// oldest first, at most `max` (the garbage collector's work).
+    pub fn deleted_before(&self, cutoff_ms: i64, max: usize) -> Vec<String> {
+        self.index.deleted_before(cutoff_ms, max)
     }
 
     /// The error for a path that does not resolve: `NotADirectory` when an
@@ -416,7 +424,22 @@ impl Namespace {
             crate::children::insert(children, hidden, file_name(path).to_string());
             *mtime_ms = time_ms;
         }
-        self.nodes.insert(path.to_string(), node);
+        self.put(path.to_string(), node);
+    }
+
+    /// Inserts a node, keeping the index.
+    fn put(&mut self, path: String, node: Node) {
+        self.index.added(&path, &node);
+        if let Some(old) = self.nodes.insert(path.clone(), node) {
+            self.index.removed(&path, &old);
+        }
+    }
+
+    /// Removes a node, keeping the index.
+    fn take(&mut self, path: &str) -> Option<Node> {
+        let node = self.nodes.remove(path)?;
+        self.index.removed(path, &node);
+        Some(node)
     }
 
     fn detach_from_parent(&mut self, path: &str, time_ms: i64) {
@@ -444,7 +467,7 @@ impl Namespace {
     fn apply_delete(&mut self, path: &str, time_ms: i64) -> Vec<u64> {
         let mut handles = Vec::new();
         for k in self.subtree_keys(path) {
-            if let Some(Node::File(f)) = self.nodes.remove(&k) {
+            if let Some(Node::File(f)) = self.take(&k) {
                 handles.extend(f.chunks);
             }
         }
@@ -457,7 +480,7 @@ impl Namespace {
         self.detach_from_parent(src, time_ms);
         let mut moved = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Some(n) = self.nodes.remove(&k) {
+            if let Some(n) = self.take(&k) {
                 moved.push((format!("{dst}{}", &k[src.len()..]), n));
             }
         }
@@ -469,7 +492,9 @@ impl Namespace {
             }
             self.insert_child(&top, node, time_ms);
         }
-        self.nodes.extend(iter);
+        for (k, n) in iter {
+            self.put(k, n);
+        }
     }
 
     /// Inserts a node while loading a checkpoint (parents come first).
@@ -497,7 +522,7 @@ impl Namespace {
         {
             crate::children::insert(children, hidden, file_name(path).to_string());
         }
-        self.nodes.insert(path.to_string(), node);
+        self.put(path.to_string(), node);
         Ok(())
     }
 
@@ -511,96 +536,5 @@ impl Namespace {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use gfs_common::ErrorKind;
-    use gfs_proto::{CreateOp, DeleteOp, MkdirOp, RenameOp};
-
-    fn mkdir(p: &str) -> Op {
-        Op::Mkdir(MkdirOp { path: p.into(), ..Default::default() })
-    }
-    fn create(p: &str) -> Op {
-        Op::Create(CreateOp { path: p.into(), replication: 3, chunk_size: 1 << 20, ..Default::default() })
-    }
-
-    #[test]
-    fn basic_tree_operations() {
-        let mut ns = Namespace::new();
-        assert!(ns.check_mkdir("/a", false).unwrap());
-        ns.apply(&mkdir("/a/b/c"), 1).unwrap();
-        assert!(ns.get("/a/b").unwrap().is_dir());
-        assert!(!ns.check_mkdir("/a/b", true).unwrap());
-        assert_eq!(ns.check_mkdir("/a/b", false).unwrap_err().kind(), ErrorKind::AlreadyExists);
-        assert_eq!(ns.check_mkdir("/x/y", false).unwrap_err().kind(), ErrorKind::NotFound);
-        ns.apply(&create("/a/f"), 2).unwrap();
-        assert_eq!(ns.check_mkdir("/a/f", true).unwrap_err().kind(), ErrorKind::NotADirectory);
-        assert_eq!(ns.check_mkdir("/a/f/g", true).unwrap_err().kind(), ErrorKind::NotADirectory);
-        assert_eq!(ns.check_create("/a/f/g", true).unwrap_err().kind(), ErrorKind::NotADirectory);
-        assert_eq!(ns.check_create("/a/f", true).unwrap_err().kind(), ErrorKind::AlreadyExists);
-        assert!(ns.check_create("/a/f", false).unwrap().is_some());
-        assert_eq!(ns.check_create("/a", false).unwrap_err().kind(), ErrorKind::IsADirectory);
-        assert_eq!(ns.check_delete("/a", false).unwrap_err().kind(), ErrorKind::DirectoryNotEmpty);
-        assert_eq!(ns.check_delete("/", true).unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(ns.check_rename("/a", "/a/b/z").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(ns.check_rename("/", "/z").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(ns.check_rename("/a/f", "/a/b").unwrap_err().kind(), ErrorKind::AlreadyExists);
-        assert_eq!(ns.check_rename("/nope", "/z").unwrap_err().kind(), ErrorKind::NotFound);
-        ns.apply(&Op::Rename(RenameOp { src: "/a".into(), dst: "/z".into() }), 3).unwrap();
-        assert!(ns.get("/a").is_none());
-        assert!(ns.get("/z/b/c").is_some());
-        assert_eq!(ns.children("/z"), vec!["/z/b".to_string(), "/z/f".to_string()]);
-        assert_eq!(ns.children("/"), vec!["/z".to_string()]);
-        ns.apply(&Op::Delete(DeleteOp { path: "/z".into() }), 4).unwrap();
-        assert_eq!(ns.counts(), (0, 1));
-        assert!(ns.children("/").is_empty());
-    }
-
-    /// Random op sequences against a flat model: set of dirs + set of files.
-    #[test]
-    fn random_ops_match_model() {
-        use rand::{Rng, SeedableRng};
-        let names = ["/a", "/b", "/a/x", "/a/y", "/b/x", "/a/x/q", "/b/x/q"];
-        for seed in 0..50u64 {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut ns = Namespace::new();
-            let mut dirs: BTreeSet<String> = ["/".to_string()].into();
-            let mut files: BTreeSet<String> = BTreeSet::new();
-            for t in 0..60 {
-                let p = names[rng.random_range(0..names.len())];
-                let parent_ok = dirs.contains(parent(p).unwrap());
-                let exists = dirs.contains(p) || files.contains(p);
-                match rng.random_range(0..4) {
-                    0 => {
-                        let ok = ns.check_mkdir(p, false).is_ok();
-                        assert_eq!(ok, parent_ok && !exists, "mkdir {p}");
-                        if ok {
-                            ns.apply(&mkdir(p), t).unwrap();
-                            dirs.insert(p.into());
-                        }
-                    }
-                    1 => {
-                        let ok = ns.check_create(p, true).is_ok();
-                        assert_eq!(ok, parent_ok && !exists, "create {p}");
-                        if ok {
-                            ns.apply(&create(p), t).unwrap();
-                            files.insert(p.into());
-                        }
-                    }
-                    _ => {
-                        let ok = ns.check_delete(p, true).is_ok();
-                        assert_eq!(ok, exists, "delete {p}");
-                        if ok {
-                            ns.apply(&Op::Delete(DeleteOp { path: p.into() }), t).unwrap();
-                            dirs.retain(|d| !is_within(d, p));
-                            files.retain(|d| !is_within(d, p));
-                        }
-                    }
-                }
-                let got: BTreeSet<String> = ns.iter().filter(|(_, n)| n.is_dir()).map(|(k, _)| k.clone()).collect();
-                assert_eq!(got, dirs);
-                let got: BTreeSet<String> = ns.iter().filter(|(_, n)| !n.is_dir()).map(|(k, _)| k.clone()).collect();
-                assert_eq!(got, files);
-            }
-        }
-    }
-}
+#[path = "namespace_tests.rs"]
+mod tests;
