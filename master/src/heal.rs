@@ -195,15 +195,12 @@ impl RepairWorker {
         // chunkserver had time to report to it (a new leader starts with
         // no replica locations at all).
         let warm = Duration::from_millis(self.shared.cfg.leader_warmup_ms);
-        if !self.shared.is_leader() {
+        if !self.shared.is_leader() || self.shared.leader_for().is_none_or(|t| t < warm) {
             return Ok(());
         }
-        // The index is kept from the start, so status figures are there
-        // during the warm-up too (everything short until reported).
+        // Not during the warm-up: every chunk would be queued as short of
+        // every replica until its holders report.
         self.refresh_index().await;
-        if self.shared.leader_for().is_none_or(|t| t < warm) {
-            return Ok(());
-        }
         let now = Instant::now();
         let cfg = &self.shared.cfg;
         let caps = Caps { total: cfg.heal.max_clones, per_server: cfg.heal.max_clones_per_server };
