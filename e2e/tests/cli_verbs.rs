@@ -102,24 +102,10 @@ async fn du_count_find_and_df_report_what_was_written() {
     assert!(df.lines().nth(1).unwrap().ends_with('%'), "{df}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn touch_test_cp_rm_checksum_and_tail_act_on_real_bytes() {
-    let cluster = cluster().await;
-    let m = cluster.master_addr().to_string();
-    let c = cluster.client();
-    let (a, b) = tree(&c).await;
-
-    // touch: a new empty file; an existing file keeps its bytes.
-    ok(&m, &["touch", "/v/new", "/v/a.log"]);
-    let st = c.stat("/v/new").await.unwrap().info;
-    assert_eq!((st.r#type(), st.size), (gfs_client::FileType::File, 0));
-    assert_eq!(c.read_all("/v/a.log").await.unwrap(), a);
-    let (_, err) = fails(&m, &["touch", "/v/sub"]);
-    assert!(err.contains("remote /v/sub: is a directory"), "{err}");
-
-    // test: 0 true, 1 false (silent), 2 cannot answer.
+/// `gfs test`: 0 true, 1 false (silent), 2 cannot answer.
+fn test_exit_codes(m: &str) {
     let code = |args: &[&str]| {
-        let out = run(&m, args);
+        let out = run(m, args);
         (out.status.code().unwrap(), out.stdout.is_empty())
     };
     for (args, want) in [
@@ -136,13 +122,31 @@ async fn touch_test_cp_rm_checksum_and_tail_act_on_real_bytes() {
     ] {
         assert_eq!(code(args), (want, true), "{args:?}");
     }
-    let out = run(&m, &["test", "-e", "/v/missing"]);
+    let out = run(m, &["test", "-e", "/v/missing"]);
     assert!(out.stderr.is_empty(), "a false test prints nothing");
     let out = Command::new(gfs_e2e::bin("gfs"))
         .args(["--insecure", "--master", "127.0.0.1:1", "test", "-e", "/v"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "an unreachable master is not 'false'");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn touch_test_cp_rm_checksum_and_tail_act_on_real_bytes() {
+    let cluster = cluster().await;
+    let m = cluster.master_addr().to_string();
+    let c = cluster.client();
+    let (a, b) = tree(&c).await;
+
+    // touch: a new empty file; an existing file keeps its bytes.
+    ok(&m, &["touch", "/v/new", "/v/a.log"]);
+    let st = c.stat("/v/new").await.unwrap().info;
+    assert_eq!((st.r#type(), st.size), (gfs_client::FileType::File, 0));
+    assert_eq!(c.read_all("/v/a.log").await.unwrap(), a);
+    let (_, err) = fails(&m, &["touch", "/v/sub"]);
+    assert!(err.contains("remote /v/sub: is a directory"), "{err}");
+
+    test_exit_codes(&m);
 
     // cp: the same bytes; an existing destination only with -f.
     ok(&m, &["cp", "/v/a.log", "/v/copy"]);
