@@ -51,7 +51,16 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             print_stdout(&out)
         }
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
-        Command::Rm { recursive, path } => Ok(client.delete(&path, recursive).await?),
+        c @ (Command::Rm { .. }
+        | Command::Du { .. }
+        | Command::Df { .. }
+        | Command::Count { .. }
+        | Command::Find { .. }
+        | Command::Touch { .. }
+        | Command::Test { .. }
+        | Command::Tail { .. }
+        | Command::Cp { .. }
+        | Command::Checksum { .. }) => super::verbs::run(&client, c).await,
         Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
         Command::Chmod { recursive, mode, path } => chmod(&client, recursive, &mode, &path).await,
         Command::Chown { recursive, owner, path } => chown(&client, recursive, &owner, &path).await,

@@ -8,10 +8,14 @@ mod bench;
 mod bench_tls;
 mod cert;
 mod commands;
+mod copy;
+mod glob;
 mod local_io;
 mod ls;
 mod output;
 mod server;
+mod tree_ops;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -118,6 +122,10 @@ pub enum Command {
         /// Remove a directory and everything below it.
         #[arg(short, long)]
         recursive: bool,
+        /// A missing PATH is not an error (exit 0, no message), as
+        /// `hdfs dfs -rm -f`.
+        #[arg(short, long)]
+        force: bool,
         path: String,
     },
     /// Rename SRC to DST.
@@ -158,6 +166,113 @@ pub enum Command {
         #[arg(value_parser = clap::value_parser!(u32).range(1..=16))]
         replication: u32,
         path: String,
+    },
+    /// Bytes of each entry of a directory (a directory: the sum of the
+    /// files below it), as `hdfs dfs -du`: SIZE, SIZE counting every
+    /// replica, PATH.
+    #[command(disable_help_flag = true)]
+    Du {
+        /// One line per PATH: the total below it.
+        #[arg(short = 's')]
+        summary: bool,
+        /// Sizes in KiB, MiB, GiB.
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help (`-h` is human-readable sizes here, as in HDFS).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Capacity, used, available and use% of the live chunkservers (from
+    /// the master's cluster status). Available is the sum of each live
+    /// server's reported free bytes; two servers sharing one disk would
+    /// count it twice, which the master cannot tell.
+    #[command(disable_help_flag = true)]
+    Df {
+        /// Sizes in KiB, MiB, GiB.
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help (`-h` is human-readable sizes here, as in HDFS).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// DIR_COUNT FILE_COUNT CONTENT_SIZE PATH for each PATH, as `hdfs dfs
+    /// -count` (a directory counts itself).
+    #[command(disable_help_flag = true)]
+    Count {
+        /// Also the quota columns first (gfs has no quotas: none inf none
+        /// inf).
+        #[arg(short = 'q')]
+        quotas: bool,
+        /// Sizes in KiB, MiB, GiB.
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help (`-h` is human-readable sizes here, as in HDFS).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Print the full path of every entry at or below PATH that matches:
+    /// `-name GLOB` (the last component; `*`, `?`, `[a-z]`, `[!a]`) and
+    /// `-type f|d`, streamed as the walk goes.
+    Find {
+        path: String,
+        /// `-name GLOB`, `-type f|d`.
+        #[arg(value_name = "EXPRESSION", trailing_var_arg = true, allow_hyphen_values = true)]
+        expression: Vec<String>,
+    },
+    /// Create an empty file at each PATH that is missing; an existing file
+    /// is left as it is; a directory is an error.
+    Touch {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Exit 0 if the test holds for PATH, 1 if not (no output); 2 when it
+    /// cannot be answered (bad path, master unreachable).
+    #[command(group(clap::ArgGroup::new("test").required(true).multiple(false)))]
+    Test {
+        /// PATH exists.
+        #[arg(short = 'e', group = "test")]
+        exists: bool,
+        /// PATH is a directory.
+        #[arg(short = 'd', group = "test")]
+        dir: bool,
+        /// PATH is a file.
+        #[arg(short = 'f', group = "test")]
+        file: bool,
+        /// PATH has zero length.
+        #[arg(short = 'z', group = "test")]
+        zero: bool,
+        path: String,
+    },
+    /// Print the last 1 KiB of a file.
+    Tail {
+        /// Keep printing what is appended (checked every second) until
+        /// Ctrl-C or SIGTERM, which end it with exit code 0.
+        #[arg(short = 'f')]
+        follow: bool,
+        path: String,
+    },
+    /// Copy files within gfs (SRC... DST; several sources need DST to be
+    /// an existing directory). Each copy goes to DST._COPYING_ first,
+    /// renamed to DST once complete, as `put`.
+    Cp {
+        /// Copy directories and everything below them.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        /// Replace an existing destination file.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, num_args = 2.., value_name = "SRC... DST")]
+        paths: Vec<String>,
+    },
+    /// CRC32C of each file's bytes, read through the client:
+    /// `PATH  CRC32C  <hex>  <size>`.
+    Checksum {
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
     /// Cluster administration.
     Admin {
@@ -242,6 +357,10 @@ pub fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // `gfs test`'s answer (its own errors already printed).
+            if let Some(verbs::Exit(code)) = e.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             let msg = format!("{e:#}").replace(['\n', '\r'], " ");
             eprintln!("gfs: {msg}");
             // Interrupted (SIGINT/SIGTERM) and cleaned up: the shell's code
@@ -316,6 +435,35 @@ mod tests {
         for bad in ["0", "17", "x"] {
             assert!(Cli::try_parse_from(["gfs", "setrep", bad, "/x"]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parses_the_hdfs_style_verbs() {
+        let c = Cli::try_parse_from(["gfs", "du", "-s", "-h", "/a", "/b"]).unwrap();
+        assert!(matches!(c.command, Command::Du { summary: true, human: true, ref paths, .. } if paths.len() == 2));
+        assert!(Cli::try_parse_from(["gfs", "du"]).is_err(), "du needs a path");
+        assert!(Cli::try_parse_from(["gfs", "du", "--help"]).is_err(), "help still shows (as an Err of kind help)");
+        let c = Cli::try_parse_from(["gfs", "df", "-h"]).unwrap();
+        assert!(matches!(c.command, Command::Df { human: true, .. }));
+        let c = Cli::try_parse_from(["gfs", "count", "-q", "/a"]).unwrap();
+        assert!(matches!(c.command, Command::Count { quotas: true, human: false, .. }));
+        let c = Cli::try_parse_from(["gfs", "find", "/a", "-name", "*.log", "-type", "f"]).unwrap();
+        assert!(
+            matches!(c.command, Command::Find { ref path, ref expression } if path == "/a" && expression.len() == 4)
+        );
+        let c = Cli::try_parse_from(["gfs", "test", "-d", "/a"]).unwrap();
+        assert!(matches!(c.command, Command::Test { dir: true, exists: false, file: false, zero: false, .. }));
+        assert!(Cli::try_parse_from(["gfs", "test", "/a"]).is_err(), "one test flag is required");
+        assert!(Cli::try_parse_from(["gfs", "test", "-d", "-f", "/a"]).is_err(), "only one");
+        let c = Cli::try_parse_from(["gfs", "tail", "-f", "/a"]).unwrap();
+        assert!(matches!(c.command, Command::Tail { follow: true, .. }));
+        let c = Cli::try_parse_from(["gfs", "cp", "-r", "-f", "/a", "/b", "/d"]).unwrap();
+        assert!(matches!(c.command, Command::Cp { recursive: true, force: true, ref paths } if paths.len() == 3));
+        assert!(Cli::try_parse_from(["gfs", "cp", "/a"]).is_err(), "cp needs SRC and DST");
+        let c = Cli::try_parse_from(["gfs", "rm", "-f", "-r", "/a"]).unwrap();
+        assert!(matches!(c.command, Command::Rm { force: true, recursive: true, .. }));
+        assert!(Cli::try_parse_from(["gfs", "touch"]).is_err());
+        assert!(Cli::try_parse_from(["gfs", "checksum", "/a", "/b"]).is_ok());
     }
 
     #[test]
