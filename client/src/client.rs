@@ -11,6 +11,7 @@ use gfs_common::auth::Role;
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
+use gfs_common::peer::PeerFailure;
 use gfs_common::{
     Error, MAX_FILE_CHUNKS, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result,
 };
@@ -183,17 +184,7 @@ fn master_unreachable(s: &tonic::Status) -> bool {
 
 /// The status message with its error sources, for transport failures.
 fn status_text(s: &tonic::Status) -> String {
-    let mut text = s.message().to_string();
-    let mut src = std::error::Error::source(s);
-    while let Some(e) = src {
-        let m = e.to_string();
-        if !text.contains(&m) {
-            text.push_str(": ");
-            text.push_str(&m);
-        }
-        src = e.source();
-    }
-    text
+    gfs_common::peer::chain_text(s)
 }
 
 fn zeros(len: u64) -> Bytes {
@@ -654,6 +645,8 @@ impl Client {
         let mut seeks = 0usize;
         let mut hops = 0usize;
         let mut tried: Vec<String> = Vec::new();
+        // "ADDR is not a gfs master (...)", once something foreign answered.
+        let mut not_gfs: Option<String> = None;
         loop {
             masters.refresh().await;
             let addr = masters.current();
@@ -667,8 +660,15 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            let unreachable = master_unreachable(&status);
-            let text = status_text(&status);
+            let peer = PeerFailure::of(&status);
+            // Something that is not a gfs master, before any master ever
+            // answered: a wrong address, treated as unreachable.
+            let foreign = matches!(peer, Some(PeerFailure::NotGfs(_))) && !masters.ever_answered();
+            if let (true, Some(p)) = (foreign, &peer) {
+                not_gfs = Some(format!("{addr} is not a gfs master ({})", p.reason()));
+            }
+            let unreachable = master_unreachable(&status) || foreign;
+            let text = peer.as_ref().map(|p| p.reason().to_string()).unwrap_or_else(|| status_text(&status));
             let err = Error::from(status);
             if unreachable {
                 self.inner.pool.forget(&addr);
@@ -696,7 +696,11 @@ impl Client {
                         names.push_str(&format!("; resolved from {name}"));
                     }
                     let last = if unreachable { text } else { err.to_string() };
-                    return Err(Error::Unavailable(format!("cannot reach a leader master (tried {names}): {last}")));
+                    return Err(Error::Unavailable(match (masters.ever_answered(), not_gfs) {
+                        (true, _) => format!("cannot reach a leader master (tried {names}): {last}"),
+                        (false, Some(foreign)) => foreign,
+                        (false, None) => format!("cannot reach a gfs master at {names}: {last}"),
+                    }));
                 }
                 tracing::debug!(tried = %addr, error = %err, seeks, "no leader master answered, retrying");
                 let delay = seek_backoff.next_delay();
@@ -743,7 +747,9 @@ impl Client {
                 self.inner.latency.record_failure(addr);
                 if is_transport_failure(&status) {
                     self.inner.pool.forget(addr);
-                    return Err(Error::Unavailable(format!("chunkserver {addr}: {}", status_text(&status))));
+                    let reason = PeerFailure::of(&status).map(|p| p.reason().to_string());
+                    let reason = reason.unwrap_or_else(|| status_text(&status));
+                    return Err(Error::Unavailable(format!("chunkserver {addr}: {reason}")));
                 }
                 Err(Error::from(status))
             }
@@ -1087,7 +1093,7 @@ mod tests {
         let tried = spec.replace(',', ", ");
         match &e {
             Error::Unavailable(m) => {
-                assert!(m.starts_with(&format!("cannot reach a leader master (tried {tried}): ")), "{m}")
+                assert!(m.starts_with(&format!("cannot reach a gfs master at {tried}: ")), "{m}")
             }
             other => panic!("unexpected {other:?}"),
         }

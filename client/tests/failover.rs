@@ -371,7 +371,7 @@ async fn all_masters_unreachable_error_names_every_one() {
         .unwrap_err();
     match &e {
         Error::Unavailable(m) => {
-            let want = format!("cannot reach a leader master (tried {}, {}, {}): ", dead[0], dead[1], dead[2]);
+            let want = format!("cannot reach a gfs master at {}, {}, {}: ", dead[0], dead[1], dead[2]);
             assert!(m.starts_with(&want), "{m}");
         }
         other => panic!("{other:?}"),

@@ -290,13 +290,13 @@ impl From<tonic::Status> for Error {
         // No gfs detail: the failure happened in the transport (connect
         // refused, deadline, reset) or in tonic itself.
         use tonic::Code;
-        if s.message().contains("h2 protocol error") {
-            // A plaintext client talking to a TLS server reads its alert as
-            // garbage HTTP/2.
-            return Error::Unavailable(format!(
-                "{}: the server may require TLS (give the client --tls-dir, or run both sides with --insecure)",
-                s.message()
-            ));
+        if let Some(crate::peer::PeerFailure::NotGfs(reason)) = crate::peer::PeerFailure::of(&s)
+            && s.code() != Code::Unimplemented
+        {
+            // Garbage HTTP/2 (e.g. a plaintext client reading a TLS
+            // server's alert), HTTP/1, a foreign certificate: the peer is
+            // not (or cannot be talked to as) a gfs server.
+            return Error::Unavailable(format!("not a gfs server: {reason}"));
         }
         match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {

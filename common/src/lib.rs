@@ -30,6 +30,7 @@ pub mod error;
 pub mod masters;
 pub mod net;
 pub mod path;
+pub mod peer;
 pub mod perm;
 pub mod profile;
 pub mod shutdown;

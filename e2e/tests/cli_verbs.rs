@@ -102,7 +102,7 @@ async fn du_count_find_and_df_report_what_was_written() {
     assert!(df.lines().nth(1).unwrap().ends_with('%'), "{df}");
 }
 
-/// `gfs test`: 0 true, 1 false (silent), 2 cannot answer.
+/// `gfs test`: 0 true, 1 false (silent), 2 a bad path, 6 master unreachable.
 fn test_exit_codes(m: &str) {
     let code = |args: &[&str]| {
         let out = run(m, args);
@@ -128,7 +128,7 @@ fn test_exit_codes(m: &str) {
         .args(["--insecure", "--master", "127.0.0.1:1", "test", "-e", "/v"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "an unreachable master is not 'false'");
+    assert_eq!(out.status.code(), Some(6), "an unreachable master is not 'false'");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

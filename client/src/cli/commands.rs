@@ -7,6 +7,7 @@ use gfs_common::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
+use super::exit;
 use super::local_io::{ErrorSlot, Tracked};
 use super::output;
 use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
@@ -77,7 +78,9 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             print_stdout(&out)
         }
         Command::Admin { command } => admin(&client, command).await,
-        Command::Server(_) | Command::Bench(_) | Command::Cert { .. } => unreachable!("handled by the caller"),
+        Command::Server(_) | Command::Bench(_) | Command::Cert { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled by the caller")
+        }
     }
 }
 
@@ -183,9 +186,9 @@ fn print_stdout(s: &str) -> anyhow::Result<()> {
 async fn read_local(local: &str) -> anyhow::Result<Vec<u8>> {
     let mut data = Vec::new();
     if local == "-" {
-        tokio::io::stdin().read_to_end(&mut data).await.context("stdin")?;
+        tokio::io::stdin().read_to_end(&mut data).await.map_err(|e| exit::local_io("stdin", &e))?;
     } else {
-        data = tokio::fs::read(local).await.with_context(|| local.to_string())?;
+        data = tokio::fs::read(local).await.map_err(|e| exit::local_io(local, &e))?;
     }
     Ok(data)
 }
@@ -210,7 +213,7 @@ fn progress_bar(size: Option<u64>) -> Option<ProgressBar> {
 /// the local side failed.
 fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
     match slot.take() {
-        Some((_, msg)) => anyhow!("{}: {msg}", if local == "-" { "stdio" } else { local }),
+        Some((kind, msg)) => exit::local(local, kind, &msg),
         None => e.into(),
     }
 }
@@ -230,7 +233,7 @@ fn interrupt_token() -> anyhow::Result<CancellationToken> {
         t.cancel();
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         eprintln!("gfs: interrupted again: exiting without removing the upload's temporary file");
-        std::process::exit(130);
+        std::process::exit(super::exit::INTERRUPTED.into());
     });
     Ok(token)
 }
@@ -242,10 +245,10 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
     let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
         (Box::new(tokio::io::stdin()), None)
     } else {
-        let file = tokio::fs::File::open(local).await.with_context(|| local.to_string())?;
-        let meta = file.metadata().await.with_context(|| local.to_string())?;
+        let file = tokio::fs::File::open(local).await.map_err(|e| exit::local_io(local, &e))?;
+        let meta = file.metadata().await.map_err(|e| exit::local_io(local, &e))?;
         if meta.is_dir() {
-            bail!("{local}: is a directory");
+            return Err(exit::local(local, std::io::ErrorKind::IsADirectory, "is a directory"));
         }
         (Box::new(file), Some(meta.len()))
     };
@@ -262,9 +265,12 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
         b.finish_and_clear();
     }
     res.map(|_| ()).map_err(|e| match e {
-        Error::AlreadyExists { path } if path.ends_with(COPYING_SUFFIX) => anyhow!(
-            "{path}: already exists: an interrupted put left it, or another put to {remote} is running; \
-             remove it (gfs rm) or replace it with put -f"
+        Error::AlreadyExists { path } if path.ends_with(COPYING_SUFFIX) => exit::remote_text(
+            format!(
+                "remote {path} exists: an interrupted put left it, or another put to {remote} is running; \
+                 remove it (gfs rm) or replace it with put -f"
+            ),
+            super::exit::EXISTS,
         ),
         e => local_or_remote(e, &slot, local),
     })
@@ -293,7 +299,7 @@ async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
             },
         }
     } else {
-        let file = tokio::fs::File::create(local).await.with_context(|| local.to_string())?;
+        let file = tokio::fs::File::create(local).await.map_err(|e| exit::local_io(local, &e))?;
         let (w, slot) = Tracked::new(tokio::io::BufWriter::with_capacity(1 << 20, file));
         let r = client.get(remote, w, Some(&cb)).await.map(|_| ()).map_err(|e| local_or_remote(e, &slot, local));
         if r.is_err() {

@@ -1,14 +1,16 @@
 //! The `gfs` command line: file commands against a master, `gfs server`
 //! (an all-in-one cluster in this process) and `gfs bench`.
 //!
-//! Errors print as exactly one line, `gfs: <message>`, with exit code 1;
-//! usage errors exit with 2 (clap).
+//! Errors print as exactly one line, `gfs: <message>`, with the exit code
+//! of the table in [`exit`]; usage errors exit with 2 (clap).
 
 mod bench;
 mod bench_tls;
 mod cert;
 mod commands;
+mod completions;
 mod copy;
+pub mod exit;
 mod glob;
 mod local_io;
 mod ls;
@@ -19,7 +21,7 @@ mod verbs;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use gfs_common::telemetry::{self, LogFormat};
 
 use crate::ClientConfig;
@@ -34,9 +36,12 @@ pub const LOCAL_TLS_DIR: &str = "gfs-data/tls/admin";
 /// Files larger than this get a progress bar (when stderr is a terminal).
 pub(crate) const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
+/// `gfs --version`: the crate version, the commit and its date (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GFS_COMMIT"), env!("GFS_VERSION_SUFFIX"), ")");
+
 /// gfs: a distributed file system in the design of GFS.
 #[derive(Debug, Parser)]
-#[command(name = "gfs", version, about, propagate_version = true)]
+#[command(name = "gfs", version = VERSION, about, propagate_version = true, after_help = exit::EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Master address(es): host:port, a list h1:p1,h2:p2,h3:p3 (the master
     /// group; calls follow the leader), or one name:port whose DNS name
@@ -229,8 +234,9 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
-    /// Exit 0 if the test holds for PATH, 1 if not (no output); 2 when it
-    /// cannot be answered (bad path, master unreachable).
+    /// Exit 0 if the test holds for PATH, 1 if not (no output); when it
+    /// cannot be answered, an error and its code (2 a bad path, 6 master
+    /// unreachable: see EXIT STATUS).
     #[command(group(clap::ArgGroup::new("test").required(true).multiple(false)))]
     Test {
         /// PATH exists.
@@ -288,6 +294,11 @@ pub enum Command {
     },
     /// Measure throughput and metadata rates against a plain-disk baseline.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script, e.g. `gfs completions bash >
+    /// /etc/bash_completion.d/gfs`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the gfs(1) man page (roff), e.g. `gfs man | man -l -`.
+    Man,
 }
 
 /// `gfs admin` subcommands.
@@ -342,34 +353,28 @@ impl Cli {
 
 /// Parses the arguments, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // The subcommand's name, for hints in error messages.
+    let name = matches.subcommand_name().unwrap_or_default().to_string();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     telemetry::init(cli.log_format, "warn");
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gfs: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     let res = rt.block_on(run(cli));
     // Do not wait for lingering background tasks (e.g. idle connections).
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // `gfs test`'s answer (its own errors already printed).
-            if let Some(verbs::Exit(code)) = e.downcast_ref() {
-                return ExitCode::from(*code);
-            }
-            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
-            eprintln!("gfs: {msg}");
-            // Interrupted (SIGINT/SIGTERM) and cleaned up: the shell's code
-            // for a command ended by SIGINT.
-            if matches!(e.downcast_ref::<gfs_common::Error>(), Some(gfs_common::Error::Cancelled(_))) {
-                return ExitCode::from(130);
-            }
-            ExitCode::FAILURE
+        Ok(()) => ExitCode::from(exit::OK),
+        // `gfs test`'s answer: no message.
+        Err(e) if e.downcast_ref::<verbs::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<verbs::Exit>().map_or(1, |x| x.0))
         }
+        Err(e) => exit::report(e, &name),
     }
 }
 
@@ -377,7 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let insecure = cli.tls.insecure;
     // `gfs server` and a self-contained bench make their own identities.
     let local = match &cli.command {
-        Command::Server(_) | Command::Cert { .. } => true,
+        Command::Server(_) | Command::Cert { .. } | Command::Completions { .. } | Command::Man => true,
         Command::Bench(b) => cli.master.is_none() || b.data_dir.is_some(),
         _ => false,
     };
@@ -386,6 +391,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (Command::Server(args), _) => server::run(args, insecure).await,
         (Command::Cert { command }, _) => cert::run(command),
         (Command::Bench(args), config) => bench::run(args, config, insecure).await,
+        (Command::Completions { shell }, _) => completions::print(Some(shell)),
+        (Command::Man, _) => completions::print(None),
         (other, Some(config)) => commands::run(config, other).await,
         (_, None) => unreachable!("only server and bench run without a client config"),
     }

@@ -41,10 +41,6 @@ impl std::error::Error for Exit {}
 /// Exit code of `gfs test` when the answer is "no".
 pub const TEST_FALSE: u8 = 1;
 
-/// Exit code of `gfs test` when it cannot answer (bad path, unreachable
-/// master, refused): distinct from "no".
-pub const TEST_ERROR: u8 = 2;
-
 /// Names the side of an error that carries a path: every path of these
 /// verbs is a gfs (remote) path, never a local one.
 pub fn remote(e: Error) -> anyhow::Error {
@@ -154,17 +150,18 @@ impl TestKind {
 }
 
 /// `gfs test`: exits 0 when true, 1 when false, without output; a failure
-/// to answer prints its error and exits 2.
+/// to answer is an error like any other (its message and the exit code of
+/// its kind: `exit.rs`).
 async fn test(client: &Client, kind: TestKind, path: &str) -> anyhow::Result<()> {
     let answer = match client.stat(path).await {
         Ok(st) => kind.holds(&st.info),
         // A missing entry, or a file where a directory should be on the way.
         Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => false,
-        Err(e) => {
-            let msg = format!("{:#}", remote(e)).replace(['\n', '\r'], " ");
-            eprintln!("gfs: test: {msg}");
-            return Err(Exit(TEST_ERROR).into());
+        // "Cannot tell" must not read as "no": a bad path is bad usage.
+        Err(e @ (Error::InvalidPath { .. } | Error::InvalidArgument(_))) => {
+            return Err(crate::cli::exit::remote_text(format!("remote {e}"), crate::cli::exit::USAGE));
         }
+        Err(e) => return Err(e.into()),
     };
     if answer { Ok(()) } else { Err(Exit(TEST_FALSE).into()) }
 }
