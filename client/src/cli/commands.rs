@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use gfs_common::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
@@ -220,22 +220,8 @@ fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
 
 /// Returns a token cancelled by the first SIGINT or SIGTERM, so that an
 /// upload stops and removes its temporary file; a second one exits at once.
-/// The handlers are installed before this returns: a signal from then on
-/// never kills the process with the default action.
 fn interrupt_token() -> anyhow::Result<CancellationToken> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        t.cancel();
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!("gfs: interrupted again: exiting without removing the upload's temporary file");
-        std::process::exit(super::exit::INTERRUPTED.into());
-    });
-    Ok(token)
+    super::verbs::stop_on_signals("interrupted again: exiting without removing the upload's temporary file")
 }
 
 /// `gfs put`: uploads through `REMOTE._COPYING_` (see [`crate::PutOptions`]);

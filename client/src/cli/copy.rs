@@ -37,7 +37,7 @@ pub async fn cp(client: &Client, recursive: bool, force: bool, paths: &[String])
     if srcs.len() > 1 && !dst_is_dir {
         bail!("cp: remote {dst}: not an existing directory (needed with several sources)");
     }
-    let cancel = stop_on_signals("cp")?;
+    let cancel = stop_on_signals("cp: interrupted again: exiting")?;
     for src in srcs {
         let info = client.stat(src).await.map_err(remote)?.info;
         let target = if dst_is_dir { join(&dst, file_name(&info.path)) } else { dst.clone() };

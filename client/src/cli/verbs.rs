@@ -167,7 +167,9 @@ async fn test(client: &Client, kind: TestKind, path: &str) -> anyhow::Result<()>
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; the handlers are
-/// installed before this returns. A second signal exits at once (130).
+/// installed before this returns, so a signal from then on never kills the
+/// process with the default action. A second signal prints `gfs: {what}`
+/// and exits at once (130).
 pub fn stop_on_signals(what: &'static str) -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -178,8 +180,8 @@ pub fn stop_on_signals(what: &'static str) -> anyhow::Result<CancellationToken> 
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         t.cancel();
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!("gfs: {what}: interrupted again: exiting");
-        std::process::exit(130);
+        eprintln!("gfs: {what}");
+        std::process::exit(crate::cli::exit::INTERRUPTED.into());
     });
     Ok(token)
 }
@@ -215,7 +217,7 @@ async fn print_range(client: &Client, path: &str, from: u64, to: u64, out: &mut 
 /// prints what is appended, checking the size every second, until
 /// SIGINT/SIGTERM (which ends it with exit code 0).
 async fn tail(client: &Client, follow: bool, path: &str) -> anyhow::Result<()> {
-    let stop = if follow { Some(stop_on_signals("tail -f")?) } else { None };
+    let stop = if follow { Some(stop_on_signals("tail -f: interrupted again: exiting")?) } else { None };
     let info = stat_file(client, path).await?;
     let mut out = Out::default();
     let (mut pos, open) =
