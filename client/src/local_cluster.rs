@@ -148,14 +148,9 @@ impl LocalCluster {
         let mut listens = vec![opts.listen.clone()];
         let mut peers = std::collections::BTreeMap::new();
         if opts.masters > 1 {
-            listens.clear();
-            for i in 0..opts.masters {
-                let want = if i == 0 { opts.listen.clone() } else { "127.0.0.1:0".to_string() };
-                let l = std::net::TcpListener::bind(&want).with_context(|| format!("cannot bind {want}"))?;
-                let addr = l.local_addr()?.to_string();
-                drop(l);
+            listens = group_addresses(&opts)?;
+            for (i, addr) in listens.iter().enumerate() {
                 peers.insert(i as u64 + 1, addr.clone());
-                listens.push(addr);
             }
         }
         let mut masters = Vec::with_capacity(opts.masters);
@@ -336,5 +331,60 @@ impl LocalCluster {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.wait().await
+    }
+}
+
+/// File under the data dir that remembers a master group's addresses.
+const GROUP_FILE: &str = "master-addresses";
+
+/// The addresses of a group of `opts.masters` masters: the ones this data
+/// dir's group was created with (its Raft membership names them, so a
+/// restart must listen there again), or, for a new group, `--listen` for
+/// the first and free loopback ports for the others, remembered for the
+/// next start.
+fn group_addresses(opts: &LocalClusterOptions) -> anyhow::Result<Vec<String>> {
+    let file = opts.data_dir.join(GROUP_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let addrs: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            if addrs.len() != opts.masters {
+                bail!(
+                    "{} holds a group of {} masters ({}), not {}: start with --masters {} or use a new data dir",
+                    opts.data_dir.display(),
+                    addrs.len(),
+                    addrs.join(","),
+                    opts.masters,
+                    addrs.len()
+                );
+            }
+            let first = &addrs[0];
+            let wanted_port = opts.listen.rsplit_once(':').map(|(_, p)| p);
+            if wanted_port != Some("0") && opts.listen != *first {
+                bail!(
+                    "{} holds a master group at {}: its first master listens on {first}, not --listen {} \
+                     (start with --listen {first} or use a new data dir)",
+                    opts.data_dir.display(),
+                    addrs.join(","),
+                    opts.listen
+                );
+            }
+            Ok(addrs)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Every port held until all are picked, so none is picked twice.
+            let mut held = Vec::with_capacity(opts.masters);
+            for i in 0..opts.masters {
+                let want = if i == 0 { opts.listen.clone() } else { "127.0.0.1:0".to_string() };
+                held.push(std::net::TcpListener::bind(&want).with_context(|| format!("cannot bind {want}"))?);
+            }
+            let addrs = held.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+            drop(held);
+            std::fs::create_dir_all(&opts.data_dir).with_context(|| opts.data_dir.display().to_string())?;
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, addrs.join("\n") + "\n").with_context(|| tmp.display().to_string())?;
+            std::fs::rename(&tmp, &file).with_context(|| file.display().to_string())?;
+            Ok(addrs)
+        }
+        Err(e) => Err(e).with_context(|| file.display().to_string()),
     }
 }

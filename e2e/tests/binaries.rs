@@ -307,4 +307,27 @@ fn all_in_one_server_runs_a_three_master_group() {
         assert!(dir.path().join(format!("data/master-{i}/raft-vote")).exists());
     }
     assert!(server.sigterm().success());
+    // A restart on the same data dir listens where the group's membership
+    // says its masters are, and serves what was written.
+    let _ = std::fs::remove_file(&ready);
+    let mut again = Proc::spawn(
+        Command::new(bin("gfs"))
+            .args(["server", "--masters", "3", "--listen", "127.0.0.1:0", "--chunk-size", "1MiB", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--ready-file")
+            .arg(&ready),
+        &dir.path().join("server-2.log"),
+    );
+    assert_eq!(wait_ready(&ready, &log), spec, "the group came back at other addresses");
+    assert_eq!(gfs(&spec, &["cat", "/x"], None).stdout, data);
+    ok(&gfs(&spec, &["put", "-", "/y"], Some(&data[..1000])));
+    assert!(again.sigterm().success());
+    // Another group size on that data dir is refused, saying why.
+    let out = Command::new(bin("gfs"))
+        .args(["server", "--masters", "5", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("holds a group of 3 masters"), "{err}");
 }

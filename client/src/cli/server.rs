@@ -19,7 +19,9 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub chunkservers: usize,
     /// Masters in the group (1, 3 or 5), all in this process: the first
-    /// listens on --listen, the others on free loopback ports.
+    /// listens on --listen, the others on free loopback ports. The group's
+    /// addresses are remembered in DIR/master-addresses: a restart on the
+    /// same data dir listens there again (its Raft membership names them).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub masters: usize,
     /// Master listen address.
