@@ -329,7 +329,8 @@ impl Meta {
     /// Starts a repair step's index work: resets the index after a change
     /// of stream, queues the chunks of servers whose standing changed and
     /// the small per-step sets. Cost: the number of servers plus those sets.
-    /// With `sweep`, this step also walks its share of the background sweep.
+    /// With `sweep` (a repair step, not a status call), this also takes
+    /// the small per-step sets and walks its share of the background sweep.
     pub fn index_begin(&mut self, cfg: &crate::config::Config, sweep: bool) {
         if sweep {
             let share = self.chunks.len() as f64 * cfg.heal.scan_ms as f64 / SWEEP_PERIOD.as_millis() as f64;
@@ -361,10 +362,13 @@ impl Meta {
             marks.extend(self.servers.get(id).into_iter().flat_map(|s| s.chunks.iter().copied()));
         }
         // Hot targets depend on read scores and the number of servers in
-        // service; the queue order on clients' needs.
-        marks.extend(self.heal.reads.keys());
-        marks.extend(self.heal.blocked.keys());
-        marks.extend(self.heal.active.keys());
+        // service; the queue order on clients' needs. Once per repair step
+        // (not per status call: they would pile up between steps).
+        if sweep {
+            marks.extend(self.heal.reads.keys());
+            marks.extend(self.heal.blocked.keys());
+            marks.extend(self.heal.active.keys());
+        }
         self.heal.index.mark(marks);
     }
 
