@@ -62,6 +62,7 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
         | Command::Tail { .. }
         | Command::Cp { .. }
         | Command::Checksum { .. }) => super::verbs::run(&client, c).await,
+        Command::Fsck { json, path } => super::fsck::fsck(&client, &path, json).await,
         Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
         Command::Chmod { recursive, mode, path } => chmod(&client, recursive, &mode, &path).await,
         Command::Chown { recursive, owner, path } => chown(&client, recursive, &owner, &path).await,

@@ -11,6 +11,7 @@ mod commands;
 mod completions;
 mod copy;
 pub mod exit;
+mod fsck;
 mod glob;
 mod local_io;
 mod ls;
@@ -170,6 +171,16 @@ pub enum Command {
         allow_under_replicated: bool,
         #[arg(value_parser = clap::value_parser!(u32).range(1..=16))]
         replication: u32,
+        path: String,
+    },
+    /// Health of every file at or below PATH, as `hdfs fsck`: files with a
+    /// chunk no live server holds (MISSING: exit 8) and files short of
+    /// their replication (under-replicated: the master is repairing them).
+    Fsck {
+        /// A JSON report.
+        #[arg(long)]
+        json: bool,
+        #[arg(default_value = "/")]
         path: String,
     },
     /// Bytes of each entry of a directory (a directory: the sum of the

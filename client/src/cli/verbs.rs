@@ -44,15 +44,7 @@ pub const TEST_FALSE: u8 = 1;
 /// Names the side of an error that carries a path: every path of these
 /// verbs is a gfs (remote) path, never a local one.
 pub fn remote(e: Error) -> anyhow::Error {
-    match e {
-        Error::NotFound { .. }
-        | Error::AlreadyExists { .. }
-        | Error::NotADirectory { .. }
-        | Error::IsADirectory { .. }
-        | Error::DirectoryNotEmpty { .. }
-        | Error::InvalidPath { .. } => anyhow!("remote {e}"),
-        other => other.into(),
-    }
+    super::exit::remote(e, "")
 }
 
 /// Stdout, stopping quietly once the reader is gone (`gfs find | head`).
