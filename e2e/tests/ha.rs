@@ -757,6 +757,13 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
     }
     let rt = rt();
     rt.block_on(async {
+        // The founder (pod 0) leads its one-member group before it grows;
+        // a client finds nothing to retry for until some master answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status(&addrs[0]).await.is_none_or(|s| s.this.is_none_or(|m| m.role != MasterRole::Leader as i32)) {
+            assert!(Instant::now() < deadline, "the founder never led its group");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
         client.add_master(1, &addrs[1]).await.unwrap();
         let members = client.add_master(2, &addrs[2]).await.unwrap();
