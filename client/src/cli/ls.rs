@@ -20,6 +20,8 @@ pub struct Format {
     pub all: bool,
     /// `-R`.
     pub recursive: bool,
+    /// Names as full paths (always with `-R`; for the matches of a glob).
+    pub full_paths: bool,
 }
 
 /// Where the pages go, formatted as asked.
@@ -61,7 +63,8 @@ fn write(text: &str) -> anyhow::Result<bool> {
 
 /// Lists `path`, a page at a time.
 pub async fn run(client: &Client, path: &str, format: Format) -> anyhow::Result<()> {
-    let mut printer = Printer { format, long: LongFormat::new(format.recursive), json: JsonArray::default() };
+    let mut printer =
+        Printer { format, long: LongFormat::new(format.recursive || format.full_paths), json: JsonArray::default() };
     if format.recursive {
         let mut walk = client.tree_lister(path, format.all);
         while let Some(batch) = walk.next_batch().await? {
