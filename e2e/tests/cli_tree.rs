@@ -135,6 +135,8 @@ async fn remote_globs_select_exactly_the_matches() {
     }
     assert_eq!(ok(&m, &["ls", "/g/*.log"]), "/g/a.log\n/g/b.log\n");
     assert_eq!(ok(&m, &["ls", "/g/[ab]*"]), "/g/a.log\n/g/ab.txt\n/g/b.log\n");
+    let json: serde_json::Value = serde_json::from_str(&ok(&m, &["ls", "--json", "/g/*.log"])).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "one array for every match: {json}");
     assert_eq!(ok(&m, &["ls", "/?/s*/*.log"]), "/g/sub/d.log\n");
     assert_eq!(ok(&m, &["cat", "/g/s?b/d.*"]), "x");
     let (code, err) = fails(&m, &["ls", "/g/*.none"]);

@@ -46,10 +46,8 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
         }
         Command::Ls { long, json, all, recursive, path } => {
             let full_paths = super::expand::has_glob(&path);
-            for p in super::expand::expand(&client, &path).await? {
-                super::ls::run(&client, &p, super::ls::Format { long, json, all, recursive, full_paths }).await?;
-            }
-            Ok(())
+            let paths = super::expand::expand(&client, &path).await?;
+            super::ls::run(&client, &paths, super::ls::Format { long, json, all, recursive, full_paths }).await
         }
         Command::Stat { json, path } => {
             for p in super::expand::expand(&client, &path).await? {
@@ -236,9 +234,18 @@ fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
 }
 
 /// Returns a token cancelled by the first SIGINT or SIGTERM, so that an
-/// upload stops and removes its temporary file; a second one exits at once.
+/// upload or download stops and removes its temporary file; a second one
+/// exits at once.
+///
+/// One token per process: every file of a `put -r` or `get -r` shares it
+/// (one signal handler task, however many files).
 fn interrupt_token() -> anyhow::Result<CancellationToken> {
-    super::verbs::stop_on_signals("interrupted again: exiting without removing the upload's temporary file")
+    static TOKEN: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    if let Some(t) = TOKEN.get() {
+        return Ok(t.clone());
+    }
+    let t = super::verbs::stop_on_signals("interrupted again: exiting without removing the temporary file")?;
+    Ok(TOKEN.get_or_init(|| t).clone())
 }
 
 /// One file of `gfs put`: uploads through `REMOTE._COPYING_` (see
@@ -346,9 +353,15 @@ async fn get_local(
     }
     .map_err(|e| exit::local_io(&tmp, &e))?;
     let (w, slot) = Tracked::new(tokio::io::BufWriter::with_capacity(1 << 20, file));
-    let r = match client.get(remote, w, Some(cb)).await {
+    let stop = interrupt_token()?;
+    let got = tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Error::Cancelled(format!("get {remote} interrupted; local {tmp} removed")).into()),
+        r = client.get(remote, w, Some(cb)) => r.map_err(|e| local_or_remote(e, &slot, &tmp)),
+    };
+    let r = match got {
         Ok(n) => tokio::fs::rename(&tmp, local).await.map(|()| n).map_err(|e| exit::local_io(local, &e)),
-        Err(e) => Err(local_or_remote(e, &slot, &tmp)),
+        Err(e) => Err(e),
     };
     if r.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
