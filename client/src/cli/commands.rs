@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use super::exit;
 use super::local_io::{ErrorSlot, Tracked};
 use super::output;
-use super::{AdminCommand, Command, PROGRESS_THRESHOLD};
+use super::{AdminCommand, Command, PROGRESS_THRESHOLD, TrashCommand};
 use crate::{COPYING_SUFFIX, Client, ClientConfig, FileType, PutOptions};
 use gfs_common::shutdown::CancellationToken;
 
@@ -21,9 +21,14 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
     }
     let client = Client::new(config)?;
     match command {
-        Command::Put { force, local, remote, .. } => put(&client, force, &local, &remote).await,
-        Command::Get { remote, local } => get(&client, &remote, &local).await,
-        Command::Cat { remote } => get(&client, &remote, "-").await,
+        Command::Put { force, recursive, paths, .. } => super::transfer::put(&client, force, recursive, &paths).await,
+        Command::Get { force, recursive, paths } => super::transfer::get(&client, force, recursive, &paths).await,
+        Command::Cat { remote } => {
+            for p in super::expand::expand(&client, &remote).await? {
+                get_file(&client, false, &p, "-").await?;
+            }
+            Ok(())
+        }
         Command::Append { remote, local } => {
             let data = read_local(&local).await?;
             // Like `>>` (and HDFS appendToFile): the first append creates the
@@ -40,16 +45,21 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             Ok(())
         }
         Command::Ls { long, json, all, recursive, path } => {
-            super::ls::run(&client, &path, super::ls::Format { long, json, all, recursive }).await
+            let full_paths = super::expand::has_glob(&path);
+            let paths = super::expand::expand(&client, &path).await?;
+            super::ls::run(&client, &paths, super::ls::Format { long, json, all, recursive, full_paths }).await
         }
         Command::Stat { json, path } => {
-            let st = client.stat(&path).await?;
-            let out = if json {
-                serde_json::to_string_pretty(&output::stat_json(&st.info, &st.chunks))? + "\n"
-            } else {
-                output::stat_text(&st.info, &st.chunks)
-            };
-            print_stdout(&out)
+            for p in super::expand::expand(&client, &path).await? {
+                let st = client.stat(&p).await?;
+                let out = if json {
+                    serde_json::to_string_pretty(&output::stat_json(&st.info, &st.chunks))? + "\n"
+                } else {
+                    output::stat_text(&st.info, &st.chunks)
+                };
+                print_stdout(&out)?;
+            }
+            Ok(())
         }
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         c @ (Command::Rm { .. }
@@ -79,6 +89,11 @@ pub async fn run(mut config: ClientConfig, command: Command) -> anyhow::Result<(
             print_stdout(&out)
         }
         Command::Admin { command } => admin(&client, command).await,
+        Command::Trash { command: TrashCommand::List { path } } => super::trash::list(&client, &path).await,
+        Command::Trash { command: TrashCommand::Empty { path } } => super::trash::empty(&client, &path).await,
+        Command::Trash { command: TrashCommand::Restore { hidden, dest } } => {
+            super::trash::restore(&client, &hidden, dest.as_deref()).await
+        }
         Command::Server(_) | Command::Bench(_) | Command::Cert { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("handled by the caller")
         }
@@ -220,14 +235,24 @@ fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
 }
 
 /// Returns a token cancelled by the first SIGINT or SIGTERM, so that an
-/// upload stops and removes its temporary file; a second one exits at once.
+/// upload or download stops and removes its temporary file; a second one
+/// exits at once.
+///
+/// One token per process: every file of a `put -r` or `get -r` shares it
+/// (one signal handler task, however many files).
 fn interrupt_token() -> anyhow::Result<CancellationToken> {
-    super::verbs::stop_on_signals("interrupted again: exiting without removing the upload's temporary file")
+    static TOKEN: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    if let Some(t) = TOKEN.get() {
+        return Ok(t.clone());
+    }
+    let t = super::verbs::stop_on_signals("interrupted again: exiting without removing the temporary file")?;
+    Ok(TOKEN.get_or_init(|| t).clone())
 }
 
-/// `gfs put`: uploads through `REMOTE._COPYING_` (see [`crate::PutOptions`]);
-/// `-f` replaces an existing REMOTE only once the new copy is complete.
-async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow::Result<()> {
+/// One file of `gfs put`: uploads through `REMOTE._COPYING_` (see
+/// [`crate::PutOptions`]); `-f` replaces an existing REMOTE only once the
+/// new copy is complete. Returns the bytes uploaded.
+pub(super) async fn put_file(client: &Client, force: bool, local: &str, remote: &str) -> anyhow::Result<u64> {
     gfs_common::path::normalize(remote)?;
     let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
         (Box::new(tokio::io::stdin()), None)
@@ -251,7 +276,7 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    res.map(|_| ()).map_err(|e| match e {
+    res.map_err(|e| match e {
         Error::AlreadyExists { path } if path.ends_with(COPYING_SUFFIX) => exit::remote_text(
             format!(
                 "remote {path} exists: an interrupted put left it, or another put to {remote} is running; \
@@ -263,7 +288,11 @@ async fn put(client: &Client, force: bool, local: &str, remote: &str) -> anyhow:
     })
 }
 
-async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
+/// One file of `gfs get`/`gfs cat` (`-` = stdout): a local file is
+/// written to `LOCAL._COPYING_` and renamed to LOCAL once complete, so
+/// LOCAL is never a partial copy; an existing LOCAL is replaced only with
+/// `force`. Returns the bytes written.
+pub(super) async fn get_file(client: &Client, force: bool, remote: &str, local: &str) -> anyhow::Result<u64> {
     // Stat first so that a failing remote never creates the local file.
     let st = client.stat(remote).await?;
     if st.info.r#type() == FileType::Directory {
@@ -278,24 +307,65 @@ async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
     let res = if local == "-" {
         let (w, slot) = Tracked::new(tokio::io::stdout());
         match client.get(remote, w, Some(&cb)).await {
-            Ok(_) => Ok(()),
+            Ok(n) => Ok(n),
             Err(e) => match slot.take() {
-                Some((std::io::ErrorKind::BrokenPipe, _)) => Ok(()),
+                Some((std::io::ErrorKind::BrokenPipe, _)) => Ok(0),
                 Some((_, msg)) => Err(anyhow!("stdout: {msg}")),
                 None => Err(e.into()),
             },
         }
     } else {
-        let file = tokio::fs::File::create(local).await.map_err(|e| exit::local_io(local, &e))?;
-        let (w, slot) = Tracked::new(tokio::io::BufWriter::with_capacity(1 << 20, file));
-        let r = client.get(remote, w, Some(&cb)).await.map(|_| ()).map_err(|e| local_or_remote(e, &slot, local));
-        if r.is_err() {
-            let _ = tokio::fs::remove_file(local).await;
-        }
-        r
+        get_local(client, force, remote, local, &cb).await
     };
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     res
+}
+
+/// [`get_file`] to a local path, through `LOCAL._COPYING_`.
+async fn get_local(
+    client: &Client,
+    force: bool,
+    remote: &str,
+    local: &str,
+    cb: crate::Progress<'_>,
+) -> anyhow::Result<u64> {
+    match tokio::fs::symlink_metadata(local).await {
+        Ok(m) if m.is_dir() => return Err(exit::local(local, std::io::ErrorKind::IsADirectory, "is a directory")),
+        Ok(_) if !force => {
+            return Err(exit::local(local, std::io::ErrorKind::AlreadyExists, "exists (use -f to overwrite)"));
+        }
+        _ => {}
+    }
+    let tmp = format!("{local}{COPYING_SUFFIX}");
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    let file = match open.open(&tmp).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && force => {
+            tokio::fs::remove_file(&tmp).await.map_err(|e| exit::local_io(&tmp, &e))?;
+            open.open(&tmp).await
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let msg = "exists: an interrupted get left it, or another get is running; remove it or use get -f";
+            return Err(exit::local(&tmp, e.kind(), msg));
+        }
+        other => other,
+    }
+    .map_err(|e| exit::local_io(&tmp, &e))?;
+    let (w, slot) = Tracked::new(tokio::io::BufWriter::with_capacity(1 << 20, file));
+    let stop = interrupt_token()?;
+    let got = tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Error::Cancelled(format!("get {remote} interrupted; local {tmp} removed")).into()),
+        r = client.get(remote, w, Some(cb)) => r.map_err(|e| local_or_remote(e, &slot, &tmp)),
+    };
+    let r = match got {
+        Ok(n) => tokio::fs::rename(&tmp, local).await.map(|()| n).map_err(|e| exit::local_io(local, &e)),
+        Err(e) => Err(e),
+    };
+    if r.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    r
 }

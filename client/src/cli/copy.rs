@@ -25,9 +25,10 @@ fn is_dir(e: &FileInfo) -> bool {
 /// existing directory; a directory source needs `-r`; an existing
 /// destination file is replaced only with `-f`.
 pub async fn cp(client: &Client, recursive: bool, force: bool, paths: &[String]) -> anyhow::Result<()> {
-    let Some((dst, srcs)) = paths.split_last().filter(|(_, s)| !s.is_empty()) else {
+    let Some((dst, patterns)) = paths.split_last().filter(|(_, s)| !s.is_empty()) else {
         bail!("cp: give at least one SRC and a DST");
     };
+    let srcs = super::expand::expand_all(client, patterns).await?;
     let dst = normalize(dst).map_err(remote)?;
     let dst_is_dir = match client.stat(&dst).await {
         Ok(st) => is_dir(&st.info),
@@ -38,7 +39,7 @@ pub async fn cp(client: &Client, recursive: bool, force: bool, paths: &[String])
         bail!("cp: remote {dst}: not an existing directory (needed with several sources)");
     }
     let cancel = stop_on_signals("cp: interrupted again: exiting")?;
-    for src in srcs {
+    for src in &srcs {
         let info = client.stat(src).await.map_err(remote)?.info;
         let target = if dst_is_dir { join(&dst, file_name(&info.path)) } else { dst.clone() };
         if is_dir(&info) {

@@ -20,6 +20,8 @@ pub struct Format {
     pub all: bool,
     /// `-R`.
     pub recursive: bool,
+    /// Names as full paths (always with `-R`; for the matches of a glob).
+    pub full_paths: bool,
 }
 
 /// Where the pages go, formatted as asked.
@@ -59,23 +61,36 @@ fn write(text: &str) -> anyhow::Result<bool> {
     }
 }
 
-/// Lists `path`, a page at a time.
-pub async fn run(client: &Client, path: &str, format: Format) -> anyhow::Result<()> {
-    let mut printer = Printer { format, long: LongFormat::new(format.recursive), json: JsonArray::default() };
+/// Lists each of `paths` in turn (the matches of a glob), a page at a
+/// time; with `--json` all in one array.
+pub async fn run(client: &Client, paths: &[String], format: Format) -> anyhow::Result<()> {
+    let mut printer =
+        Printer { format, long: LongFormat::new(format.recursive || format.full_paths), json: JsonArray::default() };
+    for path in paths {
+        if !list_one(client, path, &mut printer).await? {
+            return Ok(());
+        }
+    }
+    printer.end()
+}
+
+/// Lists `path` into `printer`; false once stdout is closed.
+async fn list_one(client: &Client, path: &str, printer: &mut Printer) -> anyhow::Result<bool> {
+    let format = printer.format;
     if format.recursive {
         let mut walk = client.tree_lister(path, format.all);
         while let Some(batch) = walk.next_batch().await? {
             if !printer.page(&batch)? {
-                return Ok(());
+                return Ok(false);
             }
         }
     } else {
         let mut pages = client.lister(path, format.all);
         while let Some(page) = pages.next_page().await? {
             if !printer.page(&page)? {
-                return Ok(());
+                return Ok(false);
             }
         }
     }
-    printer.end()
+    Ok(true)
 }

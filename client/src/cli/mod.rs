@@ -11,12 +11,15 @@ mod commands;
 mod completions;
 mod copy;
 pub mod exit;
+mod expand;
 mod fsck;
 mod glob;
 mod local_io;
 mod ls;
 mod output;
 mod server;
+mod transfer;
+mod trash;
 mod tree_ops;
 mod verbs;
 
@@ -67,9 +70,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload LOCAL (`-` = stdin) to a new file REMOTE. The data goes to
-    /// REMOTE._COPYING_ first, renamed to REMOTE once complete; a failed or
-    /// interrupted (Ctrl-C) upload removes it.
+    /// Upload LOCAL (`-` = stdin) to a new file REMOTE, or several into
+    /// the directory REMOTE. Each file goes to REMOTE._COPYING_ first,
+    /// renamed to REMOTE once complete; a failed or interrupted (Ctrl-C)
+    /// upload removes it.
     Put {
         /// Replace REMOTE if it exists (once the new copy is complete; the
         /// old file goes to the trash), and a leftover REMOTE._COPYING_.
@@ -80,12 +84,27 @@ pub enum Command {
         /// `gfs stat` shows it).
         #[arg(long)]
         allow_under_replicated: bool,
-        local: String,
-        remote: String,
+        /// Upload directories and everything below them (symbolic links
+        /// and special files inside are skipped).
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        #[arg(required = true, num_args = 2.., value_name = "LOCAL... REMOTE")]
+        paths: Vec<String>,
     },
-    /// Download REMOTE to LOCAL (`-` = stdout).
-    Get { remote: String, local: String },
-    /// Print REMOTE to stdout.
+    /// Download REMOTE (globs allowed) to LOCAL (`-` = stdout), or several
+    /// into the directory LOCAL. Each file goes to LOCAL._COPYING_ first,
+    /// renamed to LOCAL once complete.
+    Get {
+        /// Replace an existing local file.
+        #[arg(short, long)]
+        force: bool,
+        /// Download directories and everything below them.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        #[arg(required = true, num_args = 2.., value_name = "REMOTE... LOCAL")]
+        paths: Vec<String>,
+    },
+    /// Print REMOTE (globs allowed: each match in turn) to stdout.
     Cat { remote: String },
     /// Append LOCAL's bytes (`-` = stdin) as one record; prints its offset.
     Append { remote: String, local: String },
@@ -132,7 +151,15 @@ pub enum Command {
         /// `hdfs dfs -rm -f`.
         #[arg(short, long)]
         force: bool,
+        /// Remove at once instead of moving to the trash (no restore).
+        #[arg(long)]
+        skip_trash: bool,
         path: String,
+    },
+    /// Deleted entries awaiting garbage collection.
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
     },
     /// Rename SRC to DST.
     Mv { src: String, dst: String },
@@ -312,6 +339,28 @@ pub enum Command {
     Man,
 }
 
+/// `gfs trash` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TrashCommand {
+    /// Deleted entries at or below PATH: deletion time, type, original
+    /// path, hidden path (give that to `restore`).
+    List {
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Remove every deleted entry at or below PATH now, for good.
+    Empty {
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Rename a deleted entry back to DEST (default: its original name).
+    Restore {
+        #[arg(value_name = "HIDDEN_PATH")]
+        hidden: String,
+        dest: Option<String>,
+    },
+}
+
 /// `gfs admin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -481,6 +530,18 @@ mod tests {
         let c = Cli::try_parse_from(["gfs", "rm", "-f", "-r", "/a"]).unwrap();
         assert!(matches!(c.command, Command::Rm { force: true, recursive: true, .. }));
         assert!(Cli::try_parse_from(["gfs", "touch"]).is_err());
+        let c = Cli::try_parse_from(["gfs", "put", "-r", "a", "b", "/d"]).unwrap();
+        assert!(matches!(c.command, Command::Put { recursive: true, force: false, ref paths, .. } if paths.len() == 3));
+        assert!(Cli::try_parse_from(["gfs", "put", "a"]).is_err(), "put needs LOCAL and REMOTE");
+        let c = Cli::try_parse_from(["gfs", "get", "-f", "-r", "/a*", "out"]).unwrap();
+        assert!(matches!(c.command, Command::Get { force: true, recursive: true, ref paths } if paths.len() == 2));
+        let c = Cli::try_parse_from(["gfs", "rm", "--skip-trash", "/a"]).unwrap();
+        assert!(matches!(c.command, Command::Rm { skip_trash: true, recursive: false, .. }));
+        let c = Cli::try_parse_from(["gfs", "trash", "list"]).unwrap();
+        assert!(matches!(c.command, Command::Trash { command: TrashCommand::List { ref path } } if path == "/"));
+        let c = Cli::try_parse_from(["gfs", "trash", "restore", "/h", "/x"]).unwrap();
+        assert!(matches!(c.command, Command::Trash { command: TrashCommand::Restore { dest: Some(_), .. } }));
+        assert!(Cli::try_parse_from(["gfs", "trash", "restore"]).is_err());
         assert!(Cli::try_parse_from(["gfs", "checksum", "/a", "/b"]).is_ok());
     }
 

@@ -79,9 +79,15 @@ impl Out {
 /// Runs one of the verbs of this module and `tree_ops`/`copy`.
 pub async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Du { summary, human, paths, .. } => tree_ops::du(client, summary, human, &paths).await,
+        Command::Du { summary, human, paths, .. } => {
+            let paths = super::expand::expand_all(client, &paths).await?;
+            tree_ops::du(client, summary, human, &paths).await
+        }
         Command::Df { human, .. } => tree_ops::df(client, human).await,
-        Command::Count { quotas, human, paths, .. } => tree_ops::count(client, quotas, human, &paths).await,
+        Command::Count { quotas, human, paths, .. } => {
+            let paths = super::expand::expand_all(client, &paths).await?;
+            tree_ops::count(client, quotas, human, &paths).await
+        }
         Command::Find { path, expression } => {
             let filter = FindFilter::parse(&expression)?;
             tree_ops::find(client, &path, &filter).await
@@ -93,12 +99,26 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
         Command::Tail { follow, path } => tail(client, follow, &path).await,
         Command::Cp { recursive, force, paths } => super::copy::cp(client, recursive, force, &paths).await,
         Command::Checksum { paths } => checksum(client, &paths).await,
-        Command::Rm { recursive, force, path } => match client.delete(&path, recursive).await {
-            Err(Error::NotFound { .. }) if force => Ok(()),
-            other => other.map_err(remote),
-        },
+        Command::Rm { recursive, force, skip_trash, path } => rm(client, recursive, force, skip_trash, &path).await,
         other => unreachable!("not a verb of this module: {other:?}"),
     }
+}
+
+/// `gfs rm [-r] [-f] [--skip-trash] PATH` (globs allowed): each match
+/// goes to the trash, or is removed at once with `--skip-trash`.
+async fn rm(client: &Client, recursive: bool, force: bool, skip_trash: bool, path: &str) -> anyhow::Result<()> {
+    let paths = match super::expand::expand(client, path).await {
+        Err(e) if force && crate::cli::exit::code_of(&e) == crate::cli::exit::NOT_FOUND => return Ok(()),
+        other => other?,
+    };
+    for p in paths {
+        let res = if skip_trash { client.delete_now(&p, recursive).await } else { client.delete(&p, recursive).await };
+        match res {
+            Err(Error::NotFound { .. }) if force => {}
+            other => other.map_err(remote)?,
+        }
+    }
+    Ok(())
 }
 
 /// `gfs touch PATH...`: an empty file where nothing is; an existing file
