@@ -7,9 +7,17 @@
 //! length minus the hidden count, kept by [`insert`] and [`remove`] (the
 //! only ways the namespace changes a directory's names). Both are derived
 //! from the names, so nothing about them is logged or checkpointed.
+//!
+//! The names live in the namespace's persistent map (`namespace.rs`), which
+//! a checkpoint freezes in O(1) and encodes outside the metadata lock; a
+//! change to a directory while a frozen view shares it copies what it
+//! touches. [`Kids`] keeps that copy small at every size: a small
+//! directory is a plain set (copied whole: at most [`SMALL`] names), a
+//! large one a persistent B+tree (copied along one path).
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use gfs_common::path::{HIDDEN_PREFIX as PREFIX, MAX_NAME_LEN, is_forbidden_char, quote};
 use gfs_common::{Error, Result};
@@ -32,6 +40,111 @@ const PAST_HIDDEN: &str = ".gfs-deleted/";
 /// returns them.
 const MAX_CURSOR_LEN: usize = MAX_NAME_LEN + PREFIX.len() + 21;
 
+/// Most names of a directory kept as a plain set; one more makes it a
+/// persistent tree.
+pub const SMALL: usize = 128;
+/// A persistent tree with fewer names than this becomes a plain set again
+/// (well below [`SMALL`], so a directory at the boundary does not flap).
+const SHRINK: usize = SMALL / 4;
+
+/// The names of a directory's children, in order.
+///
+/// Not a persistent tree at every size: its leaves hold 64 names inline,
+/// 1.6 KB for a directory of one file, where a plain set holds 11.
+#[derive(Debug, Clone)]
+pub enum Kids {
+    /// Up to [`SMALL`] names (or a few more until a removal).
+    Small(Arc<BTreeSet<String>>),
+    /// More: a change under a frozen view copies one root-to-leaf path.
+    Large(imbl::OrdSet<String>),
+}
+
+impl Default for Kids {
+    /// No names (and no allocation).
+    fn default() -> Self {
+        Kids::Large(imbl::OrdSet::new())
+    }
+}
+
+impl PartialEq for Kids {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Kids {}
+
+impl Kids {
+    /// Number of names, hidden ones included.
+    pub fn len(&self) -> usize {
+        match self {
+            Kids::Small(s) => s.len(),
+            Kids::Large(s) => s.len(),
+        }
+    }
+
+    /// True when the directory has no children at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The names in order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        self.after(Bound::Unbounded)
+    }
+
+    /// The names after `from`, in order.
+    fn after<'a>(&'a self, from: Bound<&str>) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        let range = (from, Bound::Unbounded);
+        match self {
+            Kids::Small(s) => Box::new(s.range::<str, _>(range).map(String::as_str)),
+            Kids::Large(s) => Box::new(s.range::<_, str>(range).map(String::as_str)),
+        }
+    }
+
+    /// Adds a name; false when it was there already.
+    fn add(&mut self, name: String) -> bool {
+        if let Kids::Large(s) = self
+            && s.len() < SHRINK
+        {
+            *self = Kids::Small(Arc::new(s.iter().cloned().collect()));
+        }
+        match self {
+            Kids::Small(s) => {
+                let added = Arc::make_mut(s).insert(name);
+                if s.len() > SMALL {
+                    *self = Kids::Large(s.iter().cloned().collect());
+                }
+                added
+            }
+            Kids::Large(s) => s.insert(name).is_none(),
+        }
+    }
+
+    /// Removes a name; false when it was not there.
+    fn take(&mut self, name: &str) -> bool {
+        match self {
+            Kids::Small(s) => {
+                if !s.contains(name) {
+                    return false;
+                }
+                Arc::make_mut(s).remove(name);
+                if s.is_empty() {
+                    *self = Kids::default();
+                }
+                true
+            }
+            Kids::Large(s) => {
+                let removed = s.remove(name).is_some();
+                if removed && s.len() < SHRINK {
+                    *self = Kids::Small(Arc::new(s.iter().cloned().collect()));
+                }
+                removed
+            }
+        }
+    }
+}
+
 /// True for a name of a deleted entry awaiting garbage collection (any
 /// name with the reserved prefix: callers cannot make one).
 fn is_hidden(name: &str) -> bool {
@@ -45,9 +158,9 @@ fn is_hidden(name: &str) -> bool {
 /// wrapper type around both: a wrapper's padding would grow every node
 /// from 56 to 64 bytes (`perm_tests::memory_per_entry`). A u32 is enough:
 /// 4 billion entries of one directory would not fit in memory anyway.
-pub fn insert(names: &mut BTreeSet<String>, hidden: &mut u32, name: String) -> bool {
+pub fn insert(names: &mut Kids, hidden: &mut u32, name: String) -> bool {
     let is = is_hidden(&name);
-    let added = names.insert(name);
+    let added = names.add(name);
     if added && is {
         *hidden += 1;
     }
@@ -56,8 +169,8 @@ pub fn insert(names: &mut BTreeSet<String>, hidden: &mut u32, name: String) -> b
 
 /// Removes a child's name, keeping the hidden count; returns false when
 /// it was not there.
-pub fn remove(names: &mut BTreeSet<String>, hidden: &mut u32, name: &str) -> bool {
-    let removed = names.remove(name);
+pub fn remove(names: &mut Kids, hidden: &mut u32, name: &str) -> bool {
+    let removed = names.take(name);
     if removed && is_hidden(name) {
         *hidden -= 1;
     }
@@ -65,7 +178,7 @@ pub fn remove(names: &mut BTreeSet<String>, hidden: &mut u32, name: &str) -> boo
 }
 
 /// Number of children that are not hidden, in O(1).
-pub fn visible(names: &BTreeSet<String>, hidden: u32) -> usize {
+pub fn visible(names: &Kids, hidden: u32) -> usize {
     names.len() - hidden as usize
 }
 
@@ -73,19 +186,14 @@ pub fn visible(names: &BTreeSet<String>, hidden: u32) -> usize {
 /// empty) in name order, hidden ones only when `include_hidden`; and
 /// whether more follow. O(log n + limit): the run of hidden names is
 /// skipped with one seek.
-pub fn page<'a>(
-    names: &'a BTreeSet<String>,
-    start_after: &str,
-    include_hidden: bool,
-    limit: usize,
-) -> (Vec<&'a str>, bool) {
+pub fn page<'a>(names: &'a Kids, start_after: &str, include_hidden: bool, limit: usize) -> (Vec<&'a str>, bool) {
     let mut out = Vec::with_capacity(limit.min(names.len()));
     let mut from = match start_after {
         "" => Bound::Unbounded,
         s => Bound::Excluded(s),
     };
     'seek: loop {
-        for name in names.range::<str, _>((from, Bound::Unbounded)) {
+        for name in names.after(from) {
             if !include_hidden && is_hidden(name) {
                 // Every later hidden name is before PAST_HIDDEN: one jump.
                 from = Bound::Included(PAST_HIDDEN);
@@ -94,7 +202,7 @@ pub fn page<'a>(
             if out.len() == limit {
                 return (out, true);
             }
-            out.push(name.as_str());
+            out.push(name);
         }
         return (out, false);
     }
@@ -137,7 +245,7 @@ mod tests {
     /// A directory's names and hidden count, changed as the namespace does.
     #[derive(Default)]
     struct Dir {
-        names: BTreeSet<String>,
+        names: Kids,
         hidden: u32,
     }
 
@@ -206,5 +314,43 @@ mod tests {
             assert_eq!(e.kind(), gfs_common::ErrorKind::InvalidArgument, "{bad:?}");
             assert!(e.to_string().contains("start_after"), "{e}");
         }
+    }
+
+    #[test]
+    fn kids_change_form_by_size_and_keep_their_names() {
+        let mut kids = Kids::default();
+        let mut model = BTreeSet::new();
+        let mut hidden = 0;
+        let check = |kids: &Kids, model: &BTreeSet<String>| {
+            assert_eq!(kids.len(), model.len());
+            assert!(kids.iter().eq(model.iter().map(String::as_str)));
+        };
+        // Grow past SMALL (a tree), shrink below SHRINK (a set), grow again.
+        for i in 0..SMALL + 10 {
+            let n = format!("n{i:04}");
+            assert!(insert(&mut kids, &mut hidden, n.clone()) && model.insert(n));
+        }
+        assert!(matches!(kids, Kids::Large(_)));
+        check(&kids, &model);
+        let frozen = kids.clone();
+        for i in 0..SMALL {
+            let n = format!("n{i:04}");
+            assert!(remove(&mut kids, &mut hidden, &n) && model.remove(&n));
+            assert!(!remove(&mut kids, &mut hidden, &n));
+        }
+        assert!(matches!(kids, Kids::Small(_)));
+        check(&kids, &model);
+        // The clone taken before is as it was.
+        assert_eq!(frozen.len(), SMALL + 10);
+        assert_eq!(page(&frozen, "n0126", false, 3), (vec!["n0127", "n0128", "n0129"], true));
+        assert_eq!(page(&kids, "", false, 100), (model.iter().map(String::as_str).collect(), false));
+        for i in 0..10 {
+            remove(&mut kids, &mut hidden, &format!("n{:04}", SMALL + i));
+        }
+        assert!(kids.is_empty() && kids == Kids::default());
+        // Equal names are equal kids whatever their form.
+        let small = Kids::Small(Arc::new(["a".to_string()].into()));
+        let large = Kids::Large(["a".to_string()].into_iter().collect());
+        assert_eq!(small, large);
     }
 }

@@ -47,10 +47,17 @@ pub struct ChunkEntry {
     changed: u64,
 }
 
+/// Chunk handle -> version, in a persistent map: the part of the table a
+/// checkpoint holds, frozen in O(1) (`frozen.rs`).
+pub type Versions = imbl::OrdMap<u64, u64>;
+
 /// All chunks plus the handle counter.
 #[derive(Debug)]
 pub struct ChunkTable {
     chunks: HashMap<u64, ChunkEntry>,
+    /// Every chunk's version, as in `chunks` (kept by `insert`, `remove`
+    /// and `raise_version`, the only ways a version changes).
+    versions: Versions,
     next_handle: u64,
     /// Change stream: sequence number -> handle, one entry per chunk.
     changes: BTreeMap<u64, u64>,
@@ -64,6 +71,7 @@ impl Default for ChunkTable {
     fn default() -> Self {
         ChunkTable {
             chunks: HashMap::new(),
+            versions: Versions::new(),
             next_handle: 0,
             changes: BTreeMap::new(),
             change_seq: 0,
@@ -130,6 +138,21 @@ impl ChunkTable {
         }
         Self::touch(&mut self.changes, &mut self.change_seq, &mut entry, handle);
         self.chunks.insert(handle, entry);
+        self.versions.insert(handle, version);
+    }
+
+    /// Raises a chunk's version to `version` (a logged `SetVersion`); a
+    /// lower one changes nothing.
+    pub fn raise_version(&mut self, handle: u64, version: u64) {
+        if let Some(c) = self.get_mut_if(handle, |c| c.version < version) {
+            c.version = version;
+            self.versions.insert(handle, version);
+        }
+    }
+
+    /// Every chunk's version as of now, in O(1) (see [`Versions`]).
+    pub fn freeze_versions(&self) -> Versions {
+        self.versions.clone()
     }
 
     /// Returns a chunk.
@@ -169,6 +192,7 @@ impl ChunkTable {
     /// Removes a chunk (its file was deleted).
     pub fn remove(&mut self, handle: u64) -> Option<ChunkEntry> {
         let entry = self.chunks.remove(&handle)?;
+        self.versions.remove(&handle);
         self.changes.remove(&entry.changed);
         Some(entry)
     }

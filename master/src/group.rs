@@ -45,6 +45,11 @@ pub struct Leadership {
     since: Mutex<Option<Instant>>,
 }
 
+/// The last namespace digest computed and the applied position it is
+/// of. The lock also makes status calls compute one digest at a time: at
+/// a million files one takes about a second of a core.
+pub type DigestCache = tokio::sync::Mutex<Option<(Option<openraft::LogId<NodeId>>, u32)>>;
+
 fn role_of(s: ServerState) -> MasterRole {
     match s {
         ServerState::Leader => MasterRole::Leader,
@@ -162,23 +167,46 @@ impl Shared {
         }
     }
 
+    /// The digest of the replicated state as last applied
+    /// ([`crate::frozen::Frozen::digest`]): frozen under the metadata
+    /// lock, computed without it on a blocking thread, and kept until the
+    /// next applied entry.
+    async fn namespace_digest(&self) -> u32 {
+        let mut cache = self.digest.lock().await;
+        let applied = self.meta().applied;
+        if let Some((at, digest)) = *cache
+            && at == applied
+        {
+            return digest;
+        }
+        let frozen = self.meta().freeze();
+        let at = frozen.applied();
+        match tokio::task::spawn_blocking(move || frozen.digest()).await {
+            Ok(digest) => {
+                *cache = Some((at, digest));
+                digest
+            }
+            // Only a panic in the digest (none is known): no digest.
+            Err(_) => 0,
+        }
+    }
+
     /// This master's view of itself and the group.
-    pub fn master_status(&self) -> MasterStatusResponse {
+    pub async fn master_status(&self) -> MasterStatusResponse {
+        let digest = self.namespace_digest().await;
         let m = self.raft.metrics().borrow().clone();
-        let (digest, members) = {
+        let members = {
             let meta = self.meta();
             let mem = meta.membership.membership();
             let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
-            let members = mem
-                .nodes()
+            mem.nodes()
                 .map(|(id, n)| MasterInfo {
                     id: *id,
                     address: n.addr.clone(),
                     voter: voters.contains(id),
                     ..Default::default()
                 })
-                .collect();
-            (meta.digest(), members)
+                .collect::<Vec<_>>()
         };
         let leader_id = m.current_leader.unwrap_or(0);
         MasterStatusResponse {
@@ -201,7 +229,7 @@ impl Shared {
 
     /// Every member's own status (asked over RPC; unreachable ones marked).
     pub async fn masters(&self) -> Vec<MasterInfo> {
-        let me = self.master_status();
+        let me = self.master_status().await;
         let mut out = Vec::new();
         for member in me.members {
             if member.id == self.id {

@@ -12,6 +12,7 @@ pub mod children;
 pub mod chunks;
 pub mod config;
 pub mod corrupt;
+pub mod frozen;
 pub mod gc;
 pub mod grant;
 pub mod group;

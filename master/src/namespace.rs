@@ -6,8 +6,6 @@
 //! `gfs_common::path`); the root `/` always exists. Every entry carries its
 //! permissions (`perm.rs`); the checks against them are in `access.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use gfs_common::path::{ancestors, check_limits, file_name, is_within, join, normalize, parent, quote};
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
@@ -35,7 +33,7 @@ pub struct FileMeta {
 pub enum Node {
     /// A directory, the names of its direct children, and how many of
     /// them are hidden (deleted): kept by `children::insert`/`remove`.
-    Dir { mtime_ms: i64, perm: Perm, children: BTreeSet<String>, hidden: u32 },
+    Dir { mtime_ms: i64, perm: Perm, children: crate::children::Kids, hidden: u32 },
     /// A regular file.
     File(FileMeta),
 }
@@ -43,7 +41,7 @@ pub enum Node {
 impl Node {
     /// An empty directory.
     pub fn new_dir(mtime_ms: i64, perm: Perm) -> Self {
-        Node::Dir { mtime_ms, perm, children: BTreeSet::new(), hidden: 0 }
+        Node::Dir { mtime_ms, perm, children: Default::default(), hidden: 0 }
     }
 
     /// Returns the owner, group and mode.
@@ -75,11 +73,16 @@ impl Node {
     }
 }
 
+/// The nodes by canonical path, in a persistent map: a clone is O(1)
+/// and shares every node until one side changes it (a checkpoint's
+/// frozen view, `frozen.rs`).
+pub type Nodes = imbl::OrdMap<String, Node>;
+
 /// The namespace: canonical path -> node, and the names the nodes'
 /// owners and groups refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
-    nodes: BTreeMap<String, Node>,
+    nodes: Nodes,
     names: Names,
     index: crate::ns_index::NsIndex,
 }
@@ -107,7 +110,7 @@ impl Namespace {
     /// Returns a namespace holding only the root directory, owned by the
     /// superuser with mode 0755.
     pub fn new() -> Self {
-        let mut nodes = BTreeMap::new();
+        let mut nodes = Nodes::new();
         let root = Node::new_dir(0, Perm::root());
         let mut index = crate::ns_index::NsIndex::default();
         index.added("/", &root);
@@ -153,6 +156,12 @@ impl Namespace {
     /// Iterates over every node, parents before children.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
         self.nodes.iter()
+    }
+
+    /// Every node as of now, in O(1): later changes copy what they touch
+    /// and leave this view as it is.
+    pub fn freeze(&self) -> Nodes {
+        self.nodes.clone()
     }
 
     /// Returns (file count, directory count), root included in directories.

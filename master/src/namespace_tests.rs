@@ -1,6 +1,7 @@
 use super::*;
 use gfs_common::ErrorKind;
 use gfs_proto::{CreateOp, DeleteOp, MkdirOp, RenameOp};
+use std::collections::BTreeSet;
 
 fn mkdir(p: &str) -> Op {
     Op::Mkdir(MkdirOp { path: p.into(), ..Default::default() })

@@ -328,7 +328,7 @@ mod tests {
         m.process_reports("s", 1, &[rep(1, 3, 0)], &mut out);
         assert!(m.chunks.get(1).unwrap().replicas.contains("s"));
         // The server acknowledged a bump to version 4 at its sequence 10.
-        m.chunks.get_mut(1).unwrap().version = 4;
+        m.chunks.raise_version(1, 4);
         m.servers.get_mut("s").unwrap().note_ack(1, 10);
         // A heartbeat built at sequence 5 still says version 3, and a full
         // report built then lacks nothing the master must drop.

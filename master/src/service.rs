@@ -331,7 +331,7 @@ impl MasterService for Service {
         if let Err(e) = allow(&req, "MasterStatus", ANY) {
             return t.reply(Err(e));
         }
-        t.reply(Ok(self.shared.master_status()))
+        t.reply(Ok(self.shared.master_status().await))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id, address = %quote(&req.get_ref().address)))]

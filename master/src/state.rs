@@ -10,12 +10,13 @@ use gfs_common::auth::Role;
 use gfs_common::{Error, Result};
 use gfs_proto::log_record::Op;
 use gfs_proto::{
-    CallId, Checkpoint, CheckpointChunk, CheckpointFile, ChunkLocation, ChunkToken, FileInfo, FileType, LogBatch,
-    LogRecord, ServerState, ServerStateOp, TokenKey,
+    CallId, Checkpoint, ChunkLocation, ChunkToken, FileInfo, FileType, LogBatch, LogRecord, ServerState, ServerStateOp,
+    TokenKey,
 };
 
 use crate::chunks::ChunkTable;
 use crate::config::Config;
+use crate::frozen::Frozen;
 use crate::heal::HealState;
 use crate::locks::LockManager;
 use crate::namespace::{FileMeta, Namespace, Node};
@@ -77,11 +78,7 @@ impl Meta {
                     self.set_hidden_under(&r.dst, hidden);
                 }
             }
-            Op::SetVersion(s) => {
-                if let Some(c) = self.chunks.get_mut(s.handle) {
-                    c.version = c.version.max(s.version);
-                }
-            }
+            Op::SetVersion(s) => self.chunks.raise_version(s.handle, s.version),
             Op::SetAttr(a) => {
                 if let Some(r) = a.replication {
                     let handles = self.ns.file(&a.path)?.chunks.clone();
@@ -155,69 +152,37 @@ impl Meta {
         }
     }
 
-    /// Builds a checkpoint (parents before children) at the applied Raft
-    /// position.
-    pub fn snapshot(&self) -> Checkpoint {
-        let entries = self
-            .ns
-            .iter()
-            .map(|(path, node)| {
-                let perm = node.perm();
-                let mut e = match node {
-                    Node::Dir { mtime_ms, .. } => {
-                        CheckpointFile { path: path.clone(), is_dir: true, mtime_ms: *mtime_ms, ..Default::default() }
-                    }
-                    Node::File(f) => CheckpointFile {
-                        path: path.clone(),
-                        is_dir: false,
-                        replication: f.replication,
-                        chunk_size: f.chunk_size,
-                        mtime_ms: f.mtime_ms,
-                        chunks: f
-                            .chunks
-                            .iter()
-                            .map(|h| CheckpointChunk {
-                                handle: *h,
-                                version: self.chunks.get(*h).map_or(0, |c| c.version),
-                            })
-                            .collect(),
-                        ..Default::default()
-                    },
-                };
-                (e.mode, e.owner, e.group) = (Some(u32::from(perm.mode)), perm.owner, perm.group);
-                e
-            })
-            .collect();
-        let server_states =
-            self.admin.iter().map(|(id, st)| ServerStateOp { server_id: id.clone(), state: *st as i32 }).collect();
-        let last = self.applied;
-        Checkpoint {
-            last_seq: last.map_or(0, |l| l.index),
-            last_term: last.map_or(0, |l| l.leader_id.term),
-            last_leader_id: last.map_or(0, |l| l.leader_id.node_id),
-            has_last: last.is_some(),
-            membership_json: serde_json::to_vec(&self.membership).expect("membership serializes").into(),
-            next_handle: self.chunks.next_handle(),
-            entries,
-            server_states,
+    /// The replicated state as of now, for a checkpoint or a digest
+    /// encoded outside the lock (`frozen.rs`): O(1) for the namespace and
+    /// the chunks, a copy of the small bounded tables.
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
+            nodes: self.ns.freeze(),
+            versions: self.chunks.freeze_versions(),
+            names: self.ns.names().to_list(),
+            server_states: self
+                .admin
+                .iter()
+                .map(|(id, st)| ServerStateOp { server_id: id.clone(), state: *st as i32 })
+                .collect(),
             retries: self.retries.to_proto(),
             token_keys: self.token_keys.values().cloned().collect(),
-            names: self.ns.names().to_list(),
+            next_handle: self.chunks.next_handle(),
+            applied: self.applied,
+            membership: self.membership.clone(),
         }
     }
 
-    /// CRC32C of the replicated metadata (namespace with owners and modes,
-    /// the name table, chunks and versions, admin states, membership):
-    /// equal on masters with equal state.
+    /// Builds a checkpoint at the applied Raft position. Under a lock,
+    /// prefer [`Meta::freeze`] and encode the view after releasing it.
+    pub fn snapshot(&self) -> Checkpoint {
+        self.freeze().checkpoint()
+    }
+
+    /// CRC32C of the replicated metadata ([`Frozen::digest`]). Under a
+    /// lock, prefer [`Meta::freeze`].
     pub fn digest(&self) -> u32 {
-        let mut cp = self.snapshot();
-        // Not part of the namespace: the Raft position (a new leader adds
-        // a blank entry) and next_handle (raised past the term's range on
-        // election). Token keys are secrets: not in a digest others see.
-        cp.next_handle = 0;
-        cp.token_keys.clear();
-        (cp.last_seq, cp.last_term, cp.last_leader_id, cp.has_last) = (0, 0, 0, false);
-        crc32c::crc32c(&prost::Message::encode_to_vec(&cp))
+        self.freeze().digest()
     }
 
     /// Replaces the replicated state with `fresh` (an installed snapshot),
@@ -407,6 +372,8 @@ pub struct Shared {
     /// Leadership: the term while this master is the leader and has applied
     /// its term's first entry, else 0; and since when.
     pub(crate) leadership: crate::group::Leadership,
+    /// The last namespace digest (`MasterStatus`), by applied position.
+    pub(crate) digest: crate::group::DigestCache,
     next_request: AtomicU64,
     /// Groups concurrent callers' batches into one Raft entry.
     proposer: Proposer,
@@ -459,6 +426,7 @@ impl Shared {
             raft,
             log,
             leadership: Default::default(),
+            digest: Default::default(),
             next_request: AtomicU64::new(seed),
             proposer,
             locks: LockManager::new(),

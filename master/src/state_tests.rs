@@ -2,6 +2,7 @@
 
 use super::*;
 use gfs_proto::{AddChunkOp, CreateOp, DeleteOp, MkdirOp, RenameOp, SetAttrOp, SetVersionOp};
+use prost::Message;
 
 fn create(path: &str, replication: u32, owner: &str) -> Op {
     let mode = Some(0o640);
@@ -212,4 +213,50 @@ fn reports_from_an_unregistered_server_change_nothing() {
     m.process_reports("ghost", 1, &[report], &mut out);
     assert!(m.chunks.get(1).unwrap().replicas.is_empty());
     assert_eq!(out, Default::default());
+}
+
+#[test]
+fn a_frozen_view_is_unchanged_by_later_changes() {
+    let mut live = Meta::new();
+    for (i, op) in ops().into_iter().enumerate() {
+        live.apply(&op, 1000 + i as i64).unwrap();
+    }
+    // A directory large enough to be a persistent tree (`children::Kids`).
+    let mk = Op::Mkdir(MkdirOp { path: "/big".into(), owner: "bob".into(), mode: Some(0o755) });
+    live.apply(&mk, 2000).unwrap();
+    for i in 0..300 {
+        live.apply(&create(&format!("/big/f{i:03}"), 1, "bob"), 2000).unwrap();
+    }
+    live.applied = Some(crate::raft::log_id(2, 1, 77));
+    let expected = live.snapshot().encode_to_vec();
+    let frozen = live.freeze();
+    // Every kind of replicated change, to every part the view holds.
+    let later = [
+        create("/big/new", 1, "erin"),
+        Op::Delete(DeleteOp { path: "/big/f007".into() }),
+        Op::Rename(RenameOp { src: "/c".into(), dst: "/big/c".into() }),
+        Op::AddChunk(AddChunkOp { path: "/big/f001".into(), index: 0, handle: 9, version: 1 }),
+        Op::SetVersion(SetVersionOp { handle: 1, version: 8 }),
+        Op::SetAttr(SetAttrOp {
+            path: "/big/f002".into(),
+            mode: Some(0o600),
+            owner: "zed".into(),
+            ..Default::default()
+        }),
+        Op::Mkdir(MkdirOp { path: "/x/y".into(), owner: "zed".into(), mode: Some(0o700) }),
+    ];
+    for op in &later {
+        live.apply(op, 3000).unwrap();
+    }
+    live.applied = Some(crate::raft::log_id(2, 1, 90));
+    assert_eq!(frozen.checkpoint().encode_to_vec(), expected, "the view moved with the live state");
+    assert_eq!(frozen.applied(), Some(crate::raft::log_id(2, 1, 77)));
+    // And the live state has every change (its checkpoint loads back to it).
+    let now = live.snapshot();
+    assert_ne!(now.encode_to_vec(), expected);
+    let back = Meta::from_checkpoint(&now).unwrap();
+    assert_eq!(back.ns, live.ns);
+    assert_eq!(back.chunks.get(1).unwrap().version, 8);
+    assert!(back.ns.get("/big/c/f").is_some() && back.ns.get("/big/f007").is_none());
+    assert_eq!(back.digest(), live.digest());
 }

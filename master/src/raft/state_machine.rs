@@ -122,38 +122,46 @@ impl Machine {
         StateMachine { m: self.clone() }
     }
 
-    /// Encodes the current metadata as a checkpoint, with its Raft position.
-    pub fn checkpoint(&self) -> (Checkpoint, Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>) {
-        let meta = self.meta();
-        (meta.snapshot(), meta.applied, meta.membership.clone())
-    }
-
-    fn snapshot_of(&self, cp: &Checkpoint, bytes: Vec<u8>) -> Result<Snapshot<TypeConfig>> {
-        let membership: StoredMembership<NodeId, openraft::BasicNode> = if cp.membership_json.is_empty() {
-            StoredMembership::default()
-        } else {
-            serde_json::from_slice(&cp.membership_json)
-                .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}")))?
-        };
-        let last = cp.has_last.then(|| super::log_id(cp.last_term, cp.last_leader_id, cp.last_seq));
-        let snapshot_id = format!("{}-{}-{}", cp.last_term, cp.last_seq, crc32c::crc32c(&bytes));
-        Ok(Snapshot {
+    fn snapshot_of(
+        &self,
+        last: Option<LogId<NodeId>>,
+        membership: StoredMembership<NodeId, openraft::BasicNode>,
+        bytes: Vec<u8>,
+    ) -> Snapshot<TypeConfig> {
+        let (term, seq) = last.map_or((0, 0), |l| (l.leader_id.term, l.index));
+        let snapshot_id = format!("{term}-{seq}-{}", crc32c::crc32c(&bytes));
+        Snapshot {
             meta: SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id },
             snapshot: Box::new(Cursor::new(bytes)),
-        })
+        }
     }
 
-    /// Builds, persists and returns a snapshot of the applied state.
+    /// Builds, persists and returns a snapshot of the applied state. The
+    /// metadata lock is held only to freeze it (`frozen.rs`); encoding and
+    /// writing run on a blocking thread while the master goes on.
     pub async fn build(&self) -> Result<Snapshot<TypeConfig>> {
-        let (cp, _, _) = self.checkpoint();
-        let bytes = cp.encode_to_vec();
+        let frozen = self.meta().freeze();
+        let (last, membership) = (frozen.applied(), frozen.membership().clone());
         let dir = self.dir.clone();
-        let (b2, seq) = (bytes.clone(), cp.last_seq);
-        tokio::task::spawn_blocking(move || oplog::write_checkpoint(&dir, &b2, seq))
-            .await
-            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
-        self.snapshot_of(&cp, bytes)
+        let seq = last.map_or(0, |l| l.index);
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = frozen.checkpoint().encode_to_vec();
+            drop(frozen);
+            oplog::write_checkpoint(&dir, &bytes, seq).map(|_| bytes)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        Ok(self.snapshot_of(last, membership, bytes))
     }
+}
+
+/// The membership a checkpoint records (the default when it has none).
+fn checkpoint_membership(cp: &Checkpoint) -> Result<StoredMembership<NodeId, openraft::BasicNode>> {
+    if cp.membership_json.is_empty() {
+        return Ok(StoredMembership::default());
+    }
+    serde_json::from_slice(&cp.membership_json)
+        .map_err(|e| Error::Internal(format!("checkpoint membership is corrupt: {e}")))
 }
 
 /// openraft's view of [`Machine`].
@@ -254,8 +262,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match cp {
             None => Ok(None),
             Some(cp) => {
-                let bytes = cp.encode_to_vec();
-                self.m.snapshot_of(&cp, bytes).map(Some).map_err(sm_err)
+                let membership = checkpoint_membership(&cp).map_err(sm_err)?;
+                let last = cp.has_last.then(|| super::log_id(cp.last_term, cp.last_leader_id, cp.last_seq));
+                Ok(Some(self.m.snapshot_of(last, membership, cp.encode_to_vec())))
             }
         }
     }
