@@ -155,3 +155,27 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The `gfs` CLI run as a process against an `--insecure` test cluster.
+pub mod gfs_cli {
+    use std::process::{Command, Output};
+
+    /// Runs `gfs --insecure --master MASTER ARGS...`.
+    pub fn run(master: &str, args: &[&str]) -> Output {
+        Command::new(super::bin("gfs")).args(["--insecure", "--master", master]).args(args).output().unwrap()
+    }
+
+    /// Runs a command expected to succeed; returns its stdout.
+    pub fn ok(master: &str, args: &[&str]) -> String {
+        let out = run(master, args);
+        assert!(out.status.success(), "gfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command expected to fail; returns its exit code and stderr.
+    pub fn fails(master: &str, args: &[&str]) -> (i32, String) {
+        let out = run(master, args);
+        assert!(!out.status.success(), "gfs {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

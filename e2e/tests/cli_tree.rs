@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use gfs_client::Client;
 use gfs_common::path::HIDDEN_PREFIX;
+use gfs_e2e::gfs_cli::{fails, ok};
 use gfs_testkit::{Cluster, ClusterOptions};
 
 fn data(seed: u8, len: usize) -> Vec<u8> {
@@ -18,23 +18,6 @@ fn data(seed: u8, len: usize) -> Vec<u8> {
 async fn cluster() -> Cluster {
     let opts = ClusterOptions { chunkservers: 2, replication: 2, ..Default::default() };
     Cluster::start(opts).await.unwrap()
-}
-
-fn run(master: &str, args: &[&str]) -> Output {
-    Command::new(gfs_e2e::bin("gfs")).args(["--insecure", "--master", master]).args(args).output().unwrap()
-}
-
-fn ok(master: &str, args: &[&str]) -> String {
-    let out = run(master, args);
-    assert!(out.status.success(), "gfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command expected to fail; returns its exit code and stderr.
-fn fails(master: &str, args: &[&str]) -> (i32, String) {
-    let out = run(master, args);
-    assert!(!out.status.success(), "gfs {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Every file below `top` by its path relative to `top`, with its bytes.

@@ -4,10 +4,11 @@
 //! the client, byte for byte and entry for entry.
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gfs_client::Client;
+use gfs_e2e::gfs_cli::{fails, ok, run};
 use gfs_testkit::{Cluster, ClusterOptions};
 
 /// Capacity each chunkserver reports, so that df's numbers are exact.
@@ -20,23 +21,6 @@ fn data(seed: u8, len: usize) -> Vec<u8> {
 async fn cluster() -> Cluster {
     let opts = ClusterOptions { chunkservers: 2, replication: 2, capacity_bytes: Some(CAPACITY), ..Default::default() };
     Cluster::start(opts).await.unwrap()
-}
-
-fn run(master: &str, args: &[&str]) -> Output {
-    Command::new(gfs_e2e::bin("gfs")).args(["--insecure", "--master", master]).args(args).output().unwrap()
-}
-
-fn ok(master: &str, args: &[&str]) -> String {
-    let out = run(master, args);
-    assert!(out.status.success(), "gfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command expected to fail; returns its exit code and stderr.
-fn fails(master: &str, args: &[&str]) -> (i32, String) {
-    let out = run(master, args);
-    assert!(!out.status.success(), "gfs {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn lines(s: &str) -> Vec<String> {

@@ -1,14 +1,10 @@
 //! `gfs fsck` run as the real binary against an in-process cluster: it
 //! reports what the cluster's replicas really are as servers go away.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use gfs_e2e::gfs_cli::run;
 use gfs_testkit::{Cluster, ClusterOptions};
-
-fn run(master: &str, args: &[&str]) -> Output {
-    Command::new(gfs_e2e::bin("gfs")).args(["--insecure", "--master", master]).args(args).output().unwrap()
-}
 
 fn report(master: &str) -> (i32, serde_json::Value) {
     let out = run(master, &["fsck", "--json", "/h"]);
