@@ -725,37 +725,28 @@ fn a_follower_far_behind_catches_up_by_installing_a_snapshot() {
     assert!(g.master_dir(behind).join("checkpoint").exists());
 }
 
-/// Pods as the operator runs them (`--peers 0=<pod 0>`, `--discover` the
-/// group): pod 0 recreated with an empty volume rejoins its group instead
-/// of founding a second one (split brain).
-#[test]
-fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
-    let dir = tempfile::tempdir().unwrap();
+/// One master as the operator runs it on Kubernetes: id = pod ordinal,
+/// `--peers` names pod 0 only, `--discover` names every pod.
+fn spawn_pod(dir: &Path, addrs: &[String], ordinal: usize) -> Proc {
+    Proc::spawn(
+        Command::new(bin("gfs-master"))
+            .args(["--id", &ordinal.to_string(), "--listen", &addrs[ordinal], "--peers", &format!("0={}", addrs[0])])
+            .args(["--discover", &addrs.join(","), "--data-dir"])
+            .arg(dir.join(format!("pod-{ordinal}")))
+            .env("RUST_LOG", "info"),
+        &dir.join(format!("master-{}.log.cur", ordinal + 1)),
+    )
+}
+
+/// Three masters started the operator's way: pod 0 founds the group, the
+/// other two are added; returns with 20 directories written and every
+/// member converged. `Group`'s helpers count ids from 1 (pod 0 is id 1).
+fn pod_group(dir: &Path, rt: &tokio::runtime::Runtime) -> Group {
     let addrs: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
-    let mut g = Group::unstarted(dir.path(), addrs.clone());
-    let spec = addrs.join(",");
-    // Ids are pod ordinals 0..3; Group's helpers count from 1, so keep the
-    // processes here.
-    let spawn = |ordinal: usize| {
-        Proc::spawn(
-            Command::new(bin("gfs-master"))
-                .args([
-                    "--id",
-                    &ordinal.to_string(),
-                    "--listen",
-                    &addrs[ordinal],
-                    "--peers",
-                    &format!("0={}", addrs[0]),
-                ])
-                .args(["--discover", &spec, "--data-dir"])
-                .arg(dir.path().join(format!("pod-{ordinal}"))),
-            &dir.path().join(format!("master-{}.log.cur", ordinal + 1)),
-        )
-    };
+    let mut g = Group::unstarted(dir, addrs.clone());
     for o in 0..3 {
-        g.masters.push(Some(spawn(o)));
+        g.masters.push(Some(spawn_pod(dir, &addrs, o)));
     }
-    let rt = rt();
     rt.block_on(async {
         // The founder (pod 0) leads its one-member group before it grows;
         // a client finds nothing to retry for until some master answers.
@@ -764,7 +755,7 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
             assert!(Instant::now() < deadline, "the founder never led its group");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         client.add_master(1, &addrs[1]).await.unwrap();
         let members = client.add_master(2, &addrs[2]).await.unwrap();
         assert_eq!(members.iter().filter(|m| m.voter).count(), 3);
@@ -773,10 +764,22 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
         }
         wait_converged(&g, &[1, 2, 3], Duration::from_secs(30)).await;
     });
+    g
+}
+
+/// The founder's failure on Kubernetes (`--peers` names only the first
+/// group): pod 0 recreated with an empty volume rejoins its group instead
+/// of founding a second one (split brain).
+#[test]
+fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut g = pod_group(dir.path(), &rt);
+    let addrs = g.addrs.clone();
     // Pod 0 comes back on a fresh volume.
     g.kill9(1);
     std::fs::remove_dir_all(dir.path().join("pod-0")).unwrap();
-    g.masters[0] = Some(spawn(0));
+    g.masters[0] = Some(spawn_pod(dir.path(), &addrs, 0));
     rt.block_on(async {
         // It never leads a group of its own (that would acknowledge writes
         // the real group never sees).
@@ -789,7 +792,7 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (_, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)).await;
-        let client = Client::new(gfs_e2e::client_config(spec.clone())).unwrap();
+        let client = Client::new(gfs_e2e::client_config(g.spec())).unwrap();
         for i in 0..20 {
             client.stat(&format!("/keep/{i}")).await.unwrap();
         }
@@ -797,4 +800,49 @@ fn a_founder_that_lost_its_data_rejoins_instead_of_founding_a_second_group() {
     });
     let log = g.master_log(1);
     assert!(log.contains("waiting for the leader instead of founding a group"), "{log}");
+}
+
+/// A rollout restarts followers one by one; each restarted pod was added
+/// to the group (it is not in `--peers`), and must wait for the leader to
+/// reach it rather than campaign and depose a healthy leader.
+#[test]
+fn restarted_followers_that_joined_do_not_depose_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut g = pod_group(dir.path(), &rt);
+    let addrs = g.addrs.clone();
+    // (Raft ids here are pod ordinals, so 0 is a member: find the leader
+    // by each master's own role.)
+    let (leader, term) = rt.block_on(async {
+        for (i, a) in addrs.iter().enumerate() {
+            if let Some(me) = status(a).await.and_then(|s| s.this)
+                && me.role == MasterRole::Leader as i32
+            {
+                return (i as u64 + 1, me.term);
+            }
+        }
+        panic!("no master leads after the group converged");
+    });
+    for id in [1u64, 2, 3].into_iter().filter(|id| *id != leader) {
+        g.kill9(id);
+        // Long enough for an election timeout of the others to pass.
+        std::thread::sleep(Duration::from_secs(2));
+        g.masters[id as usize - 1] = Some(spawn_pod(dir.path(), &addrs, id as usize - 1));
+        rt.block_on(async {
+            let (_, digest) = wait_converged(&g, &[1, 2, 3], Duration::from_secs(60)).await;
+            assert_ne!(digest, 0);
+            // Past the restarted member's grace (4 heartbeats + 2 s): a
+            // campaign would have happened by now.
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            let st = status(&addrs[leader as usize - 1]).await.expect("the leader answers");
+            let me = st.this.unwrap();
+            assert_eq!(
+                (me.role, me.term),
+                (MasterRole::Leader as i32, term),
+                "restarting master {id} changed the leader or its term"
+            );
+        });
+        let log = g.master_log(id);
+        assert!(log.contains("restarted group member: no campaign before the grace ends"), "{log}");
+    }
 }

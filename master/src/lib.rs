@@ -278,8 +278,10 @@ pub async fn start_with_metrics(config: Config, shutdown: CancellationToken, met
     // resolved again, it hears nothing, and campaigning after one election
     // timeout would depose a healthy leader (seen on Kubernetes: every
     // follower restart of a rollout forced an election). If no leader
-    // shows up within the grace, it campaigns as usual.
-    if initialized && !single && !join {
+    // shows up within the grace, it campaigns as usual. This holds for a
+    // member that once joined (`join`, or not in `--peers`) as much as for
+    // a founder: what counts is that its log already holds the group.
+    if initialized && !single {
         let grace = Duration::from_millis(r.heartbeat_ms.saturating_mul(4).saturating_add(CONNECT_GRACE_MS));
         raft.runtime_config().elect(false);
         let (raft, shutdown) = (raft.clone(), shutdown.clone());

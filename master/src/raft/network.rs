@@ -1,10 +1,12 @@
 //! Raft RPCs between masters: `RaftService` over tonic, payloads are
 //! openraft's types encoded with postcard.
 //!
-//! Every call carries openraft's deadline (`RPCOption::hard_ttl`); a
-//! transport failure is reported as `Unreachable`, so openraft backs off
-//! instead of hammering a dead peer. [`Faults`] drops traffic to and from
-//! chosen peers, for partition tests (`--fault-injection`).
+//! Every call carries openraft's deadline (`RPCOption::hard_ttl`) and
+//! gives up at its soft deadline, dropping the pooled connection so the
+//! next call dials the peer's name afresh; a transport failure is reported
+//! as `Unreachable`, so openraft backs off instead of hammering a dead
+//! peer. [`Faults`] drops traffic to and from chosen peers, for partition
+//! tests (`--fault-injection`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -156,12 +158,26 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[error("{0}")]
 struct Transport(String);
 
+/// A call's deadlines: `hard` goes to the peer, `soft` (three quarters of
+/// it, openraft's own figure) bounds the wait here.
+#[derive(Clone, Copy)]
+struct Ttl {
+    soft: Duration,
+    hard: Duration,
+}
+
+impl Ttl {
+    fn of(option: &RPCOption) -> Ttl {
+        Ttl { soft: option.soft_ttl(), hard: option.hard_ttl() }
+    }
+}
+
 impl Peer {
     async fn call<Req, Resp, E>(
         &self,
         method: &'static str,
         rpc: &Req,
-        ttl: Duration,
+        ttl: Ttl,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: Serialize,
@@ -177,11 +193,26 @@ impl Peer {
         let mut c = RaftServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        let msg = with_deadline(RaftMessage { payload: payload.into() }, ttl);
-        let reply = match method {
-            "append" => c.append_entries(msg).await,
-            "vote" => c.vote(msg).await,
-            _ => c.install_snapshot(msg).await,
+        let msg = with_deadline(RaftMessage { payload: payload.into() }, ttl.hard);
+        let reply = async {
+            match method {
+                "append" => c.append_entries(msg).await,
+                "vote" => c.vote(msg).await,
+                _ => c.install_snapshot(msg).await,
+            }
+        };
+        // openraft drops the call at the hard deadline, and a dropped call
+        // tells nothing; giving up a little earlier lets a connection that
+        // hangs (the peer's pod went away with its address, packets to it
+        // vanish) be dropped here, so the next call resolves the name again
+        // and dials the peer's new address.
+        let Ok(reply) = tokio::time::timeout(ttl.soft, reply).await else {
+            self.pool.forget(&self.addr);
+            return Err(unreachable(format!(
+                "{}: no reply within {} ms; reconnecting",
+                self.addr,
+                ttl.soft.as_millis()
+            )));
         };
         let reply = reply.map_err(|s| {
             if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
@@ -201,7 +232,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &rpc, option.hard_ttl()).await
+        self.call("append", &rpc, Ttl::of(&option)).await
     }
 
     async fn install_snapshot(
@@ -210,7 +241,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call("snapshot", &rpc, option.hard_ttl()).await
+        self.call("snapshot", &rpc, Ttl::of(&option)).await
     }
 
     async fn vote(
@@ -218,7 +249,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &rpc, option.hard_ttl()).await
+        self.call("vote", &rpc, Ttl::of(&option)).await
     }
 }
 
