@@ -204,3 +204,116 @@ fn a_put_on_a_full_disk_fails_and_leaves_nothing() {
     }
     assert!(gfs(&m, &["cat", "/a"], None).stdout == a);
 }
+
+/// What a terminal shows after `raw` was written to it: the lines left on
+/// screen. Plain characters overwrite at the cursor; `\r`, `\n` and the
+/// CSI sequences a progress bar uses (cursor up/down/column, erase line,
+/// erase below) move or clear; other sequences are dropped.
+fn screen(raw: &str) -> Vec<String> {
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                row += 1;
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut param = String::new();
+                let mut fin = ' ';
+                for p in chars.by_ref() {
+                    if p.is_ascii_alphabetic() || p == '@' || p == '~' {
+                        fin = p;
+                        break;
+                    }
+                    param.push(p);
+                }
+                let n: usize = param.trim_start_matches('?').parse().unwrap_or(0);
+                match fin {
+                    'A' => row = row.saturating_sub(n.max(1)),
+                    'B' => row += n.max(1),
+                    'G' => col = n.saturating_sub(1),
+                    'K' if n == 2 => lines[row].clear(),
+                    'K' => lines[row].truncate(col),
+                    'J' => {
+                        lines[row].truncate(col);
+                        lines.truncate(row + 1);
+                    }
+                    _ => {}
+                }
+            }
+            '\u{1b}' => {
+                chars.next();
+            }
+            c => {
+                let line = &mut lines[row];
+                if line.len() <= col {
+                    line.resize(col, ' ');
+                    line.push(c);
+                } else {
+                    line[col] = c;
+                }
+                col += 1;
+            }
+        }
+        while lines.len() <= row {
+            lines.push(Vec::new());
+        }
+    }
+    lines.into_iter().map(|l| l.into_iter().collect::<String>().trim_end().to_string()).collect()
+}
+
+#[test]
+fn the_screen_model_follows_a_bar_being_redrawn() {
+    let shown = screen("a 10% [==  ]\r\u{1b}[2Klog line\na 50% [===]\r\u{1b}[2Kdone: 8 MiB\n");
+    assert_eq!(shown, ["log line", "done: 8 MiB", ""]);
+}
+
+/// On a terminal, `gfs put` and `gfs get` draw a bar with the file's name
+/// and the percent, clear it and leave one summary line; log lines written
+/// meanwhile (here h2's, at debug) never share a line with the bar. The
+/// server's log, a file, holds no colour codes.
+#[test]
+fn on_a_terminal_transfers_show_a_named_bar_and_leave_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, master) = start_server(dir.path(), &[]);
+    let src = dir.path().join("big.bin");
+    let body = data(9, 24 * MIB);
+    std::fs::write(&src, &body).unwrap();
+    let back = dir.path().join("back.bin");
+    let on_tty = |args: String| {
+        let gfs = bin("gfs");
+        let line = format!("{} --master {master} {args}", gfs.display());
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("GFS_TLS_DIR", gfs_e2e::pki_dir(gfs_common::auth::Role::Admin))
+            .env("RUST_LOG", "warn,h2=debug")
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("script (util-linux) runs gfs on a pseudo-terminal");
+        let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "gfs {args} on a terminal failed:\n{raw}");
+        raw
+    };
+    for (raw, name) in [
+        (on_tty(format!("put {} /big.bin", src.display())), src.display().to_string()),
+        (on_tty(format!("get /big.bin {}", back.display())), "/big.bin".to_string()),
+    ] {
+        assert!(raw.contains("% ["), "no bar was drawn:\n{raw}");
+        let shown = screen(&raw);
+        let logs = shown.iter().filter(|l| l.contains("DEBUG")).count();
+        assert!(logs > 0, "no log line was written during the copy (h2=debug):\n{}", shown.join("\n"));
+        for l in &shown {
+            assert!(!(l.contains("% [") && l.contains("DEBUG")), "a log line was written onto the bar: {l:?}");
+            assert!(!l.contains("% ["), "the bar was left on screen: {l:?}");
+        }
+        let summary = format!("{name}: 24.00 MiB in ");
+        assert_eq!(shown.iter().filter(|l| l.starts_with(&summary)).count(), 1, "{summary:?} once in:\n{shown:?}");
+    }
+    assert!(std::fs::read(&back).unwrap() == body, "bytes read back differ");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(!log.is_empty() && !log.contains('\u{1b}'), "colour codes in a log written to a file");
+}

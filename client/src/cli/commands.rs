@@ -1,16 +1,16 @@
 //! File and admin commands.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{anyhow, bail};
 use gfs_common::Error;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
 use super::exit;
 use super::local_io::{ErrorSlot, Tracked};
 use super::output;
-use super::{AdminCommand, Command, PROGRESS_THRESHOLD, TrashCommand};
+use super::progress::Transfer;
+use super::{AdminCommand, Command, TrashCommand};
 use crate::{COPYING_SUFFIX, Client, ClientConfig, FileType, PutOptions};
 use gfs_common::shutdown::CancellationToken;
 
@@ -209,22 +209,6 @@ async fn read_local(local: &str) -> anyhow::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// A progress bar on stderr for transfers over the threshold, only when
-/// stderr is a terminal.
-fn progress_bar(size: Option<u64>) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let size = size.filter(|s| *s > PROGRESS_THRESHOLD)?;
-    let bar = ProgressBar::new(size);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-    {
-        bar.set_style(style);
-    }
-    Some(bar)
-}
-
 /// Turns a library error into the CLI error, naming the local path when
 /// the local side failed.
 fn local_or_remote(e: Error, slot: &ErrorSlot, local: &str) -> anyhow::Error {
@@ -266,15 +250,15 @@ pub(super) async fn put_file(client: &Client, force: bool, local: &str, remote: 
     };
     let opts = PutOptions { overwrite: force, replication: None, cancel: Some(interrupt_token()?) };
     let (reader, slot) = Tracked::new(reader);
-    let bar = progress_bar(size);
+    let bar = Transfer::start(local, size);
     let cb = |n: u64| {
         if let Some(b) = &bar {
-            b.set_position(n);
+            b.set(n);
         }
     };
     let res = client.put_with(remote, reader, opts, Some(&cb)).await;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish(res.as_ref().ok().copied());
     }
     res.map_err(|e| match e {
         Error::AlreadyExists { path } if path.ends_with(COPYING_SUFFIX) => exit::remote_text(
@@ -298,10 +282,10 @@ pub(super) async fn get_file(client: &Client, force: bool, remote: &str, local: 
     if st.info.r#type() == FileType::Directory {
         return Err(Error::IsADirectory { path: st.info.path }.into());
     }
-    let bar = progress_bar(Some(st.info.size));
+    let bar = if local == "-" { None } else { Transfer::start(remote, Some(st.info.size)) };
     let cb = |n: u64| {
         if let Some(b) = &bar {
-            b.set_position(n);
+            b.set(n);
         }
     };
     let res = if local == "-" {
@@ -317,8 +301,8 @@ pub(super) async fn get_file(client: &Client, force: bool, remote: &str, local: 
     } else {
         get_local(client, force, remote, local, &cb).await
     };
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish(res.as_ref().ok().copied());
     }
     res
 }

@@ -17,6 +17,7 @@ mod glob;
 mod local_io;
 mod ls;
 mod output;
+mod progress;
 mod server;
 mod transfer;
 mod trash;
@@ -417,7 +418,7 @@ pub fn main() -> ExitCode {
     // The subcommand's name, for hints in error messages.
     let name = matches.subcommand_name().unwrap_or_default().to_string();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    telemetry::init(cli.log_format, "warn");
+    telemetry::init_to(cli.log_format, "warn", progress::LogWriter);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
