@@ -65,6 +65,12 @@ if [[ -z "${GFS_E2E_KUBECONFIG:-}" ]]; then
   trap 'e2e/control-plane down >/dev/null 2>&1 || true' EXIT
 fi
 
+if [[ ! -x /usr/bin/chromium ]]; then
+  # Headless Chromium renders the master's status page in its e2e test.
+  step "installing Chromium (Debian) for the status page's browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2
 

@@ -216,7 +216,8 @@ impl LocalCluster {
                 .ready(move || !token.is_cancelled() && probes.iter().all(|p| p()) && master_probes.iter().all(|p| p()))
                 .refresh(masters[0].metrics_refresher())
                 .profiling(opts.profiling)
-                .auth(opts.admin_auth.clone());
+                .auth(opts.admin_auth.clone())
+                .route(gfs_master::status_page::PATH, leaders_page(&masters));
             tokio::spawn(admin_http::serve_listener(listener, admin, shutdown.clone()));
             tracing::info!(%addr, "admin http listening");
             addr
@@ -387,4 +388,20 @@ fn group_addresses(opts: &LocalClusterOptions) -> anyhow::Result<Vec<String>> {
         }
         Err(e) => Err(e).with_context(|| file.display().to_string()),
     }
+}
+
+/// The status page of whichever master leads when it is asked for (the
+/// first master's while none does).
+fn leaders_page(masters: &[gfs_master::MasterHandle]) -> admin_http::Handler {
+    let pages: Vec<(admin_http::Handler, Box<dyn Fn() -> bool + Send + Sync>)> = masters
+        .iter()
+        .map(|m| (m.status_page(), Box::new(m.leader_probe()) as Box<dyn Fn() -> bool + Send + Sync>))
+        .collect();
+    Arc::new(move |target: String| {
+        let page = pages.iter().find(|(_, leads)| leads()).or(pages.first()).map(|(p, _)| p.clone());
+        match page {
+            Some(p) => p(target),
+            None => Box::pin(async { ("503 Service Unavailable", "text/plain", "no master\n".to_string()) }),
+        }
+    })
 }

@@ -276,6 +276,12 @@ async fn all_in_one_server_serves_every_component() {
     assert!(value(&body, "gfs_chunkserver_written_bytes_total", &[]) >= 3.0 * 2.0 * CHUNK as f64);
     assert!(value(&body, "gfs_chunkserver_rpc_requests_total", &["method=\"Write\"", "code=\"OK\""]) >= 2.0);
     dashboard_metrics_exist(&body);
+    // The status page is the leading master's, with every chunkserver.
+    let (code, page) = get(admin, "/status").await.unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<span class=\"badge ok\">leader</span>"), "{page}");
+    assert_eq!(page.matches("<span class=\"badge ok\">live</span>").count(), 3, "{page}");
+    assert!(page.contains("id=\"chunks\">2<"), "{page}");
 }
 
 /// Every master and chunkserver metric the shipped Grafana dashboard

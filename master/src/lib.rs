@@ -37,6 +37,7 @@ pub mod servers;
 pub mod service;
 pub mod shadow;
 pub mod state;
+pub mod status_page;
 pub mod tokens;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,31 @@ pub struct MasterHandle {
 }
 
 impl MasterHandle {
+    /// True while this master is the acting leader (for a process that
+    /// runs several masters and serves the leader's status page).
+    pub fn leader_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let weak = Arc::downgrade(&self.shared);
+        move || weak.upgrade().is_some_and(|s| s.is_leader())
+    }
+
+    /// The handler of the status page ([`status_page::PATH`] on the
+    /// admin port). It holds the master weakly and answers within 5 s.
+    pub fn status_page(&self) -> gfs_common::admin_http::Handler {
+        let weak = Arc::downgrade(&self.shared);
+        Arc::new(move |_target: String| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let Some(shared) = weak.upgrade() else {
+                    return ("503 Service Unavailable", "text/plain", "the master is stopping\n".to_string());
+                };
+                match tokio::time::timeout(Duration::from_secs(5), status_page::render(&shared)).await {
+                    Ok(html) => ("200 OK", "text/html; charset=utf-8", html),
+                    Err(_) => ("503 Service Unavailable", "text/plain", "status not ready within 5 s\n".to_string()),
+                }
+            })
+        })
+    }
+
     /// Returns a hook that refreshes the state-derived gauges (run it
     /// before each scrape; see [`metrics::Metrics::refresh`]).
     pub fn metrics_refresher(&self) -> impl Fn() + Send + Sync + 'static {
@@ -175,7 +201,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Master
             .ready(move || !token.is_cancelled() && ready())
             .refresh(handle.metrics_refresher())
             .profiling(profiling)
-            .auth(auth);
+            .auth(auth)
+            .route(status_page::PATH, handle.status_page());
         tokio::spawn(admin_http::serve_listener(listener, admin, shutdown));
         info!(%addr, "master admin http listening");
         handle.admin_addr = Some(addr);
