@@ -10,31 +10,16 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gfs_client::Client;
 use gfs_common::admin_http::get;
-use gfs_e2e::{Proc, bin, free_addr};
+use gfs_e2e::{Proc, bin, free_addr, wait_for};
 
 const CHUNK: usize = 64 * 1024;
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// A file name a browser would run as markup if the page did not escape it.
 const HOSTILE: &str = "/short/<img src=x onerror=alert(1)>.bin";
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 async fn page(admin: SocketAddr) -> String {
     let (code, body) = get(admin, "/status").await.expect("GET /status");
