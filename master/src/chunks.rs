@@ -11,9 +11,10 @@
 //! sent to followers for nothing. A stream has a random id; forgetting the
 //! soft state starts a new one, which makes followers pull everything again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::lease::Lease;
+use crate::sid::ServerSet;
 
 /// Master state of one chunk.
 #[derive(Debug, Clone)]
@@ -23,13 +24,14 @@ pub struct ChunkEntry {
     /// Largest length reported by a replica or a client.
     pub length: u64,
     /// Servers holding the current version.
-    pub replicas: BTreeSet<String>,
+    pub replicas: ServerSet,
     /// Current lease, if any.
-    pub lease: Option<Lease>,
+    /// (Boxed: most chunks have none, and the inline size is paid by all.)
+    pub lease: Option<Box<Lease>>,
     /// Servers the current lease's version was granted to. If one of them
     /// dies, the lease is not handed out again: the next grant bumps the
     /// version so the dead copy is stale when it returns.
-    pub lease_holders: BTreeSet<String>,
+    pub lease_holders: ServerSet,
     /// Target replica count (of the owning file).
     pub replication: u32,
     /// Chunk size of the owning file.
@@ -39,7 +41,7 @@ pub struct ChunkEntry {
     pub bumping_from: Option<u64>,
     /// Replicas their holder confirmed corrupt (`VerifyChunk`) but that
     /// are kept: the chunk had no other live replica that is not corrupt.
-    pub corrupt: BTreeSet<String>,
+    pub corrupt: ServerSet,
     /// The owning file is deleted (within a hidden entry, awaiting GC):
     /// its repairs come after those of live files.
     pub hidden: bool,
@@ -123,13 +125,13 @@ impl ChunkTable {
         let mut entry = ChunkEntry {
             version,
             length: 0,
-            replicas: BTreeSet::new(),
+            replicas: ServerSet::new(),
             lease: None,
-            lease_holders: BTreeSet::new(),
+            lease_holders: ServerSet::new(),
             replication,
             chunk_size,
             bumping_from: None,
-            corrupt: BTreeSet::new(),
+            corrupt: ServerSet::new(),
             hidden: false,
             changed: 0,
         };

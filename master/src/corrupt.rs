@@ -51,7 +51,7 @@ impl Meta {
     /// a live replica that is not corrupt.
     pub fn confirm_corrupt(&mut self, handle: u64, server: &str) -> Option<Confirmed> {
         let c = self.chunks.get_mut_if(handle, |c| c.replicas.contains(server))?;
-        c.corrupt.insert(server.to_string());
+        c.corrupt.insert(server);
         let c = self.chunks.get(handle)?;
         let good = c.replicas.iter().any(|s| !c.corrupt.contains(s) && self.servers.is_alive(s));
         if good {
@@ -66,7 +66,7 @@ impl Meta {
     /// over the chunks the index knows to have corrupt replicas.
     pub fn corrupt_kept(&self) -> u64 {
         let known = self.heal.index.corrupt().filter_map(|h| self.chunks.get(h));
-        known.map(|c| c.corrupt.iter().filter(|s| c.replicas.contains(*s)).count() as u64).sum()
+        known.map(|c| c.corrupt.iter().filter(|s| c.replicas.contains(s)).count() as u64).sum()
     }
 
     /// Drops kept corrupt replicas of chunks that have a live replica that
@@ -76,12 +76,12 @@ impl Meta {
         for h in self.heal.index.corrupt() {
             let Some(c) = self.chunks.get(h) else { continue };
             if c.replicas.iter().any(|s| !c.corrupt.contains(s) && self.servers.is_alive(s)) {
-                drop.extend(c.corrupt.iter().map(|s| (h, s.clone())));
+                drop.extend(c.corrupt.iter().map(|s| (h, s)));
             }
         }
         for (h, s) in drop {
             info!(chunk = h, server = %s, "dropping a corrupt replica: the chunk has a good replica again");
-            drop_replica(self, h, &s);
+            drop_replica(self, h, s);
         }
     }
 }

@@ -236,7 +236,8 @@ impl Shared {
             {
                 return lease_info(&mut meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer);
             }
-            let live: Vec<String> = c.replicas.iter().filter(|s| meta.servers.is_alive(s)).cloned().collect();
+            let live: Vec<String> =
+                c.replicas.iter().filter(|s| meta.servers.is_alive(s)).map(str::to_string).collect();
             let short = live.len() < c.replication as usize;
             let c = c.clone();
             if short {
@@ -334,7 +335,7 @@ impl Shared {
         if let Some((primary, sent_at)) = g.primary {
             info!(chunk = handle, version, primary = %primary, "lease granted");
             self.metrics.lease_grants.inc();
-            c.lease = Some(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms)));
+            c.lease = Some(Box::new(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms))));
             c.lease_holders = g.ok.iter().cloned().collect();
         }
         lease_info(meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer)

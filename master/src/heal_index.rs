@@ -278,8 +278,8 @@ impl Meta {
         let grace = Duration::from_millis(cfg.rpc_timeout_ms);
         // A replica confirmed corrupt (kept as the last copy) is neither
         // counted nor a clone source.
-        let usable = |s: &&String| self.servers.is_alive(s) && !c.corrupt.contains(*s);
-        let replicas: Vec<String> = c.replicas.iter().filter(usable).cloned().collect();
+        let usable = |s: &&str| self.servers.is_alive(s) && !c.corrupt.contains(s);
+        let replicas: Vec<String> = c.replicas.iter().filter(usable).map(str::to_string).collect();
         let in_service = replicas.iter().filter(|s| !self.admin.contains_key(*s)).cloned().collect();
         let score = self.heal.reads.get(&h).copied().unwrap_or(0.0);
         let heal = &cfg.heal;
@@ -301,7 +301,7 @@ impl Meta {
     /// Evaluates one chunk again (counts only: nothing is allocated).
     fn evaluate(&mut self, h: u64, cfg: &crate::config::Config, now: Instant, servers: u32) {
         let standing = self.chunks.get(h).map(|c| {
-            let usable = |s: &&String| self.servers.is_alive(s) && !c.corrupt.contains(*s);
+            let usable = |s: &&str| self.servers.is_alive(s) && !c.corrupt.contains(s);
             let (mut replicas, mut in_service) = (0u32, 0u32);
             for s in c.replicas.iter().filter(usable) {
                 replicas += 1;
@@ -317,7 +317,7 @@ impl Meta {
                 length: c.length,
                 drain: replicas >= base && in_service < base,
                 excess: in_service > target,
-                corrupt_kept: c.corrupt.iter().filter(|s| c.replicas.contains(*s)).count() as u32,
+                corrupt_kept: c.corrupt.iter().filter(|s| c.replicas.contains(s)).count() as u32,
                 corrupt: !c.corrupt.is_empty(),
                 blocking: self.heal.blocked.contains_key(&h),
                 hidden: c.hidden,
@@ -419,7 +419,7 @@ impl Meta {
                     match used.get_mut(s) {
                         Some(u) => *u += c.length,
                         None => {
-                            used.insert(s.clone(), c.length);
+                            used.insert(s.to_string(), c.length);
                         }
                     }
                 }

@@ -36,6 +36,7 @@ pub mod rpc;
 pub mod servers;
 pub mod service;
 pub mod shadow;
+pub mod sid;
 pub mod state;
 pub mod status_page;
 pub mod tokens;

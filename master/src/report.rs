@@ -98,6 +98,13 @@ impl Shared {
     pub async fn register(self: &Arc<Self>, req: RegisterRequest) -> Result<RegisterResponse> {
         let info = req.server.ok_or_else(|| Error::InvalidArgument("register without server info".into()))?;
         check_server_info(&info)?;
+        if crate::sid::Sid::admit(&info.id).is_none() {
+            warn!(server = %quote(&info.id), "registration refused: too many distinct chunkserver ids");
+            return Err(Error::Busy(format!(
+                "this master has seen {} distinct chunkserver ids; restart it to accept new ones",
+                crate::sid::MAX_SERVER_IDS
+            )));
+        }
         let id = info.id.clone();
         let mut out = ReportOutcome::default();
         let session = new_session();
@@ -236,7 +243,7 @@ impl Shared {
             warn!(chunk = handle, version, server, "adopted a chunk version above the master's");
             c.length = c.length.max(length.min(c.chunk_size));
             c.lease = None;
-            let others: Vec<String> = c.replicas.iter().filter(|s| *s != server).cloned().collect();
+            let others: Vec<String> = c.replicas.iter().filter(|s| *s != server).map(str::to_string).collect();
             for s in others {
                 meta.remove_replica(handle, &s);
             }

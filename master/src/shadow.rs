@@ -19,7 +19,6 @@
 //! A master drops all soft state when it becomes leader (chunkservers
 //! re-register), so none of this leaks into leader decisions.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use gfs_proto::{ChunkLocationsRequest, ChunkLocationsResponse, ServerInfo, Shado
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::sid::ServerSet;
 use crate::state::{Meta, Shared};
 
 /// Chunks per `ChunkLocations` page.
@@ -59,7 +59,7 @@ impl Meta {
                 seq,
                 handle,
                 length: c.length,
-                replicas: c.replicas.iter().cloned().collect(),
+                replicas: c.replicas.iter().map(str::to_string).collect(),
             })
             .collect();
         ChunkLocationsResponse {
@@ -103,14 +103,14 @@ impl Meta {
                 continue;
             };
             c.length = sc.length;
-            let new: BTreeSet<String> = sc.replicas.into_iter().collect();
+            let new: ServerSet = sc.replicas.into_iter().collect();
             let old = std::mem::replace(&mut c.replicas, new.clone());
-            for id in old.difference(&new) {
+            for id in old.iter().filter(|id| !new.contains(id)) {
                 if let Some(s) = self.servers.get_mut(id) {
                     s.chunks.remove(&sc.handle);
                 }
             }
-            for id in new.difference(&old) {
+            for id in new.iter().filter(|id| !old.contains(id)) {
                 if let Some(s) = self.servers.get_mut(id) {
                     s.chunks.insert(sc.handle);
                 }
@@ -319,7 +319,7 @@ mod tests {
         (full, n, applied)
     }
 
-    fn held(m: &Meta, id: &str) -> BTreeSet<u64> {
+    fn held(m: &Meta, id: &str) -> std::collections::BTreeSet<u64> {
         m.servers.get(id).map(|s| s.chunks.iter().copied().collect()).unwrap_or_default()
     }
 
@@ -349,7 +349,7 @@ mod tests {
         let f = follower.ns.lookup("/f").unwrap();
         assert_eq!(follower.file_info("/f", f).size, 24 * CHUNK + 25);
         assert_eq!(held(&follower, "a").len(), 25);
-        assert_eq!(held(&follower, "b"), BTreeSet::from([7]));
+        assert_eq!(held(&follower, "b"), std::collections::BTreeSet::from([7]));
 
         // Nothing changed: nothing travels.
         assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(follower.location(1, 14).replicas.len(), 2);
         assert_eq!(follower.location(0, 7).replicas.len(), 1);
         assert_eq!(follower.chunks.get(21).unwrap().length, 99);
-        assert_eq!(held(&follower, "b"), BTreeSet::from([14]));
+        assert_eq!(held(&follower, "b"), std::collections::BTreeSet::from([14]));
         assert_eq!(pull(&leader, &mut follower, &mut cursor).1, 0);
 
         // A server the leader no longer lists is not refreshed here.
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(n, 25);
         assert_eq!(follower.location(3, 28).replicas.len(), 1);
         assert!(follower.location(0, 7).replicas.is_empty());
-        assert_eq!(held(&follower, "a"), BTreeSet::from([28]));
+        assert_eq!(held(&follower, "a"), std::collections::BTreeSet::from([28]));
     }
 
     #[test]

@@ -100,8 +100,8 @@ impl Meta {
         for h in removed {
             self.heal.index.set(h, None, tokio::time::Instant::now());
             if let Some(c) = self.chunks.remove(h) {
-                for s in c.replicas {
-                    if let Some(e) = self.servers.get_mut(&s) {
+                for s in &c.replicas {
+                    if let Some(e) = self.servers.get_mut(s) {
                         e.chunks.remove(&h);
                         e.pending_delete.insert(h);
                     }
@@ -132,7 +132,7 @@ impl Meta {
     pub fn add_replica(&mut self, handle: u64, server: &str) {
         // Only a real change counts as one for shadow pulls.
         if let Some(c) = self.chunks.get_mut_if(handle, |c| !c.replicas.contains(server)) {
-            c.replicas.insert(server.to_string());
+            c.replicas.insert(server);
         }
         if let Some(s) = self.servers.get_mut(server) {
             s.chunks.insert(handle);
