@@ -54,9 +54,16 @@ pub struct ChunkEntry {
 pub type Versions = imbl::OrdMap<u64, u64>;
 
 /// All chunks plus the handle counter.
+///
+/// Entries live in a slab (`slots`, reused through `free`) indexed by
+/// handle: a hash table of 12-byte (handle, slot) pairs rather than of
+/// whole entries, whose empty buckets (up to half of them after a
+/// doubling) would each cost an entry's size.
 #[derive(Debug)]
 pub struct ChunkTable {
-    chunks: HashMap<u64, ChunkEntry>,
+    index: HashMap<u64, u32>,
+    slots: Vec<Option<(u64, ChunkEntry)>>,
+    free: Vec<u32>,
     /// Every chunk's version, as in `chunks` (kept by `insert`, `remove`
     /// and `raise_version`, the only ways a version changes).
     versions: Versions,
@@ -72,7 +79,9 @@ pub struct ChunkTable {
 impl Default for ChunkTable {
     fn default() -> Self {
         ChunkTable {
-            chunks: HashMap::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             versions: Versions::new(),
             next_handle: 0,
             changes: BTreeMap::new(),
@@ -91,6 +100,16 @@ impl ChunkTable {
     /// An empty table whose first handle is 1.
     pub fn new() -> Self {
         ChunkTable { next_handle: 1, ..Default::default() }
+    }
+
+    fn entry(&self, handle: u64) -> Option<&ChunkEntry> {
+        let slot = *self.index.get(&handle)?;
+        self.slots[slot as usize].as_ref().map(|(_, e)| e)
+    }
+
+    fn entry_mut(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
+        let slot = *self.index.get(&handle)?;
+        self.slots[slot as usize].as_mut().map(|(_, e)| e)
     }
 
     /// Gives `handle` the next sequence number of the change stream.
@@ -135,11 +154,26 @@ impl ChunkTable {
             hidden: false,
             changed: 0,
         };
-        if let Some(old) = self.chunks.get(&handle) {
+        if let Some(old) = self.entry(handle) {
             entry.changed = old.changed;
         }
         Self::touch(&mut self.changes, &mut self.change_seq, &mut entry, handle);
-        self.chunks.insert(handle, entry);
+        match self.index.get(&handle) {
+            Some(slot) => self.slots[*slot as usize] = Some((handle, entry)),
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = Some((handle, entry));
+                        slot
+                    }
+                    None => {
+                        self.slots.push(Some((handle, entry)));
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.index.insert(handle, slot);
+            }
+        }
         self.versions.insert(handle, version);
     }
 
@@ -159,12 +193,13 @@ impl ChunkTable {
 
     /// Returns a chunk.
     pub fn get(&self, handle: u64) -> Option<&ChunkEntry> {
-        self.chunks.get(&handle)
+        self.entry(handle)
     }
 
     /// Returns a chunk for update; it counts as changed.
     pub fn get_mut(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
-        let entry = self.chunks.get_mut(&handle)?;
+        let slot = *self.index.get(&handle)?;
+        let (_, entry) = self.slots[slot as usize].as_mut()?;
         Self::touch(&mut self.changes, &mut self.change_seq, entry, handle);
         Some(entry)
     }
@@ -176,7 +211,7 @@ impl ChunkTable {
         handle: u64,
         would_change: impl FnOnce(&ChunkEntry) -> bool,
     ) -> Option<&mut ChunkEntry> {
-        if !self.chunks.get(&handle).is_some_and(would_change) {
+        if !self.entry(handle).is_some_and(would_change) {
             return None;
         }
         self.get_mut(handle)
@@ -188,12 +223,14 @@ impl ChunkTable {
     /// chunk anyway; and for what shadow pulls do not carry (the users a
     /// lease was handed to, `Lease::writers`).
     pub(crate) fn get_mut_untracked(&mut self, handle: u64) -> Option<&mut ChunkEntry> {
-        self.chunks.get_mut(&handle)
+        self.entry_mut(handle)
     }
 
     /// Removes a chunk (its file was deleted).
     pub fn remove(&mut self, handle: u64) -> Option<ChunkEntry> {
-        let entry = self.chunks.remove(&handle)?;
+        let slot = self.index.remove(&handle)?;
+        let (_, entry) = self.slots[slot as usize].take()?;
+        self.free.push(slot);
         self.versions.remove(&handle);
         self.changes.remove(&entry.changed);
         Some(entry)
@@ -218,24 +255,24 @@ impl ChunkTable {
 
     /// Chunks whose last change is after `seq`, in change order.
     pub fn changed_after(&self, seq: u64) -> impl Iterator<Item = (u64, u64, &ChunkEntry)> {
-        self.changes.range(seq + 1..).filter_map(|(s, h)| self.chunks.get(h).map(|c| (*s, *h, c)))
+        self.changes.range(seq + 1..).filter_map(|(s, h)| self.entry(*h).map(|c| (*s, *h, c)))
     }
 
     /// Number of chunks.
     pub fn len(&self) -> usize {
-        self.chunks.len()
+        self.index.len()
     }
 
     /// True when there are no chunks.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.index.is_empty()
     }
 
     /// Forgets everything learned from chunkservers and grants (replicas,
     /// lengths, leases), keeping the replicated handle/version table.
     pub fn clear_soft_state(&mut self) {
         self.stream = new_stream();
-        for c in self.chunks.values_mut() {
+        for (_, c) in self.slots.iter_mut().flatten() {
             c.replicas.clear();
             c.lease = None;
             c.lease_holders.clear();
@@ -246,13 +283,37 @@ impl ChunkTable {
 
     /// Iterates over all chunks.
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &ChunkEntry)> {
-        self.chunks.iter()
+        self.slots.iter().flatten().map(|(h, c)| (h, c))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removed_slots_are_reused_and_handles_stay_apart() {
+        let mut t = ChunkTable::new();
+        for h in 1..=4 {
+            t.insert(h, h * 10, 3, 64);
+        }
+        t.get_mut(2).unwrap().length = 7;
+        assert_eq!(t.remove(2).map(|c| c.length), Some(7));
+        assert!(t.get(2).is_none() && t.remove(2).is_none());
+        assert_eq!(t.len(), 3);
+        // The freed slot takes the next chunk; nothing else moves.
+        t.insert(9, 90, 2, 64);
+        assert_eq!(t.slots.len(), 4, "the freed slot was not reused");
+        let mut seen: Vec<(u64, u64)> = t.iter().map(|(h, c)| (*h, c.version)).collect();
+        seen.sort();
+        assert_eq!(seen, [(1, 10), (3, 30), (4, 40), (9, 90)]);
+        assert_eq!(t.get(9).map(|c| c.replication), Some(2));
+        // Inserting an existing handle replaces it in place.
+        t.insert(3, 31, 3, 64);
+        assert_eq!((t.len(), t.slots.len(), t.get(3).unwrap().version), (4, 4, 31));
+        assert_eq!(t.freeze_versions().get(&3), Some(&31));
+        assert_eq!(t.changed_after(0).map(|(_, h, _)| h).collect::<Vec<_>>(), [1, 4, 9, 3]);
+    }
 
     #[test]
     fn handles_are_unique_and_counter_follows_inserts() {
