@@ -91,8 +91,32 @@ impl Client {
     /// Walks `path` and everything below it in pre-order (each directory
     /// before its entries), a page at a time.
     pub fn tree_lister(&self, path: &str, include_hidden: bool) -> TreeLister {
-        let top = Frame { lister: self.lister(path, include_hidden), pending: VecDeque::new() };
-        TreeLister { client: self.clone(), include_hidden, stack: vec![top] }
+        let top = Frame { lister: self.lister(path, include_hidden), pending: VecDeque::new(), dir: None };
+        TreeLister { client: self.clone(), include_hidden, stack: vec![top], post_order: false, ready: Vec::new() }
+    }
+
+    /// `path` and everything below it (deleted entries excluded), each
+    /// entry after everything below it, a page at a time: what `chmod -R`,
+    /// `chown -R` and `setrep` walk, so that a change taking a directory's
+    /// permissions away comes after the changes inside it, which still
+    /// need them. Memory stays at a page per directory level, whatever
+    /// the tree's size.
+    pub async fn walk_post_order(&self, path: &str) -> Result<TreeLister> {
+        let top = self.stat(path).await?.info;
+        let mut walk = TreeLister {
+            client: self.clone(),
+            include_hidden: false,
+            stack: Vec::new(),
+            post_order: true,
+            ready: Vec::new(),
+        };
+        if top.r#type() == FileType::Directory {
+            let lister = self.lister(&top.path, false);
+            walk.stack.push(Frame { lister, pending: VecDeque::new(), dir: Some(top) });
+        } else {
+            walk.ready.push(top);
+        }
+        Ok(walk)
     }
 }
 
@@ -161,18 +185,25 @@ impl Lister {
     }
 }
 
-/// A directory being walked: its lister and what is left of its page.
+/// A directory being walked: its lister, what is left of its page and,
+/// in a post-order walk, its own entry (given once its listing ends).
 struct Frame {
     lister: Lister,
     pending: VecDeque<FileInfo>,
+    dir: Option<FileInfo>,
 }
 
-/// A pre-order walk of a tree (`ls -R`), a batch at a time: memory is at
-/// most a page per directory level.
+/// A walk of a tree, a batch at a time: in pre-order (`ls -R`: each
+/// directory before its entries, the top not included) or in post-order
+/// ([`Client::walk_post_order`]: each entry after everything below it, the
+/// top last). Memory is at most a page per directory level.
 pub struct TreeLister {
     client: Client,
     include_hidden: bool,
     stack: Vec<Frame>,
+    post_order: bool,
+    /// Entries to give before walking on (a post-order walk of a file).
+    ready: Vec<FileInfo>,
 }
 
 impl TreeLister {
@@ -181,31 +212,47 @@ impl TreeLister {
     /// of a page.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<FileInfo>>> {
         loop {
+            if !self.ready.is_empty() {
+                return Ok(Some(std::mem::take(&mut self.ready)));
+            }
             let Some(top) = self.stack.last_mut() else { return Ok(None) };
             if top.pending.is_empty() {
                 match top.lister.next_page().await? {
                     Some(page) => top.pending = page.into(),
                     None => {
-                        self.stack.pop();
+                        // In post-order a directory comes once all below it did.
+                        if let Some(dir) = self.stack.pop().and_then(|f| f.dir) {
+                            return Ok(Some(vec![dir]));
+                        }
                         continue;
                     }
                 }
             }
             let mut batch = Vec::new();
             while let Some(e) = top.pending.pop_front() {
-                let dir = (e.r#type() == FileType::Directory).then(|| e.path.clone());
-                batch.push(e);
-                // Its entries come right after it.
-                if let Some(dir) = dir {
-                    self.descend(&dir)?;
-                    break;
+                if e.r#type() != FileType::Directory {
+                    batch.push(e);
+                    continue;
                 }
+                // Its entries come right after it (pre-order), or before
+                // it (post-order: it waits in its frame).
+                let dir = e.path.clone();
+                let own = if self.post_order {
+                    Some(e)
+                } else {
+                    batch.push(e);
+                    None
+                };
+                self.descend(&dir, own)?;
+                break;
             }
-            return Ok(Some(batch));
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
         }
     }
 
-    fn descend(&mut self, dir: &str) -> Result<()> {
+    fn descend(&mut self, dir: &str, own: Option<FileInfo>) -> Result<()> {
         if self.stack.len() >= MAX_DEPTH {
             return Err(Error::Internal(format!(
                 "listing {}: deeper than {MAX_DEPTH} levels, which no path can be",
@@ -213,7 +260,7 @@ impl TreeLister {
             )));
         }
         let lister = self.client.lister(dir, self.include_hidden);
-        self.stack.push(Frame { lister, pending: VecDeque::new() });
+        self.stack.push(Frame { lister, pending: VecDeque::new(), dir: own });
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 use gfs_common::Result;
 use gfs_common::net::with_deadline;
 use gfs_common::path::normalize;
-use gfs_proto::{FileInfo, FileType, SetOwnerRequest, SetPermissionRequest, SetReplicationRequest};
+use gfs_proto::{FileInfo, SetOwnerRequest, SetPermissionRequest, SetReplicationRequest};
 
 use super::Client;
 
@@ -67,25 +67,5 @@ impl Client {
             })
             .await?;
         resp.info.ok_or_else(|| gfs_common::Error::Internal("set owner reply without file info".into()))
-    }
-
-    /// `path` and everything below it (deleted entries awaiting garbage
-    /// collection excluded), each entry after everything below it: a
-    /// change that takes a directory's permissions away comes after the
-    /// changes inside it, which still need them.
-    pub async fn walk(&self, path: &str) -> Result<Vec<FileInfo>> {
-        let top = self.stat(path).await?.info;
-        let mut pre_order = Vec::new();
-        let mut todo = vec![top];
-        while let Some(info) = todo.pop() {
-            if info.r#type() == FileType::Directory {
-                let mut children = self.list(&info.path).await?;
-                children.sort_by(|a, b| b.path.cmp(&a.path));
-                todo.extend(children);
-            }
-            pre_order.push(info);
-        }
-        pre_order.reverse();
-        Ok(pre_order)
     }
 }

@@ -131,3 +131,48 @@ async fn recursive_listings_walk_the_tree_in_pre_order() {
     assert!(all.starts_with("/t/c/.gfs-deleted.") && all.ends_with(".gone\n"), "{all}");
     cluster.shutdown().await.unwrap();
 }
+
+/// The walk behind `chmod -R`, `chown -R` and `setrep`: every entry once,
+/// each after everything below it, the top last, deleted entries left
+/// out; a directory of more than a page is followed page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_order_walks_give_each_entry_after_all_below_it() {
+    let cluster = cluster().await;
+    let c = cluster.client();
+    tree(&c).await;
+    c.create("/t/c/gone", None).await.unwrap();
+    c.delete("/t/c/gone", false).await.unwrap();
+    let all = |mut walk: gfs_client::TreeLister| async move {
+        let mut got = vec![];
+        while let Some(batch) = walk.next_batch().await.unwrap() {
+            assert!(!batch.is_empty(), "an empty batch before the end");
+            got.extend(batch.into_iter().map(|e| e.path));
+        }
+        got
+    };
+    let got = all(c.walk_post_order("/t").await.unwrap()).await;
+    assert_eq!(got, ["/t/a/x", "/t/a/y/z", "/t/a/y", "/t/a", "/t/b", "/t/c", "/t"]);
+    assert_eq!(all(c.walk_post_order("/t/b").await.unwrap()).await, ["/t/b"], "a file walks as itself");
+    assert!(c.walk_post_order("/nope").await.is_err());
+
+    // Two and a half pages, one deleted entry, under a subdirectory.
+    big_dir(&c, &[7]).await;
+    c.mkdir("/big/sub", false).await.unwrap();
+    c.create("/big/sub/inner", None).await.unwrap();
+    let got = all(c.walk_post_order("/big").await.unwrap()).await;
+    assert_eq!(got.len(), N - 1 + 3, "every live entry once, plus sub, sub/inner and the top");
+    let unique: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an entry came twice");
+    assert!(!got.contains(&format!("/big/{}", name(7))), "a deleted entry was walked");
+    let at = |p: &str| got.iter().position(|g| g == p).unwrap();
+    assert!(at("/big/sub/inner") < at("/big/sub"));
+    assert_eq!(got.last().map(String::as_str), Some("/big"));
+
+    // chmod -R through the CLI: the top loses its permissions last.
+    let m = cluster.master_addr().to_string();
+    gfs(&m, &["chmod", "-R", "700", "/t"]);
+    for p in ["/t", "/t/a", "/t/a/y/z", "/t/c"] {
+        assert_eq!(c.stat(p).await.unwrap().info.mode & 0o777, 0o700, "{p}");
+    }
+    cluster.shutdown().await.unwrap();
+}

@@ -122,10 +122,29 @@ async fn admin(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
     print_stdout(&format!("{} ({}): {}{note}\n", info.id, info.address, output::state_name(st.state())))
 }
 
-/// The entries a chmod/chown touches: PATH, or with `-R` everything at
-/// and below it, each after what is below it (see [`Client::walk`]).
-async fn targets(client: &Client, recursive: bool, path: &str) -> anyhow::Result<Vec<crate::FileInfo>> {
-    Ok(if recursive { client.walk(path).await? } else { vec![client.stat(path).await?.info] })
+/// The entries a chmod/chown/setrep touches, a batch at a time: PATH, or
+/// with `-R` everything at and below it, each after what is below it
+/// (see [`Client::walk_post_order`]), in memory bounded by the tree's depth.
+enum Targets {
+    One(Option<crate::FileInfo>),
+    Tree(crate::TreeLister),
+}
+
+impl Targets {
+    async fn of(client: &Client, recursive: bool, path: &str) -> anyhow::Result<Targets> {
+        Ok(if recursive {
+            Targets::Tree(client.walk_post_order(path).await?)
+        } else {
+            Targets::One(Some(client.stat(path).await?.info))
+        })
+    }
+
+    async fn next_batch(&mut self) -> anyhow::Result<Option<Vec<crate::FileInfo>>> {
+        Ok(match self {
+            Targets::One(one) => one.take().map(|e| vec![e]),
+            Targets::Tree(walk) => walk.next_batch().await?,
+        })
+    }
 }
 
 /// `gfs chmod`: the mode is parsed against each entry's current one
@@ -133,10 +152,13 @@ async fn targets(client: &Client, recursive: bool, path: &str) -> anyhow::Result
 async fn chmod(client: &Client, recursive: bool, spec: &str, path: &str) -> anyhow::Result<()> {
     // A bad mode fails before anything changes.
     gfs_common::perm::parse_mode(spec, 0, false)?;
-    for e in targets(client, recursive, path).await? {
-        let dir = e.r#type() == FileType::Directory;
-        let mode = gfs_common::perm::parse_mode(spec, e.mode, dir)?;
-        client.set_permission(&e.path, mode).await?;
+    let mut targets = Targets::of(client, recursive, path).await?;
+    while let Some(batch) = targets.next_batch().await? {
+        for e in batch {
+            let dir = e.r#type() == FileType::Directory;
+            let mode = gfs_common::perm::parse_mode(spec, e.mode, dir)?;
+            client.set_permission(&e.path, mode).await?;
+        }
     }
     Ok(())
 }
@@ -144,24 +166,27 @@ async fn chmod(client: &Client, recursive: bool, spec: &str, path: &str) -> anyh
 /// `gfs setrep`: every file at or below PATH, then with `-w` a wait until
 /// each of their chunks has exactly that many live replicas.
 async fn setrep(client: &Client, replication: u32, path: &str, allow: bool, wait: bool) -> anyhow::Result<()> {
-    let files: Vec<_> =
-        targets(client, true, path).await?.into_iter().filter(|e| e.r#type() == FileType::File).collect();
-    for f in &files {
-        client.set_replication(&f.path, replication, allow).await?;
-        print_stdout(&format!("Replication {replication} set: {}\n", f.path))?;
-    }
-    if !wait {
-        return Ok(());
+    // With -w, the files' paths are kept for the wait that follows.
+    let mut files = Vec::new();
+    let mut targets = Targets::of(client, true, path).await?;
+    while let Some(batch) = targets.next_batch().await? {
+        for f in batch.into_iter().filter(|e| e.r#type() == FileType::File) {
+            client.set_replication(&f.path, replication, allow).await?;
+            print_stdout(&format!("Replication {replication} set: {}\n", f.path))?;
+            if wait {
+                files.push(f.path);
+            }
+        }
     }
     for f in &files {
         let mut told = false;
         loop {
-            let st = client.stat(&f.path).await?;
+            let st = client.stat(f).await?;
             if st.chunks.iter().all(|c| c.replicas.len() == replication as usize) {
                 break;
             }
             if !told {
-                eprintln!("Waiting for {} ...", f.path);
+                eprintln!("Waiting for {f} ...");
                 told = true;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -183,8 +208,11 @@ pub(crate) fn owner_spec(spec: &str) -> anyhow::Result<(Option<&str>, Option<&st
 /// `gfs chown`. Stops at the first refusal.
 async fn chown(client: &Client, recursive: bool, spec: &str, path: &str) -> anyhow::Result<()> {
     let (owner, group) = owner_spec(spec)?;
-    for e in targets(client, recursive, path).await? {
-        client.set_owner(&e.path, owner, group).await?;
+    let mut targets = Targets::of(client, recursive, path).await?;
+    while let Some(batch) = targets.next_batch().await? {
+        for e in batch {
+            client.set_owner(&e.path, owner, group).await?;
+        }
     }
     Ok(())
 }
