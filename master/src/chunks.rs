@@ -11,7 +11,10 @@
 //! sent to followers for nothing. A stream has a random id; forgetting the
 //! soft state starts a new one, which makes followers pull everything again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::lease::Lease;
 use crate::sid::ServerSet;
@@ -28,10 +31,6 @@ pub struct ChunkEntry {
     /// Current lease, if any.
     /// (Boxed: most chunks have none, and the inline size is paid by all.)
     pub lease: Option<Box<Lease>>,
-    /// Servers the current lease's version was granted to. If one of them
-    /// dies, the lease is not handed out again: the next grant bumps the
-    /// version so the dead copy is stale when it returns.
-    pub lease_holders: ServerSet,
     /// Target replica count (of the owning file).
     pub replication: u32,
     /// Chunk size of the owning file.
@@ -74,6 +73,9 @@ pub struct ChunkTable {
     change_seq: u64,
     /// Id of the change stream (never 0).
     stream: u64,
+    /// Leases by end (as granted; an extended one is found later and put
+    /// back at its new end), so ended ones are dropped without a walk.
+    lease_ends: BTreeSet<(Instant, u64)>,
 }
 
 impl Default for ChunkTable {
@@ -87,6 +89,7 @@ impl Default for ChunkTable {
             changes: BTreeMap::new(),
             change_seq: 0,
             stream: new_stream(),
+            lease_ends: BTreeSet::new(),
         }
     }
 }
@@ -146,7 +149,6 @@ impl ChunkTable {
             length: 0,
             replicas: ServerSet::new(),
             lease: None,
-            lease_holders: ServerSet::new(),
             replication,
             chunk_size,
             bumping_from: None,
@@ -236,6 +238,45 @@ impl ChunkTable {
         Some(entry)
     }
 
+    /// Gives a chunk `lease` (a change).
+    pub fn grant_lease(&mut self, handle: u64, lease: Lease) {
+        let end = lease.expires_at;
+        if let Some(c) = self.get_mut(handle) {
+            c.lease = Some(Box::new(lease));
+            self.lease_ends.insert((end, handle));
+        }
+    }
+
+    /// Drops the leases that are no longer held at `now` (past their end
+    /// and `grace`), at most `max` of them; returns how many. An ended
+    /// lease tells nothing (the next grant bumps the version anyway) and
+    /// would keep its primary, writers and holders for the chunk's life.
+    pub fn drop_ended_leases(&mut self, now: Instant, grace: Duration, max: usize) -> usize {
+        let mut dropped = 0;
+        for _ in 0..max {
+            let Some(&(end, handle)) = self.lease_ends.first() else { break };
+            if end + grace > now {
+                break;
+            }
+            self.lease_ends.pop_first();
+            let Some(lease) = self.get(handle).and_then(|c| c.lease.as_deref()) else { continue };
+            if lease.is_held(now, grace) {
+                // Extended since: look again at its new end.
+                self.lease_ends.insert((lease.expires_at, handle));
+            } else if let Some(c) = self.get_mut(handle) {
+                c.lease = None;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Entries of the lease-end queue (a revoked lease's stays until its
+    /// end comes).
+    pub fn lease_ends(&self) -> usize {
+        self.lease_ends.len()
+    }
+
     /// Marks a chunk's file deleted or restored; a change only if it is one.
     pub fn set_hidden(&mut self, handle: u64, hidden: bool) {
         if let Some(c) = self.get_mut_if(handle, |c| c.hidden != hidden) {
@@ -272,10 +313,10 @@ impl ChunkTable {
     /// lengths, leases), keeping the replicated handle/version table.
     pub fn clear_soft_state(&mut self) {
         self.stream = new_stream();
+        self.lease_ends.clear();
         for (_, c) in self.slots.iter_mut().flatten() {
             c.replicas.clear();
             c.lease = None;
-            c.lease_holders.clear();
             c.bumping_from = None;
             c.corrupt.clear();
         }
@@ -290,6 +331,34 @@ impl ChunkTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_leases_are_dropped_and_extended_ones_kept() {
+        let (grace, dur) = (Duration::from_secs(1), Duration::from_secs(10));
+        let mut t = ChunkTable::new();
+        for h in 1..=3 {
+            t.insert(h, 1, 3, 64);
+            let mut l = Lease::new(format!("s{h}"), 1, Instant::now(), dur);
+            l.holders.insert(format!("s{h}"));
+            t.grant_lease(h, l);
+        }
+        t.get_mut(3).unwrap().lease.as_mut().unwrap().extend(Instant::now(), Duration::from_secs(30));
+        t.remove(2);
+        // Still held within the grace: nothing goes.
+        tokio::time::advance(dur + grace / 2).await;
+        assert_eq!(t.drop_ended_leases(Instant::now(), grace, 100), 0);
+        assert!(t.get(1).unwrap().lease.is_some());
+        tokio::time::advance(grace).await;
+        let seq = t.last_seq();
+        assert_eq!(t.drop_ended_leases(Instant::now(), grace, 100), 1, "only chunk 1's lease ended");
+        assert!(t.get(1).unwrap().lease.is_none());
+        assert!(t.changed_after(seq).any(|(_, h, _)| h == 1), "a dropped lease is a change");
+        assert!(t.get(3).unwrap().lease.is_some(), "an extended lease was dropped");
+        assert_eq!(t.lease_ends(), 1, "the extended lease waits at its new end");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(t.drop_ended_leases(Instant::now(), grace, 100), 1);
+        assert_eq!(t.lease_ends(), 0);
+    }
 
     #[test]
     fn removed_slots_are_reused_and_handles_stay_apart() {

@@ -172,7 +172,10 @@ impl Shared {
 /// Most entries one garbage collection step purges (the rest next step).
 const GC_BATCH: usize = 1000;
 
-/// Background task that reclaims expired hidden entries.
+/// Ended leases dropped per step at most (one lock hold).
+pub const LEASES_PER_STEP: usize = 10_000;
+
+/// Background task that reclaims expired hidden entries and ended leases.
 pub struct GcWorker {
     shared: Arc<Shared>,
 }
@@ -197,11 +200,14 @@ impl GcWorker {
         }
     }
 
-    /// Deletes every expired hidden entry; returns how many.
+    /// Drops ended leases (at most [`LEASES_PER_STEP`]), then deletes
+    /// every expired hidden entry; returns how many entries.
     pub async fn step(&self) -> Result<usize> {
         if !self.shared.is_leader() {
             return Ok(0);
         }
+        let grace = Duration::from_millis(self.shared.cfg.rpc_timeout_ms);
+        self.shared.meta().chunks.drop_ended_leases(tokio::time::Instant::now(), grace, LEASES_PER_STEP);
         let delay = Duration::from_millis(self.shared.cfg.heal.gc_delay_ms);
         let mut n = 0;
         for path in self.shared.expired(gfs_common::now_ms(), delay) {

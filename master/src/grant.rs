@@ -232,7 +232,7 @@ impl Shared {
                 && l.version == c.version
                 && c.replicas.contains(&l.primary)
                 && meta.servers.is_alive(&l.primary)
-                && c.lease_holders.iter().all(|s| meta.servers.is_alive(s))
+                && l.holders.iter().all(|s| meta.servers.is_alive(s))
             {
                 return lease_info(&mut meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer);
             }
@@ -331,12 +331,12 @@ impl Shared {
             meta.remove_replica(handle, s);
         }
         g.ok.iter().for_each(|s| meta.add_replica(handle, s));
-        let c = meta.chunks.get_mut(handle).expect("present");
         if let Some((primary, sent_at)) = g.primary {
             info!(chunk = handle, version, primary = %primary, "lease granted");
             self.metrics.lease_grants.inc();
-            c.lease = Some(Box::new(Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms))));
-            c.lease_holders = g.ok.iter().cloned().collect();
+            let mut lease = Lease::new(primary, version, sent_at, Duration::from_millis(self.cfg.lease_ms));
+            lease.holders = g.ok.iter().collect();
+            meta.chunks.grant_lease(handle, lease);
         }
         lease_info(meta, self.epoch(), (index, handle), self.cfg.token_lifetime_ms, writer)
     }

@@ -29,12 +29,23 @@ pub struct Lease {
     /// length (`ReportLength`). A writer pushed out only loses that hint;
     /// heartbeats carry lengths too.
     pub writers: Vec<String>,
+    /// Servers this lease's version was granted to. If one of them dies,
+    /// the lease is not handed out again: the next grant bumps the version
+    /// so the dead copy is stale when it returns.
+    pub holders: crate::sid::ServerSet,
 }
 
 impl Lease {
     /// A lease of `duration` starting at `now`.
     pub fn new(primary: String, version: u64, now: Instant, duration: Duration) -> Self {
-        Lease { primary, version, granted_at: now, expires_at: now + duration, writers: Vec::new() }
+        Lease {
+            primary,
+            version,
+            granted_at: now,
+            expires_at: now + duration,
+            writers: Vec::new(),
+            holders: Default::default(),
+        }
     }
 
     /// Records `user` as a writer, forgetting the oldest beyond
