@@ -47,6 +47,10 @@ pub const SMALL: usize = 128;
 /// (well below [`SMALL`], so a directory at the boundary does not flap).
 const SHRINK: usize = SMALL / 4;
 
+/// A child's name: up to 24 bytes inline, no heap allocation (most
+/// names), longer ones on the heap.
+type Name = compact_str::CompactString;
+
 /// The names of a directory's children, in order.
 ///
 /// Not a persistent tree at every size: its leaves hold 64 names inline,
@@ -54,9 +58,9 @@ const SHRINK: usize = SMALL / 4;
 #[derive(Debug, Clone)]
 pub enum Kids {
     /// Up to [`SMALL`] names (or a few more until a removal).
-    Small(Arc<BTreeSet<String>>),
+    Small(Arc<BTreeSet<Name>>),
     /// More: a change under a frozen view copies one root-to-leaf path.
-    Large(imbl::OrdSet<String>),
+    Large(imbl::OrdSet<Name>),
 }
 
 impl Default for Kids {
@@ -97,13 +101,14 @@ impl Kids {
     fn after<'a>(&'a self, from: Bound<&str>) -> Box<dyn Iterator<Item = &'a str> + 'a> {
         let range = (from, Bound::Unbounded);
         match self {
-            Kids::Small(s) => Box::new(s.range::<str, _>(range).map(String::as_str)),
-            Kids::Large(s) => Box::new(s.range::<_, str>(range).map(String::as_str)),
+            Kids::Small(s) => Box::new(s.range::<str, _>(range).map(Name::as_str)),
+            Kids::Large(s) => Box::new(s.range::<_, str>(range).map(Name::as_str)),
         }
     }
 
     /// Adds a name; false when it was there already.
     fn add(&mut self, name: String) -> bool {
+        let name = Name::from(name);
         if let Kids::Large(s) = self
             && s.len() < SHRINK
         {
@@ -349,7 +354,7 @@ mod tests {
         }
         assert!(kids.is_empty() && kids == Kids::default());
         // Equal names are equal kids whatever their form.
-        let small = Kids::Small(Arc::new(["a".to_string()].into()));
+        let small = Kids::Small(Arc::new(["a".into()].into()));
         let large = Kids::Large(["a".to_string()].into_iter().collect());
         assert_eq!(small, large);
     }

@@ -76,7 +76,7 @@ impl Node {
 /// The nodes by canonical path, in a persistent map: a clone is O(1)
 /// and shares every node until one side changes it (a checkpoint's
 /// frozen view, `frozen.rs`).
-pub type Nodes = imbl::OrdMap<String, Node>;
+pub type Nodes = imbl::OrdMap<compact_str::CompactString, Node>;
 
 /// The namespace: canonical path -> node, and the names the nodes'
 /// owners and groups refer to.
@@ -114,7 +114,7 @@ impl Namespace {
         let root = Node::new_dir(0, Perm::root());
         let mut index = crate::ns_index::NsIndex::default();
         index.added("/", &root);
-        nodes.insert("/".to_string(), root);
+        nodes.insert("/".into(), root);
         Self { nodes, names: Names::default(), index }
     }
 
@@ -154,8 +154,8 @@ impl Namespace {
     }
 
     /// Iterates over every node, parents before children.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Every node as of now, in O(1): later changes copy what they touch
@@ -180,7 +180,7 @@ impl Namespace {
     /// ancestor is a file, else `NotFound`.
     fn missing(&self, path: &str) -> Error {
         for a in ancestors(path) {
-            match self.nodes.get(&a) {
+            match self.nodes.get(a.as_str()) {
                 Some(Node::File(_)) => return Error::NotADirectory { path: a },
                 Some(Node::Dir { .. }) => {}
                 None => return Error::NotFound { path: path.to_string() },
@@ -224,7 +224,7 @@ impl Namespace {
             return self.check_parent_dir(path).map(|_| true);
         }
         for a in ancestors(path) {
-            if let Some(Node::File(_)) = self.nodes.get(&a) {
+            if let Some(Node::File(_)) = self.nodes.get(a.as_str()) {
                 return Err(Error::NotADirectory { path: a });
             }
         }
@@ -340,7 +340,7 @@ impl Namespace {
                 self.apply_rename(&r.src, &r.dst, time_ms);
             }
             Op::AddChunk(a) => {
-                let f = match self.nodes.get_mut(&a.path) {
+                let f = match self.nodes.get_mut(a.path.as_str()) {
                     Some(Node::File(f)) => f,
                     _ => return Err(Error::Internal(format!("add chunk: {} is not a file", a.path))),
                 };
@@ -365,7 +365,7 @@ impl Namespace {
         let mut all = ancestors(&m.path);
         all.push(m.path.clone());
         for p in all {
-            if self.nodes.contains_key(&p) {
+            if self.nodes.contains_key(p.as_str()) {
                 continue;
             }
             let perm = match new {
@@ -414,13 +414,13 @@ impl Namespace {
         }
         let owner = (!a.owner.is_empty()).then(|| self.names.intern(&a.owner)).transpose()?;
         let group = (!a.group.is_empty()).then(|| self.names.intern(&a.group)).transpose()?;
-        let perm = self.nodes.get_mut(&a.path).expect("looked up").perm_mut();
+        let perm = self.nodes.get_mut(a.path.as_str()).expect("looked up").perm_mut();
         if let Some(m) = a.mode {
             perm.mode = m as u16;
         }
         perm.owner = owner.unwrap_or(perm.owner);
         perm.group = group.unwrap_or(perm.group);
-        if let (Some(r), Some(Node::File(f))) = (a.replication, self.nodes.get_mut(&a.path)) {
+        if let (Some(r), Some(Node::File(f))) = (a.replication, self.nodes.get_mut(a.path.as_str())) {
             f.replication = r;
         }
         Ok(())
@@ -439,7 +439,7 @@ impl Namespace {
     /// Inserts a node, keeping the index.
     fn put(&mut self, path: String, node: Node) {
         self.index.added(&path, &node);
-        if let Some(old) = self.nodes.insert(path.clone(), node) {
+        if let Some(old) = self.nodes.insert(path.as_str().into(), node) {
             self.index.removed(&path, &old);
         }
     }
@@ -461,16 +461,17 @@ impl Namespace {
     }
 
     /// Iterates over `path` and every node below it.
-    pub fn subtree(&self, path: &str) -> impl Iterator<Item = (&String, &Node)> {
+    pub fn subtree(&self, path: &str) -> impl Iterator<Item = (&str, &Node)> {
         self.nodes
-            .range(path.to_string()..)
+            .range::<_, str>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(path))
             .filter(move |(k, _)| is_within(k, path))
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     /// Returns every key equal to or below `path`.
     fn subtree_keys(&self, path: &str) -> Vec<String> {
-        self.subtree(path).map(|(k, _)| k.clone()).collect()
+        self.subtree(path).map(|(k, _)| k.to_string()).collect()
     }
 
     fn apply_delete(&mut self, path: &str, time_ms: i64) -> Vec<u64> {

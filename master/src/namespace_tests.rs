@@ -83,9 +83,9 @@ fn random_ops_match_model() {
                     }
                 }
             }
-            let got: BTreeSet<String> = ns.iter().filter(|(_, n)| n.is_dir()).map(|(k, _)| k.clone()).collect();
+            let got: BTreeSet<String> = ns.iter().filter(|(_, n)| n.is_dir()).map(|(k, _)| k.to_string()).collect();
             assert_eq!(got, dirs);
-            let got: BTreeSet<String> = ns.iter().filter(|(_, n)| !n.is_dir()).map(|(k, _)| k.clone()).collect();
+            let got: BTreeSet<String> = ns.iter().filter(|(_, n)| !n.is_dir()).map(|(k, _)| k.to_string()).collect();
             assert_eq!(got, files);
         }
     }

@@ -66,7 +66,7 @@ mod tests {
         let visible: Vec<_> = ns.iter().filter(|(p, _)| !is_within_hidden(p)).collect();
         let dirs = visible.iter().filter(|(_, n)| n.is_dir()).count() as u64;
         let mut deleted: Vec<(i64, String)> =
-            ns.iter().filter_map(|(p, _)| deleted_at(p).map(|t| (t, p.clone()))).collect();
+            ns.iter().filter_map(|(p, _)| deleted_at(p).map(|t| (t, p.to_string()))).collect();
         deleted.sort();
         ((visible.len() as u64 - dirs, dirs), deleted.into_iter().map(|(_, p)| p).collect())
     }

@@ -64,7 +64,7 @@ pub fn short_files(nodes: &Nodes, queued: &HashSet<u64>, max: usize) -> Vec<Shor
         let short = f.chunks.iter().filter(|h| queued.contains(h)).count();
         if short > 0 {
             out.push(ShortFile {
-                path: path.clone(),
+                path: path.to_string(),
                 short_chunks: short,
                 chunks: f.chunks.len(),
                 replication: f.replication,
