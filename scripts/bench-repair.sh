@@ -27,6 +27,8 @@ done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gfs/target}"
 cargo build --release --locked --bin gfs --bin gfs-master --bin gfs-chunkserver >&2
 bin="$CARGO_TARGET_DIR/release"
+# Plaintext on loopback: every gfs process here runs without TLS.
+export GFS_INSECURE=1
 
 dir="$(mktemp -d "$base/gfs-bench-repair.XXXXXX")"
 pids=()
