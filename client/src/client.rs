@@ -11,7 +11,7 @@ use gfs_common::auth::Role;
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
 use gfs_common::path::normalize;
-use gfs_common::peer::PeerFailure;
+use gfs_common::peer::{CLOSED, PeerFailure};
 use gfs_common::{
     Error, MAX_FILE_CHUNKS, MAX_IO_SIZE, MAX_MESSAGE_SIZE, MAX_NEW_CHUNKS_PER_LEASE, MasterSet, PUSH_FRAME_SIZE, Result,
 };
@@ -45,6 +45,10 @@ pub use listing::{ListPage, Lister, TreeLister};
 
 /// Longest pause between two tries while looking for the leader master.
 const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long the HTTP/2 probe of an address that only closed connections
+/// waits for an answer (`peer::probe_http2`).
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Lease-cache key index used for a file's current append chunk.
 const APPEND_KEY: u64 = u64::MAX;
@@ -696,6 +700,15 @@ impl Client {
                         names.push_str(&format!("; resolved from {name}"));
                     }
                     let last = if unreachable { text } else { err.to_string() };
+                    // Only closed connections, plaintext: ask what answers.
+                    if not_gfs.is_none()
+                        && !masters.ever_answered()
+                        && cfg.security.tls().is_none()
+                        && matches!(&peer, Some(PeerFailure::Unreachable(r)) if r == CLOSED)
+                        && let Some(reason) = gfs_common::peer::probe_http2(&addr, PROBE_WAIT).await
+                    {
+                        not_gfs = Some(format!("{addr} is not a gfs master ({reason})"));
+                    }
                     return Err(Error::Unavailable(match (masters.ever_answered(), not_gfs) {
                         (true, _) => format!("cannot reach a leader master (tried {names}): {last}"),
                         (false, Some(foreign)) => foreign,

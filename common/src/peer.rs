@@ -71,6 +71,9 @@ pub fn chain_text(s: &Status) -> String {
     text
 }
 
+/// The reason of an [`PeerFailure::Unreachable`] whose connection closed.
+pub const CLOSED: &str = "the connection was closed";
+
 fn not_gfs(code: Code, t: &str) -> Option<String> {
     let has = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
     if has(&["grpc-status header missing"]) {
@@ -117,7 +120,7 @@ fn unreachable(code: Code, t: &str) -> Option<String> {
     } else if code == Code::DeadlineExceeded || has(&["timeout", "timed out", "deadline"]) {
         "no answer in time"
     } else if has(&["connection reset", "connection closed", "broken pipe", "unexpected eof", "canceled"]) {
-        "the connection was closed"
+        CLOSED
     } else if matches!(code, Code::Unavailable | Code::Cancelled | Code::Unknown) {
         "no answer"
     } else {
@@ -126,9 +129,81 @@ fn unreachable(code: Code, t: &str) -> Option<String> {
     Some(reason.to_string())
 }
 
+/// Asks `addr` in plain HTTP/2 what it is, for a plaintext client whose
+/// calls there only ever saw the connection close: a server that drops
+/// the connection over a protocol error races the failed request, so the
+/// request may carry "connection closed" rather than the error itself.
+/// Sends the HTTP/2 preface and an empty SETTINGS frame and reads the
+/// first bytes of the answer: an HTTP/2 server's first frame is SETTINGS
+/// (type 4), so anything else is not a gfs master (the reason, as
+/// [`PeerFailure::NotGfs`] gives it). `None` when nothing answered in
+/// `wait` or the answer is HTTP/2.
+pub async fn probe_http2(addr: &str, wait: std::time::Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let answer = tokio::time::timeout(wait, async {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.ok()?;
+        sock.write_all(PREFACE).await.ok()?;
+        let mut head = [0u8; 9];
+        let mut got = 0;
+        while got < head.len() {
+            match sock.read(&mut head[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        Some(head[..got].to_vec())
+    })
+    .await
+    .ok()
+    .flatten()?;
+    let http2 = answer.len() == 9 && answer[3] == 4;
+    if answer.starts_with(b"HTTP/") {
+        Some("it speaks HTTP/1, not gRPC".to_string())
+    } else if http2 || answer.is_empty() {
+        None
+    } else {
+        Some("it does not speak gRPC over HTTP/2; if it is a gfs server that requires TLS, give --tls-dir".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers every connection with `reply` (after reading
+    /// what the client sent first), then keeps it open a while.
+    async fn serve(reply: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c.write_all(reply).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_http2_probe_tells_foreign_servers_from_http2_ones() {
+        let wait = std::time::Duration::from_secs(2);
+        let http1 = serve(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(probe_http2(&http1, wait).await.as_deref(), Some("it speaks HTTP/1, not gRPC"));
+        let garbage = serve(b"garbage garbage garbage\n").await;
+        assert!(probe_http2(&garbage, wait).await.is_some_and(|r| r.contains("does not speak gRPC")));
+        // An HTTP/2 server's first frame: SETTINGS (length 0, type 4).
+        let h2 = serve(b"\0\0\0\x04\0\0\0\0\0").await;
+        assert_eq!(probe_http2(&h2, wait).await, None);
+        // Silence or a closed connection tells nothing.
+        let silent = serve(b"").await;
+        assert_eq!(probe_http2(&silent, std::time::Duration::from_millis(300)).await, None);
+    }
 
     fn of(code: Code, msg: &str) -> Option<PeerFailure> {
         PeerFailure::of(&Status::new(code, msg))
