@@ -39,14 +39,16 @@ async fn big_dir(c: &Client, gone: &[usize]) {
     }
 }
 
-/// A small tree for `-R`: /t/{a/{x, y/{z}}, b, c/}.
+/// A small tree for `-R`: /t/{a/{x, y/{z}}, b, c/}, and a deleted
+/// /t/c/gone (hidden, awaiting GC), which walks leave out.
 async fn tree(c: &Client) {
     for d in ["/t/a/y", "/t/c"] {
         c.mkdir(d, true).await.unwrap();
     }
-    for f in ["/t/a/x", "/t/a/y/z", "/t/b"] {
+    for f in ["/t/a/x", "/t/a/y/z", "/t/b", "/t/c/gone"] {
         c.create(f, None).await.unwrap();
     }
+    c.delete("/t/c/gone", false).await.unwrap();
 }
 
 fn gfs(master: &str, args: &[&str]) -> String {
@@ -105,8 +107,6 @@ async fn recursive_listings_walk_the_tree_in_pre_order() {
     let cluster = cluster().await;
     let c = cluster.client();
     tree(&c).await;
-    c.create("/t/c/gone", None).await.unwrap();
-    c.delete("/t/c/gone", false).await.unwrap();
     let pre_order = ["/t/a/", "/t/a/x", "/t/a/y/", "/t/a/y/z", "/t/b", "/t/c/"];
 
     let mut walk = c.tree_lister("/t", false);
@@ -140,8 +140,6 @@ async fn post_order_walks_give_each_entry_after_all_below_it() {
     let cluster = cluster().await;
     let c = cluster.client();
     tree(&c).await;
-    c.create("/t/c/gone", None).await.unwrap();
-    c.delete("/t/c/gone", false).await.unwrap();
     let all = |mut walk: gfs_client::TreeLister| async move {
         let mut got = vec![];
         while let Some(batch) = walk.next_batch().await.unwrap() {

@@ -194,6 +194,13 @@ impl Shared {
     /// This master's view of itself and the group.
     pub async fn master_status(&self) -> MasterStatusResponse {
         let digest = self.namespace_digest().await;
+        MasterStatusResponse { namespace_digest: digest, ..self.group_view() }
+    }
+
+    /// [`Shared::master_status`] without the namespace digest (which
+    /// encodes the whole namespace once per applied entry): for readers
+    /// that only show roles and the leader, such as the status page.
+    pub fn group_view(&self) -> MasterStatusResponse {
         let m = self.raft.metrics().borrow().clone();
         let members = {
             let meta = self.meta();
@@ -222,7 +229,7 @@ impl Shared {
             leader_id,
             leader_address: m.current_leader.and_then(|l| self.master_addr(l)).unwrap_or_default(),
             members,
-            namespace_digest: digest,
+            namespace_digest: 0,
             millis_since_quorum_ack: m.millis_since_quorum_ack.unwrap_or(0),
         }
     }

@@ -88,7 +88,7 @@ struct LeaderView {
 
 /// Renders the page of this master.
 pub async fn render(shared: &Arc<Shared>) -> String {
-    let status = shared.master_status().await;
+    let status = shared.group_view();
     let leader = if shared.is_leader() {
         let mut cluster = shared.cluster_status();
         cluster.masters = shared.masters().await;
