@@ -73,15 +73,30 @@ async fn du_count_find_and_df_report_what_was_written() {
     let (_, err) = fails(&m, &["find", "/v", "-type", "x"]);
     assert!(err.contains("-type"), "{err}");
 
-    let st = c.cluster_status().await.unwrap();
-    let live: Vec<_> = st.servers.iter().filter(|s| s.alive).collect();
-    assert_eq!(live.len(), 2);
-    let df = ok(&m, &["df"]);
+    // A heartbeat can change the used bytes between two reads: compare df
+    // with the cluster status only when a status read before and one after
+    // df agree.
+    let live_sum = |st: &gfs_proto::ClusterStatusResponse| {
+        let live: Vec<_> = st.servers.iter().filter(|s| s.alive).collect();
+        assert_eq!(live.len(), 2);
+        let sum = |f: fn(&gfs_proto::ServerStatus) -> u64| live.iter().map(|s| f(s)).sum::<u64>();
+        (sum(|s| s.capacity_bytes), sum(|s| s.used_bytes))
+    };
+    let (df, want) = 'settled: {
+        for _ in 0..50 {
+            let before = live_sum(&c.cluster_status().await.unwrap());
+            let df = ok(&m, &["df"]);
+            if live_sum(&c.cluster_status().await.unwrap()) == before {
+                break 'settled (df, before);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the chunkservers' used bytes never held still across one df");
+    };
     let row = fields(df.lines().nth(1).unwrap()).into_iter().skip(1).take(3).map(|n| n.parse().unwrap());
     let [size, used, free]: [u64; 3] = row.collect::<Vec<u64>>().try_into().unwrap();
     assert_eq!(size, 2 * CAPACITY, "{df}");
-    assert_eq!(size, live.iter().map(|s| s.capacity_bytes).sum::<u64>());
-    assert_eq!(used, live.iter().map(|s| s.used_bytes).sum::<u64>());
+    assert_eq!((size, used), want, "df against the cluster status: {df}");
     assert!(size >= used && free > 0 && free <= size, "{df}");
     assert!(df.lines().nth(1).unwrap().ends_with('%'), "{df}");
 }
