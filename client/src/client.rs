@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use gfs_common::auth::Role;
 use gfs_common::bufpool::BufPool;
 use gfs_common::net::{ChannelPool, with_deadline};
@@ -24,6 +24,7 @@ use gfs_proto::{
     ServerInfo, StatRequest, WriteRequest,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::task::AbortOnDropHandle;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -446,8 +447,7 @@ impl Client {
         }
         let pieces = split(offset, end - offset, cs, MAX_IO_SIZE);
         let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut reads =
-            stream::iter(pieces).map(|p| self.read_piece(&path, p)).buffered(self.inner.config.io_parallelism);
+        let mut reads = self.piece_reads(&path, pieces);
         while let Some(piece) = reads.next().await {
             out.extend_from_slice(&piece?);
         }
@@ -586,8 +586,7 @@ impl Client {
         let (info, _) = self.get_chunks(&path, 0, LOCATION_BATCH).await?;
         let cs = chunk_size_of(&path, &info)?;
         let pieces = split(0, info.size, cs, MAX_IO_SIZE);
-        let mut reads =
-            stream::iter(pieces).map(|p| self.read_piece(&path, p)).buffered(self.inner.config.io_parallelism);
+        let mut reads = self.piece_reads(&path, pieces);
         let mut total = 0u64;
         while let Some(piece) = reads.next().await {
             let piece = piece?;
@@ -816,9 +815,25 @@ impl Client {
         Ok(chunks.into_iter().find(|c| c.index == index))
     }
 
+    /// Reads `pieces` of `path` in order, up to `io_parallelism` of them
+    /// ahead. Each read runs as its own task, so reads go on while the
+    /// caller is busy with an earlier piece (writing it to a local disk);
+    /// dropping the stream aborts the reads still in flight.
+    fn piece_reads(&self, path: &str, pieces: Vec<Piece>) -> impl Stream<Item = Result<Bytes>> + Unpin + use<> {
+        let (client, path) = (self.clone(), path.to_string());
+        let reads = stream::iter(pieces.into_iter().enumerate()).map(move |(turn, p)| {
+            let (client, path) = (client.clone(), path.clone());
+            let task = AbortOnDropHandle::new(tokio::spawn(async move { client.read_piece(&path, p, turn).await }));
+            async move { task.await.map_err(|e| Error::Internal(format!("piece read task: {e}")))? }
+        });
+        reads.buffered(self.inner.config.io_parallelism)
+    }
+
     /// Reads one piece from the closest replica that answers, failing over
     /// to the others; when all fail, refreshes the location and retries.
-    async fn read_piece(&self, path: &str, p: Piece) -> Result<Bytes> {
+    /// `turn` (the piece's place in a larger read) spreads consecutive
+    /// pieces over replicas that are about as close.
+    async fn read_piece(&self, path: &str, p: Piece, turn: usize) -> Result<Bytes> {
         let cfg = &self.inner.config;
         let mut backoff = Backoff::default();
         let mut attempt = 0u32;
@@ -829,7 +844,7 @@ impl Client {
             };
             let mut last_err = None;
             let mut short = Vec::new();
-            for r in self.inner.latency.order(&loc.replicas, cfg.zone.as_deref()) {
+            for r in self.inner.latency.order_for_turn(&loc.replicas, cfg.zone.as_deref(), turn) {
                 let req = ReadRequest {
                     handle: loc.handle,
                     version: loc.version,

@@ -51,6 +51,40 @@ impl LatencyTracker {
     pub fn order(&self, replicas: &[ServerInfo], zone: Option<&str>) -> Vec<ServerInfo> {
         order_replicas(replicas, zone, |a| self.get(a))
     }
+
+    /// Orders `replicas` for the `turn`-th piece of a larger read: as
+    /// [`Self::order`], then the leading replicas that are about as close
+    /// as the closest take turns in front, so that consecutive pieces are
+    /// served by different servers (their disks and cores) instead of all by
+    /// the one that happened to answer fastest.
+    pub fn order_for_turn(&self, replicas: &[ServerInfo], zone: Option<&str>, turn: usize) -> Vec<ServerInfo> {
+        let mut v = self.order(replicas, zone);
+        let near = near_count(&v, zone, |a| self.get(a));
+        if near > 1 {
+            v[..near].rotate_left(turn % near);
+        }
+        v
+    }
+}
+
+/// A replica counts as about as close as the closest when it is in the same
+/// zone class and its latency is at most `NEAR_FACTOR` times the closest's
+/// plus `NEAR_SLACK_MS`: generous, since the latencies are of reads of any
+/// size on busy servers (HDFS does not weigh latency at all among replicas
+/// at one network distance); a failing server (charged a second) or a
+/// far one stays behind.
+const NEAR_FACTOR: f64 = 4.0;
+const NEAR_SLACK_MS: f64 = 20.0;
+
+/// How many replicas at the front of `ordered` (closest first) are about as
+/// close as the first one.
+fn near_count(ordered: &[ServerInfo], zone: Option<&str>, latency: impl Fn(&str) -> f64) -> usize {
+    let Some(first) = ordered.first() else {
+        return 0;
+    };
+    let same_zone = |r: &ServerInfo| zone.is_none_or(|z| r.zone == z);
+    let (zone0, bound) = (same_zone(first), NEAR_FACTOR * latency(&first.address) + NEAR_SLACK_MS);
+    ordered.iter().take_while(|r| same_zone(r) == zone0 && latency(&r.address) <= bound).count()
 }
 
 /// Orders replicas: those in `zone` first, then by ascending latency
@@ -111,6 +145,25 @@ mod tests {
             firsts.insert(order_replicas(&reps, None, |_| 0.0)[0].address.clone());
         }
         assert_eq!(firsts.len(), 3);
+    }
+
+    #[test]
+    fn consecutive_turns_spread_over_replicas_about_as_close() {
+        let t = LatencyTracker::default();
+        t.record("a", Duration::from_millis(10));
+        t.record("b", Duration::from_millis(12));
+        t.record("c", Duration::from_millis(300));
+        let reps = vec![s("a", "z1"), s("b", "z1"), s("c", "z1")];
+        let firsts: Vec<String> = (0..4).map(|turn| t.order_for_turn(&reps, None, turn)[0].address.clone()).collect();
+        assert_eq!(firsts, ["a", "b", "a", "b"], "the slow replica never leads");
+        for turn in 0..4 {
+            assert_eq!(t.order_for_turn(&reps, None, turn)[2].address, "c", "and stays the last resort");
+        }
+        // Another zone never takes a turn in front of the client's own.
+        let reps = vec![s("a", "z1"), s("b", "z2")];
+        for turn in 0..4 {
+            assert_eq!(t.order_for_turn(&reps, Some("z2"), turn)[0].address, "b");
+        }
     }
 
     #[test]

@@ -595,3 +595,43 @@ async fn appends_survive_a_chunkserver_stopping_mid_way() {
     }
     cluster.shutdown().await.unwrap();
 }
+
+/// A read of many pieces draws on every replica, not only the one that
+/// answered fastest first: pieces take turns among replicas about as close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_read_spreads_its_pieces_over_the_replicas() {
+    const CHUNK: u64 = 256 * 1024;
+    let cluster = Cluster::start(ClusterOptions { chunk_size: CHUNK, ..Default::default() }).await.unwrap();
+    let c = cluster.client();
+    let data = random_bytes(&mut StdRng::seed_from_u64(11), (24 * CHUNK) as usize);
+    c.put("/spread", &data[..], None).await.unwrap();
+    let before = read_bytes_by_server(&cluster);
+
+    let mut out = Vec::new();
+    assert_eq!(c.get("/spread", &mut out, None).await.unwrap(), data.len() as u64);
+    assert!(out == data, "bytes read back differ from those written");
+
+    let after = read_bytes_by_server(&cluster);
+    let served: Vec<f64> = after.iter().map(|(s, n)| n - before.get(s).copied().unwrap_or(0.0)).collect();
+    assert_eq!(served.len(), 3, "{after:?}");
+    assert_eq!(served.iter().sum::<f64>(), data.len() as f64, "{served:?}");
+    for n in &served {
+        // A fair share is a third (8 pieces); a server behind the others
+        // may lose some turns, but none is left idle.
+        assert!(*n >= data.len() as f64 / 8.0, "every replica serves a share: {served:?}");
+    }
+}
+
+/// `gfs_chunkserver_read_bytes_total` per chunkserver of the testkit's
+/// registry, by its `server` label.
+fn read_bytes_by_server(cluster: &Cluster) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in cluster.chunkserver_metrics().lines() {
+        let Some(rest) = line.strip_prefix("gfs_chunkserver_read_bytes_total{server=\"") else {
+            continue;
+        };
+        let (server, value) = rest.split_once("\"}").expect("one label");
+        out.insert(server.to_string(), value.trim().parse().expect("a number"));
+    }
+    out
+}
