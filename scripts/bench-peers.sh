@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# Peer benchmark (issue 13): the same workloads on gfs and on SeaweedFS, on
-# this machine, in one run, printed as one table with ratios.
+# Peer benchmark (issue 13): the same workloads on gfs, SeaweedFS and HDFS,
+# on this machine, in one run, printed as one table with ratios.
 #
 # Each system runs as real processes on loopback with three storage
-# servers and three replicas of every byte:
+# servers and three replicas of every byte, and runs alone: the previous
+# system is stopped before the next starts (2 cores here).
 #   gfs:       gfs-master + 3 gfs-chunkservers (replication 3, 64 MiB
-#              chunks; a chunkserver fsyncs each write before acking it;
-#              --insecure: plaintext, as SeaweedFS here)
+#              chunks; a chunkserver fdatasyncs each write before acking
+#              it; the master's log is fsynced per commit group;
+#              --insecure: plaintext, as the peers here)
 #   SeaweedFS: weed master (-defaultReplication=002) + 3 weed volume
-#              servers + weed filer (no fsync of needle writes: its default)
-# Workloads (so far): one large file written from and read back to local
-# disk (gfs put/get; curl to the filer), with a plain local copy (cp +
-# sync) as the disk baseline measured in the same run.
-# Not yet: HDFS (MiniDFSCluster from Maven Central), 20 k creates and stats
-# with 8 clients, 4 KiB small files.
+#              servers + weed filer (no fsync of needle writes: its
+#              default; the filer's leveldb store is not synced either)
+#   HDFS:      NameNode + 3 DataNodes, replication 3 (scripts/peers/hdfs.sh;
+#              the NameNode fsyncs its edit log, DataNodes do not fsync
+#              block files: dfs.datanode.synconclose=false, the default)
+# Workloads:
+#   large write/read: one file of --size MiB from and back to local disk
+#     (gfs put/get; curl to the filer; curl to WebHDFS, which redirects to
+#     a DataNode), sha256 checked; disk baseline in the same run: cp + sync,
+#     and cat after dropping the page cache.
+#   creates, stats: --files empty files in one folder, then a stat of each,
+#     by 8 concurrent clients with a connection each (client/examples/
+#     peer_load.rs: gfs through its client library, the filer's PUT/HEAD,
+#     WebHDFS CREATE/GETFILESTATUS).
+#   small files: --small files of 4 KiB written, then read back and
+#     compared, by 8 clients.
+# HDFS is driven through WebHDFS (HTTP), not its native RPC client, and a
+# WebHDFS write goes through a redirect; that costs it a round trip per
+# create or open.
 #
 # SeaweedFS is built once from its Go module source (`go install` refuses
-# the module: its go.mod has replace directives) into
+# the module: its go.mod has replace directives) and Hadoop's jars are
+# fetched from Maven Central once, both into
 # ${XDG_CACHE_HOME:-~/.cache}/gfs/peers, outside the clone.
 #
-# Usage: scripts/bench-peers.sh [--size MiB] [--dir DIR] [--keep]
+# Usage: scripts/bench-peers.sh [--size MiB] [--files N] [--small N]
+#                               [--no-hdfs] [--dir DIR] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +44,17 @@ SEAWEEDFS_MODULE=github.com/seaweedfs/seaweedfs
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 size_mib=256
+files=20000
+small=2000
+hdfs=1
 base="${TMPDIR:-/tmp}"
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size_mib="$2"; shift 2 ;;
+    --files) files="$2"; shift 2 ;;
+    --small) small="$2"; shift 2 ;;
+    --no-hdfs) hdfs=0; shift ;;
     --dir) base="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -95,18 +118,59 @@ wait_ok() {
 }
 
 install_seaweedfs
+if [ "$hdfs" = 1 ]; then
+  # shellcheck source=scripts/peers/hdfs.sh
+  . scripts/peers/hdfs.sh
+  install_hdfs
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 cargo build --release --locked --bin gfs --bin gfs-master --bin gfs-chunkserver >&2
+cargo build --release --locked -p gfs-client --example peer_load >&2
 bin="$CARGO_TARGET_DIR/release"
+load="$bin/examples/peer_load"
 
 dir="$(mktemp -d "$base/gfs-bench-peers.XXXXXX")"
 pids=()
-cleanup() {
+# Stops every process started so far (one system at a time runs).
+stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  pids=()
+}
+cleanup() {
+  stop_all
   if [ "$keep" = 0 ]; then rm -rf "$dir"; else echo "kept $dir" >&2; fi
 }
 trap cleanup EXIT
+results="$dir/results"
+# record SYSTEM WORKLOAD VALUE
+record() { echo "$1 $2 $3" >>"$results"; log "$1 $2: $3"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# timed_large SYSTEM WRITE_CMD... -- READ_CMD...: runs both, records MiB/s
+# and checks the bytes read back (the read command writes $dir/out).
+timed_large() {
+  local system="$1"; shift
+  local write=() read=()
+  while [ "$1" != -- ]; do write+=("$1"); shift; done
+  shift; read=("$@")
+  local t0 t1
+  t0=$(now); "${write[@]}" >/dev/null; t1=$(now)
+  record "$system" large_write "$(rate "$size_mib" "$t0" "$t1")"
+  drop_caches
+  t0=$(now); "${read[@]}" >/dev/null; t1=$(now)
+  record "$system" large_read "$(rate "$size_mib" "$t0" "$t1")"
+  [ "$(sha256sum <"$dir/out" | cut -d' ' -f1)" = "$sum_in" ] || { echo "$system read back other bytes" >&2; exit 1; }
+  rm -f "$dir/out"
+}
+# metadata SYSTEM ADDR: creates and stats, then small files written and read.
+metadata() {
+  local system="$1" addr="$2" op n folder out
+  for op in create stat write read; do
+    case "$op" in create|stat) n="$files"; folder=/meta ;; *) n="$small"; folder=/small ;; esac
+    out=$("$load" --system "$system" --addr "$addr" --op "$op" --dir "$folder" --files "$n" --size 4096)
+    record "$system" "$op" "$(python3 -c 'import json,sys; print("%.0f" % json.loads(sys.argv[1])["ops_per_s"])' "$out")"
+  done
+}
 
 log "input: $size_mib MiB of random bytes"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom >"$dir/in"
@@ -114,10 +178,10 @@ sum_in="$(sha256sum <"$dir/in" | cut -d' ' -f1)"
 
 # --- baseline: the same bytes copied on the same disk ------------------------
 t0=$(now); cp "$dir/in" "$dir/copy"; sync; t1=$(now)
-disk_write=$(rate "$size_mib" "$t0" "$t1")
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+record disk large_write "$(rate "$size_mib" "$t0" "$t1")"
+drop_caches
 t0=$(now); cat "$dir/copy" >/dev/null; t1=$(now)
-disk_read=$(rate "$size_mib" "$t0" "$t1")
+record disk large_read "$(rate "$size_mib" "$t0" "$t1")"
 rm -f "$dir/copy"
 
 # --- gfs ---------------------------------------------------------------------
@@ -133,15 +197,12 @@ done
 live() { "$bin/gfs" --insecure --master "$gm" admin status --json |
   python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if sum(1 for x in s["servers"] if x["state"]=="live")==3 else 1)'; }
 wait_ok "3 gfs chunkservers" live
-# Warm-up (first connections, first chunk allocation), as for SeaweedFS.
+# Warm-up (first connections, first chunk allocation), as for the peers.
 echo warm | "$bin/gfs" --insecure --master "$gm" put - /warm >/dev/null
-t0=$(now); "$bin/gfs" --insecure --master "$gm" put "$dir/in" /big >/dev/null; t1=$(now)
-gfs_write=$(rate "$size_mib" "$t0" "$t1")
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); "$bin/gfs" --insecure --master "$gm" get /big "$dir/gfs-out" >/dev/null; t1=$(now)
-gfs_read=$(rate "$size_mib" "$t0" "$t1")
-[ "$(sha256sum <"$dir/gfs-out" | cut -d' ' -f1)" = "$sum_in" ] || { echo "gfs read back other bytes" >&2; exit 1; }
-rm -f "$dir/gfs-out"
+timed_large gfs "$bin/gfs" --insecure --master "$gm" put "$dir/in" /big \
+  -- "$bin/gfs" --insecure --master "$gm" get /big "$dir/out"
+metadata gfs "$gm"
+stop_all
 
 # --- SeaweedFS -----------------------------------------------------------------
 mport=$(free_sw_port); fport=$(free_sw_port)
@@ -163,16 +224,48 @@ wait_ok "the SeaweedFS filer" curl -sf "http://127.0.0.1:$fport/"
 # until a write goes through, so the timed one finds them ready.
 echo warm >"$dir/warm"
 wait_ok "a first SeaweedFS write" curl -sf -o /dev/null -F "file=@$dir/warm" "http://127.0.0.1:$fport/bench/"
-t0=$(now); curl -sf -o /dev/null -F "file=@$dir/in" "http://127.0.0.1:$fport/bench/"; t1=$(now)
-sw_write=$(rate "$size_mib" "$t0" "$t1")
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); curl -sf -o "$dir/sw-out" "http://127.0.0.1:$fport/bench/in"; t1=$(now)
-sw_read=$(rate "$size_mib" "$t0" "$t1")
-[ "$(sha256sum <"$dir/sw-out" | cut -d' ' -f1)" = "$sum_in" ] || { echo "SeaweedFS read back other bytes" >&2; exit 1; }
-rm -f "$dir/sw-out"
+timed_large weed curl -sf -o /dev/null -F "file=@$dir/in" "http://127.0.0.1:$fport/bench/" \
+  -- curl -sf -o "$dir/out" "http://127.0.0.1:$fport/bench/in"
+metadata filer "127.0.0.1:$fport"
+stop_all
 
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-printf '\n%-34s %10s %10s %10s %12s\n' "workload ($size_mib MiB, 3 replicas)" "gfs MiB/s" "weed MiB/s" "disk MiB/s" "gfs / weed"
-printf '%-34s %10s %10s %10s %12s\n' "large write (put / filer POST)" "$gfs_write" "$sw_write" "$disk_write" "$(ratio "$gfs_write" "$sw_write")"
-printf '%-34s %10s %10s %10s %12s\n' "large read (get / filer GET)" "$gfs_read" "$sw_read" "$disk_read" "$(ratio "$gfs_read" "$sw_read")"
-echo "disk = cp + sync of the same bytes, and cat after dropping the page cache; gfs fsyncs chunk writes, SeaweedFS does not by default"
+# --- HDFS ----------------------------------------------------------------------
+if [ "$hdfs" = 1 ]; then
+  start_hdfs "$dir/hdfs"
+  wh="http://$hdfs_http/webhdfs/v1"
+  # Warm-up: a first small file through the NameNode and a DataNode.
+  wait_ok "a first HDFS write" curl -sf -L -o /dev/null -X PUT -T "$dir/warm" "$wh/warm?op=CREATE&overwrite=true&user.name=$(id -un)"
+  timed_large hdfs curl -sf -L -o /dev/null -X PUT -T "$dir/in" "$wh/big?op=CREATE&overwrite=true&user.name=$(id -un)" \
+    -- curl -sf -L -o "$dir/out" "$wh/big?op=OPEN&user.name=$(id -un)"
+  metadata webhdfs "$hdfs_http"
+  stop_all
+fi
+
+python3 - "$results" "$size_mib" "$files" "$small" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    system, workload, value = line.split()
+    rows.setdefault(workload, {})[{"filer": "weed", "webhdfs": "hdfs"}.get(system, system)] = float(value)
+size, files, small = sys.argv[2:5]
+names = [
+    ("large_write", f"large write, {size} MiB (MiB/s)"),
+    ("large_read", f"large read, {size} MiB (MiB/s)"),
+    ("create", f"creates, {files} (/s)"),
+    ("stat", f"stats, {files} (/s)"),
+    ("write", f"4 KiB files written, {small} (/s)"),
+    ("read", f"4 KiB files read, {small} (/s)"),
+]
+def cell(v):
+    return "-" if v is None else f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+def ratio(a, b):
+    return "-" if a is None or not b else f"{a / b:.2f}"
+print()
+print(f"{'workload (3 replicas, 8 clients)':34} {'gfs':>9} {'weed':>9} {'hdfs':>9} {'disk':>9} {'gfs/weed':>9} {'gfs/hdfs':>9}")
+for key, name in names:
+    r = rows.get(key, {})
+    g, w, h, d = (r.get(k) for k in ("gfs", "weed", "hdfs", "disk"))
+    print(f"{name:34} {cell(g):>9} {cell(w):>9} {cell(h):>9} {cell(d):>9} {ratio(g, w):>9} {ratio(g, h):>9}")
+print("disk = cp + sync of the same bytes, and cat after dropping the page cache")
+print("gfs fsyncs chunk writes and its log; SeaweedFS syncs neither; HDFS fsyncs its edit log, not block files")
+PY
