@@ -187,6 +187,15 @@ impl Heartbeat {
         Disk { capacity, used, free, full }
     }
 
+    /// The data dir's file system id for the master to count shared disks
+    /// once; none with a capacity override (a quota of this server's own).
+    fn disk_id(&self) -> String {
+        match self.capacity_override {
+            Some(_) => String::new(),
+            None => gfs_common::disks::disk_id(&self.data_dir).unwrap_or_default(),
+        }
+    }
+
     async fn register(&mut self) -> Result<()> {
         // Changes made before the full report are included in it.
         let report_seq = self.shared.store.report_seq();
@@ -200,6 +209,7 @@ impl Heartbeat {
             chunks: self.shared.store.list(),
             free_bytes: disk.free,
             full: disk.full,
+            disk_id: self.disk_id(),
         };
         let chunks = req.chunks.len();
         let (resp, master) = self.shared.rpc.register(req).await?;

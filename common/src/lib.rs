@@ -26,6 +26,7 @@ pub mod auth;
 pub mod bufpool;
 pub mod certs;
 pub mod dirlock;
+pub mod disks;
 pub mod error;
 pub mod masters;
 pub mod net;

@@ -101,6 +101,41 @@ async fn du_count_find_and_df_report_what_was_written() {
     assert!(df.lines().nth(1).unwrap().ends_with('%'), "{df}");
 }
 
+/// Size of the file system holding `dir` as statvfs gives it (blocks x
+/// fundamental block size), read with `stat -f`.
+fn fs_size(dir: &std::path::Path) -> u64 {
+    let out = Command::new("stat").args(["-f", "-c", "%b %S"]).arg(dir).output().expect("run stat -f");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let [blocks, size]: [u64; 2] =
+        fields(&text).iter().map(|n| n.parse().unwrap()).collect::<Vec<u64>>().try_into().unwrap();
+    blocks * size
+}
+
+/// Chunkservers whose data dirs share a disk report it each; df and the
+/// cluster status count it once (and a disk of its own, a tmpfs, once too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn df_counts_a_disk_that_chunkservers_share_once() {
+    let fs = gfs_testkit::Tmpfs::mount(64 << 20);
+    let mut opts = ClusterOptions { chunkservers: 3, ..Default::default() };
+    opts.chunkserver_dirs.insert(2, fs.path().to_path_buf());
+    let cluster = Cluster::start(opts).await.unwrap();
+    let m = cluster.master_addr().to_string();
+    let (shared, own) = (fs_size(cluster.chunkserver_dir(0)), fs_size(fs.path()));
+    assert_eq!(fs_size(cluster.chunkserver_dir(1)), shared);
+    assert_eq!(own, 64 << 20);
+
+    let st = cluster.client().cluster_status().await.unwrap();
+    let ids: Vec<&str> = st.servers.iter().map(|s| s.disk_id.as_str()).collect();
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    assert_eq!(st.servers.iter().map(|s| s.capacity_bytes).sum::<u64>(), 2 * shared + own, "each reports its disk");
+    assert_eq!(st.capacity_bytes, shared + own, "the shared disk counts once");
+    assert!(st.free_bytes > 0 && st.free_bytes <= st.capacity_bytes);
+
+    let df = ok(&m, &["df"]);
+    let size: u64 = fields(df.lines().nth(1).unwrap())[1].parse().unwrap();
+    assert_eq!(size, shared + own, "{df}");
+}
+
 /// `gfs test`: 0 true, 1 false (silent), 2 a bad path, 6 master unreachable.
 fn test_exit_codes(m: &str) {
     let code = |args: &[&str]| {

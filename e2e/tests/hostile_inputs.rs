@@ -254,6 +254,11 @@ async fn a_chunkserver_id_is_spoken_for_only_by_its_registration() {
         let e = refused(m.register(claim(id, address)).await);
         assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().len() < 512, "{e:?}");
     }
+    // A disk id is shown to admins and groups capacity: bounded, printable.
+    for disk_id in ["x".repeat(129), "boot id\n:801".into()] {
+        let e = refused(m.register(RegisterRequest { disk_id, ..claim("new-server", "127.0.0.1:4") }).await);
+        assert!(e.to_string().contains("disk id"), "{e:?}");
+    }
     // The same id from the same address (a restart) registers again.
     cluster.stop_chunkserver(2).await.unwrap();
     cluster.start_chunkserver(2).await.unwrap();

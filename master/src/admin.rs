@@ -37,6 +37,7 @@ impl Meta {
             state: self.server_state(id) as i32,
             full: s.full || self.heal.no_space(id, now),
             free_bytes: s.free.unwrap_or(0),
+            disk_id: s.disk_id.clone(),
         }
     }
 
@@ -135,6 +136,7 @@ impl Shared {
         let oldest_ms = meta.heal.index.oldest_ms(now);
         let (files, dirs) = meta.ns.counts();
         let live = || meta.servers.iter().filter(|s| s.alive);
+        let disks = gfs_common::disks::totals(live().map(|s| (s.disk_id.as_str(), s.capacity, s.free.unwrap_or(0))));
         ClusterStatusResponse {
             servers,
             file_count: files,
@@ -148,7 +150,8 @@ impl Shared {
             replication_backlog_bytes: backlog.bytes,
             active_clones: meta.heal.active.len() as u32,
             oldest_pending_repair_ms: oldest_ms,
-            capacity_bytes: live().map(|s| s.capacity).sum(),
+            capacity_bytes: disks.capacity,
+            free_bytes: disks.free,
             used_bytes: live().map(|s| s.used).sum(),
             corrupt_replicas_kept: backlog.corrupt_kept,
             drain_backlog_chunks: backlog.drain_chunks,

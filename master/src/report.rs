@@ -98,6 +98,12 @@ impl Shared {
     pub async fn register(self: &Arc<Self>, req: RegisterRequest) -> Result<RegisterResponse> {
         let info = req.server.ok_or_else(|| Error::InvalidArgument("register without server info".into()))?;
         check_server_info(&info)?;
+        if !gfs_common::disks::valid_disk_id(&req.disk_id) {
+            return Err(Error::InvalidArgument(format!(
+                "disk id: at most {} printable ASCII characters",
+                gfs_common::disks::MAX_DISK_ID_LEN
+            )));
+        }
         if crate::sid::Sid::admit(&info.id).is_none() {
             warn!(server = %quote(&info.id), "registration refused: too many distinct chunkserver ids");
             return Err(Error::Busy(format!(
@@ -131,8 +137,9 @@ impl Shared {
             for h in old {
                 meta.remove_replica(h, &id);
             }
-            meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now()).session =
-                session.clone();
+            let entry = meta.servers.register(info.clone(), req.capacity_bytes, req.used_bytes, Instant::now());
+            entry.session = session.clone();
+            entry.disk_id = req.disk_id.clone();
             meta.servers.note_disk(&id, req.capacity_bytes, req.used_bytes, req.free_bytes, req.full);
             // Replicas granted after the report was built stay counted.
             for h in recent {

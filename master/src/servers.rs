@@ -29,6 +29,9 @@ pub struct ServerEntry {
     pub free: Option<u64>,
     /// Reported its free space below its reserve: no new replicas go there.
     pub full: bool,
+    /// Its data dir's file system (`RegisterRequest.disk_id`); empty: a
+    /// disk of its own.
+    pub disk_id: String,
     /// In-flight requests at the last heartbeat.
     pub load: u32,
     /// Time of the last register or heartbeat.
@@ -89,6 +92,7 @@ impl ServerRegistry {
             used,
             free: None,
             full: false,
+            disk_id: String::new(),
             load: 0,
             last_heartbeat: now,
             alive: true,

@@ -218,6 +218,7 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
                 "state": state_name(s.state()),
                 "full": s.full,
                 "free_bytes": s.free_bytes,
+                "disk_id": s.disk_id,
             })
         })
         .collect();
@@ -238,6 +239,7 @@ pub fn status_json(st: &ClusterStatusResponse) -> Value {
         "oldest_pending_repair_ms": st.oldest_pending_repair_ms,
         "capacity_bytes": st.capacity_bytes,
         "used_bytes": st.used_bytes,
+        "free_bytes": st.free_bytes,
         "masters": st.masters.iter().map(master_json).collect::<Vec<_>>(),
         "leader_id": st.leader_id,
     })
@@ -343,9 +345,10 @@ pub fn status_text(st: &ClusterStatusResponse) -> String {
     ));
     let deficits: Vec<String> = st.deficits.iter().map(|d| format!("-{}: {}", d.missing, d.chunks)).collect();
     s.push_str(&format!(
-        "capacity: {}  used: {}\nreplication backlog: {} chunks, {}  (by missing replicas: {})\nactive clones: {}  oldest pending repair: {} ms\n",
+        "capacity: {}  used: {}  free: {}\nreplication backlog: {} chunks, {}  (by missing replicas: {})\nactive clones: {}  oldest pending repair: {} ms\n",
         format_size(st.capacity_bytes),
         format_size(st.used_bytes),
+        format_size(st.free_bytes),
         st.replication_backlog_chunks,
         format_size(st.replication_backlog_bytes),
         if deficits.is_empty() { "none".to_string() } else { deficits.join(", ") },

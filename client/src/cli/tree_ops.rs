@@ -178,13 +178,14 @@ pub struct Space {
 }
 
 impl Space {
-    /// Sums the live servers of a ClusterStatus (each server's disk once).
+    /// Sums the live servers of a ClusterStatus: capacity and free space of
+    /// each disk once (servers sharing a file system report the same one),
+    /// chunk bytes of every server.
     pub fn of(st: &crate::ClusterStatusResponse) -> Space {
-        st.servers.iter().filter(|s| s.alive).fold(Space::default(), |acc, s| Space {
-            capacity: acc.capacity.saturating_add(s.capacity_bytes),
-            used: acc.used.saturating_add(s.used_bytes),
-            free: acc.free.saturating_add(s.free_bytes),
-        })
+        let live = || st.servers.iter().filter(|s| s.alive);
+        let disks = gfs_common::disks::totals(live().map(|s| (s.disk_id.as_str(), s.capacity_bytes, s.free_bytes)));
+        let used = live().fold(0u64, |acc, s| acc.saturating_add(s.used_bytes));
+        Space { capacity: disks.capacity, used, free: disks.free }
     }
 
     /// Used as a percentage of capacity (0 with no capacity).
@@ -266,5 +267,22 @@ mod tests {
         assert_eq!(s, Space { capacity: 300, used: 60, free: 180 });
         assert_eq!(s.use_percent(), 20.0);
         assert_eq!(Space::default().use_percent(), 0.0);
+    }
+
+    #[test]
+    fn df_counts_a_shared_disk_once_but_every_servers_chunks() {
+        let srv = |disk: &str, used_bytes, free_bytes| ServerStatus {
+            alive: true,
+            capacity_bytes: 1000,
+            used_bytes,
+            free_bytes,
+            disk_id: disk.into(),
+            ..Default::default()
+        };
+        let st = ClusterStatusResponse {
+            servers: vec![srv("boot:801", 10, 500), srv("boot:801", 20, 490), srv("boot:802", 5, 900)],
+            ..Default::default()
+        };
+        assert_eq!(Space::of(&st), Space { capacity: 2000, used: 35, free: 490 + 900 });
     }
 }
