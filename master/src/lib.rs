@@ -93,13 +93,14 @@ impl MasterHandle {
     /// admin port). It holds the master weakly and answers within 5 s.
     pub fn status_page(&self) -> gfs_common::admin_http::Handler {
         let weak = Arc::downgrade(&self.shared);
+        let short = Arc::new(status_page::Recent::new(status_page::SHORT_FILES_TTL));
         Arc::new(move |_target: String| {
-            let weak = weak.clone();
+            let (weak, short) = (weak.clone(), short.clone());
             Box::pin(async move {
                 let Some(shared) = weak.upgrade() else {
                     return ("503 Service Unavailable", "text/plain", "the master is stopping\n".to_string());
                 };
-                match tokio::time::timeout(Duration::from_secs(5), status_page::render(&shared)).await {
+                match tokio::time::timeout(Duration::from_secs(5), status_page::render(&shared, &short)).await {
                     Ok(html) => ("200 OK", "text/html; charset=utf-8", html),
                     Err(_) => ("503 Service Unavailable", "text/plain", "status not ready within 5 s\n".to_string()),
                 }

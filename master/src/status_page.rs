@@ -13,11 +13,17 @@
 //! the metadata lock: the repair queue's handles (at most
 //! [`MAX_QUEUED`]) and a frozen view of the namespace are taken under it,
 //! and the walk over the view runs on a blocking thread and stops at
-//! [`MAX_FILES`] files.
+//! [`MAX_FILES`] files. That walk is O(files): its result is kept for
+//! [`SHORT_FILES_TTL`] and one walk runs at a time ([`Recent`]), so many
+//! viewers (or a reload loop) cost one walk per period, not one per load.
 
 use std::collections::HashSet;
 use std::fmt::Write;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gfs_proto::{ClusterStatusResponse, MasterInfo, MasterRole, RepairEvent, RepairReason, ServerState, ServerStatus};
 
@@ -39,6 +45,44 @@ const MAX_EVENTS: usize = 20;
 
 /// Seconds between reloads.
 const REFRESH_SECONDS: u32 = 5;
+
+/// How long one walk for files short of replicas serves page loads.
+pub const SHORT_FILES_TTL: Duration = Duration::from_secs(2);
+
+/// A value made at most once per `ttl`: callers within it share the last
+/// one, and a caller that finds it stale makes the next while later
+/// callers wait for that instead of making their own.
+pub struct Recent<T> {
+    ttl: Duration,
+    slot: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+}
+
+impl<T> Recent<T> {
+    /// An empty slot whose values serve for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Recent { ttl, slot: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The value made within `ttl`, or a new one from `make`.
+    pub async fn get_or_make<F, Fut>(&self, make: F) -> Arc<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, v)) = slot.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return v.clone();
+        }
+        let v = Arc::new(make().await);
+        *slot = Some((Instant::now(), v.clone()));
+        v
+    }
+}
+
+/// Files short of replicas as the page lists them, and whether more may be.
+pub type ShortFiles = (Vec<ShortFile>, bool);
 
 /// A file with chunks in the repair queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,25 +130,39 @@ struct LeaderView {
     events: Vec<RepairEvent>,
 }
 
-/// Renders the page of this master.
-pub async fn render(shared: &Arc<Shared>) -> String {
+/// Files short of replicas now: the repair queue and a frozen namespace
+/// view are taken under the metadata lock, the walk runs off it.
+async fn find_short_files(shared: &Shared) -> ShortFiles {
+    let (nodes, queued) = {
+        let meta = shared.meta();
+        let queued: HashSet<u64> = meta.heal.index.queue().take(MAX_QUEUED + 1).collect();
+        // An empty queue needs no walk (and no frozen view).
+        if queued.is_empty() {
+            return (Vec::new(), false);
+        }
+        (meta.ns.freeze(), queued)
+    };
+    let cut = queued.len() > MAX_QUEUED;
+    let mut files =
+        tokio::task::spawn_blocking(move || short_files(&nodes, &queued, MAX_FILES + 1)).await.unwrap_or_default();
+    let more = cut || files.len() > MAX_FILES;
+    files.truncate(MAX_FILES);
+    (files, more)
+}
+
+/// Renders the page of this master; `short` keeps the last walk for files
+/// short of replicas.
+pub async fn render(shared: &Arc<Shared>, short: &Recent<ShortFiles>) -> String {
     let status = shared.group_view();
     let leader = if shared.is_leader() {
         let mut cluster = shared.cluster_status();
         cluster.masters = shared.masters().await;
-        let (nodes, queued) = {
-            let meta = shared.meta();
-            let queued: HashSet<u64> = meta.heal.index.queue().take(MAX_QUEUED + 1).collect();
-            (meta.ns.freeze(), queued)
-        };
-        let cut = queued.len() > MAX_QUEUED;
-        let files =
-            tokio::task::spawn_blocking(move || short_files(&nodes, &queued, MAX_FILES + 1)).await.unwrap_or_default();
-        let files_cut = cut || files.len() > MAX_FILES;
+        let found = short.get_or_make(|| find_short_files(shared)).await;
+        let (files, files_cut) = (found.0.clone(), found.1);
         let mut events = shared.repair_events().events;
         events.sort_by_key(|e| std::cmp::Reverse(e.seq));
         events.truncate(MAX_EVENTS);
-        Some(LeaderView { cluster, files: files.into_iter().take(MAX_FILES).collect(), files_cut, events })
+        Some(LeaderView { cluster, files, files_cut, events })
     } else {
         None
     };
@@ -361,6 +419,31 @@ mod tests {
         let h = page(&m, "", std::slice::from_ref(&m), None);
         assert!(!h.contains("<b>evil"), "{h}");
         assert!(h.contains("&lt;b&gt;evil&lt;/b&gt;:1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recent_value_is_made_once_per_period_even_for_concurrent_callers() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let made = Arc::new(AtomicU32::new(0));
+        let recent = Arc::new(Recent::new(Duration::from_secs(2)));
+        let make = |made: Arc<AtomicU32>| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            made.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let (recent, made) = (recent.clone(), made.clone());
+                tokio::spawn(async move { *recent.get_or_make(|| make(made)).await })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), 1, "every concurrent caller got the one value made");
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(*recent.get_or_make(|| make(made.clone())).await, 1, "still fresh");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(*recent.get_or_make(|| make(made.clone())).await, 2, "stale: made again");
+        assert_eq!(made.load(Ordering::SeqCst), 2);
     }
 
     #[test]
