@@ -26,16 +26,16 @@ use crate::state::Shared;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     /// gRPC method name (`Create`, `Heartbeat`, ...).
-    pub method: String,
+    pub method: &'static str,
     /// gRPC status (`OK`, `NotFound`, ...).
-    pub code: String,
+    pub code: &'static str,
 }
 
 /// Label of the RPC latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     /// gRPC method name.
-    pub method: String,
+    pub method: &'static str,
 }
 
 /// Label of the deficit gauge.
@@ -220,8 +220,8 @@ impl Metrics {
     }
 
     /// Starts timing an RPC; finish it with [`RpcTimer::reply`].
-    pub fn rpc(&self, method: &'static str) -> RpcTimer {
-        RpcTimer { metrics: self.clone(), method, start: Instant::now(), code: None }
+    pub fn rpc(&self, method: &'static str) -> RpcTimer<'_> {
+        RpcTimer { metrics: self, method, start: Instant::now(), code: None }
     }
 
     /// Sets the gauges derived from the master state.
@@ -259,15 +259,16 @@ impl Metrics {
 }
 
 /// Records one RPC's count and latency when dropped; an RPC dropped before
-/// [`RpcTimer::reply`] (client gone) counts as `Canceled`.
-pub struct RpcTimer {
-    metrics: Metrics,
+/// [`RpcTimer::reply`] (client gone) counts as `Canceled`. Borrows the
+/// families and allocates nothing: it runs on every RPC.
+pub struct RpcTimer<'a> {
+    metrics: &'a Metrics,
     method: &'static str,
     start: Instant,
     code: Option<tonic::Code>,
 }
 
-impl RpcTimer {
+impl RpcTimer<'_> {
     /// Maps the handler result to a reply and records its status.
     pub fn reply<T>(mut self, r: gfs_common::Result<T>) -> Result<Response<T>, Status> {
         let r = r.map(Response::new).map_err(Status::from);
@@ -276,13 +277,13 @@ impl RpcTimer {
     }
 }
 
-impl Drop for RpcTimer {
+impl Drop for RpcTimer<'_> {
     fn drop(&mut self) {
         let code = code_label(self.code.unwrap_or(tonic::Code::Cancelled));
-        self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method.into(), code: code.into() }).inc();
+        self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method, code }).inc();
         self.metrics
             .rpc_duration
-            .get_or_create(&MethodLabel { method: self.method.into() })
+            .get_or_create(&MethodLabel { method: self.method })
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
