@@ -50,6 +50,8 @@ const SEEK_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long the HTTP/2 probe of an address that only closed connections
 /// waits for an answer (`peer::probe_http2`).
 const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for the master to take a chunk's new length.
+const REPORT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Lease-cache key index used for a file's current append chunk.
 const APPEND_KEY: u64 = u64::MAX;
@@ -894,16 +896,51 @@ impl Client {
         }
     }
 
-    /// Tells the master a chunk's new length; failures only log (heartbeats
-    /// carry lengths too).
+    /// Tells the master a chunk's new length, so that a stat right after a
+    /// write sees it. The data is already on every replica and heartbeats
+    /// carry lengths too: one attempt within [`REPORT_DEADLINE`], no leader
+    /// seeking or waiting out an election (that could hold a finished write
+    /// for the whole `failover_timeout`); a failure only logs.
     async fn report_length(&self, handle: u64, length: u64) {
         let res = self
-            .master_call(|mut m, t| async move {
+            .master_call_once(REPORT_DEADLINE, |mut m, t| async move {
                 m.report_length(with_deadline(ReportLengthRequest { handle, length }, t)).await
             })
             .await;
         if let Err(e) = res {
-            tracing::warn!(handle, error = %e, "cannot report chunk length");
+            tracing::warn!(handle, error = %e, "cannot report chunk length (the chunkservers' heartbeats will)");
+        }
+    }
+
+    /// One call to the master this client takes for the leader, following
+    /// at most one "not the leader, it is X" answer; no retries, no waits.
+    async fn master_call_once<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T>
+    where
+        F: FnMut(MasterClient, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let masters = &self.inner.masters;
+        let deadline = deadline.min(self.inner.config.rpc_timeout);
+        let mut addr = masters.current();
+        let mut redirected = false;
+        loop {
+            let call = call(self.master_at(&addr)?, deadline);
+            let status = match tokio::time::timeout(deadline, call).await {
+                Ok(Ok(resp)) => {
+                    masters.note_success(&addr);
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => return Err(Error::Unavailable(format!("master {addr}: no answer within {deadline:?}"))),
+            };
+            match Error::from(status) {
+                Error::NotLeader { leader: Some(leader) } if !redirected => {
+                    masters.note_not_leader(&addr, Some(&leader));
+                    addr = masters.current();
+                    redirected = true;
+                }
+                e => return Err(e),
+            }
         }
     }
 

@@ -635,3 +635,29 @@ fn read_bytes_by_server(cluster: &Cluster) -> HashMap<String, f64> {
     }
     out
 }
+
+/// A write whose data is on every replica returns without the master: the
+/// length report after it is one short attempt (it went through the
+/// leader-seeking loop and held the finished write for the whole failover
+/// timeout, 120 s here). The bytes are there once the master is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_under_a_cached_lease_returns_while_the_master_is_down() {
+    let mut cluster = Cluster::start(ClusterOptions { lease_ms: 60_000, ..Default::default() }).await.unwrap();
+    let mut cfg = cluster.client().config().clone();
+    cfg.failover_timeout = Duration::from_secs(120);
+    let c = Client::new(cfg).unwrap();
+    let (first, second) = (vec![1u8; 1000], vec![2u8; 1000]);
+    c.create("/w", None).await.unwrap();
+    c.write_at("/w", 0, &first).await.unwrap();
+
+    cluster.stop_master().await.unwrap();
+    let started = std::time::Instant::now();
+    c.write_at("/w", 1000, &second).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "the write waited {took:?} for a master it does not need");
+
+    cluster.start_stopped_master().await.unwrap();
+    let got = c.read_all("/w").await.unwrap();
+    assert!(got == [first, second].concat(), "read back {} bytes that differ", got.len());
+    cluster.shutdown().await.unwrap();
+}

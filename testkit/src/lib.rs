@@ -277,6 +277,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops the master (gracefully); [`Self::start_stopped_master`] brings
+    /// it back on the same data dir.
+    pub async fn stop_master(&mut self) -> Result<()> {
+        let running = self.master.take().context("master not running")?;
+        running.token.cancel();
+        Ok(running.handle.wait().await?)
+    }
+
+    /// Starts the master that [`Self::stop_master`] stopped.
+    pub async fn start_stopped_master(&mut self) -> Result<()> {
+        if self.master.is_some() {
+            bail!("the master is running");
+        }
+        self.start_master().await
+    }
+
     /// Stops the master gracefully (log flushed) and starts it again on the
     /// same folder and port.
     pub async fn restart_master(&mut self) -> Result<()> {
