@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use gfs_operator::crd::GfsCluster;
 use gfs_operator::render::{self, Component, StsPlan};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -189,7 +189,6 @@ async fn main() -> anyhow::Result<()> {
     clusters.create(&PostParams::default(), &spec("first")).await?;
     let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
     let svc: Api<Service> = Api::namespaced(admin.clone(), &ns);
-    let cm: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
     let sa: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
     let pdb: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
     loop {
@@ -198,7 +197,6 @@ async fn main() -> anyhow::Result<()> {
             && svc.get_opt("first").await?.is_some()
             && svc.get_opt("first-master").await?.is_some()
             && svc.get_opt("first-chunkserver").await?.is_some()
-            && cm.get_opt("first-config").await?.is_some()
             && sa.get_opt("first-gfs").await?.is_some()
             && pdb.get_opt("first-master").await?.is_some()
             && pdb.get_opt("first-chunkserver").await?.is_some();
@@ -209,14 +207,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let first_children = t.elapsed();
 
-    // Baseline, same run: the same 9 rendered children applied directly by
+    // Baseline, same run: the same 8 rendered children applied directly by
     // this client, one server-side apply after another, in a namespace the
     // operator does not watch. What is left of the operator's time is its
     // watch latency and its reads of the master and the cluster.
     let direct_children = direct_apply(&admin, &ns, &spec("direct")).await?;
 
     // Baseline for the N-cluster rows, same run: this client does the same
-    // API writes per cluster (create, 9 server-side applies, status patch)
+    // API writes per cluster (create, 8 server-side applies, status patch)
     // for N clusters at once, in a namespace the operator does not watch.
     let mut direct_lat = direct_clusters(&admin, &ns, n, &spec).await?;
 
@@ -285,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | value |");
     println!("|---|---|");
     println!(
-        "| apply -> all 9 child objects exist (1 cluster); baseline: the 9 rendered objects applied directly | {:.0} ms vs {:.0} ms (ratio {:.1}) |",
+        "| apply -> all 8 child objects exist (1 cluster); baseline: the 8 rendered objects applied directly | {:.0} ms vs {:.0} ms (ratio {:.1}) |",
         first_children.as_secs_f64() * 1e3,
         direct_children.as_secs_f64() * 1e3,
         first_children.as_secs_f64() / direct_children.as_secs_f64().max(1e-9)
@@ -298,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
         all_created.as_secs_f64()
     );
     println!(
-        "| baseline: the same writes per cluster (create, 9 applies, status patch) for {n} clusters at once by one client, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms (operator p50 / baseline p50 = {:.1}) |",
+        "| baseline: the same writes per cluster (create, 8 applies, status patch) for {n} clusters at once by one client, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms (operator p50 / baseline p50 = {:.1}) |",
         direct_p50,
         pct(&mut direct_lat, 0.95),
         pct(&mut direct_lat, 1.0),
@@ -361,14 +359,12 @@ async fn direct_clusters(
     Ok(lat)
 }
 
-/// Server-side applies the 9 children the operator renders for `gc`.
+/// Server-side applies the 8 children the operator renders for `gc`.
 async fn apply_children(admin: &Client, ns: &str, gc: &GfsCluster) -> anyhow::Result<()> {
     let pp = PatchParams::apply("gfs-bench-direct").force();
     let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
     let svc: Api<Service> = Api::namespaced(admin.clone(), ns);
     let pdb: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), ns);
-    let cm = render::config_map(gc);
-    Api::<ConfigMap>::namespaced(admin.clone(), ns).patch(&cm.name_any(), &pp, &Patch::Apply(&cm)).await?;
     let sa = render::service_account(gc);
     Api::<ServiceAccount>::namespaced(admin.clone(), ns).patch(&sa.name_any(), &pp, &Patch::Apply(&sa)).await?;
     for s in [
@@ -392,7 +388,7 @@ async fn apply_children(admin: &Client, ns: &str, gc: &GfsCluster) -> anyhow::Re
 }
 
 /// Creates `gc` in a namespace of its own (not watched by the operator),
-/// then server-side applies the 9 children the operator would render for
+/// then server-side applies the 8 children the operator would render for
 /// it, sequentially; returns the time of the applies.
 async fn direct_apply(admin: &Client, ns: &str, gc: &GfsCluster) -> anyhow::Result<Duration> {
     let ns2 = format!("{ns}-direct");

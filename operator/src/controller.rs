@@ -298,8 +298,6 @@ async fn apply_spec(gc: Arc<GfsCluster>, ctx: Arc<Context>) -> Result<Action> {
     }
     let sa = render::service_account(&gc);
     faults.run(format!("apply ServiceAccount {}", sa.name_any()), ssa(client, &ns, &sa)).await;
-    let cm = render::config_map(&gc);
-    faults.run(format!("apply ConfigMap {}", cm.name_any()), ssa(client, &ns, &cm)).await;
     for c in [Component::Master, Component::Chunkserver] {
         let pdb = render::pdb(&gc, c);
         faults.run(format!("apply PodDisruptionBudget {}", pdb.name_any()), ssa(client, &ns, &pdb)).await;

@@ -87,7 +87,11 @@ pub fn secure(gc: &GfsCluster, c: Component, pod: &mut PodSpec) {
         mounts.push(mount("metrics-auth", TOKEN_DIR));
         envs.push(env("GFS_ADMIN_AUTH_TOKEN_FILE", format!("{TOKEN_DIR}/token")));
     }
-    pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    // None rather than an empty list, which the API server does not keep:
+    // a template compared with the stored one must come out the same.
+    if !volumes.is_empty() {
+        pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    }
     if let Some(container) = pod.containers.first_mut() {
         container.security_context = Some(restricted());
         container.volume_mounts.get_or_insert_with(Vec::new).extend(mounts);
@@ -156,7 +160,11 @@ mod tests {
         gc.spec.tls.enabled = false;
         for pod in pods(&gc) {
             assert_eq!(env_of(&pod, "GFS_INSECURE").as_deref(), Some("true"));
-            assert!(!pod.volumes.as_ref().unwrap().iter().any(|v| v.name == "tls"));
+            // No volume but the PVC's: no list at all, as the API server
+            // stores an empty one (an empty list here made the rendered
+            // template differ from the stored one, so the operator saw a
+            // rollout that never ended: "rolling ... one pod at a time").
+            assert_eq!(pod.volumes, None);
             assert_eq!(env_of(&pod, "GFS_TLS_DIR"), None);
         }
     }

@@ -8,10 +8,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    Probe, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -30,8 +30,6 @@ pub const CHUNK_PORT: i32 = 9800;
 pub const ADMIN_PORT: i32 = 9090;
 /// Name of the data volume (and PVC template) in both StatefulSets.
 pub const DATA_VOLUME: &str = "data";
-/// Annotation holding the hash of the rendered config, so pods roll on change.
-pub const CONFIG_HASH: &str = "gfs.dev/config-hash";
 
 /// The two server roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,10 +71,6 @@ impl Names {
     /// The client Service (masters): `<cluster>`.
     pub fn client_service(&self) -> String {
         self.cluster.clone()
-    }
-    /// ConfigMap name.
-    pub fn config(&self) -> String {
-        format!("{}-config", self.cluster)
     }
     /// ServiceAccount name of the pods.
     pub fn service_account(&self) -> String {
@@ -152,39 +146,6 @@ fn meta(gc: &GfsCluster, name: String, labels: BTreeMap<String, String>) -> Obje
 /// Returns the controller owner reference to `gc`.
 pub fn owner(gc: &GfsCluster) -> OwnerReference {
     gc.controller_owner_ref(&()).expect("GfsCluster has a name and uid")
-}
-
-/// Returns the ConfigMap holding the cluster settings (`gfs.toml`).
-pub fn config_map(gc: &GfsCluster) -> ConfigMap {
-    let n = Names::of(gc);
-    ConfigMap {
-        metadata: meta(gc, n.config(), cluster_labels(&n.cluster)),
-        data: Some(BTreeMap::from([("gfs.toml".into(), config_toml(gc))])),
-        ..Default::default()
-    }
-}
-
-/// Returns the rendered settings shared by masters and chunkservers.
-pub fn config_toml(gc: &GfsCluster) -> String {
-    let n = Names::of(gc);
-    let s = &gc.spec;
-    let peers = master_peers(&n);
-    format!(
-        "# Rendered by gfs-operator; edits are overwritten.\nreplication = {}\nchunk-size = \"{}\"\nmaster = \"{}\"\nmaster-peers = \"{}\"\n",
-        s.replication,
-        s.chunk_size,
-        n.master_address(),
-        peers
-    )
-}
-
-/// FNV-1a of the config, stamped on pod templates so a change rolls them.
-fn config_hash(gc: &GfsCluster) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in config_toml(gc).bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
 }
 
 /// `--peers` value: pod 0 only (ids are pod ordinals). Pod 0 founds a
@@ -278,10 +239,6 @@ fn env_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn env(name: &str, value: String) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value), ..Default::default() }
-}
-
 fn pvc_template(cluster: &str, c: Component, size: &str, class: &Option<String>) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
@@ -366,7 +323,6 @@ pub fn master_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
     let mut pod = PodSpec {
         service_account_name: Some(n.service_account()),
         containers: vec![container],
-        volumes: Some(vec![config_volume(&n)]),
         affinity: Some(host_anti_affinity(&n.cluster, c, false)),
         ..Default::default()
     };
@@ -408,7 +364,6 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
             // Pods get the node's zone label copied by the
             // PodTopologyLabels admission plugin (Kubernetes >= 1.33).
             env_field("GFS_ZONE", &format!("metadata.labels['{}']", t.zone_label_key)),
-            env("GFS_REPLICATION", s.replication.to_string()),
         ]),
         ports: Some(container_ports(CHUNK_PORT)),
         resources: s.chunkservers.resources.clone(),
@@ -421,7 +376,6 @@ pub fn chunkserver_sts(gc: &GfsCluster, plan: StsPlan) -> StatefulSet {
     let mut pod = PodSpec {
         service_account_name: Some(n.service_account()),
         containers: vec![container],
-        volumes: Some(vec![config_volume(&n)]),
         topology_spread_constraints: Some(vec![TopologySpreadConstraint {
             max_skew: t.max_skew,
             topology_key: t.zone_label_key.clone(),
@@ -550,11 +504,7 @@ fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: Persiste
                 when_scaled: Some(r.when_scaled.as_str().into()),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(component_labels(&n.cluster, c)),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH.into(), config_hash(gc))])),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(component_labels(&n.cluster, c)), ..Default::default() }),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![pvc]),
@@ -565,26 +515,7 @@ fn sts(gc: &GfsCluster, c: Component, plan: StsPlan, pod: PodSpec, pvc: Persiste
 }
 
 fn mounts() -> Vec<VolumeMount> {
-    vec![
-        VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..Default::default() },
-        VolumeMount {
-            name: "config".into(),
-            // Not /etc/gfs itself: the Secrets mount beside it
-            // (/etc/gfs/tls), and a mount point cannot be made inside a
-            // read-only ConfigMap volume.
-            mount_path: "/etc/gfs/config".into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    ]
-}
-
-fn config_volume(n: &Names) -> Volume {
-    Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource { name: n.config(), ..Default::default() }),
-        ..Default::default()
-    }
+    vec![VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..Default::default() }]
 }
 
 /// The gRPC port plus the admin port `metrics` (scraped by a PodMonitor).
@@ -670,7 +601,6 @@ mod tests {
         assert_eq!(labels["team"], "storage");
         assert_eq!(labels["app.kubernetes.io/component"], "chunkserver", "the selector labels stay");
         assert_eq!(meta.annotations.as_ref().unwrap()["example.com/owner"], "ops");
-        assert!(meta.annotations.as_ref().unwrap().contains_key(CONFIG_HASH));
         let pod = s.spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "nvme");
         assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
@@ -779,21 +709,22 @@ mod tests {
     }
 
     #[test]
-    fn config_change_changes_the_pod_template_hash() {
+    fn settings_reach_the_pods_as_arguments_and_roll_only_those_that_take_them() {
         let a = cluster();
         let mut b = cluster();
         b.spec.replication = 2;
-        let hash = |gc: &GfsCluster| {
-            chunkserver_sts(gc, StsPlan { replicas: 4, partition: 0 })
-                .spec
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH]
-                .clone()
-        };
-        assert_ne!(hash(&a), hash(&b));
-        assert_eq!(hash(&a), hash(&cluster()), "stable across renders: an operator upgrade does not roll pods");
+        let plan = StsPlan { replicas: 3, partition: 0 };
+        let args = |s: StatefulSet| s.spec.template.spec.unwrap().containers[0].args.clone().unwrap();
+        let pair = |v: &[String], flag: &str| v.iter().position(|x| x == flag).map(|i| v[i + 1].clone());
+        assert_eq!(pair(&args(master_sts(&b, plan)), "--replication").as_deref(), Some("2"));
+        assert_eq!(pair(&args(master_sts(&a, plan)), "--chunk-size").as_deref(), Some("67108864"));
+        // Chunkservers take neither: a replication change leaves them be.
+        assert_eq!(chunkserver_sts(&a, plan).spec.template, chunkserver_sts(&b, plan).spec.template);
+        assert_ne!(master_sts(&a, plan).spec.template, master_sts(&b, plan).spec.template);
+        let pod = chunkserver_sts(&a, plan).spec.template.spec.unwrap();
+        let env: Vec<&str> = pod.containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
+        // Two that the arguments name, one the binary reads (TLS on).
+        assert_eq!(env, ["GFS_POD_NAME", "GFS_ZONE", "GFS_TLS_DIR"], "no variable nothing reads");
+        assert!(pod.volumes.iter().flatten().all(|v| v.config_map.is_none()), "no ConfigMap: no binary reads one");
     }
 }

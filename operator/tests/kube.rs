@@ -206,14 +206,18 @@ async fn cluster_becomes_children_status_events_and_cleans_up_by_policy() {
     assert_eq!(mv.storage_class_name.as_deref(), Some("standard"));
     assert_eq!(mv.resources.unwrap().requests.unwrap()["storage"].0, "10Gi");
 
-    // Services, ConfigMap, ServiceAccount, PDBs, all owned by the cluster.
+    // Services, ServiceAccount, PDBs, all owned by the cluster.
     let svcs: Api<Service> = Api::namespaced(admin.clone(), &ns);
     let headless = svcs.get("alpha-master").await.unwrap();
     assert_eq!(headless.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
     assert!(svcs.get("alpha-chunkserver").await.is_ok());
     assert_eq!(svcs.get("alpha").await.unwrap().spec.unwrap().ports.unwrap()[0].port, 9700);
-    let cm = Api::<ConfigMap>::namespaced(admin.clone(), &ns).get("alpha-config").await.unwrap();
-    assert!(cm.data.unwrap()["gfs.toml"].contains("chunk-size = \"32Mi\""));
+    // Settings reach the masters as arguments (32Mi in bytes); no
+    // ConfigMap, which no binary read.
+    let margs = master.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+    assert!(margs.windows(2).any(|w| w[0] == "--chunk-size" && w[1] == (32u64 << 20).to_string()), "{margs:?}");
+    let cms = Api::<ConfigMap>::namespaced(admin.clone(), &ns).list(&Default::default()).await.unwrap();
+    assert!(cms.items.iter().all(|c| c.name_any() != "alpha-config"), "a ConfigMap no binary reads");
     let sa = Api::<ServiceAccount>::namespaced(admin.clone(), &ns).get("alpha-gfs").await.unwrap();
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
     let mpdb = pdbs.get("alpha-master").await.unwrap();
