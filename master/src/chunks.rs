@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::lease::Lease;
-use crate::sid::ServerSet;
+use crate::sid::{RareServerSet, ServerSet};
 
 /// Master state of one chunk.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ pub struct ChunkEntry {
     pub bumping_from: Option<u64>,
     /// Replicas their holder confirmed corrupt (`VerifyChunk`) but that
     /// are kept: the chunk had no other live replica that is not corrupt.
-    pub corrupt: ServerSet,
+    pub corrupt: RareServerSet,
     /// The owning file is deleted (within a hidden entry, awaiting GC):
     /// its repairs come after those of live files.
     pub hidden: bool,
@@ -152,7 +152,7 @@ impl ChunkTable {
             replication,
             chunk_size,
             bumping_from: None,
-            corrupt: ServerSet::new(),
+            corrupt: RareServerSet::default(),
             hidden: false,
             changed: 0,
         };

@@ -150,6 +150,55 @@ impl ServerSet {
     }
 }
 
+/// A [`ServerSet`] that is nearly always empty (a chunk's replicas confirmed
+/// corrupt but kept): 8 bytes inline, the set boxed once it holds one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RareServerSet(Option<Box<ServerSet>>);
+
+impl RareServerSet {
+    /// True if `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(name))
+    }
+
+    /// Adds `name`; false if it was there.
+    pub fn insert(&mut self, name: impl AsRef<str>) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(name)
+    }
+
+    /// Removes `name`; false if it was not there. The box goes with the
+    /// last server.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(set) = self.0.as_mut() else { return false };
+        let removed = set.remove(name);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Removes every server.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// The server ids, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().flat_map(|s| s.iter())
+    }
+}
+
+impl std::fmt::Debug for RareServerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 impl std::fmt::Debug for ServerSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.iter()).finish()
@@ -212,6 +261,21 @@ mod tests {
         assert_eq!(Sid::of("sid-test-inline2").as_str(), "sid-test-inline2");
         // What every chunk pays inline (the table adds its own slot).
         let entry = std::mem::size_of::<crate::chunks::ChunkEntry>();
-        assert!(entry <= 112, "ChunkEntry grew to {entry} bytes");
+        assert!(entry <= 96, "ChunkEntry grew to {entry} bytes");
+    }
+
+    #[test]
+    fn a_rare_set_is_a_pointer_until_it_holds_a_server_and_after_its_last() {
+        assert_eq!(std::mem::size_of::<RareServerSet>(), 8);
+        let mut s = RareServerSet::default();
+        assert!(s.is_empty() && !s.contains("sid-test-rare1") && !s.remove("sid-test-rare1"));
+        assert!(s.insert("sid-test-rare2") && s.insert("sid-test-rare1") && !s.insert("sid-test-rare1"));
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["sid-test-rare1", "sid-test-rare2"]);
+        assert!(s.remove("sid-test-rare1") && s.contains("sid-test-rare2") && !s.is_empty());
+        assert!(s.remove("sid-test-rare2"));
+        assert_eq!(s, RareServerSet::default(), "the box went with the last server");
+        s.insert("sid-test-rare1");
+        s.clear();
+        assert!(s.is_empty());
     }
 }
