@@ -990,7 +990,7 @@ async fn storage_grows_where_the_class_allows_and_never_shrinks() {
 async fn a_lost_pod_is_fenced_at_the_master_before_it_is_replaced() {
     let (admin, op_client) = setup().await;
     let ns = namespace(&admin, "fence").await;
-    let gfs = Gfs::start(4).await;
+    let mut gfs = Gfs::start(4).await;
     let mut v = cluster_json("phi", 4);
     v["spec"]["nodeLoss"] = json!({"gracePeriodSeconds": 3600, "pvcPolicy": "Retain"});
     // A master address nobody listens on.
@@ -1019,6 +1019,10 @@ async fn a_lost_pod_is_fenced_at_the_master_before_it_is_replaced() {
     assert!(pods.get_opt("phi-chunkserver-1").await.unwrap().is_some(), "replaced before it was fenced");
     assert_eq!(gfs.state(1).await, "LIVE");
 
+    // The node's shutdown took the process with it (were it still running,
+    // its next heartbeat would register it again and undo LOST: the master
+    // takes a registration as the server being back).
+    gfs.kill_chunkserver(1);
     // The master is reachable again: fenced (LOST), then replaced.
     let patch = json!({"metadata": {"annotations": {"gfs.dev/master-address": gfs.master}}});
     gcs.patch("phi", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
