@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = args.dir.trim_end_matches('/').to_string();
     if let (System::Gfs, Op::Create | Op::Write) = (args.system, args.op) {
         let c = Client::new(ClientConfig::new(args.addr.clone()))?;
-        c.mkdir(&dir, true).await.or_else(|e| if e.to_string().contains("exists") { Ok(()) } else { Err(e) })?;
+        c.mkdir(&dir, true).await?;
     }
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -150,10 +150,7 @@ impl Worker {
     async fn run(&mut self, op: Op, path: &str, i: usize, size: usize) -> anyhow::Result<()> {
         match self {
             Worker::Gfs(c) => gfs_op(c, op, path, i, size).await,
-            Worker::Http { system, addr, conns } => {
-                let (system, addr) = (*system, addr.clone());
-                http_op(conns, system, &addr, op, path, i, size).await
-            }
+            Worker::Http { system, addr, conns } => http_op(conns, *system, addr, op, path, i, size).await,
         }
     }
 }

@@ -178,14 +178,11 @@ pub struct Space {
 }
 
 impl Space {
-    /// Sums the live servers of a ClusterStatus: capacity and free space of
-    /// each disk once (servers sharing a file system report the same one),
-    /// chunk bytes of every server.
+    /// The live servers' totals of a ClusterStatus, as the master sums them:
+    /// capacity and free space of each disk once (servers sharing a file
+    /// system report the same one), chunk bytes of every server.
     pub fn of(st: &crate::ClusterStatusResponse) -> Space {
-        let live = || st.servers.iter().filter(|s| s.alive);
-        let disks = gfs_common::disks::totals(live().map(|s| (s.disk_id.as_str(), s.capacity_bytes, s.free_bytes)));
-        let used = live().fold(0u64, |acc, s| acc.saturating_add(s.used_bytes));
-        Space { capacity: disks.capacity, used, free: disks.free }
+        Space { capacity: st.capacity_bytes, used: st.used_bytes, free: st.free_bytes }
     }
 
     /// Used as a percentage of capacity (0 with no capacity).
@@ -219,7 +216,7 @@ pub async fn df(client: &Client, human: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gfs_proto::{ClusterStatusResponse, ServerStatus};
+    use gfs_proto::ClusterStatusResponse;
 
     fn file(path: &str, size: u64, replication: u32) -> FileInfo {
         FileInfo { path: path.into(), r#type: FileType::File as i32, size, replication, ..Default::default() }
@@ -251,38 +248,11 @@ mod tests {
     }
 
     #[test]
-    fn df_sums_live_servers_only() {
-        let srv = |alive, capacity_bytes, used_bytes, free_bytes| ServerStatus {
-            alive,
-            capacity_bytes,
-            used_bytes,
-            free_bytes,
-            ..Default::default()
-        };
-        let st = ClusterStatusResponse {
-            servers: vec![srv(true, 100, 10, 80), srv(true, 200, 50, 100), srv(false, 1000, 1000, 0)],
-            ..Default::default()
-        };
+    fn use_percent_of_the_cluster_totals() {
+        let st = ClusterStatusResponse { capacity_bytes: 300, used_bytes: 60, free_bytes: 180, ..Default::default() };
         let s = Space::of(&st);
         assert_eq!(s, Space { capacity: 300, used: 60, free: 180 });
         assert_eq!(s.use_percent(), 20.0);
         assert_eq!(Space::default().use_percent(), 0.0);
-    }
-
-    #[test]
-    fn df_counts_a_shared_disk_once_but_every_servers_chunks() {
-        let srv = |disk: &str, used_bytes, free_bytes| ServerStatus {
-            alive: true,
-            capacity_bytes: 1000,
-            used_bytes,
-            free_bytes,
-            disk_id: disk.into(),
-            ..Default::default()
-        };
-        let st = ClusterStatusResponse {
-            servers: vec![srv("boot:801", 10, 500), srv("boot:801", 20, 490), srv("boot:802", 5, 900)],
-            ..Default::default()
-        };
-        assert_eq!(Space::of(&st), Space { capacity: 2000, used: 35, free: 490 + 900 });
     }
 }
